@@ -1,0 +1,65 @@
+// The `ztedge` command: dispatches to one command group per subcommand.
+import { type CliIo, type CommandGroup, UsageError } from './command.js';
+
+const VERSION = '0.1.0';
+
+/** Command groups by name. Each group lives in its own module under src/cli/. */
+const COMMANDS: Record<string, () => Promise<CommandGroup>> = {
+};
+
+function topUsage(): string {
+  const lines = Object.keys(COMMANDS)
+    .sort()
+    .map((name) => `  ${name}`);
+  return [
+    `ztedge ${VERSION} — zero-trust enforcement agent for edge devices`,
+    '',
+    'Usage: ztedge <command> [options]',
+    '',
+    'Commands:',
+    ...lines,
+    '',
+    'Run `ztedge <command> --help` for the options of a command.',
+  ].join('\n');
+}
+
+export const defaultIo: CliIo = {
+  stdout: (text) => process.stdout.write(text.endsWith('\n') ? text : text + '\n'),
+  stderr: (text) => process.stderr.write(text.endsWith('\n') ? text : text + '\n'),
+  readStdin: async () => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  },
+};
+
+export async function main(argv: string[], io: CliIo = defaultIo): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    io.stdout(topUsage());
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === 'version') {
+    io.stdout(VERSION);
+    return 0;
+  }
+  const load = COMMANDS[name];
+  if (load === undefined) {
+    io.stderr(`ztedge: unknown command '${name}'\n\n${topUsage()}`);
+    return 2;
+  }
+  const group = await load();
+  if (rest[0] === '--help' || rest[0] === '-h') {
+    io.stdout(group.usage);
+    return 0;
+  }
+  try {
+    return await group.run(rest, io);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.stderr(`ztedge ${name}: ${err.message}\n\n${group.usage}`);
+      return 2;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,5 @@
+// Raised by extension constructors and methods (bad literal, overflow). The evaluator turns it
+// into a Cedar evaluation error of the policy being evaluated.
+export class ExtensionError extends Error {
+  override name = 'ExtensionError';
+}
