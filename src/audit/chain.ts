@@ -1,0 +1,70 @@
+// The audit hash chain (pure). Each record commits to its predecessor, so removing, reordering
+// or editing any record breaks every hash after it.
+//
+//   hash = SHA-256( prevHash(32) || seq(u64 BE) || timeMs(u64 BE) || len(kind)(u8) || kind || body )
+//
+// Fixed-width fields and a length-prefixed kind make the preimage unambiguous without a
+// serializer in the trusted path. The record hashes are also the leaves of an RFC 9162 Merkle
+// tree (see merkle.ts).
+import { sha256 } from '@noble/hashes/sha2.js';
+
+export const AUDIT_KINDS = ['command', 'decision', 'execution', 'bundle', 'attestation', 'key', 'sync', 'system'] as const;
+export type AuditKind = (typeof AUDIT_KINDS)[number];
+
+/** The chain starts from 32 zero bytes. */
+export const GENESIS_HASH = new Uint8Array(32);
+
+export interface AuditRecord {
+  seq: number;
+  timeMs: number;
+  kind: AuditKind;
+  /** CBOR-encoded body. */
+  body: Uint8Array;
+  prevHash: Uint8Array;
+  hash: Uint8Array;
+}
+
+export function recordHash(prevHash: Uint8Array, seq: number, timeMs: number, kind: AuditKind, body: Uint8Array): Uint8Array {
+  if (prevHash.length !== 32) throw new RangeError('prevHash must be 32 bytes');
+  if (!Number.isSafeInteger(seq) || seq < 1) throw new RangeError('seq must be a positive integer');
+  if (!Number.isSafeInteger(timeMs) || timeMs < 0) throw new RangeError('timeMs must be a non-negative integer');
+  const kindBytes = new TextEncoder().encode(kind);
+  const pre = new Uint8Array(32 + 8 + 8 + 1 + kindBytes.length + body.length);
+  const view = new DataView(pre.buffer);
+  pre.set(prevHash, 0);
+  view.setBigUint64(32, BigInt(seq));
+  view.setBigUint64(40, BigInt(timeMs));
+  pre[48] = kindBytes.length;
+  pre.set(kindBytes, 49);
+  pre.set(body, 49 + kindBytes.length);
+  return sha256(pre);
+}
+
+export type ChainBreak =
+  | { code: 'AUDIT_SEQ_GAP'; seq: number; expected: number }
+  | { code: 'AUDIT_PREV_MISMATCH'; seq: number }
+  | { code: 'AUDIT_HASH_MISMATCH'; seq: number };
+
+/**
+ * Checks a run of consecutive records against the hash of the record before the first one.
+ * Returns the first break found, or undefined if the run is intact.
+ */
+export function verifyChain(records: Iterable<AuditRecord>, prevHash: Uint8Array = GENESIS_HASH, firstSeq = 1): ChainBreak | undefined {
+  let expectedSeq = firstSeq;
+  let prev = prevHash;
+  for (const r of records) {
+    if (r.seq !== expectedSeq) return { code: 'AUDIT_SEQ_GAP', seq: r.seq, expected: expectedSeq };
+    if (!bytesEqual(r.prevHash, prev)) return { code: 'AUDIT_PREV_MISMATCH', seq: r.seq };
+    if (!bytesEqual(recordHash(prev, r.seq, r.timeMs, r.kind, r.body), r.hash)) return { code: 'AUDIT_HASH_MISMATCH', seq: r.seq };
+    prev = r.hash;
+    expectedSeq++;
+  }
+  return undefined;
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
+}

@@ -1,0 +1,177 @@
+// The audit log on SQLite: append-only, hash-chained, group-committed.
+//
+// Appends that arrive in the same turn of the event loop are written in one transaction, so a
+// burst of commands costs one fsync (synchronous=FULL) instead of one each. append() resolves
+// only after that transaction commits: the caller executes an action only after its record is
+// durable. UPDATE is refused by a trigger; DELETE only below the synced watermark (pruning after
+// the collector has acknowledged).
+import type { Database, Statement } from 'better-sqlite3';
+import { type AuditKind, type AuditRecord, type ChainBreak, AUDIT_KINDS, GENESIS_HASH, recordHash, verifyChain } from './chain.js';
+
+export interface AuditRef {
+  seq: number;
+  hash: Uint8Array;
+}
+
+/** What the rest of the agent needs from the audit log. */
+export interface AuditSink {
+  /** Resolves once the record is committed durably; rejects with AuditError if it could not be. */
+  append(kind: AuditKind, body: Uint8Array): Promise<AuditRef>;
+}
+
+export class AuditError extends Error {
+  override name = 'AuditError';
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY,
+  time_ms INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  body BLOB NOT NULL,
+  prev_hash BLOB NOT NULL,
+  hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_meta (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  synced_seq INTEGER NOT NULL,
+  pruned_seq INTEGER NOT NULL,
+  pruned_hash BLOB NOT NULL
+);
+INSERT OR IGNORE INTO audit_meta (id, synced_seq, pruned_seq, pruned_hash) VALUES (1, 0, 0, zeroblob(32));
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_prune_synced_only BEFORE DELETE ON audit
+WHEN OLD.seq > (SELECT synced_seq FROM audit_meta WHERE id = 1)
+BEGIN SELECT RAISE(ABORT, 'audit records may be pruned only after upstream sync'); END;
+`;
+
+interface Pending {
+  kind: AuditKind;
+  body: Uint8Array;
+  resolve: (ref: AuditRef) => void;
+  reject: (err: Error) => void;
+}
+
+export interface AuditLogOptions {
+  now: () => number;
+  /** Largest body accepted, in bytes. */
+  maxBodyBytes?: number;
+}
+
+export class SqliteAuditLog implements AuditSink {
+  private readonly insert: Statement;
+  private readonly now: () => number;
+  private readonly maxBodyBytes: number;
+  private headSeq: number;
+  private headHash: Uint8Array;
+  private pending: Pending[] = [];
+  private flushScheduled = false;
+
+  constructor(
+    private readonly db: Database,
+    opts: AuditLogOptions,
+  ) {
+    this.now = opts.now;
+    this.maxBodyBytes = opts.maxBodyBytes ?? 64 * 1024;
+    db.exec(SCHEMA);
+    this.insert = db.prepare('INSERT INTO audit (seq, time_ms, kind, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)');
+    const head = this.readHead();
+    this.headSeq = head.seq;
+    this.headHash = head.hash;
+  }
+
+  append(kind: AuditKind, body: Uint8Array): Promise<AuditRef> {
+    if (!AUDIT_KINDS.includes(kind)) return Promise.reject(new AuditError('AUDIT_BAD_KIND', `unknown audit kind ${String(kind)}`));
+    if (body.length > this.maxBodyBytes) {
+      return Promise.reject(new AuditError('AUDIT_BODY_TOO_LARGE', `audit body of ${body.length} bytes exceeds ${this.maxBodyBytes}`));
+    }
+    return new Promise<AuditRef>((resolve, reject) => {
+      this.pending.push({ kind, body, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Writes every pending append in one transaction (one fsync). */
+  flush(): void {
+    this.flushScheduled = false;
+    const batch = this.pending;
+    this.pending = [];
+    if (batch.length === 0) return;
+    const refs: AuditRef[] = [];
+    let seq = this.headSeq;
+    let prev = this.headHash;
+    try {
+      this.db.transaction(() => {
+        for (const item of batch) {
+          seq++;
+          // Monotonic time within the chain even if the wall clock steps back.
+          const timeMs = Math.max(this.now(), 0);
+          const hash = recordHash(prev, seq, timeMs, item.kind, item.body);
+          this.insert.run(seq, timeMs, item.kind, item.body, prev, hash);
+          refs.push({ seq, hash });
+          prev = hash;
+        }
+      })();
+    } catch (err) {
+      const failure = new AuditError('AUDIT_WRITE_FAILED', `audit commit failed: ${(err as Error).message}`);
+      for (const item of batch) item.reject(failure);
+      return;
+    }
+    this.headSeq = seq;
+    this.headHash = prev;
+    batch.forEach((item, i) => item.resolve(refs[i]!));
+  }
+
+  head(): AuditRef {
+    return { seq: this.headSeq, hash: this.headHash };
+  }
+
+  /** Records from `fromSeq` on, at most `limit`. */
+  read(fromSeq: number, limit: number): AuditRecord[] {
+    const rows = this.db
+      .prepare('SELECT seq, time_ms, kind, body, prev_hash, hash FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?')
+      .all(fromSeq, limit) as Array<{ seq: number; time_ms: number; kind: AuditKind; body: Buffer; prev_hash: Buffer; hash: Buffer }>;
+    return rows.map((r) => ({
+      seq: r.seq,
+      timeMs: r.time_ms,
+      kind: r.kind,
+      body: new Uint8Array(r.body),
+      prevHash: new Uint8Array(r.prev_hash),
+      hash: new Uint8Array(r.hash),
+    }));
+  }
+
+  /** Re-verifies the whole stored chain from the last pruned point. */
+  verify(): ChainBreak | undefined {
+    const meta = this.db.prepare('SELECT pruned_seq, pruned_hash FROM audit_meta WHERE id = 1').get() as { pruned_seq: number; pruned_hash: Buffer };
+    const records = this.iterate(meta.pruned_seq + 1);
+    return verifyChain(records, new Uint8Array(meta.pruned_hash), meta.pruned_seq + 1);
+  }
+
+  private *iterate(fromSeq: number): Generator<AuditRecord> {
+    let next = fromSeq;
+    for (;;) {
+      const page = this.read(next, 1000);
+      if (page.length === 0) return;
+      yield* page;
+      next = page[page.length - 1]!.seq + 1;
+    }
+  }
+
+  private readHead(): AuditRef {
+    const row = this.db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: Buffer } | undefined;
+    if (row !== undefined) return { seq: row.seq, hash: new Uint8Array(row.hash) };
+    const meta = this.db.prepare('SELECT pruned_seq, pruned_hash FROM audit_meta WHERE id = 1').get() as { pruned_seq: number; pruned_hash: Buffer };
+    return { seq: meta.pruned_seq, hash: meta.pruned_seq === 0 ? GENESIS_HASH : new Uint8Array(meta.pruned_hash) };
+  }
+}
