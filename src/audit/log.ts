@@ -6,6 +6,7 @@
 // durable. UPDATE is refused by a trigger; DELETE only below the synced watermark (pruning after
 // the collector has acknowledged).
 import type { Database, Statement } from 'better-sqlite3';
+import { migrate } from '../agent/state-db.js';
 import { type AuditKind, type AuditRecord, type ChainBreak, AUDIT_KINDS, GENESIS_HASH, recordHash, verifyChain } from './chain.js';
 
 export interface AuditRef {
@@ -80,7 +81,7 @@ export class SqliteAuditLog implements AuditSink {
   ) {
     this.now = opts.now;
     this.maxBodyBytes = opts.maxBodyBytes ?? 64 * 1024;
-    db.exec(SCHEMA);
+    migrate(db, 'audit', [SCHEMA]);
     this.insert = db.prepare('INSERT INTO audit (seq, time_ms, kind, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)');
     const head = this.readHead();
     this.headSeq = head.seq;

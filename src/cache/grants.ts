@@ -3,6 +3,7 @@
 // so they are honoured offline and after a reboot; a bundle can revoke them (all, or those issued
 // under older bundle revisions).
 import type { Database, Statement } from 'better-sqlite3';
+import { migrate } from '../agent/state-db.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS jit_grants (
@@ -32,7 +33,7 @@ export class GrantStore {
   private readonly lookup: Statement;
 
   constructor(private readonly db: Database) {
-    db.exec(SCHEMA);
+    migrate(db, 'jit_grants', [SCHEMA]);
     // A new grant for the same triple replaces the old one only if it lasts longer.
     this.upsert = db.prepare(`
       INSERT INTO jit_grants (principal, action, resource, expires_ms, granted_ms, bundle_revision, command_digest)

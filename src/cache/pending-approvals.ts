@@ -2,6 +2,7 @@
 // have approved it, or until it expires. Held commands and their approvals are kept in the state
 // database, so a restart neither forgets a pending command nor the approvals it has collected.
 import type { Database, Statement } from 'better-sqlite3';
+import { migrate } from '../agent/state-db.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS pending_commands (
@@ -61,7 +62,7 @@ export class PendingApprovals {
     private readonly db: Database,
     private readonly maxPending: number,
   ) {
-    db.exec(SCHEMA);
+    migrate(db, 'pending_approvals', [SCHEMA]);
     this.insertCommand = db.prepare(`INSERT OR IGNORE INTO pending_commands
       (digest, envelope, principal, action, resource, required, approvers, expires_ms, created_ms, reply)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);

@@ -6,6 +6,7 @@
 // flush is scheduled before the command's audit record is committed, so an executed command's
 // rate event is on disk no later than its audit record.
 import type { Database, Statement } from 'better-sqlite3';
+import { migrate } from '../agent/state-db.js';
 import type { RateLimit } from '../agent/obligations.js';
 
 const SCHEMA = `
@@ -34,7 +35,7 @@ export class RateLimiter {
   private flushScheduled = false;
 
   constructor(private readonly db: Database) {
-    db.exec(SCHEMA);
+    migrate(db, 'rate_limit', [SCHEMA]);
     this.insert = db.prepare('INSERT INTO rate_events (key, time_ms) VALUES (?, ?)');
     this.load();
   }

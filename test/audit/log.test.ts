@@ -1,4 +1,4 @@
-import Database from 'better-sqlite3';
+import { openStateDb } from '../../src/agent/state-db.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,17 +6,9 @@ import { describe, expect, it } from 'vitest';
 import { GENESIS_HASH, recordHash, verifyChain } from '../../src/audit/chain.js';
 import { AuditError, SqliteAuditLog } from '../../src/audit/log.js';
 
-function tempDb(): { path: string; open: () => Database.Database } {
+function tempDb() {
   const path = join(mkdtempSync(join(tmpdir(), 'ztedge-audit-')), 'state.db');
-  return {
-    path,
-    open: () => {
-      const db = new Database(path);
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = FULL');
-      return db;
-    },
-  };
+  return { path, open: () => openStateDb(path) };
 }
 
 const body = (s: string) => new TextEncoder().encode(s);
