@@ -52,6 +52,8 @@ const MIGRATIONS = [
    INSERT INTO replay_watermark (id, pruned_through_ms) VALUES (1, 0);`,
 ];
 
+type RecordOutcome = 'inserted' | 'refreshed' | 'replay' | 'full';
+
 const MAX_ISSUER_BYTES = 1024;
 const MAX_CTI_BYTES = 64;
 
@@ -95,18 +97,17 @@ export class ReplayGuard {
     this.saveWatermark = db.prepare<[number]>(
       'UPDATE replay_watermark SET pruned_through_ms = max(pruned_through_ms, ?) WHERE id = 1',
     );
-    this.record = db.transaction((issuer: string, cti: Buffer, expiresMs: number, nowMs: number): boolean => {
+    this.record = db.transaction((issuer: string, cti: Buffer, expiresMs: number, nowMs: number): RecordOutcome => {
       const seen = this.select.get(issuer, cti);
-      if (seen !== undefined && seen.expires_ms > nowMs) {
-        throw new EnvelopeError('ENVELOPE_REPLAY', `command ${hex(cti)} from '${issuer}' was already accepted`);
-      }
+      if (seen !== undefined && seen.expires_ms > nowMs) return 'replay';
       if (seen !== undefined) {
         // Expired but not yet pruned: the same (issuer, cti) on a fresh, valid envelope is new.
         this.refresh.run(expiresMs, issuer, cti);
-        return false;
+        return 'refreshed';
       }
+      if (this.entries >= this.maxEntries) return 'full';
       this.insert.run(issuer, cti, expiresMs);
-      return true;
+      return 'inserted';
     });
 
     this.entries = (db.prepare('SELECT count(*) AS n FROM replay_seen').get() as { n: number }).n;
@@ -135,16 +136,25 @@ export class ReplayGuard {
       );
     }
     if (nowMs - this.lastPruneMs >= this.pruneIntervalMs) this.prune(nowMs);
-    if (this.entries >= this.maxEntries) {
+    let outcome = this.record(issuer, cti, expiresMs, nowMs);
+    if (outcome === 'full') {
       this.prune(nowMs);
-      if (this.entries >= this.maxEntries) {
+      outcome = this.record(issuer, cti, expiresMs, nowMs);
+    }
+    switch (outcome) {
+      case 'replay':
+        throw new EnvelopeError('ENVELOPE_REPLAY', `command ${hex(cti)} from '${issuer}' was already accepted`);
+      case 'full':
         throw new EnvelopeError(
           'ENVELOPE_REPLAY_STORE_FULL',
           `replay store holds ${this.entries} live entries (limit ${this.maxEntries}); refusing new commands`,
         );
-      }
+      case 'inserted':
+        this.entries++;
+        return;
+      case 'refreshed':
+        return;
     }
-    if (this.record(issuer, cti, expiresMs, nowMs)) this.entries++;
   }
 
   /** Deletes entries expired at `nowMs`; returns how many. */

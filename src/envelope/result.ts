@@ -1,0 +1,89 @@
+// A command result: a COSE_Sign1 by the device key over CWT claims iss (the device), cti,
+// iat and private claims "cmd" (digest of the command envelope), "decision" ("allow" or
+// "deny"), "policies" (determining policy ids), "reasons" (text) and "outcome" (what
+// happened to the command, e.g. "executed", "not_executed", "failed"), bound to
+// [deviceId, topic]. A result has no exp: it is a record, not an authorization.
+import type { CoseAlgorithm } from '../crypto/algorithms.js';
+import type { PrivateKey } from '../crypto/keys.js';
+import type { CborMapKey, Encodable } from './cbor.js';
+import { CLAIM, DIGEST_LENGTH, checkTimes, invalid, readBytes, readCti, readText, readTextList, readTime, toNumericDate } from './claims.js';
+import { EnvelopeError } from './errors.js';
+import { DEFAULT_CLOCK_SKEW_MS, type EnvelopeVerifyOptions, openEnvelope, randomCti, readIssuer, sealEnvelope } from './signed-claims.js';
+
+export const RESULT_TOPIC = 'cmd/result';
+
+export type ResultDecision = 'allow' | 'deny';
+
+export interface ResultClaims {
+  iss: string;
+  iatMs: number;
+  cti: Uint8Array;
+  cmd: Uint8Array;
+  decision: ResultDecision;
+  policies: string[];
+  reasons: string[];
+  outcome: string;
+}
+
+export interface VerifiedResult {
+  claims: ResultClaims;
+  issuer: string;
+  kid: Uint8Array;
+  alg: CoseAlgorithm;
+  digest: Uint8Array;
+}
+
+export function verifyResult(bytes: Uint8Array, options: EnvelopeVerifyOptions): VerifiedResult {
+  const opened = openEnvelope(bytes, options);
+  const { claims } = opened;
+  const iss = readIssuer(opened);
+  if (iss !== options.deviceId) throw invalid('iss', `must be the device ${JSON.stringify(options.deviceId)}`);
+  const iatMs = readTime(claims, CLAIM.iat, 'iat');
+  const cti = readCti(claims);
+  const cmd = readBytes(claims, 'cmd', 'cmd', DIGEST_LENGTH);
+  const decision = readText(claims, 'decision', 'decision');
+  if (decision !== 'allow' && decision !== 'deny') throw invalid('decision', 'must be "allow" or "deny"');
+  const policies = readTextList(claims, 'policies', 'policies');
+  const reasons = readTextList(claims, 'reasons', 'reasons');
+  const outcome = readText(claims, 'outcome', 'outcome');
+  checkTimes({ iatMs }, { nowMs: options.now, clockSkewMs: options.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS });
+  return {
+    claims: { iss, iatMs, cti, cmd, decision, policies, reasons, outcome },
+    issuer: iss,
+    kid: opened.kid,
+    alg: opened.alg.id,
+    digest: opened.digest,
+  };
+}
+
+export interface SignResultInput {
+  /** The device key. */
+  key: PrivateKey;
+  alg?: CoseAlgorithm;
+  kid?: Uint8Array;
+  /** The device id: iss, and the first element of external_aad. */
+  deviceId: string;
+  topic: string;
+  commandDigest: Uint8Array;
+  decision: ResultDecision;
+  policies: readonly string[];
+  reasons: readonly string[];
+  outcome: string;
+  now: number;
+  cti?: Uint8Array;
+}
+
+export function signResult(input: SignResultInput): Uint8Array {
+  if (input.commandDigest.length !== DIGEST_LENGTH) throw new EnvelopeError('ENVELOPE_CLAIM_INVALID', 'command digest must be 32 bytes');
+  const claims = new Map<CborMapKey, Encodable>([
+    [CLAIM.iss, input.deviceId],
+    [CLAIM.iat, toNumericDate(input.now)],
+    [CLAIM.cti, input.cti ?? randomCti()],
+    ['cmd', input.commandDigest],
+    ['decision', input.decision],
+    ['policies', input.policies],
+    ['reasons', input.reasons],
+    ['outcome', input.outcome],
+  ]);
+  return sealEnvelope(claims, input);
+}
