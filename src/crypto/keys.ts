@@ -94,13 +94,17 @@ export function privateKeyToPem(key: PrivateKey): string {
 
 /** Imports an SPKI PEM public key (Ed25519 or P-256). */
 export function publicKeyFromPem(pem: string): PublicKey {
+  // createPublicKey would quietly derive the public half of a private key; a private key
+  // where a public one belongs is a mistake worth reporting (it may be about to be shared).
+  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) {
+    throw new CryptoError('KEY_INVALID', 'expected a public key, got a private key');
+  }
   let keyObject: KeyObject;
   try {
     keyObject = createPublicKey({ key: pem, format: 'pem' });
   } catch {
     throw new CryptoError('KEY_INVALID', 'not a PEM public key');
   }
-  if (keyObject.type !== 'public') throw new CryptoError('KEY_INVALID', 'expected a public key, got a private key');
   return publicKeyFromKeyObject(keyObject);
 }
 
