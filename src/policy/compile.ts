@@ -1,0 +1,518 @@
+// Compiles Cedar expressions and policies into closures, once: evaluating a request runs
+// closures over the request environment and never walks the AST. Constant sub-expressions
+// (literals, set and record literals, extension calls on literals) are computed at compile time.
+// Semantics follow Cedar: && / || / if short-circuit and demand booleans, == never fails,
+// Long arithmetic is checked i64, and every failure is an EvalError with a stable code.
+import type { ActionConstraint, EntityUidLit, Expr, Loc, MethodCall, PolicyAst, ScopeConstraint } from './ast.js';
+import type { DeterminingPolicy } from './authorizer.js';
+import { contextReadsOf } from './context-reads.js';
+import type { ContextReads } from './context-reads.js';
+import type { Entities } from './entities.js';
+import { PolicyParseError } from './errors.js';
+import type { ParseErrorCode } from './errors.js';
+import { EvalError, typeError } from './eval-error.js';
+import { applyExtension, extensionFunction } from './extensions.js';
+import { compileLike } from './like.js';
+import {
+  CedarRecord,
+  CedarSet,
+  Datetime,
+  Duration,
+  EntityUid,
+  I64_MAX,
+  I64_MIN,
+  valueEquals,
+} from './value.js';
+import type { Value } from './value.js';
+
+/** What an expression sees: the request and the entity store. */
+export interface EvalEnv {
+  readonly principal: EntityUid;
+  readonly action: EntityUid;
+  readonly resource: EntityUid;
+  readonly context: CedarRecord;
+  readonly entities: Entities;
+}
+
+export type Evaluator = (env: EvalEnv) => Value;
+
+/** A compiled sub-expression; `constant` is set when its value does not depend on the request. */
+interface Compiled {
+  readonly ev: Evaluator;
+  readonly constant?: { readonly value: Value };
+}
+
+const constant = (value: Value): Compiled => ({ ev: () => value, constant: { value } });
+
+function compileError(code: ParseErrorCode, message: string, loc: Loc): PolicyParseError {
+  return new PolicyParseError([{ code, message, ...loc }]);
+}
+
+const uidOf = (lit: EntityUidLit): EntityUid => new EntityUid(lit.type, lit.id);
+
+function expectBool(v: Value): boolean {
+  if (typeof v === 'boolean') return v;
+  throw typeError(['bool'], v);
+}
+
+function expectLong(v: Value): bigint {
+  if (typeof v === 'bigint') return v;
+  throw typeError(['long'], v);
+}
+
+function expectEntity(v: Value): EntityUid {
+  if (v instanceof EntityUid) return v;
+  throw typeError(['entity'], v);
+}
+
+function expectSet(v: Value): CedarSet {
+  if (v instanceof CedarSet) return v;
+  throw typeError(['set'], v);
+}
+
+function expectString(v: Value): string {
+  if (typeof v === 'string') return v;
+  throw typeError(['string'], v);
+}
+
+function checked(op: string, a: bigint, b: bigint, r: bigint): bigint {
+  if (r < I64_MIN || r > I64_MAX) {
+    throw new EvalError('EVAL_OVERFLOW', `integer overflow while attempting to ${op} the values ${a} and ${b}`);
+  }
+  return r;
+}
+
+/** Orders two values for `<` and friends: Longs, datetimes and durations, each with its own kind. */
+function compareValues(a: Value, b: Value): number {
+  if (typeof a === 'bigint') {
+    if (typeof b === 'bigint') return a < b ? -1 : a > b ? 1 : 0;
+    throw typeError(['long'], b);
+  }
+  if (a instanceof Datetime) {
+    if (b instanceof Datetime) return a.compare(b);
+    throw typeError(['datetime'], b);
+  }
+  if (a instanceof Duration) {
+    if (b instanceof Duration) return a.compare(b);
+    throw typeError(['duration'], b);
+  }
+  throw typeError(['long', 'datetime', 'duration'], a);
+}
+
+function entityOf(env: EvalEnv, uid: EntityUid) {
+  const entity = env.entities.get(uid);
+  if (entity === undefined) throw new EvalError('EVAL_ENTITY_NOT_FOUND', `entity ${uid.key} does not exist`);
+  return entity;
+}
+
+function getAttr(env: EvalEnv, target: Value, attr: string): Value {
+  if (target instanceof CedarRecord) {
+    const v = target.get(attr);
+    if (v === undefined) throw new EvalError('EVAL_MISSING_ATTR', `record does not have the attribute ${JSON.stringify(attr)}`);
+    return v;
+  }
+  if (target instanceof EntityUid) {
+    const v = entityOf(env, target).attrs.get(attr);
+    if (v === undefined) {
+      throw new EvalError('EVAL_MISSING_ATTR', `${target.key} does not have the attribute ${JSON.stringify(attr)}`);
+    }
+    return v;
+  }
+  throw typeError(['record', 'entity'], target);
+}
+
+function hasAttr(env: EvalEnv, target: Value, attr: string): boolean {
+  if (target instanceof CedarRecord) return target.has(attr);
+  if (target instanceof EntityUid) return env.entities.get(target)?.attrs.has(attr) ?? false;
+  throw typeError(['record', 'entity'], target);
+}
+
+/** Cedar `in` with a dynamic right-hand side: an entity, or a set of entities. */
+function inValue(env: EvalEnv, lhs: EntityUid, rhs: Value): boolean {
+  if (rhs instanceof EntityUid) return env.entities.isIn(lhs, rhs);
+  if (rhs instanceof CedarSet) {
+    if (!rhs.entityOnly) {
+      for (const v of rhs) if (!(v instanceof EntityUid)) throw typeError(['entity'], v);
+    }
+    for (const v of rhs) if (env.entities.isIn(lhs, v as EntityUid)) return true;
+    return false;
+  }
+  throw typeError(['set', 'entity'], rhs);
+}
+
+/** `lhs in` a fixed group of entities: itself one of them, or one of them among its ancestors. */
+function inKeys(env: EvalEnv, lhs: EntityUid, keys: ReadonlySet<string>): boolean {
+  if (keys.has(lhs.key)) return true;
+  const ancestors = env.entities.ancestorsOf(lhs);
+  if (ancestors.size <= keys.size) {
+    for (const k of ancestors) if (keys.has(k)) return true;
+  } else {
+    for (const k of keys) if (ancestors.has(k)) return true;
+  }
+  return false;
+}
+
+/** Applies `build` at compile time when every operand is constant and it does not fail. */
+function fold(parts: readonly Compiled[], build: (values: Value[]) => Value, ev: Evaluator): Compiled {
+  if (parts.every((p) => p.constant !== undefined)) {
+    try {
+      return constant(build(parts.map((p) => p.constant!.value)));
+    } catch (e) {
+      // A constant that fails (e.g. `decimal("x")`) fails at evaluation time, as in Cedar.
+      if (!(e instanceof EvalError)) throw e;
+    }
+  }
+  return { ev };
+}
+
+function compileMethod(e: MethodCall): Compiled {
+  const target = compileExpr(e.target);
+  const args = e.args.map(compileExpr);
+  const t = target.ev;
+  const arity = (n: number) => {
+    if (args.length !== n) {
+      throw compileError(
+        'PARSE_INVALID_METHOD',
+        `\`${e.method}\` takes ${n} argument${n === 1 ? '' : 's'}, not ${args.length}`,
+        e.loc,
+      );
+    }
+  };
+  switch (e.method) {
+    case 'contains': {
+      arity(1);
+      const a = args[0]!.ev;
+      const c = target.constant?.value;
+      if (c instanceof CedarSet) return { ev: (env) => c.has(a(env)) };
+      return { ev: (env) => expectSet(t(env)).has(a(env)) };
+    }
+    case 'containsAll': {
+      arity(1);
+      const a = args[0]!.ev;
+      return { ev: (env) => expectSet(t(env)).hasAll(expectSet(a(env))) };
+    }
+    case 'containsAny': {
+      arity(1);
+      const a = args[0]!.ev;
+      return { ev: (env) => expectSet(t(env)).hasAny(expectSet(a(env))) };
+    }
+    case 'isEmpty':
+      arity(0);
+      return { ev: (env) => expectSet(t(env)).size === 0 };
+    case 'hasTag': {
+      arity(1);
+      const a = args[0]!.ev;
+      return {
+        ev: (env) => {
+          const uid = expectEntity(t(env));
+          const tag = expectString(a(env));
+          return env.entities.get(uid)?.tags.has(tag) ?? false;
+        },
+      };
+    }
+    case 'getTag': {
+      arity(1);
+      const a = args[0]!.ev;
+      return {
+        ev: (env) => {
+          const uid = expectEntity(t(env));
+          const tag = expectString(a(env));
+          const v = entityOf(env, uid).tags.get(tag);
+          if (v === undefined) throw new EvalError('EVAL_MISSING_TAG', `${uid.key} does not have the tag ${JSON.stringify(tag)}`);
+          return v;
+        },
+      };
+    }
+  }
+  const fn = extensionFunction(e.method);
+  if (fn === undefined || fn.style !== 'method') {
+    throw compileError('PARSE_INVALID_METHOD', `\`${e.method}\` is not a Cedar method`, e.loc);
+  }
+  const parts = [target, ...args];
+  const evs = parts.map((p) => p.ev);
+  return fold(parts, (values) => applyExtension(fn, values), (env) => applyExtension(fn, evs.map((f) => f(env))));
+}
+
+function compileBinary(e: Extract<Expr, { kind: 'binary' }>): Compiled {
+  const left = compileExpr(e.left);
+  const right = compileExpr(e.right);
+  const l = left.ev;
+  const r = right.ev;
+  switch (e.op) {
+    case '==':
+      return { ev: (env) => valueEquals(l(env), r(env)) };
+    case '!=':
+      return { ev: (env) => !valueEquals(l(env), r(env)) };
+    case '<':
+      return { ev: (env) => compareValues(l(env), r(env)) < 0 };
+    case '<=':
+      return { ev: (env) => compareValues(l(env), r(env)) <= 0 };
+    case '>':
+      return { ev: (env) => compareValues(l(env), r(env)) > 0 };
+    case '>=':
+      return { ev: (env) => compareValues(l(env), r(env)) >= 0 };
+    case '+':
+      return {
+        ev: (env) => {
+          const a = expectLong(l(env));
+          const b = expectLong(r(env));
+          return checked('add', a, b, a + b);
+        },
+      };
+    case '-':
+      return {
+        ev: (env) => {
+          const a = expectLong(l(env));
+          const b = expectLong(r(env));
+          return checked('subtract', a, b, a - b);
+        },
+      };
+    case '*':
+      return {
+        ev: (env) => {
+          const a = expectLong(l(env));
+          const b = expectLong(r(env));
+          return checked('multiply', a, b, a * b);
+        },
+      };
+    case 'in': {
+      const c = right.constant?.value;
+      if (c instanceof EntityUid) return { ev: (env) => env.entities.isIn(expectEntity(l(env)), c) };
+      if (c instanceof CedarSet && c.entityOnly) {
+        const keys = new Set([...c].map((v) => (v as EntityUid).key));
+        return { ev: (env) => inKeys(env, expectEntity(l(env)), keys) };
+      }
+      return { ev: (env) => inValue(env, expectEntity(l(env)), r(env)) };
+    }
+  }
+}
+
+function compileExpr(e: Expr): Compiled {
+  switch (e.kind) {
+    case 'bool':
+    case 'long':
+    case 'string':
+      return constant(e.value);
+    case 'entity':
+      return constant(uidOf(e.uid));
+    case 'var':
+      switch (e.name) {
+        case 'principal':
+          return { ev: (env) => env.principal };
+        case 'action':
+          return { ev: (env) => env.action };
+        case 'resource':
+          return { ev: (env) => env.resource };
+        case 'context':
+          return { ev: (env) => env.context };
+      }
+      break;
+    case 'if': {
+      const c = compileExpr(e.cond).ev;
+      const t = compileExpr(e.then).ev;
+      const f = compileExpr(e.else).ev;
+      return { ev: (env) => (expectBool(c(env)) ? t(env) : f(env)) };
+    }
+    case 'and': {
+      const l = compileExpr(e.left).ev;
+      const r = compileExpr(e.right).ev;
+      return { ev: (env) => expectBool(l(env)) && expectBool(r(env)) };
+    }
+    case 'or': {
+      const l = compileExpr(e.left).ev;
+      const r = compileExpr(e.right).ev;
+      return { ev: (env) => expectBool(l(env)) || expectBool(r(env)) };
+    }
+    case 'not': {
+      const a = compileExpr(e.arg).ev;
+      return { ev: (env) => !expectBool(a(env)) };
+    }
+    case 'neg': {
+      const a = compileExpr(e.arg).ev;
+      return {
+        ev: (env) => {
+          const v = expectLong(a(env));
+          if (v === I64_MIN) throw new EvalError('EVAL_OVERFLOW', `integer overflow while attempting to negate the value ${v}`);
+          return -v;
+        },
+      };
+    }
+    case 'binary':
+      return compileBinary(e);
+    case 'has': {
+      const t = compileExpr(e.target).ev;
+      const attr = e.attr;
+      return { ev: (env) => hasAttr(env, t(env), attr) };
+    }
+    case 'getAttr': {
+      const t = compileExpr(e.target).ev;
+      const attr = e.attr;
+      return { ev: (env) => getAttr(env, t(env), attr) };
+    }
+    case 'like': {
+      const t = compileExpr(e.target).ev;
+      const matches = compileLike(e.pattern);
+      return { ev: (env) => matches(expectString(t(env))) };
+    }
+    case 'is': {
+      const t = compileExpr(e.target).ev;
+      const type = e.entityType;
+      if (e.in === undefined) return { ev: (env) => expectEntity(t(env)).type === type };
+      const group = compileExpr(e.in).ev;
+      return {
+        ev: (env) => {
+          const uid = expectEntity(t(env));
+          return uid.type === type && inValue(env, uid, group(env));
+        },
+      };
+    }
+    case 'set': {
+      const parts = e.elements.map(compileExpr);
+      const evs = parts.map((p) => p.ev);
+      return fold(parts, (values) => CedarSet.of(values), (env) => CedarSet.of(evs.map((f) => f(env))));
+    }
+    case 'record': {
+      const names = e.entries.map(([k]) => k);
+      const parts = e.entries.map(([, v]) => compileExpr(v));
+      const evs = parts.map((p) => p.ev);
+      const build = (values: Value[]) => new CedarRecord(new Map(values.map((v, i) => [names[i]!, v])));
+      return fold(parts, build, (env) => build(evs.map((f) => f(env))));
+    }
+    case 'call': {
+      const fn = extensionFunction(e.fn);
+      if (fn === undefined || fn.style !== 'function') {
+        throw compileError('PARSE_UNKNOWN_FUNCTION', `\`${e.fn}\` is not a Cedar function`, e.loc);
+      }
+      const parts = e.args.map(compileExpr);
+      const evs = parts.map((p) => p.ev);
+      return fold(parts, (values) => applyExtension(fn, values), (env) => applyExtension(fn, evs.map((f) => f(env))));
+    }
+    case 'method':
+      return compileMethod(e);
+  }
+  throw new Error(`unknown expression kind ${(e as Expr).kind}`);
+}
+
+/** Compiles one expression (the CLI's `eval`, tests); throws PolicyParseError for unknown calls. */
+export function compileExpression(expr: Expr): Evaluator {
+  return compileExpr(expr).ev;
+}
+
+export type ScopeTest = (env: EvalEnv) => boolean;
+
+function compileScope(c: ScopeConstraint, pick: (env: EvalEnv) => EntityUid): ScopeTest | undefined {
+  switch (c.op) {
+    case 'any':
+      return undefined;
+    case '==': {
+      const key = uidOf(c.entity).key;
+      return (env) => pick(env).key === key;
+    }
+    case 'in': {
+      const group = uidOf(c.entity);
+      return (env) => env.entities.isIn(pick(env), group);
+    }
+    case 'is': {
+      const type = c.entityType;
+      if (c.in === undefined) return (env) => pick(env).type === type;
+      const group = uidOf(c.in);
+      return (env) => {
+        const uid = pick(env);
+        return uid.type === type && env.entities.isIn(uid, group);
+      };
+    }
+  }
+}
+
+function compileActionScope(c: ActionConstraint): ScopeTest | undefined {
+  switch (c.op) {
+    case 'any':
+      return undefined;
+    case '==': {
+      const key = uidOf(c.entity).key;
+      return (env) => env.action.key === key;
+    }
+    case 'in': {
+      const keys = new Set(c.entities.map((lit) => uidOf(lit).key));
+      return (env) => inKeys(env, env.action, keys);
+    }
+  }
+}
+
+function allOf(tests: readonly ScopeTest[]): ScopeTest {
+  switch (tests.length) {
+    case 0:
+      return () => true;
+    case 1:
+      return tests[0]!;
+    case 2: {
+      const [a, b] = tests as [ScopeTest, ScopeTest];
+      return (env) => a(env) && b(env);
+    }
+    default: {
+      const [a, b, c] = tests as [ScopeTest, ScopeTest, ScopeTest];
+      return (env) => a(env) && b(env) && c(env);
+    }
+  }
+}
+
+function compileConditions(policy: PolicyAst): ScopeTest {
+  const clauses = policy.conditions.map((c) => ({ unless: c.kind === 'unless', body: compileExpr(c.body).ev }));
+  if (clauses.length === 1) {
+    const { unless, body } = clauses[0]!;
+    return unless ? (env) => !expectBool(body(env)) : (env) => expectBool(body(env));
+  }
+  return (env) => {
+    for (const { unless, body } of clauses) if (expectBool(body(env)) === unless) return false;
+    return true;
+  };
+}
+
+export interface CompiledPolicy {
+  readonly id: string;
+  /** The `@id("...")` annotation, when present. */
+  readonly name: string | undefined;
+  readonly effect: 'permit' | 'forbid';
+  /** Position in its policy set; decisions list policies in this order. */
+  readonly position: number;
+  readonly ast: PolicyAst;
+  readonly annotations: Readonly<Record<string, string>>;
+  /** This policy as a determining policy of a decision (shared, frozen). */
+  readonly determining: DeterminingPolicy;
+  readonly contextReads: ContextReads;
+  /** The scope (principal, action, resource constraints); never throws. */
+  readonly matchesScope: ScopeTest;
+  /** The when/unless conditions, in order; throws EvalError. */
+  readonly satisfiesConditions: ScopeTest;
+}
+
+/** Compiles a policy; throws PolicyParseError for calls to unknown functions or methods. */
+export function compilePolicy(ast: PolicyAst, position: number): CompiledPolicy {
+  const scope = [
+    compileScope(ast.principal, (env) => env.principal),
+    compileActionScope(ast.action),
+    compileScope(ast.resource, (env) => env.resource),
+  ].filter((t): t is ScopeTest => t !== undefined);
+  const annotations: Readonly<Record<string, string>> = Object.freeze(
+    Object.fromEntries(ast.annotations.map((a) => [a.key, a.value])),
+  );
+  const name = ast.annotations.find((a) => a.key === 'id')?.value;
+  const determining: DeterminingPolicy = Object.freeze({
+    id: ast.id,
+    ...(name === undefined ? {} : { name }),
+    effect: ast.effect,
+    annotations,
+  });
+  return Object.freeze({
+    id: ast.id,
+    name,
+    effect: ast.effect,
+    position,
+    ast,
+    annotations,
+    determining,
+    contextReads: contextReadsOf(ast),
+    matchesScope: allOf(scope),
+    satisfiesConditions: ast.conditions.length === 0 ? () => true : compileConditions(ast),
+  });
+}

@@ -1,0 +1,133 @@
+// A compiled, indexed policy set. Policies are compiled once here. The index narrows a request
+// to the policies whose scope could match it: first by action (exact uid, or a group the
+// request's action is in, or "any action"), then by a `principal ==` or `resource ==`
+// constraint. A policy is never dropped by the index unless its scope cannot match.
+import type { EntityUidLit, PolicyAst } from './ast.js';
+import { compilePolicy } from './compile.js';
+import type { CompiledPolicy } from './compile.js';
+import type { Entities } from './entities.js';
+import { parsePolicies } from './parser.js';
+import type { ParseOptions } from './parser.js';
+import { EntityUid } from './value.js';
+
+export class PolicySetError extends Error {
+  override name = 'PolicySetError';
+  readonly code = 'POLICY_DUPLICATE_ID';
+
+  constructor(readonly policyId: string) {
+    super(`duplicate policy id ${JSON.stringify(policyId)}`);
+  }
+}
+
+/** The policies a request with a given action must evaluate, split by the other two scopes. */
+export interface ActionCandidates {
+  /** Policies with `principal == P`, by P's key. */
+  readonly byPrincipal: ReadonlyMap<string, readonly CompiledPolicy[]>;
+  /** Policies with no `principal ==` but `resource == R`, by R's key. */
+  readonly byResource: ReadonlyMap<string, readonly CompiledPolicy[]>;
+  /** Every other candidate. */
+  readonly rest: readonly CompiledPolicy[];
+}
+
+// Request actions come from outside: cap the per-store memo so unknown actions cannot grow it.
+const MAX_MEMOIZED_ACTIONS = 4096;
+
+const keyOf = (lit: EntityUidLit): string => new EntityUid(lit.type, lit.id).key;
+
+function push<K>(map: Map<K, CompiledPolicy[]>, key: K, p: CompiledPolicy): void {
+  const list = map.get(key);
+  if (list === undefined) map.set(key, [p]);
+  else list.push(p);
+}
+
+export class PolicySet {
+  /** All policies, in order (ids `policy0..N` in source order for parsed text). */
+  readonly policies: readonly CompiledPolicy[];
+  readonly #byId: ReadonlyMap<string, CompiledPolicy>;
+  /** Policies whose action scope names this action key (`==` or a member of `in [...]`). */
+  readonly #byAction: ReadonlyMap<string, readonly CompiledPolicy[]>;
+  readonly #anyAction: readonly CompiledPolicy[];
+  readonly #memo = new WeakMap<Entities, Map<string, ActionCandidates>>();
+
+  private constructor(asts: readonly PolicyAst[]) {
+    const byId = new Map<string, CompiledPolicy>();
+    const byAction = new Map<string, CompiledPolicy[]>();
+    const anyAction: CompiledPolicy[] = [];
+    const policies = asts.map((ast, i) => {
+      if (byId.has(ast.id)) throw new PolicySetError(ast.id);
+      const p = compilePolicy(ast, i);
+      byId.set(ast.id, p);
+      const action = ast.action;
+      if (action.op === 'any') anyAction.push(p);
+      else if (action.op === '==') push(byAction, keyOf(action.entity), p);
+      else for (const key of new Set(action.entities.map(keyOf))) push(byAction, key, p);
+      return p;
+    });
+    this.policies = Object.freeze(policies);
+    this.#byId = byId;
+    this.#byAction = byAction;
+    this.#anyAction = anyAction;
+  }
+
+  /** Parses and compiles Cedar text; throws PolicyParseError or PolicySetError. */
+  static fromText(text: string, opts?: ParseOptions): PolicySet {
+    return new PolicySet(parsePolicies(text, opts));
+  }
+
+  /** Several texts as one set; ids continue across them (`policy0..N` in order). */
+  static fromSources(sources: ReadonlyArray<{ text: string; source: string }>, opts?: ParseOptions): PolicySet {
+    const asts: PolicyAst[] = [];
+    for (const { text, source } of sources) {
+      asts.push(...parsePolicies(text, { ...opts, source, startIndex: (opts?.startIndex ?? 0) + asts.length }));
+    }
+    return new PolicySet(asts);
+  }
+
+  static fromPolicies(asts: readonly PolicyAst[]): PolicySet {
+    return new PolicySet(asts);
+  }
+
+  get size(): number {
+    return this.policies.length;
+  }
+
+  get(id: string): CompiledPolicy | undefined {
+    return this.#byId.get(id);
+  }
+
+  /**
+   * The candidates for requests with this action, given the store's action hierarchy.
+   * Memoized per entity store (stores are immutable).
+   */
+  candidatesFor(entities: Entities, action: EntityUid): ActionCandidates {
+    let memo = this.#memo.get(entities);
+    if (memo === undefined) {
+      memo = new Map();
+      this.#memo.set(entities, memo);
+    }
+    let found = memo.get(action.key);
+    if (found === undefined) {
+      if (memo.size >= MAX_MEMOIZED_ACTIONS) memo.clear();
+      found = this.#buildCandidates(entities, action);
+      memo.set(action.key, found);
+    }
+    return found;
+  }
+
+  #buildCandidates(entities: Entities, action: EntityUid): ActionCandidates {
+    const chosen = new Set<CompiledPolicy>(this.#anyAction);
+    for (const key of [action.key, ...entities.ancestorsOf(action)]) {
+      for (const p of this.#byAction.get(key) ?? []) chosen.add(p);
+    }
+    const byPrincipal = new Map<string, CompiledPolicy[]>();
+    const byResource = new Map<string, CompiledPolicy[]>();
+    const rest: CompiledPolicy[] = [];
+    for (const p of [...chosen].sort((a, b) => a.position - b.position)) {
+      const { principal, resource } = p.ast;
+      if (principal.op === '==') push(byPrincipal, keyOf(principal.entity), p);
+      else if (resource.op === '==') push(byResource, keyOf(resource.entity), p);
+      else rest.push(p);
+    }
+    return { byPrincipal, byResource, rest };
+  }
+}
