@@ -1,0 +1,50 @@
+/**
+ * Every failure the transport reports (bad topic ids, broker refusals, oversize or malformed
+ * frames, a full outbox) is a TransportError with a stable UPPER_SNAKE `code`.
+ */
+export type TransportErrorCode =
+  // topics
+  | 'TOPIC_SITE_INVALID'
+  | 'TOPIC_DEVICE_INVALID'
+  | 'TOPIC_PREFIX_INVALID'
+  | 'TOPIC_ACTION_INVALID'
+  | 'TOPIC_NAME_INVALID'
+  // link configuration and connection
+  | 'LINK_OPTIONS_INVALID'
+  | 'LINK_TLS_FILES_UNREADABLE'
+  | 'LINK_CONNECT_REFUSED'
+  | 'LINK_CONNECTION_ERROR'
+  | 'LINK_SUBSCRIBE_REFUSED'
+  | 'LINK_OFFLINE'
+  | 'LINK_CLOSED'
+  | 'LINK_HANDLER_FAILED'
+  | 'LINK_RESPONSE_TOPIC_INVALID'
+  // publishing
+  | 'PUBLISH_REJECTED'
+  | 'PUBLISH_FAILED'
+  // incoming frames
+  | 'FRAME_MALFORMED'
+  | 'FRAME_TOO_LARGE'
+  | 'MESSAGE_OVERSIZE'
+  // outbox
+  | 'OUTBOX_FULL'
+  | 'OUTBOX_OPTIONS_INVALID'
+  | 'OUTBOX_MESSAGE_INVALID'
+  | 'OUTBOX_CLOSED';
+
+export class TransportError extends Error {
+  override readonly name = 'TransportError';
+
+  constructor(
+    readonly code: TransportErrorCode,
+    message: string,
+    /** The broker's MQTT reason/return code, when the broker said no. */
+    readonly reasonCode?: number,
+  ) {
+    super(message);
+  }
+}
+
+export function isTransportError(value: unknown): value is TransportError {
+  return value instanceof TransportError;
+}

@@ -1,0 +1,607 @@
+// The agent's one MQTT connection, and the only module that imports mqtt.js. It adds what
+// mqtt.js leaves out or gets wrong for an agent that must not lose commands:
+// - reconnects with jittered exponential backoff (mqtt.js only knows a fixed period, so its own
+//   reconnect is off: reconnectPeriod 0) and keeps in-flight QoS 1 publishes across them;
+// - a persistent session (clean: false + session expiry), subscriptions at QoS 1 renewed
+//   whenever the broker lost the session;
+// - MQTT 5 first, falling back to 3.1.1 when the broker refuses 5 (e.g. aedes);
+// - acknowledgement only after the handler is done (see onPublish), so a command is acked
+//   once its audit record is durable and redelivered if the agent dies first;
+// - a payload cap enforced on the byte stream (FrameGuard), never buffering an oversize
+//   message, which is acknowledged, dropped and reported.
+// Delivery is at least once: a handler may see a message again after a reconnect (the
+// DUP flag is then usually set) and must be idempotent; the replay guard makes commands so.
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import { MqttClient, type IClientOptions, type IConnackPacket, type IPublishPacket, type Packet } from 'mqtt';
+import { backoffDelayMs, checkBackoffPolicy, DEFAULT_BACKOFF, type BackoffPolicy } from './backoff.js';
+import { TransportError } from './errors.js';
+import { FrameGuard, type CutPublish } from './frame-guard.js';
+import { GuardedStream } from './guarded-stream.js';
+import { isPublishableTopic } from './topics.js';
+
+export interface LinkTlsFiles {
+  /** CA bundle that signs the broker's certificate (default: the system store). */
+  caFile?: string;
+  /** Client certificate and key, for brokers that authenticate devices by certificate. */
+  certFile?: string;
+  keyFile?: string;
+}
+
+export interface LinkWill {
+  topic: string;
+  payload: Uint8Array;
+  /** Default true: the will replaces the retained status. */
+  retain?: boolean;
+}
+
+export interface MqttLinkOptions {
+  /** `mqtt://host[:port]` or `mqtts://host[:port]`. */
+  url: string;
+  clientId: string;
+  username?: string;
+  password?: string;
+  tls?: LinkTlsFiles;
+  /** 5 (default) falls back to 3.1.1 once if the broker refuses 5; 4 never tries 5. */
+  protocolVersion?: 5 | 4;
+  /** How long the broker keeps the session (and queues QoS 1 messages) while away. Default 7 days. */
+  sessionExpirySeconds?: number;
+  keepaliveSeconds?: number;
+  connectTimeoutMs?: number;
+  /** Published by the broker when the connection dies, and by close() on a clean stop. */
+  will?: LinkWill;
+  /** Topic filters, subscribed at QoS 1. */
+  subscriptions?: readonly string[];
+  /** Incoming payloads above this are dropped and reported. Default 1 MiB. */
+  maxPayloadBytes?: number;
+  /** MQTT 5: how many unacknowledged QoS 1 messages the broker may send at once. Default 8. */
+  receiveMaximum?: number;
+  backoff?: BackoffPolicy;
+  /**
+   * Called for each incoming message, one at a time, in order. The message is acknowledged
+   * when the returned promise resolves. A rejection means "not recorded": the connection is
+   * dropped without the ack so the broker redelivers it (after a backoff). Handlers must
+   * resolve for messages they reject on their merits (and record that), and must finish
+   * well within the keepalive interval: mqtt.js reads no further packets, PINGRESP included,
+   * until the handler is done.
+   */
+  onMessage: (message: InboundMessage) => void | Promise<void>;
+  /** Source of jitter, in [0, 1). */
+  random?: () => number;
+}
+
+export interface InboundMessage {
+  topic: string;
+  payload: Buffer;
+  qos: 0 | 1 | 2;
+  retain: boolean;
+  /** Set by the broker on a redelivery. */
+  duplicate: boolean;
+  /** MQTT 5 only; omitted (and reported) when not a topic this device may publish to. */
+  responseTopic?: string;
+  correlationData?: Buffer;
+  contentType?: string;
+}
+
+export interface PublishOptions {
+  qos: 0 | 1;
+  retain?: boolean;
+  /** MQTT 5 properties; dropped on a 3.1.1 connection, which cannot carry them. */
+  responseTopic?: string;
+  correlationData?: Uint8Array;
+  contentType?: string;
+}
+
+export interface OversizeReport {
+  topic: string;
+  qos: number;
+  payloadBytes: number;
+  limit: number;
+}
+
+export interface LinkMetrics {
+  connects: number;
+  connectFailures: number;
+  messagesIn: number;
+  oversizeDropped: number;
+  handlerFailures: number;
+  publishesAcked: number;
+  publishesRejected: number;
+}
+
+export interface LinkEvents {
+  online: [{ protocolVersion: 5 | 4; sessionPresent: boolean }];
+  offline: [];
+  /** Anything that went wrong without stopping the link (it keeps reconnecting). */
+  problem: [TransportError];
+  oversize: [OversizeReport];
+}
+
+const DEFAULTS = {
+  sessionExpirySeconds: 7 * 24 * 3600,
+  keepaliveSeconds: 30,
+  connectTimeoutMs: 10_000,
+  maxPayloadBytes: 1024 * 1024,
+  receiveMaximum: 8,
+};
+/** Topic, packet id and properties of one PUBLISH, or any other whole packet. */
+const MAX_HEADER_BYTES = 64 * 1024;
+const CLOSE_GRACE_MS = 2_000;
+/** CONNACK codes meaning "I do not speak this protocol version" (3.1.1 and MQTT 5). */
+const UNSUPPORTED_PROTOCOL = new Set([1, 0x84]);
+
+interface Endpoint {
+  secure: boolean;
+  host: string;
+  port: number;
+}
+
+interface TlsMaterial {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+}
+
+export class MqttLink extends EventEmitter<LinkEvents> {
+  private readonly endpoint: Endpoint;
+  private readonly backoff: BackoffPolicy;
+  private readonly random: () => number;
+  private readonly subscriptions: readonly string[];
+  private readonly maxPayloadBytes: number;
+
+  private client: MqttClient | null = null;
+  private version: 5 | 4;
+  private started = false;
+  private closing = false;
+  private isOnline = false;
+  private attempt = 0;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private tlsMaterial: TlsMaterial = {};
+  private refusal: number | null = null;
+  private attemptConnected = false;
+  /** Bumped on every CONNACK; a handler finishing on an older connection must not ack. */
+  private generation = 0;
+  private readonly granted = new Set<string>();
+  private readonly pendingPublishes = new Set<(error: TransportError) => void>();
+  private handling: Promise<void> = Promise.resolve();
+  // Oversize cuts of the current connection, matched to parsed packets by their order.
+  private cuts: CutPublish[] = [];
+  private publishesSeen = 0;
+  private readonly cutPackets = new WeakMap<object, CutPublish>();
+  private readonly counters: LinkMetrics = {
+    connects: 0,
+    connectFailures: 0,
+    messagesIn: 0,
+    oversizeDropped: 0,
+    handlerFailures: 0,
+    publishesAcked: 0,
+    publishesRejected: 0,
+  };
+
+  constructor(private readonly options: MqttLinkOptions) {
+    super();
+    this.endpoint = parseUrl(options.url);
+    this.backoff = options.backoff ?? DEFAULT_BACKOFF;
+    this.random = options.random ?? Math.random;
+    this.subscriptions = [...(options.subscriptions ?? [])];
+    this.maxPayloadBytes = options.maxPayloadBytes ?? DEFAULTS.maxPayloadBytes;
+    this.version = options.protocolVersion ?? 5;
+    checkOptions(options, this.backoff, this.maxPayloadBytes);
+  }
+
+  get online(): boolean {
+    return this.isOnline;
+  }
+
+  /** The protocol version in use (4 after a fallback). */
+  get protocolVersion(): 5 | 4 {
+    return this.version;
+  }
+
+  metrics(): LinkMetrics {
+    return { ...this.counters };
+  }
+
+  /** Starts connecting; progress is reported through the `online` and `problem` events. */
+  start(): void {
+    if (this.started || this.closing) return;
+    this.started = true;
+    this.client = this.createClient();
+    this.connectAttempt();
+  }
+
+  /**
+   * Publishes one message. Resolves when the broker has it (PUBACK for QoS 1, written for
+   * QoS 0). Fails fast with LINK_OFFLINE when offline: queueing belongs to the durable outbox,
+   * not to mqtt.js's memory. A QoS 1 publish already sent survives a reconnect and resolves then.
+   */
+  publish(topic: string, payload: Uint8Array, opts: PublishOptions): Promise<void> {
+    if (this.closing) return Promise.reject(new TransportError('LINK_CLOSED', 'link is closed'));
+    const client = this.client;
+    if (!this.isOnline || !client) return Promise.reject(new TransportError('LINK_OFFLINE', 'not connected to the broker'));
+    if (!isPublishableTopic(topic)) {
+      return Promise.reject(new TransportError('TOPIC_NAME_INVALID', `cannot publish to ${JSON.stringify(String(topic).slice(0, 80))}`));
+    }
+    if (opts.responseTopic !== undefined && !isPublishableTopic(opts.responseTopic)) {
+      return Promise.reject(new TransportError('TOPIC_NAME_INVALID', 'response topic is not a valid topic name'));
+    }
+    const properties = this.version === 5 ? publishProperties(opts) : undefined;
+    return new Promise<void>((resolve, reject) => {
+      const abandon = (error: TransportError) => reject(error);
+      this.pendingPublishes.add(abandon);
+      client.publish(
+        topic,
+        Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength),
+        { qos: opts.qos, retain: opts.retain ?? false, ...(properties ? { properties } : {}) },
+        (err) => {
+          if (!this.pendingPublishes.delete(abandon)) return;
+          if (!err) {
+            this.counters.publishesAcked++;
+            resolve();
+          } else if (typeof (err as { code?: unknown }).code === 'number') {
+            this.counters.publishesRejected++;
+            const code = (err as { code: number }).code;
+            reject(new TransportError('PUBLISH_REJECTED', `broker refused publish to ${topic}: ${err.message}`, code));
+          } else {
+            reject(new TransportError(this.closing ? 'LINK_CLOSED' : 'PUBLISH_FAILED', `publish to ${topic} failed: ${err.message}`));
+          }
+        },
+      );
+    });
+  }
+
+  /**
+   * Stops for good: publishes the will (status offline) when connected, disconnects cleanly,
+   * fails publishes still waiting, and waits for a running handler to finish.
+   */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    const wasOnline = this.isOnline;
+    if (wasOnline && this.options.will) {
+      const { topic, payload, retain } = this.options.will;
+      await withTimeout(this.publish(topic, payload, { qos: 1, retain: retain ?? true }).catch(() => undefined), CLOSE_GRACE_MS);
+    }
+    this.closing = true;
+    this.clearReconnectTimer();
+    for (const abandon of this.pendingPublishes) abandon(new TransportError('LINK_CLOSED', 'link closed before the broker acknowledged'));
+    this.pendingPublishes.clear();
+    const client = this.client;
+    if (client) {
+      const ended = new Promise<void>((resolve) => client.end(false, {}, () => resolve()));
+      if (!(await withTimeout(ended, CLOSE_GRACE_MS))) {
+        await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
+      }
+    }
+    this.setOffline();
+    await withTimeout(this.handling, CLOSE_GRACE_MS);
+  }
+
+  private createClient(): MqttClient {
+    const version = this.version;
+    const will = this.options.will;
+    const options: IClientOptions = {
+      clientId: this.options.clientId,
+      protocolVersion: version,
+      clean: false,
+      keepalive: this.options.keepaliveSeconds ?? DEFAULTS.keepaliveSeconds,
+      connectTimeout: this.options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
+      reconnectPeriod: 0,
+      resubscribe: false,
+      manualConnect: true,
+      queueQoSZero: false,
+      ...(this.options.username !== undefined ? { username: this.options.username } : {}),
+      ...(this.options.password !== undefined ? { password: this.options.password } : {}),
+      ...(will ? { will: { topic: will.topic, payload: Buffer.from(will.payload), qos: 1, retain: will.retain ?? true } } : {}),
+      ...(version === 5
+        ? {
+            properties: {
+              sessionExpiryInterval: this.options.sessionExpirySeconds ?? DEFAULTS.sessionExpirySeconds,
+              receiveMaximum: this.options.receiveMaximum ?? DEFAULTS.receiveMaximum,
+            },
+          }
+        : {}),
+    };
+    const client = new MqttClient(() => this.openStream(version), options);
+    // mqtt.js calls handleMessage after parsing a PUBLISH and sends the PUBACK only when its
+    // callback runs; customHandleAcks (MQTT 5 only) runs before the message is emitted, so it
+    // cannot wait for processing. This is the one hook that delays the ack on both versions.
+    client.handleMessage = (packet, done) => this.onPublish(packet, done);
+    client.on('packetreceive', (packet) => this.onPacket(client, packet));
+    client.on('connect', (connack) => void this.onConnect(client, connack));
+    client.on('close', () => this.onClose(client));
+    client.on('error', (err) => this.onClientError(client, err));
+    return client;
+  }
+
+  private openStream(version: 5 | 4): GuardedStream {
+    const { secure, host, port } = this.endpoint;
+    const socket = secure
+      ? tls.connect({
+          host,
+          port,
+          ...(net.isIP(host) === 0 ? { servername: host } : {}),
+          ...this.tlsMaterial,
+          minVersion: 'TLSv1.2',
+        })
+      : net.connect({ host, port });
+    socket.setNoDelay(true);
+    this.cuts = [];
+    this.publishesSeen = 0;
+    const guard = new FrameGuard({ maxPayloadBytes: this.maxPayloadBytes, maxHeaderBytes: MAX_HEADER_BYTES }, version);
+    return new GuardedStream(socket, guard, (cut) => this.cuts.push(cut));
+  }
+
+  private connectAttempt(): void {
+    this.reconnectTimer = null;
+    const client = this.client;
+    if (this.closing || !client) return;
+    // Read on every attempt, so renewed certificates are picked up on reconnect.
+    try {
+      this.tlsMaterial = readTlsFiles(this.endpoint.secure ? this.options.tls : undefined);
+    } catch (err) {
+      this.report(err as TransportError);
+      this.counters.connectFailures++;
+      this.scheduleReconnect();
+      return;
+    }
+    this.refusal = null;
+    this.attemptConnected = false;
+    // connect() on a client whose stream has closed opens a new one and keeps the stores, so
+    // QoS 1 publishes still awaiting PUBACK are resent (reconnect() without arguments would
+    // replace the stores and strand them).
+    client.connect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closing || this.reconnectTimer) return;
+    const delay = backoffDelayMs(this.attempt++, this.backoff, this.random);
+    this.reconnectTimer = setTimeout(() => this.connectAttempt(), delay);
+    this.reconnectTimer.unref?.();
+  }
+
+  private clearReconnectTimer(): void {
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+  }
+
+  private onPacket(client: MqttClient, packet: Packet): void {
+    if (client !== this.client) return;
+    if (packet.cmd === 'connack') {
+      const code = (this.version === 5 ? packet.reasonCode : packet.returnCode) ?? 0;
+      if (code !== 0) this.onRefused(code);
+    } else if (packet.cmd === 'publish') {
+      this.publishesSeen++;
+      if (this.cuts[0]?.ordinal === this.publishesSeen) this.cutPackets.set(packet, this.cuts.shift()!);
+    }
+  }
+
+  private onRefused(code: number): void {
+    this.refusal = code;
+    if (this.version === 5 && UNSUPPORTED_PROTOCOL.has(code) && this.options.protocolVersion !== 4 && this.generation === 0) {
+      // No session exists yet, so switching clients loses nothing. Retried at once, on 3.1.1.
+      this.version = 4;
+      this.attempt = 0;
+      return;
+    }
+    this.counters.connectFailures++;
+    this.report(new TransportError('LINK_CONNECT_REFUSED', `broker refused the connection (code ${code})`, code));
+  }
+
+  private async onConnect(client: MqttClient, connack: IConnackPacket): Promise<void> {
+    if (client !== this.client || this.closing) return;
+    const generation = ++this.generation;
+    this.attempt = 0;
+    this.attemptConnected = true;
+    this.counters.connects++;
+    if (!connack.sessionPresent) this.granted.clear();
+    const missing = this.subscriptions.filter((filter) => !this.granted.has(filter));
+    if (missing.length > 0) await this.subscribe(client, missing);
+    if (generation !== this.generation || !client.connected || this.closing) return;
+    this.isOnline = true;
+    this.emit('online', { protocolVersion: this.version, sessionPresent: connack.sessionPresent });
+  }
+
+  private subscribe(client: MqttClient, filters: string[]): Promise<void> {
+    const request = Object.fromEntries(filters.map((filter) => [filter, { qos: 1 as const }]));
+    return new Promise((resolve) => {
+      client.subscribe(request, (err, grants) => {
+        if (err && !grants) {
+          this.report(new TransportError('LINK_SUBSCRIBE_REFUSED', `subscribe failed: ${err.message}`));
+        }
+        for (const grant of grants ?? []) {
+          if (grant.qos & 0x80) {
+            this.report(new TransportError('LINK_SUBSCRIBE_REFUSED', `broker refused subscription to ${grant.topic}`, grant.qos));
+          } else {
+            this.granted.add(grant.topic);
+          }
+        }
+        resolve();
+      });
+    });
+  }
+
+  private onClose(client: MqttClient): void {
+    if (client !== this.client) return;
+    this.setOffline();
+    if (this.closing) return;
+    if (this.version !== client.options.protocolVersion) {
+      this.client = this.createClient();
+      this.connectAttempt();
+      return;
+    }
+    if (!this.attemptConnected && this.refusal === null) this.counters.connectFailures++;
+    this.scheduleReconnect();
+  }
+
+  private setOffline(): void {
+    if (!this.isOnline) return;
+    this.isOnline = false;
+    this.emit('offline');
+  }
+
+  private onClientError(client: MqttClient, err: Error): void {
+    if (client !== this.client || this.closing) return;
+    const code = (err as { code?: unknown }).code;
+    if (err instanceof TransportError) {
+      this.report(err);
+    } else if (typeof code === 'number' && code === this.refusal) {
+      // Already reported from the CONNACK itself.
+    } else {
+      this.report(new TransportError('LINK_CONNECTION_ERROR', `connection to ${this.options.url}: ${err.message}`));
+    }
+  }
+
+  private onPublish(packet: IPublishPacket, done: (error?: Error) => void): void {
+    // The connection the message came in on; only it can carry the ack.
+    const stream = this.client?.stream;
+    const cut = this.cutPackets.get(packet);
+    const message = cut ? null : this.toInbound(packet);
+    this.handling = this.handling.then(async () => {
+      let failure: unknown = null;
+      if (cut) {
+        this.counters.oversizeDropped++;
+        this.emit('oversize', { topic: cut.topic, qos: cut.qos, payloadBytes: cut.payloadBytes, limit: this.maxPayloadBytes });
+      } else if (message) {
+        this.counters.messagesIn++;
+        try {
+          await this.options.onMessage(message);
+        } catch (err) {
+          failure = err;
+        }
+      }
+      // The connection is gone: the ack cannot be sent and the broker redelivers the message.
+      if (!stream || stream.destroyed || this.closing) return;
+      if (failure !== null && packet.qos > 0) {
+        this.counters.handlerFailures++;
+        this.report(
+          new TransportError('LINK_HANDLER_FAILED', `handler failed on ${packet.topic}, left unacknowledged: ${String((failure as Error)?.message ?? failure)}`),
+        );
+        stream.destroy();
+        return;
+      }
+      if (failure !== null) {
+        this.counters.handlerFailures++;
+        this.report(new TransportError('LINK_HANDLER_FAILED', `handler failed on ${packet.topic} (QoS 0, not redelivered)`));
+      }
+      done();
+    });
+  }
+
+  private toInbound(packet: IPublishPacket): InboundMessage {
+    const props = packet.properties;
+    const message: InboundMessage = {
+      topic: packet.topic,
+      payload: typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload,
+      qos: packet.qos,
+      retain: packet.retain,
+      duplicate: packet.dup,
+    };
+    if (props?.responseTopic !== undefined) {
+      if (isPublishableTopic(props.responseTopic)) {
+        message.responseTopic = props.responseTopic;
+      } else {
+        this.report(new TransportError('LINK_RESPONSE_TOPIC_INVALID', `message on ${packet.topic} named an invalid response topic; ignored`));
+      }
+    }
+    if (props?.correlationData !== undefined) message.correlationData = props.correlationData;
+    if (props?.contentType !== undefined) message.contentType = props.contentType;
+    return message;
+  }
+
+  private report(error: TransportError): void {
+    this.emit('problem', error);
+  }
+}
+
+function parseUrl(url: string): Endpoint {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new TransportError('LINK_OPTIONS_INVALID', 'broker url is not a URL');
+  }
+  const secure = parsed.protocol === 'mqtts:';
+  if (!secure && parsed.protocol !== 'mqtt:') {
+    throw new TransportError('LINK_OPTIONS_INVALID', `broker url must be mqtt:// or mqtts://, got ${parsed.protocol}//`);
+  }
+  if (parsed.username || parsed.password) {
+    throw new TransportError('LINK_OPTIONS_INVALID', 'credentials go in the username/password options, not the broker url');
+  }
+  if ((parsed.pathname !== '' && parsed.pathname !== '/') || parsed.search || parsed.hash) {
+    throw new TransportError('LINK_OPTIONS_INVALID', 'broker url must not have a path, query or fragment');
+  }
+  const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (!host) throw new TransportError('LINK_OPTIONS_INVALID', 'broker url has no host');
+  return { secure, host, port: parsed.port ? Number(parsed.port) : secure ? 8883 : 1883 };
+}
+
+function checkOptions(options: MqttLinkOptions, backoff: BackoffPolicy, maxPayloadBytes: number): void {
+  const problems: string[] = [];
+  // mqtt.js limits client ids only by the packet; MQTT 3.1.1 brokers must accept 23 characters.
+  if (typeof options.clientId !== 'string' || options.clientId.length === 0 || Buffer.byteLength(options.clientId) > 128) {
+    problems.push('clientId must be 1-128 bytes (a persistent session needs a stable id)');
+  }
+  if (options.protocolVersion !== undefined && options.protocolVersion !== 5 && options.protocolVersion !== 4) {
+    problems.push('protocolVersion must be 5 or 4');
+  }
+  if (!Number.isSafeInteger(maxPayloadBytes) || maxPayloadBytes < 1) problems.push('maxPayloadBytes must be a positive integer');
+  const receiveMaximum = options.receiveMaximum ?? DEFAULTS.receiveMaximum;
+  if (!Number.isInteger(receiveMaximum) || receiveMaximum < 1 || receiveMaximum > 65535) {
+    problems.push('receiveMaximum must be an integer in 1..65535');
+  }
+  const sessionExpiry = options.sessionExpirySeconds ?? DEFAULTS.sessionExpirySeconds;
+  if (!Number.isInteger(sessionExpiry) || sessionExpiry < 0 || sessionExpiry > 0xffffffff) {
+    problems.push('sessionExpirySeconds must be an integer in 0..2^32-1');
+  }
+  for (const filter of options.subscriptions ?? []) {
+    if (typeof filter !== 'string' || filter.length === 0 || filter.includes('\u0000')) problems.push(`bad subscription ${JSON.stringify(filter)}`);
+  }
+  if (options.will && !isPublishableTopic(options.will.topic)) problems.push('will.topic is not a valid topic name');
+  if (options.tls && !options.url.startsWith('mqtts:')) problems.push('tls files given for a non-TLS (mqtt://) url');
+  if ((options.tls?.certFile === undefined) !== (options.tls?.keyFile === undefined)) problems.push('tls certFile and keyFile go together');
+  const backoffProblem = checkBackoffPolicy(backoff);
+  if (backoffProblem) problems.push(backoffProblem);
+  if (problems.length > 0) throw new TransportError('LINK_OPTIONS_INVALID', `invalid MQTT link options: ${problems.join('; ')}`);
+}
+
+function readTlsFiles(files: LinkTlsFiles | undefined): TlsMaterial {
+  if (!files) return {};
+  const read = (file: string | undefined) => {
+    if (file === undefined) return undefined;
+    try {
+      return fs.readFileSync(file);
+    } catch (err) {
+      throw new TransportError('LINK_TLS_FILES_UNREADABLE', `cannot read ${file}: ${(err as Error).message}`);
+    }
+  };
+  const material: TlsMaterial = {};
+  const ca = read(files.caFile);
+  const cert = read(files.certFile);
+  const key = read(files.keyFile);
+  if (ca) material.ca = ca;
+  if (cert) material.cert = cert;
+  if (key) material.key = key;
+  return material;
+}
+
+function publishProperties(opts: PublishOptions): IPublishPacket['properties'] | undefined {
+  const properties: NonNullable<IPublishPacket['properties']> = {};
+  if (opts.responseTopic !== undefined) properties.responseTopic = opts.responseTopic;
+  if (opts.correlationData !== undefined) properties.correlationData = Buffer.from(opts.correlationData);
+  if (opts.contentType !== undefined) properties.contentType = opts.contentType;
+  return Object.keys(properties).length > 0 ? properties : undefined;
+}
+
+async function withTimeout(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,426 @@
+// Durable outbox for everything the agent sends (results, status, evidence): a message is
+// committed to SQLite before enqueue() returns, published in enqueue order while the link is
+// online, and deleted only once the broker acknowledged it. Unsent messages survive restarts
+// and are sent when the broker is reachable again; delivery is at least once (a crash between
+// PUBACK and the delete sends a message twice).
+//
+// Space is bounded. Non-critical messages are refused once the outbox reaches
+// (1 - criticalReserve) of either limit, so the rest is kept for critical ones (command
+// results); a critical message is refused only at the hard limit. Refusals throw OUTBOX_FULL to
+// the caller and are counted: nothing is dropped silently. A retained message supersedes
+// unsent retained messages on the same topic (only the latest state matters, and a device
+// offline for days would otherwise fill up with stale status). A message the broker refuses
+// (e.g. not authorized) is kept, marked rejected and reported; it still takes space until
+// discarded.
+import { EventEmitter } from 'node:events';
+import { migrate, type Database } from '../agent/state-db.js';
+import { TransportError } from './errors.js';
+import type { PublishOptions } from './mqtt-link.js';
+import { isPublishableTopic } from './topics.js';
+
+export interface OutboxMessage {
+  topic: string;
+  payload: Uint8Array;
+  qos: 0 | 1;
+  retain?: boolean;
+  /** Critical messages (command results) may use the reserved space. */
+  critical?: boolean;
+  responseTopic?: string;
+  correlationData?: Uint8Array;
+  contentType?: string;
+}
+
+/** What the outbox needs from the link (MqttLink provides it). */
+export interface OutboxLink {
+  readonly online: boolean;
+  publish(topic: string, payload: Uint8Array, opts: PublishOptions): Promise<void>;
+  on(event: 'online', listener: () => void): unknown;
+  off(event: 'online', listener: () => void): unknown;
+}
+
+export interface OutboxOptions {
+  maxMessages: number;
+  maxBytes: number;
+  /** Share of both limits only critical messages may use. Default 0.2. */
+  criticalReserve?: number;
+  /** Messages published at once, awaiting PUBACK. Default 16. */
+  window?: number;
+  /** Wait before resending after a transient publish failure. Default 1000 ms. */
+  retryDelayMs?: number;
+  now?: () => number;
+}
+
+export interface RejectedMessage {
+  id: number;
+  topic: string;
+  reasonCode: number | null;
+  reason: string;
+  enqueuedAt: number;
+}
+
+export interface OutboxMetrics {
+  enqueued: number;
+  sent: number;
+  refused: number;
+  superseded: number;
+  rejected: number;
+  retries: number;
+  /** Messages (pending and rejected) and their bytes held in the outbox now. */
+  heldMessages: number;
+  heldBytes: number;
+  inFlight: number;
+}
+
+export interface OutboxEvents {
+  sent: [{ id: number; topic: string }];
+  refused: [TransportError];
+  rejected: [RejectedMessage];
+  /** A storage error in the sender; the message stays and is retried. */
+  problem: [Error];
+}
+
+const MIGRATIONS = [
+  `CREATE TABLE outbox_message (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     topic TEXT NOT NULL,
+     payload BLOB NOT NULL,
+     qos INTEGER NOT NULL CHECK (qos IN (0, 1)),
+     retain INTEGER NOT NULL CHECK (retain IN (0, 1)),
+     critical INTEGER NOT NULL CHECK (critical IN (0, 1)),
+     response_topic TEXT,
+     correlation_data BLOB,
+     content_type TEXT,
+     size INTEGER NOT NULL,
+     enqueued_at INTEGER NOT NULL,
+     state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'rejected')),
+     reason_code INTEGER,
+     reason TEXT
+   ) STRICT;
+   CREATE INDEX outbox_message_pending ON outbox_message (id) WHERE state = 'pending';
+   CREATE INDEX outbox_message_retained ON outbox_message (topic) WHERE state = 'pending' AND retain = 1;`,
+];
+
+const MAX_CORRELATION_BYTES = 1024;
+const MAX_CONTENT_TYPE_LENGTH = 256;
+const CLOSE_GRACE_MS = 2_000;
+
+interface Row {
+  id: number;
+  topic: string;
+  payload: Buffer;
+  qos: 0 | 1;
+  retain: 0 | 1;
+  response_topic: string | null;
+  correlation_data: Buffer | null;
+  content_type: string | null;
+  size: number;
+  enqueued_at: number;
+}
+
+export class Outbox extends EventEmitter<OutboxEvents> {
+  private readonly limits: { messages: number; bytes: number; nonCriticalMessages: number; nonCriticalBytes: number };
+  private readonly window: number;
+  private readonly retryDelayMs: number;
+  private readonly now: () => number;
+  private readonly statements: ReturnType<typeof prepareStatements>;
+  private readonly insert: (message: OutboxMessage, size: number) => { id: number; superseded: number; supersededBytes: number };
+
+  private held: { messages: number; bytes: number };
+  private readonly inFlight = new Map<number, Promise<void>>();
+  private running = false;
+  private closed = false;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private readonly onOnline = () => this.pump();
+  private readonly counters = { enqueued: 0, sent: 0, refused: 0, superseded: 0, rejected: 0, retries: 0 };
+
+  constructor(
+    private readonly db: Database,
+    private readonly link: OutboxLink,
+    options: OutboxOptions,
+  ) {
+    super();
+    const reserve = options.criticalReserve ?? 0.2;
+    const problems = [
+      !Number.isSafeInteger(options.maxMessages) || options.maxMessages < 1 ? 'maxMessages must be a positive integer' : null,
+      !Number.isSafeInteger(options.maxBytes) || options.maxBytes < 1 ? 'maxBytes must be a positive integer' : null,
+      !(reserve >= 0 && reserve < 1) ? 'criticalReserve must be in [0, 1)' : null,
+      options.window !== undefined && (!Number.isInteger(options.window) || options.window < 1) ? 'window must be a positive integer' : null,
+    ].filter((p): p is string => p !== null);
+    if (problems.length > 0) throw new TransportError('OUTBOX_OPTIONS_INVALID', `invalid outbox options: ${problems.join('; ')}`);
+    this.limits = {
+      messages: options.maxMessages,
+      bytes: options.maxBytes,
+      nonCriticalMessages: Math.floor(options.maxMessages * (1 - reserve)),
+      nonCriticalBytes: Math.floor(options.maxBytes * (1 - reserve)),
+    };
+    this.window = options.window ?? 16;
+    this.retryDelayMs = options.retryDelayMs ?? 1000;
+    this.now = options.now ?? Date.now;
+
+    migrate(db, 'outbox', MIGRATIONS);
+    this.statements = prepareStatements(db);
+    this.held = this.statements.held.get() ?? { messages: 0, bytes: 0 };
+    this.insert = db.transaction((message: OutboxMessage, size: number) => {
+      let superseded = 0;
+      let supersededBytes = 0;
+      if (message.retain) {
+        for (const old of this.statements.retainedOnTopic.all(message.topic)) {
+          if (this.inFlight.has(old.id)) continue;
+          this.statements.delete.run(old.id);
+          superseded++;
+          supersededBytes += old.size;
+        }
+      }
+      this.checkSpace(message.critical === true, size, superseded, supersededBytes);
+      const result = this.statements.insert.run(
+        message.topic,
+        Buffer.from(message.payload),
+        message.qos,
+        message.retain ? 1 : 0,
+        message.critical ? 1 : 0,
+        message.responseTopic ?? null,
+        message.correlationData ? Buffer.from(message.correlationData) : null,
+        message.contentType ?? null,
+        size,
+        this.now(),
+      );
+      return { id: Number(result.lastInsertRowid), superseded, supersededBytes };
+    });
+  }
+
+  /**
+   * Stores a message durably (committed when this returns) and schedules it for sending.
+   * Throws OUTBOX_FULL when there is no room for it, OUTBOX_MESSAGE_INVALID on a bad message.
+   */
+  enqueue(message: OutboxMessage): number {
+    if (this.closed) throw new TransportError('OUTBOX_CLOSED', 'outbox is closed');
+    checkMessage(message);
+    const size = messageSize(message);
+    let inserted;
+    try {
+      inserted = this.insert(message, size);
+    } catch (err) {
+      if (err instanceof TransportError && err.code === 'OUTBOX_FULL') {
+        this.counters.refused++;
+        this.emit('refused', err);
+      }
+      throw err;
+    }
+    this.held = {
+      messages: this.held.messages + 1 - inserted.superseded,
+      bytes: this.held.bytes + size - inserted.supersededBytes,
+    };
+    this.counters.enqueued++;
+    this.counters.superseded += inserted.superseded;
+    this.pump();
+    return inserted.id;
+  }
+
+  /** Starts sending whenever the link is online. */
+  start(): void {
+    if (this.running || this.closed) return;
+    this.running = true;
+    this.link.on('online', this.onOnline);
+    this.pump();
+  }
+
+  /**
+   * Stops sending and waits briefly for publishes in flight. Their messages stay stored unless
+   * acknowledged in that time, and are sent again by the next outbox on this database.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.running = false;
+    this.link.off('online', this.onOnline);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.inFlight.values()]),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, CLOSE_GRACE_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+    this.closed = true;
+  }
+
+  metrics(): OutboxMetrics {
+    return { ...this.counters, heldMessages: this.held.messages, heldBytes: this.held.bytes, inFlight: this.inFlight.size };
+  }
+
+  /** Messages the broker refused, kept for inspection. */
+  rejected(): RejectedMessage[] {
+    return this.statements.rejected.all().map((r) => ({
+      id: r.id,
+      topic: r.topic,
+      reasonCode: r.reason_code,
+      reason: r.reason,
+      enqueuedAt: r.enqueued_at,
+    }));
+  }
+
+  /** Deletes the rejected messages (an operator's decision), returning how many. */
+  discardRejected(): number {
+    if (this.closed) throw new TransportError('OUTBOX_CLOSED', 'outbox is closed');
+    const removed = this.statements.discardRejected.all();
+    this.held = {
+      messages: this.held.messages - removed.length,
+      bytes: this.held.bytes - removed.reduce((sum, r) => sum + r.size, 0),
+    };
+    return removed.length;
+  }
+
+  private checkSpace(critical: boolean, size: number, freedMessages: number, freedBytes: number): void {
+    const messages = this.held.messages - freedMessages + 1;
+    const bytes = this.held.bytes - freedBytes + size;
+    const maxMessages = critical ? this.limits.messages : this.limits.nonCriticalMessages;
+    const maxBytes = critical ? this.limits.bytes : this.limits.nonCriticalBytes;
+    if (messages > maxMessages || bytes > maxBytes) {
+      throw new TransportError(
+        'OUTBOX_FULL',
+        `outbox full for ${critical ? 'critical' : 'non-critical'} messages: ` +
+          `${this.held.messages} messages / ${this.held.bytes} bytes held, limit ${maxMessages} / ${maxBytes}`,
+      );
+    }
+  }
+
+  private pump(): void {
+    if (!this.running || this.closed || this.retryTimer || !this.link.online) return;
+    if (this.inFlight.size >= this.window) return;
+    let rows: Row[];
+    try {
+      rows = this.statements.pending.all(this.window + this.inFlight.size);
+    } catch (err) {
+      this.emit('problem', err as Error);
+      this.scheduleRetry();
+      return;
+    }
+    for (const row of rows) {
+      if (this.inFlight.size >= this.window || !this.link.online) break;
+      if (!this.inFlight.has(row.id)) this.dispatch(row);
+    }
+  }
+
+  private dispatch(row: Row): void {
+    const opts: PublishOptions = { qos: row.qos, retain: row.retain === 1 };
+    if (row.response_topic !== null) opts.responseTopic = row.response_topic;
+    if (row.correlation_data !== null) opts.correlationData = row.correlation_data;
+    if (row.content_type !== null) opts.contentType = row.content_type;
+    const settled = this.link.publish(row.topic, row.payload, opts).then(
+      () => this.onAcknowledged(row),
+      (err: unknown) => this.onFailed(row, err),
+    );
+    this.inFlight.set(row.id, settled);
+  }
+
+  private onAcknowledged(row: Row): void {
+    this.inFlight.delete(row.id);
+    if (this.closed) return;
+    try {
+      this.statements.delete.run(row.id);
+    } catch (err) {
+      // Still stored, so it is sent again later: a duplicate, never a loss.
+      this.emit('problem', err as Error);
+      return;
+    }
+    this.held = { messages: this.held.messages - 1, bytes: this.held.bytes - row.size };
+    this.counters.sent++;
+    this.emit('sent', { id: row.id, topic: row.topic });
+    this.pump();
+  }
+
+  private onFailed(row: Row, err: unknown): void {
+    this.inFlight.delete(row.id);
+    if (this.closed) return;
+    const code = err instanceof TransportError ? err.code : null;
+    if (code === 'PUBLISH_REJECTED' || code === 'TOPIC_NAME_INVALID') {
+      const transportError = err as TransportError;
+      try {
+        this.statements.reject.run(transportError.reasonCode ?? null, transportError.message, row.id);
+      } catch (dbErr) {
+        this.emit('problem', dbErr as Error);
+        return;
+      }
+      this.counters.rejected++;
+      this.emit('rejected', {
+        id: row.id,
+        topic: row.topic,
+        reasonCode: transportError.reasonCode ?? null,
+        reason: transportError.message,
+        enqueuedAt: row.enqueued_at,
+      });
+      this.pump();
+      return;
+    }
+    // Offline, closing or a local failure: the message stays pending and is tried again.
+    this.counters.retries++;
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer || !this.running) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.pump();
+    }, this.retryDelayMs);
+    this.retryTimer.unref?.();
+  }
+}
+
+function prepareStatements(db: Database) {
+  return {
+    held: db.prepare<[], { messages: number; bytes: number }>(
+      'SELECT count(*) AS messages, coalesce(sum(size), 0) AS bytes FROM outbox_message',
+    ),
+    pending: db.prepare<[number], Row>(
+      `SELECT id, topic, payload, qos, retain, response_topic, correlation_data, content_type, size, enqueued_at
+       FROM outbox_message WHERE state = 'pending' ORDER BY id LIMIT ?`,
+    ),
+    retainedOnTopic: db.prepare<[string], { id: number; size: number }>(
+      "SELECT id, size FROM outbox_message WHERE state = 'pending' AND retain = 1 AND topic = ?",
+    ),
+    insert: db.prepare(
+      `INSERT INTO outbox_message
+         (topic, payload, qos, retain, critical, response_topic, correlation_data, content_type, size, enqueued_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    delete: db.prepare<[number]>('DELETE FROM outbox_message WHERE id = ?'),
+    reject: db.prepare<[number | null, string, number]>(
+      "UPDATE outbox_message SET state = 'rejected', reason_code = ?, reason = ? WHERE id = ?",
+    ),
+    rejected: db.prepare<[], { id: number; topic: string; reason_code: number | null; reason: string; enqueued_at: number }>(
+      "SELECT id, topic, reason_code, reason, enqueued_at FROM outbox_message WHERE state = 'rejected' ORDER BY id",
+    ),
+    discardRejected: db.prepare<[], { size: number }>("DELETE FROM outbox_message WHERE state = 'rejected' RETURNING size"),
+  };
+}
+
+function checkMessage(message: OutboxMessage): void {
+  const fail = (why: string) => new TransportError('OUTBOX_MESSAGE_INVALID', `outbox message ${why}`);
+  if (!isPublishableTopic(message.topic)) throw fail('has an invalid topic');
+  if (!(message.payload instanceof Uint8Array)) throw fail('payload must be bytes');
+  if (message.qos !== 0 && message.qos !== 1) throw fail('qos must be 0 or 1');
+  if (message.responseTopic !== undefined && !isPublishableTopic(message.responseTopic)) throw fail('has an invalid response topic');
+  if (message.correlationData !== undefined) {
+    if (!(message.correlationData instanceof Uint8Array) || message.correlationData.byteLength > MAX_CORRELATION_BYTES) {
+      throw fail(`correlation data must be at most ${MAX_CORRELATION_BYTES} bytes`);
+    }
+  }
+  if (message.contentType !== undefined) {
+    if (typeof message.contentType !== 'string' || message.contentType.length > MAX_CONTENT_TYPE_LENGTH) {
+      throw fail(`content type must be a string of at most ${MAX_CONTENT_TYPE_LENGTH} characters`);
+    }
+  }
+}
+
+/** What a message costs against the byte limit. */
+function messageSize(message: OutboxMessage): number {
+  return (
+    message.payload.byteLength +
+    Buffer.byteLength(message.topic) +
+    (message.responseTopic ? Buffer.byteLength(message.responseTopic) : 0) +
+    (message.correlationData?.byteLength ?? 0) +
+    (message.contentType ? Buffer.byteLength(message.contentType) : 0)
+  );
+}

@@ -1,0 +1,93 @@
+// The device's MQTT topic names, derived from one prefix (default `ztedge/<site>/<device>/`).
+// Ids become topic levels, so anything that could change the topic's shape (`/`), turn it into
+// a filter (`+`, `#`) or address broker internals (a leading `$`) is refused up front.
+import { TransportError, type TransportErrorCode } from './errors.js';
+
+/** Same shape as the configuration's device and site ids: one safe topic level. */
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** Action ids may also carry `:` (e.g. `plc:write`); still a single level. */
+const ACTION_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+const MAX_PREFIX_BYTES = 256;
+/** Far below MQTT's 65535: topics here are short, and a response topic comes from outside. */
+export const MAX_TOPIC_BYTES = 1024;
+
+export interface DeviceTopics {
+  prefix: string;
+  /** Command envelopes in (MQTT 5 response topic + correlation data honoured). */
+  cmd: string;
+  /** Signed results out, when the command named no response topic. */
+  cmdResult: string;
+  approve: string;
+  /** Signed policy bundles in (retained). */
+  bundle: string;
+  attestChallenge: string;
+  attestEvidence: string;
+  /** Retained device status; the last will sets it to offline. */
+  status: string;
+  /** Topics the agent subscribes to. */
+  inbound: readonly string[];
+  /** Where an authorized command goes to the local controller. */
+  exec(action: string): string;
+}
+
+export function deviceTopics(opts: { site: string; device: string; prefix?: string }): DeviceTopics {
+  checkId(opts.site, 'site', 'TOPIC_SITE_INVALID');
+  checkId(opts.device, 'device', 'TOPIC_DEVICE_INVALID');
+  const prefix = opts.prefix ?? `ztedge/${opts.site}/${opts.device}/`;
+  checkPrefix(prefix);
+  const cmd = `${prefix}cmd`;
+  const approve = `${prefix}approve`;
+  const bundle = `${prefix}bundle`;
+  const attestChallenge = `${prefix}attest/challenge`;
+  return {
+    prefix,
+    cmd,
+    cmdResult: `${prefix}cmd/result`,
+    approve,
+    bundle,
+    attestChallenge,
+    attestEvidence: `${prefix}attest/evidence`,
+    status: `${prefix}status`,
+    inbound: [cmd, approve, bundle, attestChallenge],
+    exec(action: string): string {
+      if (typeof action !== 'string' || !ACTION_PATTERN.test(action)) {
+        throw new TransportError('TOPIC_ACTION_INVALID', `action id ${describe(action)} is not a single safe topic level`);
+      }
+      return `${prefix}exec/${action}`;
+    },
+  };
+}
+
+/**
+ * A topic this device may publish to: non-empty, bounded, no wildcards, no NUL, not a `$`
+ * broker topic. Response topics named by incoming commands are checked with this.
+ */
+export function isPublishableTopic(topic: unknown): topic is string {
+  return (
+    typeof topic === 'string' &&
+    topic.length > 0 &&
+    Buffer.byteLength(topic, 'utf8') <= MAX_TOPIC_BYTES &&
+    !/[+#\u0000]/.test(topic) &&
+    !topic.startsWith('$')
+  );
+}
+
+function checkId(id: unknown, what: string, code: TransportErrorCode): void {
+  if (typeof id !== 'string' || !ID_PATTERN.test(id)) {
+    throw new TransportError(code, `${what} id ${describe(id)} must be 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit`);
+  }
+}
+
+function checkPrefix(prefix: unknown): void {
+  const fail = (why: string) => new TransportError('TOPIC_PREFIX_INVALID', `topic prefix ${describe(prefix)} ${why}`);
+  if (typeof prefix !== 'string' || !prefix.endsWith('/')) throw fail('must end with "/"');
+  if (Buffer.byteLength(prefix, 'utf8') > MAX_PREFIX_BYTES) throw fail(`is longer than ${MAX_PREFIX_BYTES} bytes`);
+  if (/[+#\u0000]/.test(prefix)) throw fail('must not contain "+", "#" or NUL');
+  if (prefix.startsWith('$')) throw fail('must not start with "$" (broker topics)');
+  if (prefix.slice(0, -1).split('/').some((level) => level === '')) throw fail('must not contain empty levels');
+}
+
+function describe(value: unknown): string {
+  if (typeof value !== 'string') return `(${typeof value})`;
+  return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
+}
