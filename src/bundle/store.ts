@@ -182,12 +182,17 @@ export class BundleStore {
       this.removeTempFiles(this.dir, act);
       this.removeTempFiles(this.blobDir, act);
 
-      const storedFloor = this.readFloor();
+      let storedFloor = this.readFloor();
       const stateRead = this.readState();
-      const fresh = stateRead.kind === 'missing' && storedFloor === null && this.blobNames().length === 0;
+      if (storedFloor === null && stateRead.kind === 'missing') {
+        // A new store. The floor file exists from now on, so its absence later is an anomaly.
+        this.writeFloor(0);
+        storedFloor = 0;
+      }
       let state = stateRead.kind === 'ok' ? stateRead.state : { ...EMPTY_STATE, rejections: [] };
       let rewrite = false;
-      if (stateRead.kind === 'missing' && !fresh) {
+      // No state and a zero floor is a store whose first activation has not completed yet.
+      if (stateRead.kind === 'missing' && storedFloor !== 0) {
         act('STATE_MISSING', `${STATE_FILE} is missing; no bundle is active`);
         rewrite = true;
       } else if (stateRead.kind === 'unreadable') {
@@ -210,7 +215,7 @@ export class BundleStore {
       }
       if (rewrite) this.writeState(state);
 
-      if (storedFloor === null && !fresh) {
+      if (storedFloor === null) {
         act('FLOOR_MISSING', `${FLOOR_FILE} is missing; rebuilt from the state`);
       }
       const floor = Math.max(storedFloor ?? 0, state.active?.revision ?? 0, state.lkg?.revision ?? 0);
@@ -295,6 +300,12 @@ export class BundleStore {
   readActive(): StoredBundle | null {
     const state = this.opened();
     return state.active === null ? null : this.readBlob(state.active);
+  }
+
+  /** The last-known-good bundle's bytes (to re-verify before a rollback); null when none. */
+  readLkg(): StoredBundle | null {
+    const state = this.opened();
+    return state.lkg === null ? null : this.readBlob(state.lkg);
   }
 
   status(): BundleStoreStatus {

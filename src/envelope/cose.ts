@@ -271,6 +271,31 @@ export function signSign(options: SignSignOptions): Uint8Array {
   return encodeCbor(new CborTagged(COSE_SIGN_TAG, [bodyProtected, new Map(), options.payload, signatures]));
 }
 
+export interface AddSignatureOptions extends CoseLimits {
+  signer: { key: PrivateKey; alg?: CoseAlgorithm; kid?: Uint8Array };
+  externalAad?: Uint8Array;
+}
+
+/**
+ * Appends one COSE_Signature to an existing COSE_Sign message, so that signers can sign one
+ * after another (on different machines). The body protected header, the payload and the
+ * existing signatures are kept byte for byte; only the unsigned outer array is re-encoded.
+ * Existing signatures are not verified here.
+ */
+export function addSignSignature(message: Uint8Array, options: AddSignatureOptions): Uint8Array {
+  const { value } = untag(decodeCbor(message, decodeLimits(options, true)), COSE_SIGN_TAG, true);
+  if (!Array.isArray(value) || value.length !== 4) throw malformed('COSE_Sign must be an array of 4 items');
+  const [bodyProtected, bodyUnprotected, payload, signatures] = value;
+  const body = decodeHeaders(bodyProtected!, bodyUnprotected!, options);
+  if (!(payload instanceof Uint8Array)) throw malformed('payload must be a byte string (detached payloads are not supported)');
+  if (!Array.isArray(signatures)) throw malformed('COSE_Sign signatures must be an array');
+  const { key, alg, kid } = options.signer;
+  const signProtected = encodeProtected(key, alg, kid);
+  const toBeSigned = signStructure(body.protectedBytes, signProtected, options.externalAad ?? EMPTY, payload);
+  const added = [signProtected, new Map(), sign(key, toBeSigned)];
+  return encodeCbor(new CborTagged(COSE_SIGN_TAG, [body.protectedBytes, body.unprotectedHeader, payload, [...signatures, added]]));
+}
+
 export interface SignerCheck {
   kid: Uint8Array | undefined;
   alg: number | undefined;
