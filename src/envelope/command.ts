@@ -93,6 +93,22 @@ export function verifyCommand(bytes: Uint8Array, options: EnvelopeVerifyOptions)
   return { claims: verified, issuer: iss, kid: opened.kid, alg: opened.alg.id, digest: opened.digest };
 }
 
+/** The replay guard's contract (ReplayGuard in replay-guard.ts, on SQLite). */
+export interface ReplayRecorder {
+  checkAndRecord(entry: { issuer: string; cti: Uint8Array; expMs: number }, nowMs: number): void;
+}
+
+/**
+ * verifyCommand, then records (iss, cti) with the replay guard: the whole admission check.
+ * The guard must keep entries at least `clockSkewMs` past exp, as long as this verifier
+ * would still accept the command.
+ */
+export function acceptCommand(bytes: Uint8Array, options: EnvelopeVerifyOptions, replay: ReplayRecorder): VerifiedCommand {
+  const command = verifyCommand(bytes, options);
+  replay.checkAndRecord({ issuer: command.issuer, cti: command.claims.cti, expMs: command.claims.expMs }, options.now);
+  return command;
+}
+
 export interface SignCommandInput {
   key: PrivateKey;
   alg?: CoseAlgorithm;
