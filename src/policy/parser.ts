@@ -151,6 +151,7 @@ class Parser {
       result = body();
     } catch (e) {
       if (e === HALT) halted = true;
+      else if (isStackOverflow(e)) this.reportStackOverflow();
       else if (e !== BAIL) throw e;
     }
     if (this.diagnostics.length > 0 || result === undefined) {
@@ -178,7 +179,8 @@ class Parser {
       try {
         out.push(this.policy(`${this.s.idPrefix}${this.s.startIndex + i}`));
       } catch (e) {
-        if (e !== BAIL) throw e;
+        if (isStackOverflow(e)) this.reportStackOverflow();
+        else if (e !== BAIL) throw e;
         this.skipPastSemicolon();
       }
     }
@@ -198,6 +200,14 @@ class Parser {
     const idToken = this.expect('string');
     this.expectEnd();
     return { type: this.typeName(path), id: this.stringValue(idToken) };
+  }
+
+  /**
+   * The depth bounds keep recursion far below Node's default stack; on a host running with a much
+   * smaller stack, exhaustion still ends as a diagnostic rather than a crash.
+   */
+  private reportStackOverflow(): void {
+    this.report('PARSE_TOO_DEEP', 'nesting too deep for the available stack', this.cur);
   }
 
   /** Error recovery: drop tokens up to and including the next `;`. */
@@ -870,6 +880,10 @@ class Parser {
   private spanFrom(start: Span, end: Span): Span {
     return { offset: start.offset, length: end.offset + end.length - start.offset, line: start.line, column: start.column };
   }
+}
+
+function isStackOverflow(e: unknown): boolean {
+  return e instanceof RangeError && e.message.includes('call stack');
 }
 
 function plural(n: number, noun: string): string {
