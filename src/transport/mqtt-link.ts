@@ -77,7 +77,7 @@ export interface InboundMessage {
   payload: Buffer;
   qos: 0 | 1 | 2;
   retain: boolean;
-  /** Set by the broker on a redelivery. */
+  /** Set by the broker on a redelivery (MQTT requires it; aedes omits it). Not a replay signal. */
   duplicate: boolean;
   /** MQTT 5 only; omitted (and reported) when not a topic this device may publish to. */
   responseTopic?: string;
@@ -268,7 +268,8 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     for (const abandon of this.pendingPublishes) abandon(new TransportError('LINK_CLOSED', 'link closed before the broker acknowledged'));
     this.pendingPublishes.clear();
     const client = this.client;
-    if (client) {
+    // A client that never got as far as opening a connection has nothing to end.
+    if (client?.stream) {
       const ended = new Promise<void>((resolve) => client.end(false, {}, () => resolve()));
       if (!(await withTimeout(ended, CLOSE_GRACE_MS))) {
         await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));

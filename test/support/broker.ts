@@ -24,6 +24,8 @@ export interface BrokerAclRule {
 }
 
 export interface StartBrokerOptions {
+  /** Force a broker; by default Mosquitto when installed (and not overridden by the env). */
+  kind?: 'mosquitto' | 'aedes';
   /** When given, only these users may connect (anonymous clients are refused). */
   users?: BrokerUser[];
   /** When given, topics are denied unless a rule grants them. */
@@ -56,13 +58,16 @@ export interface TestBroker {
 }
 
 const START_TIMEOUT_MS = 10_000;
-let announced = false;
+/** Which brokers this test file has announced (each once). */
+const announced = new Set<TestBroker['kind']>();
 
 export async function startBroker(opts: StartBrokerOptions = {}): Promise<TestBroker> {
-  const mosquitto = process.env.ZTEDGE_TEST_BROKER === 'aedes' ? null : findMosquitto();
+  const wantAedes = opts.kind === 'aedes' || (opts.kind === undefined && process.env.ZTEDGE_TEST_BROKER === 'aedes');
+  const mosquitto = wantAedes ? null : findMosquitto();
+  if (opts.kind === 'mosquitto' && !mosquitto) throw new Error('mosquitto is not installed');
   const broker = mosquitto ? await startMosquitto(mosquitto, opts) : await startAedes(opts);
-  if (!announced) {
-    announced = true;
+  if (!announced.has(broker.kind)) {
+    announced.add(broker.kind);
     const label =
       broker.kind === 'mosquitto'
         ? `mosquitto ${mosquitto!.version} (MQTT 5) on 127.0.0.1:${broker.port}`
