@@ -124,6 +124,14 @@ export function readBundleSource(dir: string): BundleSource {
   return source;
 }
 
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/;
+
+/** An ISO 8601 time with a zone (`2025-06-01T00:00:00Z`) in seconds since the epoch. */
+export function isoToSeconds(text: string): number | undefined {
+  const ms = ISO_TIME.test(text) ? Date.parse(text) : Number.NaN;
+  return Number.isFinite(ms) ? Math.floor(ms / 1000) : undefined;
+}
+
 function readText(dir: string, name: string, maxBytes: number, problems: BundleProblem[]): string | undefined {
   const file = path.join(dir, name);
   try {
@@ -172,12 +180,10 @@ class Reporter {
     return strings.every((s) => s !== undefined) ? (strings as string[]) : undefined;
   }
 
-  /** An ISO 8601 time with a zone, to seconds since the epoch. */
   time(value: JsonValue | undefined, at: string): number | undefined {
     const text = this.string(value, at);
     if (text === undefined) return undefined;
-    const ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(text) ? Date.parse(text) : Number.NaN;
-    return Number.isFinite(ms) ? Math.floor(ms / 1000) : this.problem(at, `${JSON.stringify(text)} is not an ISO 8601 time with a zone`);
+    return isoToSeconds(text) ?? this.problem(at, `${JSON.stringify(text)} is not an ISO 8601 time with a zone`);
   }
 
   /** A JSON integer or a duration ("30s"), in milliseconds, within bounds. */

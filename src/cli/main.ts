@@ -1,10 +1,11 @@
 // The `ztedge` command: dispatches to one command group per subcommand.
 import { type CliIo, type CommandGroup, UsageError } from './command.js';
 
-const VERSION = '0.1.0';
+export const VERSION = '0.1.0';
 
 /** Command groups by name. Each group lives in its own module under src/cli/. */
 const COMMANDS: Record<string, () => Promise<CommandGroup>> = {
+  bundle: async () => (await import('./bundle.js')).bundleCommand,
 };
 
 function topUsage(): string {
