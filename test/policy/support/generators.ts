@@ -85,9 +85,12 @@ const DATETIME_STRINGS = [
   '2024-06-01T08:30:00.250-0130',
   '1969-12-31T23:59:59Z',
   '1970-01-01',
+  '9999-12-31T23:59:59.999Z',
+  '0000-01-01',
 ];
 const BAD_DATETIME_STRINGS = ['2023-02-29', '2024-13-01', '2024-01-01T25:00:00Z', '2024-1-1', '2024-01-01T00:00:00'];
-const DURATION_STRINGS = ['1h', '30m', '1d2h3m4s5ms', '-30m', '0ms', '90s', '2d', '-1d12h'];
+/** The last two are near the i64 millisecond limit, so `offset` and `durationSince` can overflow. */
+const DURATION_STRINGS = ['1h', '30m', '1d2h3m4s5ms', '-30m', '0ms', '90s', '2d', '-1d12h', '106751991167d', '-9223372036854775808ms'];
 const BAD_DURATION_STRINGS = ['1h1d', '1d1d', '', '5', '9223372036854775808ms', '106751991167301d'];
 
 // ---------------------------------------------------------------------------------------------
@@ -353,7 +356,7 @@ function composites(t: Ty, d: number): fc.Arbitrary<Gen> {
         w(3, e('bool').map((a) => ({ text: `!${operand(a, MEMBER)}`, prec: UNARY }))),
         w(4, fc.tuple(e('bool'), e('bool')).map(([a, b]) => bin(a, '&&', b, AND, AND, REL))),
         w(4, fc.tuple(e('bool'), e('bool')).map(([a, b]) => bin(a, '||', b, OR, OR, AND))),
-        w(5, fc.tuple(e('long'), pick(['<', '<=', '>', '>=', '==', '!=']), e('long')).map(([a, op, b]) => rel(a, op, b))),
+        w(8, fc.tuple(e('long'), pick(['<', '<=', '>', '>=', '==', '!=']), e('long')).map(([a, op, b]) => rel(a, op, b))),
         w(2, fc.tuple(e('datetime'), pick(['<', '<=', '>', '>=', '==', '!=']), e('datetime')).map(([a, op, b]) => rel(a, op, b))),
         w(2, fc.tuple(e('duration'), pick(['<', '<=', '>', '>=', '==', '!=']), e('duration')).map(([a, op, b]) => rel(a, op, b))),
         w(3, pick(TYPES).chain((ty) => fc.tuple(e(ty), pick(['==', '!=']), e(ty))).map(([a, op, b]) => rel(a, op, b))),
@@ -393,8 +396,8 @@ function composites(t: Ty, d: number): fc.Arbitrary<Gen> {
       );
     case 'long':
       return fc.oneof(
-        w(4, fc.tuple(e('long'), pick(['+', '-']), e('long')).map(([a, op, b]) => bin(a, op, b, ADD, ADD, MUL))),
-        w(3, fc.tuple(e('long'), e('long')).map(([a, b]) => bin(a, '*', b, MUL, MUL, UNARY))),
+        w(6, fc.tuple(e('long'), pick(['+', '-']), e('long')).map(([a, op, b]) => bin(a, op, b, ADD, ADD, MUL))),
+        w(4, fc.tuple(e('long'), e('long')).map(([a, b]) => bin(a, '*', b, MUL, MUL, UNARY))),
         w(2, e('long').map((a) => ({ text: `-${operand(a, MEMBER)}`, prec: UNARY }))),
         w(
           2,
