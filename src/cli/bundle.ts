@@ -1,14 +1,14 @@
 // `ztedge bundle`: build, sign, verify, inspect and roll back signed policy bundles.
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadConfig, parseDurationMs } from '../agent/config.js';
+import { ConfigError, loadConfig, parseDurationMs } from '../agent/config.js';
 import { BundleManager } from '../bundle/activation.js';
 import { buildBundle, isoToSeconds, readBundleSource } from '../bundle/build.js';
 import { BundleError } from '../bundle/errors.js';
 import { readBundleFile } from '../bundle/file-source.js';
 import { type BundleManifest, DEFAULT_BUNDLE_MAX_BYTES } from '../bundle/format.js';
 import { readUnverifiedBundle, signBundle } from '../bundle/sign.js';
-import { BundleStore } from '../bundle/store.js';
+import { BundleStore, BundleStoreError } from '../bundle/store.js';
 import { type RootKey, type TrustOptions, verifyBundle } from '../bundle/verify.js';
 import { COSE_ALG, type CoseAlgorithm, algorithmInfo } from '../crypto/algorithms.js';
 import { toHex } from '../crypto/bytes.js';
@@ -63,7 +63,7 @@ export const bundleCommand: CommandGroup = {
           throw new UsageError(command === undefined ? 'missing command' : `unknown command '${command}'`);
       }
     } catch (err) {
-      if (err instanceof BundleError || err instanceof CryptoError) {
+      if (err instanceof BundleError || err instanceof CryptoError || err instanceof BundleStoreError || err instanceof ConfigError) {
         io.stderr(describeError(err));
         return 1;
       }
@@ -72,7 +72,7 @@ export const bundleCommand: CommandGroup = {
   },
 };
 
-function describeError(err: BundleError | CryptoError): string {
+function describeError(err: BundleError | CryptoError | BundleStoreError | ConfigError): string {
   const lines = [`${err.code}: ${err.message}`];
   if (err instanceof BundleError) for (const problem of err.problems) lines.push(`  ${problem.message}`);
   return lines.join('\n');
@@ -206,7 +206,13 @@ function trustFromFlags(parsed: ParsedArgs): TrustOptions {
 
 /** Roots, threshold and identity from the agent's configuration file (and ZTEDGE_* variables). */
 function trustFromConfig(file: string): TrustOptions {
-  const config = loadConfig(fs.readFileSync(file, 'utf8'), process.env, file);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read --config ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const config = loadConfig(text, process.env, file);
   const base = path.dirname(path.resolve(file));
   return {
     roots: config.roots.keys.map((spec) => ({ publicKey: readRootKey(spec, base) })),

@@ -1,0 +1,168 @@
+// `ztedge bundle` end to end on the example sources, with real key files: build, sign with
+// two roots one after the other, verify as a device would, inspect, and roll back a store.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BundleManager } from '../../src/bundle/activation.js';
+import { readUnverifiedBundle } from '../../src/bundle/sign.js';
+import { BundleStore } from '../../src/bundle/store.js';
+import { main } from '../../src/cli/main.js';
+import { EXAMPLES, type Roots, makeRoots, tempDir, trustOf } from './support.js';
+
+let roots: Roots;
+let work: string;
+let rootFlags: string[];
+
+beforeAll(() => {
+  roots = makeRoots();
+  work = tempDir('cli');
+  rootFlags = roots.keys.flatMap((k) => ['--root', k.publicPath]);
+});
+
+afterAll(() => {
+  fs.rmSync(roots.dir, { recursive: true, force: true });
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+async function ztedge(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const code = await main(argv, {
+    stdout: (text) => {
+      stdout += `${text}\n`;
+    },
+    stderr: (text) => {
+      stderr += `${text}\n`;
+    },
+    readStdin: async () => Buffer.alloc(0),
+  });
+  return { code, stdout, stderr };
+}
+
+async function buildSigned(name: string, revision: number, ...extra: string[]): Promise<string> {
+  const out = path.join(work, `${name}-${revision}.bundle`);
+  expect((await ztedge('bundle', 'build', path.join(EXAMPLES, name), '--revision', String(revision), '--out', out, ...extra)).code).toBe(0);
+  expect((await ztedge('bundle', 'sign', out, '--key', roots.keys[0].privatePath)).code).toBe(0);
+  expect((await ztedge('bundle', 'sign', out, '--key', roots.keys[1].privatePath)).code).toBe(0);
+  return out;
+}
+
+describe('ztedge bundle', () => {
+  it('builds, signs one key at a time and verifies the robot-cell example', async () => {
+    const out = path.join(work, 'robot-cell.bundle');
+    const built = await ztedge('bundle', 'build', path.join(EXAMPLES, 'robot-cell'), '--revision', '3', '--expires', '7d', '--site', 'site-1', '--out', out);
+    expect(built.code, built.stderr).toBe(0);
+    expect(built.stdout).toMatch(/^built robot-cell revision 3: 15 policies, 37 tests passed, \d+ bytes/);
+
+    const unsigned = await ztedge('bundle', 'verify', out, ...rootFlags, '--threshold', '2');
+    expect(unsigned.code).toBe(1);
+    expect(unsigned.stderr).toMatch(/^BUNDLE_UNSIGNED: /);
+
+    expect((await ztedge('bundle', 'sign', out, '--key', roots.keys[0].privatePath)).stdout).toMatch(/1 signature →/);
+    const once = await ztedge('bundle', 'verify', out, ...rootFlags, '--threshold', '2', '--site', 'site-1');
+    expect(once.code).toBe(1);
+    expect(once.stderr).toMatch(/^BUNDLE_THRESHOLD: 1 distinct root key signed; 2 of 3 are required/);
+
+    const again = await ztedge('bundle', 'sign', out, '--key', roots.keys[0].privatePath);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/^BUNDLE_ALREADY_SIGNED: /);
+
+    expect((await ztedge('bundle', 'sign', out, '--key', roots.keys[1].privatePath, '--alg', 'ESP256')).stdout).toMatch(/2 signatures →/);
+    const ok = await ztedge('bundle', 'verify', out, ...rootFlags, '--threshold', '2', '--site', 'site-1');
+    expect(ok.code, ok.stderr).toBe(0);
+    const printed = JSON.parse(ok.stdout);
+    expect(printed).toMatchObject({ id: 'robot-cell', revision: 3, scope: { sites: ['site-1'], devices: [], profiles: [] } });
+    expect(printed.expires - printed.created).toBe(7 * 86_400);
+  });
+
+  it('verify exits 1 with the refusal code for scope, rollback and threshold', async () => {
+    const file = await buildSigned('plc-gateway', 4, '--device', 'gw-1');
+    const verify = (...flags: string[]) => ztedge('bundle', 'verify', file, ...rootFlags, ...flags);
+    expect((await verify('--threshold', '2', '--device', 'gw-1')).code).toBe(0);
+    expect((await verify('--threshold', '2', '--device', 'gw-2')).stderr).toMatch(/^BUNDLE_SCOPE: /);
+    expect((await verify('--threshold', '2')).stderr).toMatch(/^BUNDLE_SCOPE: .*not configured/);
+    expect((await verify('--threshold', '2', '--device', 'gw-1', '--after-revision', '4')).stderr).toMatch(/^BUNDLE_ROLLBACK: /);
+    expect((await verify('--threshold', '3', '--device', 'gw-1')).stderr).toMatch(/^BUNDLE_THRESHOLD: /);
+    const onlyStranger = await ztedge('bundle', 'verify', file, '--root', roots.stranger.publicPath, '--threshold', '1');
+    expect(onlyStranger.stderr).toMatch(/^BUNDLE_UNKNOWN_SIGNER: /);
+  });
+
+  it('inspects signers, policies and issuers without verifying', async () => {
+    const file = await buildSigned('robot-cell', 5);
+    const result = await ztedge('bundle', 'inspect', file);
+    expect(result.code).toBe(0);
+    const report = JSON.parse(result.stdout);
+    expect(report.manifest.revision).toBe(5);
+    expect(report.signers).toEqual([
+      { kid: Buffer.from(roots.keys[0].key.publicKey.kid).toString('hex'), alg: 'EdDSA' },
+      { kid: Buffer.from(roots.keys[1].key.publicKey.kid).toString('hex'), alg: 'ES256' },
+    ]);
+    expect(report.policies).toHaveLength(15);
+    expect(report.policies[0]).toMatchObject({ id: 'policy0', name: 'estop-anyone', effect: 'permit', file: '00-safety.cedar', annotations: { safety: 'true' } });
+    expect(report.issuers.map((i: { principal: string }) => i.principal)).toEqual([
+      'Operator::"olga"',
+      'Operator::"omar"',
+      'Agent::"planner-7"',
+      'Agent::"vision-2"',
+    ]);
+    expect(report.tests).toBe(37);
+    expect(result.stderr).toMatch(/not verified/);
+  });
+
+  it('fails a build on a Cedar error with file:line:col, and on usage errors with exit 2', async () => {
+    const source = tempDir('cli-source');
+    try {
+      fs.writeFileSync(path.join(source, 'main.cedar'), 'permit (principal, action, resource)\nwhen { principal.level >= };\n');
+      const failed = await ztedge('bundle', 'build', source, '--revision', '1', '--out', path.join(work, 'x.bundle'));
+      expect(failed.code).toBe(1);
+      expect(failed.stderr).toMatch(/^BUNDLE_POLICY_INVALID: /);
+      expect(failed.stderr).toMatch(/\n {2}main\.cedar:2:\d+: error: /);
+      expect(fs.existsSync(path.join(work, 'x.bundle'))).toBe(false);
+    } finally {
+      fs.rmSync(source, { recursive: true, force: true });
+    }
+    const noRevision = await ztedge('bundle', 'build', path.join(EXAMPLES, 'robot-cell'), '--out', path.join(work, 'y.bundle'));
+    expect(noRevision.code).toBe(2);
+    expect(noRevision.stderr).toMatch(/missing required option --revision/);
+    expect((await ztedge('bundle', 'frobnicate')).code).toBe(2);
+  });
+
+  it('rolls a state directory back to last-known-good, with flags or the agent config', async () => {
+    const stateDir = path.join(work, 'state');
+    const manager = new BundleManager({ store: new BundleStore(stateDir), trust: trustOf(roots, { profile: undefined }), clock: { now: () => Date.now() } });
+    manager.start();
+    for (const revision of [10, 11, 12]) manager.activate(fs.readFileSync(await buildSigned('robot-cell', revision)));
+
+    const byFlags = await ztedge('bundle', 'rollback', '--state-dir', stateDir, ...rootFlags, '--threshold', '2');
+    expect(byFlags.code, byFlags.stderr).toBe(0);
+    expect(byFlags.stdout).toMatch(/^rolled back from revision 12 to revision 11 /);
+    expect(new BundleStore(stateDir).open().status).toMatchObject({ active: { revision: 11 }, lkg: null, floor: 12 });
+
+    const config = path.join(roots.dir, 'agent.yaml');
+    fs.writeFileSync(
+      config,
+      [
+        'device: { id: dev-1, site: site-1, profile: robot }',
+        `stateDir: ${work}`,
+        'deviceKey: device.key',
+        'roots: { keys: [root-a.pub, root-b.pub, root-c.pub], threshold: 2 }',
+      ].join('\n'),
+    );
+    const restarted = new BundleManager({ store: new BundleStore(stateDir), trust: trustOf(roots, { profile: undefined }), clock: { now: () => Date.now() } });
+    restarted.start();
+    restarted.activate(fs.readFileSync(await buildSigned('robot-cell', 13)));
+    const byConfig = await ztedge('bundle', 'rollback', '--state-dir', stateDir, '--config', config);
+    expect(byConfig.code, byConfig.stderr).toBe(0);
+    expect(byConfig.stdout).toMatch(/^rolled back from revision 13 to revision 11 /);
+
+    const noLkg = await ztedge('bundle', 'rollback', '--state-dir', stateDir, '--config', config);
+    expect(noLkg.code).toBe(1);
+    expect(noLkg.stderr).toMatch(/^BUNDLE_NO_LKG: /);
+    expect(new BundleStore(stateDir).open().status).toMatchObject({ active: { revision: 11 }, floor: 13 });
+  });
+
+  it('writes bundles that the library reads back', async () => {
+    const file = await buildSigned('plc-gateway', 2);
+    expect(readUnverifiedBundle(fs.readFileSync(file)).signatures).toHaveLength(2);
+  });
+});
