@@ -47,6 +47,8 @@ export interface OutboxOptions {
   window?: number;
   /** Wait before resending after a transient publish failure. Default 1000 ms. */
   retryDelayMs?: number;
+  /** How long close() waits for publishes in flight. Default 2000 ms. */
+  closeGraceMs?: number;
   now?: () => number;
 }
 
@@ -102,7 +104,6 @@ const MIGRATIONS = [
 
 const MAX_CORRELATION_BYTES = 1024;
 const MAX_CONTENT_TYPE_LENGTH = 256;
-const CLOSE_GRACE_MS = 2_000;
 
 interface Row {
   id: number;
@@ -121,12 +122,16 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   private readonly limits: { messages: number; bytes: number; nonCriticalMessages: number; nonCriticalBytes: number };
   private readonly window: number;
   private readonly retryDelayMs: number;
+  private readonly closeGraceMs: number;
   private readonly now: () => number;
   private readonly statements: ReturnType<typeof prepareStatements>;
   private readonly insert: (message: OutboxMessage, size: number) => { id: number; superseded: number; supersededBytes: number };
 
   private held: { messages: number; bytes: number };
+  /** Dispatched rows by id, until deleted (after PUBACK) or failed. */
   private readonly inFlight = new Map<number, Promise<void>>();
+  private readonly acknowledged: Row[] = [];
+  private readonly deleteRows: (rows: Row[]) => void;
   private running = false;
   private closed = false;
   private retryTimer: NodeJS.Timeout | null = null;
@@ -145,6 +150,8 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       !Number.isSafeInteger(options.maxBytes) || options.maxBytes < 1 ? 'maxBytes must be a positive integer' : null,
       !(reserve >= 0 && reserve < 1) ? 'criticalReserve must be in [0, 1)' : null,
       options.window !== undefined && (!Number.isInteger(options.window) || options.window < 1) ? 'window must be a positive integer' : null,
+      !isDelay(options.retryDelayMs) ? 'retryDelayMs must be a non-negative number' : null,
+      !isDelay(options.closeGraceMs) ? 'closeGraceMs must be a non-negative number' : null,
     ].filter((p): p is string => p !== null);
     if (problems.length > 0) throw new TransportError('OUTBOX_OPTIONS_INVALID', `invalid outbox options: ${problems.join('; ')}`);
     this.limits = {
@@ -155,11 +162,15 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     };
     this.window = options.window ?? 16;
     this.retryDelayMs = options.retryDelayMs ?? 1000;
+    this.closeGraceMs = options.closeGraceMs ?? 2000;
     this.now = options.now ?? Date.now;
 
     migrate(db, 'outbox', MIGRATIONS);
     this.statements = prepareStatements(db);
     this.held = this.statements.held.get() ?? { messages: 0, bytes: 0 };
+    this.deleteRows = db.transaction((rows: Row[]) => {
+      for (const row of rows) this.statements.delete.run(row.id);
+    });
     this.insert = db.transaction((message: OutboxMessage, size: number) => {
       let superseded = 0;
       let supersededBytes = 0;
@@ -238,10 +249,11 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     await Promise.race([
       Promise.allSettled([...this.inFlight.values()]),
       new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, CLOSE_GRACE_MS);
+        timer = setTimeout(resolve, this.closeGraceMs);
       }),
     ]);
     clearTimeout(timer);
+    this.deleteAcknowledged();
     this.closed = true;
   }
 
@@ -314,19 +326,31 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     this.inFlight.set(row.id, settled);
   }
 
+  /** PUBACKs arriving together are deleted in one transaction: one fsync, not one each. */
   private onAcknowledged(row: Row): void {
-    this.inFlight.delete(row.id);
     if (this.closed) return;
+    this.acknowledged.push(row);
+    if (this.acknowledged.length === 1) setImmediate(() => this.deleteAcknowledged());
+  }
+
+  private deleteAcknowledged(): void {
+    if (this.closed || this.acknowledged.length === 0) return;
+    const rows = this.acknowledged.splice(0);
     try {
-      this.statements.delete.run(row.id);
+      this.deleteRows(rows);
     } catch (err) {
-      // Still stored, so it is sent again later: a duplicate, never a loss.
+      // Still stored, so sent again: a duplicate, never a loss.
+      for (const row of rows) this.inFlight.delete(row.id);
       this.emit('problem', err as Error);
+      this.scheduleRetry();
       return;
     }
-    this.held = { messages: this.held.messages - 1, bytes: this.held.bytes - row.size };
-    this.counters.sent++;
-    this.emit('sent', { id: row.id, topic: row.topic });
+    for (const row of rows) {
+      this.inFlight.delete(row.id);
+      this.held = { messages: this.held.messages - 1, bytes: this.held.bytes - row.size };
+      this.counters.sent++;
+      this.emit('sent', { id: row.id, topic: row.topic });
+    }
     this.pump();
   }
 
@@ -412,6 +436,10 @@ function checkMessage(message: OutboxMessage): void {
       throw fail(`content type must be a string of at most ${MAX_CONTENT_TYPE_LENGTH} characters`);
     }
   }
+}
+
+function isDelay(ms: number | undefined): boolean {
+  return ms === undefined || (Number.isFinite(ms) && ms >= 0);
 }
 
 /** What a message costs against the byte limit. */
