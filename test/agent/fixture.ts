@@ -1,0 +1,223 @@
+// A complete in-process agent core for tests: real keys, a real signed bundle (robot cell
+// policies with rate, approval and safety obligations), a real state database on disk, and the
+// command pipeline wired to them. No broker.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { openStateDb } from '../../src/agent/state-db.js';
+import { Metrics } from '../../src/agent/metrics.js';
+import { CommandPipeline, type FailClosedState } from '../../src/agent/pipeline.js';
+import type { ExecutionRequest, Executor, ExecutionOutcome } from '../../src/agent/executors/types.js';
+import type { Posture } from '../../src/agent/config.js';
+import { SqliteAuditLog } from '../../src/audit/log.js';
+import { buildBundle, type BundleSource } from '../../src/bundle/build.js';
+import { DEFAULT_SETTINGS } from '../../src/bundle/format.js';
+import { signBundle } from '../../src/bundle/sign.js';
+import { verifyBundle, type VerifiedBundle } from '../../src/bundle/verify.js';
+import { GrantStore } from '../../src/cache/grants.js';
+import { PendingApprovals } from '../../src/cache/pending-approvals.js';
+import { RateLimiter } from '../../src/cache/rate-limiter.js';
+import { generatePrivateKey, type PrivateKey } from '../../src/crypto/keys.js';
+import { COSE_ALG } from '../../src/crypto/algorithms.js';
+import { signCommand } from '../../src/envelope/command.js';
+import { signApproval } from '../../src/envelope/approval.js';
+import { ReplayGuard } from '../../src/envelope/replay-guard.js';
+import { TrustedClock } from '../../src/envelope/trusted-clock.js';
+
+export const DEVICE = 'arm-01';
+export const T0 = Date.UTC(2026, 5, 1, 8, 0, 0);
+
+export const CELL_POLICIES = `
+@id("operators-move")
+@rate("3/60s")
+permit (principal in Role::"operator", action == Action::"move", resource in Cell::"cell-1")
+when { context.args.speed <= 100 && context.posture != "untrusted" };
+
+@id("estop")
+@safety("true")
+permit (principal in Role::"operator", action == Action::"estop", resource);
+
+@id("weld-needs-approval")
+@approval("2")
+@approvers("Role::\\"supervisor\\"")
+@grant_ttl("5m")
+permit (principal in Role::"operator", action == Action::"weld", resource in Cell::"cell-1");
+
+@id("supervisors-approve")
+permit (principal in Role::"supervisor", action == Action::"approve", resource);
+
+@id("speed-cap")
+forbid (principal, action, resource) when { context.args has speed && context.args.speed > 250 };
+`;
+
+export const CELL_ENTITIES = JSON.stringify([
+  { uid: { type: 'Role', id: 'operator' }, attrs: {}, parents: [] },
+  { uid: { type: 'Role', id: 'supervisor' }, attrs: {}, parents: [] },
+  { uid: { type: 'Agent', id: 'planner' }, attrs: {}, parents: [{ type: 'Role', id: 'operator' }] },
+  { uid: { type: 'User', id: 'alice' }, attrs: {}, parents: [{ type: 'Role', id: 'supervisor' }] },
+  { uid: { type: 'User', id: 'bob' }, attrs: {}, parents: [{ type: 'Role', id: 'supervisor' }] },
+  { uid: { type: 'User', id: 'mallory' }, attrs: {}, parents: [] },
+  { uid: { type: 'Cell', id: 'cell-1' }, attrs: {}, parents: [] },
+  { uid: { type: 'Arm', id: 'arm-01' }, attrs: {}, parents: [{ type: 'Cell', id: 'cell-1' }] },
+]);
+
+export interface Keys {
+  root: PrivateKey;
+  device: PrivateKey;
+  planner: PrivateKey;
+  alice: PrivateKey;
+  bob: PrivateKey;
+  mallory: PrivateKey;
+  stranger: PrivateKey;
+}
+
+export function makeKeys(): Keys {
+  return {
+    root: generatePrivateKey('ed25519'),
+    device: generatePrivateKey('ed25519'),
+    planner: generatePrivateKey('ed25519'),
+    alice: generatePrivateKey('p256'),
+    bob: generatePrivateKey('ed25519'),
+    mallory: generatePrivateKey('ed25519'),
+    stranger: generatePrivateKey('ed25519'),
+  };
+}
+
+function issuer(key: PrivateKey, principal: string) {
+  return {
+    kid: key.publicKey.kid,
+    alg: key.keyType === 'ed25519' ? COSE_ALG.EdDSA : COSE_ALG.ES256,
+    publicKey: key.publicKey.raw,
+    principal,
+  };
+}
+
+export function cellBundle(keys: Keys, revision = 1, policies = CELL_POLICIES): Uint8Array {
+  const source: BundleSource = {
+    policies: [{ file: 'cell.cedar', text: policies }],
+    entities: CELL_ENTITIES,
+    issuers: [
+      issuer(keys.planner, 'Agent::"planner"'),
+      issuer(keys.alice, 'User::"alice"'),
+      issuer(keys.bob, 'User::"bob"'),
+      issuer(keys.mallory, 'User::"mallory"'),
+    ],
+    attestation: [],
+    settings: DEFAULT_SETTINGS,
+    tests: [],
+  };
+  const built = buildBundle(source, {
+    id: 'cell-test',
+    revision,
+    created: Math.floor(T0 / 1000) - 60,
+    expires: Math.floor(T0 / 1000) + 30 * 86_400,
+    scope: { sites: [], devices: [DEVICE], profiles: [] },
+    minAgentVersion: '0.1.0',
+  });
+  return signBundle(built.bytes, keys.root);
+}
+
+export class RecordingExecutor implements Executor {
+  readonly calls: ExecutionRequest[] = [];
+  outcome: ExecutionOutcome = { status: 'ok', detail: { done: true } };
+  async execute(request: ExecutionRequest): Promise<ExecutionOutcome> {
+    this.calls.push(request);
+    return this.outcome;
+  }
+}
+
+export interface Core {
+  dir: string;
+  keys: Keys;
+  clock: { ms: number };
+  pipeline: CommandPipeline;
+  executor: RecordingExecutor;
+  audit: SqliteAuditLog;
+  posture: { value: Posture };
+  failClosed: FailClosedState;
+  bundle: { current: VerifiedBundle };
+  close(): void;
+  /** Re-creates everything on the same state directory (a restart). */
+  restart(): Core;
+}
+
+export function makeCore(keys: Keys = makeKeys(), dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-core-')), clock = { ms: T0 }): Core {
+  const db = openStateDb(path.join(dir, 'state.db'));
+  const bundleBytes = cellBundle(keys);
+  const bundle = {
+    current: verifyBundle(bundleBytes, {
+      roots: [{ publicKey: keys.root.publicKey }],
+      threshold: 1,
+      device: DEVICE,
+      agentVersion: '0.1.0',
+      now: clock.ms,
+    }),
+  };
+  const executor = new RecordingExecutor();
+  const audit = new SqliteAuditLog(db, { now: () => clock.ms });
+  const posture = { value: 'degraded' as Posture };
+  const failClosed: FailClosedState = { active: false };
+  const rate = new RateLimiter(db);
+  const trusted = new TrustedClock(db, () => clock.ms);
+  const pipeline = new CommandPipeline({
+    deviceId: DEVICE,
+    bundle: () => bundle.current,
+    replay: new ReplayGuard(db, { clockSkewMs: 30_000 }),
+    clock: trusted,
+    posture: () => posture.value,
+    online: () => true,
+    failClosed: () => failClosed,
+    audit,
+    rate,
+    grants: new GrantStore(db),
+    pending: new PendingApprovals(db, 100),
+    executor: (action) => (['move', 'estop', 'weld'].includes(action) ? executor : undefined),
+    metrics: new Metrics(),
+    limits: { envelopeMaxBytes: 64 * 1024, clockSkewMs: 30_000, maxLifetimeMs: 3_600_000 },
+  });
+  const core: Core = {
+    dir,
+    keys,
+    clock,
+    pipeline,
+    executor,
+    audit,
+    posture,
+    failClosed,
+    bundle,
+    close: () => {
+      rate.flush();
+      trusted.persist();
+      db.close();
+    },
+    restart: () => {
+      core.close();
+      return makeCore(keys, dir, clock);
+    },
+  };
+  return core;
+}
+
+export function command(
+  key: PrivateKey,
+  now: number,
+  action: string,
+  args: Record<string, string | number | boolean> = {},
+  over: { resource?: string; device?: string; lifetimeMs?: number; topic?: string } = {},
+): Uint8Array {
+  return signCommand({
+    key,
+    issuer: 'test-sender',
+    deviceId: over.device ?? DEVICE,
+    topic: over.topic ?? 'cmd',
+    action,
+    resource: over.resource ?? 'Arm::"arm-01"',
+    args,
+    now,
+    lifetimeMs: over.lifetimeMs ?? 60_000,
+  });
+}
+
+export function approval(key: PrivateKey, now: number, commandDigest: Uint8Array, decision: 'approve' | 'reject' = 'approve'): Uint8Array {
+  return signApproval({ key, issuer: 'approver', deviceId: DEVICE, topic: 'approve', commandDigest, decision, now, lifetimeMs: 60_000 });
+}

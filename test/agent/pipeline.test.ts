@@ -1,0 +1,112 @@
+import { describe, expect, it } from 'vitest';
+import { decodeCbor } from '../../src/envelope/cbor.js';
+import { approval, command, makeCore } from './fixture.js';
+
+const limits = { maxBytes: 1 << 20, maxDepth: 32 };
+
+describe('command pipeline', () => {
+  it('executes a permitted command once, after its audit record', async () => {
+    const core = makeCore();
+    const bytes = command(core.keys.planner, core.clock.ms, 'move', { speed: 50 });
+    const out = await core.pipeline.handleCommand({ bytes, source: 'mqtt' });
+    expect(out).toMatchObject({ decision: 'allow', policies: ['policy0'], reasons: ['PERMITTED'], outcome: 'executed', detail: { done: true } });
+    expect(core.executor.calls).toEqual([
+      { commandId: out.ctiHex, action: 'move', principal: 'Agent::"planner"', resource: 'Arm::"arm-01"', args: { speed: 50 } },
+    ]);
+    const records = core.audit.read(1, 10);
+    expect(records.map((r) => r.kind)).toEqual(['decision', 'execution']);
+    const decision = decodeCbor(records[0]!.body, limits) as Map<string, unknown>;
+    expect(decision.get('decision')).toBe('allow');
+    expect(decision.get('principal')).toBe('Agent::"planner"');
+    // The same envelope again is a replay, also after a restart.
+    expect((await core.pipeline.handleCommand({ bytes, source: 'mqtt' })).reasons).toEqual(['ENVELOPE_REPLAY']);
+    const after = core.restart();
+    expect((await after.pipeline.handleCommand({ bytes, source: 'mqtt' })).reasons).toEqual(['ENVELOPE_REPLAY']);
+    expect(core.executor.calls).toHaveLength(1);
+    expect(after.executor.calls).toHaveLength(0);
+    after.close();
+  });
+
+  it('denies by policy, forbid, posture and envelope checks, never executing', async () => {
+    const core = makeCore();
+    const now = core.clock.ms;
+    const cases: Array<[Uint8Array, string]> = [
+      [command(core.keys.planner, now, 'move', { speed: 150 }), 'NO_PERMIT'],
+      [command(core.keys.planner, now, 'move', { speed: 300 }), 'FORBIDDEN'],
+      [command(core.keys.mallory, now, 'move', { speed: 10 }), 'NO_PERMIT'],
+      [command(core.keys.stranger, now, 'move', { speed: 10 }), 'ENVELOPE_KID_UNKNOWN'],
+      [command(core.keys.planner, now, 'move', { speed: 10 }, { device: 'arm-02' }), 'ENVELOPE_BAD_SIGNATURE'],
+      [command(core.keys.planner, now - 120_000, 'move', { speed: 10 }), 'ENVELOPE_EXPIRED'],
+      [command(core.keys.planner, now, 'move', { speed: 10 }, { topic: 'approve' }), 'ENVELOPE_BAD_SIGNATURE'],
+      [new Uint8Array([0xd2, 0x84, 0x40]), 'ENVELOPE_TRUNCATED'],
+    ];
+    for (const [bytes, reason] of cases) {
+      const out = await core.pipeline.handleCommand({ bytes, source: 'mqtt' });
+      expect({ reason: out.reasons[0], decision: out.decision }).toEqual({ reason, decision: 'deny' });
+    }
+    core.posture.value = 'untrusted';
+    expect((await core.pipeline.handleCommand({ bytes: command(core.keys.planner, now, 'move', { speed: 10 }), source: 'mqtt' })).reasons).toEqual(['NO_PERMIT']);
+    expect(core.executor.calls).toHaveLength(0);
+    expect(core.audit.verify()).toBeUndefined();
+    expect(core.audit.head().seq).toBe(cases.length + 1);
+    core.close();
+  });
+
+  it('enforces @rate per principal and action, across a restart, and recovers after the period', async () => {
+    let core = makeCore();
+    const send = async () => (await core.pipeline.handleCommand({ bytes: command(core.keys.planner, core.clock.ms, 'move', { speed: 1 }), source: 'mqtt' })).reasons[0];
+    expect([await send(), await send()]).toEqual(['PERMITTED', 'PERMITTED']);
+    core = core.restart();
+    expect([await send(), await send()]).toEqual(['PERMITTED', 'RATE_LIMITED']);
+    core.clock.ms += 61_000;
+    expect(await send()).toBe('PERMITTED');
+    core.close();
+  });
+
+  it('lets only @safety actions through in fail-closed mode', async () => {
+    const core = makeCore();
+    core.failClosed.active = true;
+    const move = await core.pipeline.handleCommand({ bytes: command(core.keys.planner, core.clock.ms, 'move', { speed: 1 }), source: 'mqtt' });
+    const estop = await core.pipeline.handleCommand({ bytes: command(core.keys.planner, core.clock.ms, 'estop'), source: 'mqtt' });
+    expect([move.reasons, estop.outcome]).toEqual([['FAIL_CLOSED'], 'executed']);
+    core.close();
+  });
+
+  it('holds @approval commands until two distinct permitted approvers agree, across a restart', async () => {
+    let core = makeCore();
+    const weld = command(core.keys.planner, core.clock.ms, 'weld');
+    const held = await core.pipeline.handleCommand({ bytes: weld, source: 'mqtt', reply: { topic: 'r' } });
+    expect(held).toMatchObject({ decision: 'pending', outcome: 'pending_approval', reasons: ['APPROVAL_REQUIRED'] });
+    const digest = held.digest!;
+    const now = () => core.clock.ms;
+    expect((await core.pipeline.handleApproval(approval(core.keys.mallory, now(), digest))).code).toBe('APPROVAL_NOT_APPROVER');
+    expect((await core.pipeline.handleApproval(approval(core.keys.planner, now(), digest))).code).toBe('APPROVAL_SELF');
+    expect((await core.pipeline.handleApproval(approval(core.keys.alice, now(), digest))).code).toBe('APPROVAL_COUNTED');
+    expect((await core.pipeline.handleApproval(approval(core.keys.alice, now(), digest))).code).toBe('APPROVAL_DUPLICATE');
+    expect(core.executor.calls).toHaveLength(0);
+    core = core.restart();
+    core.clock.ms += 1000;
+    const done = await core.pipeline.handleApproval(approval(core.keys.bob, now(), digest));
+    expect(done.code).toBe('APPROVAL_QUORUM');
+    expect(done.settled?.outcome).toMatchObject({ decision: 'allow', outcome: 'executed', reasons: ['APPROVED'] });
+    expect(done.settled?.command.reply).toMatchObject({ reply: { topic: 'r' } });
+    expect(core.executor.calls.map((c) => c.action)).toEqual(['weld']);
+    // The approval created a just-in-time grant: the same weld within 5 minutes needs no new quorum.
+    const again = await core.pipeline.handleCommand({ bytes: command(core.keys.planner, now(), 'weld'), source: 'mqtt' });
+    expect(again).toMatchObject({ decision: 'allow', reasons: ['JIT_GRANT'], outcome: 'executed' });
+    core.close();
+  });
+
+  it('denies a held command whose expiry comes before its quorum', async () => {
+    const core = makeCore();
+    const weld = command(core.keys.planner, core.clock.ms, 'weld', {}, { lifetimeMs: 10_000 });
+    const held = await core.pipeline.handleCommand({ bytes: weld, source: 'mqtt' });
+    await core.pipeline.handleApproval(approval(core.keys.alice, core.clock.ms, held.digest!));
+    core.clock.ms += 11_000;
+    expect((await core.pipeline.handleApproval(approval(core.keys.bob, core.clock.ms, held.digest!))).code).toBe('APPROVAL_EXPIRED');
+    const expired = await core.pipeline.expirePending();
+    expect(expired.map((e) => e.outcome.reasons)).toEqual([['APPROVAL_EXPIRED']]);
+    expect(core.executor.calls).toHaveLength(0);
+    core.close();
+  });
+});
