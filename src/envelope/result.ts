@@ -1,6 +1,6 @@
 // A command result: a COSE_Sign1 by the device key over CWT claims iss (the device), cti,
-// iat and private claims "cmd" (digest of the command envelope), "decision" ("allow" or
-// "deny"), "policies" (determining policy ids), "reasons" (text) and "outcome" (what
+// iat and private claims "cmd" (digest of the command envelope), "decision" ("allow",
+// "deny" or "pending"), "policies" (determining policy ids), "reasons" (text) and "outcome" (what
 // happened to the command, e.g. "executed", "not_executed", "failed"), bound to
 // [deviceId, topic]. A result has no exp: it is a record, not an authorization.
 import type { CoseAlgorithm } from '../crypto/algorithms.js';
@@ -12,7 +12,8 @@ import { DEFAULT_CLOCK_SKEW_MS, type EnvelopeVerifyOptions, openEnvelope, random
 
 export const RESULT_TOPIC = 'cmd/result';
 
-export type ResultDecision = 'allow' | 'deny';
+/** `pending`: held for approval; a second result follows when the command is settled. */
+export type ResultDecision = 'allow' | 'deny' | 'pending';
 
 export interface ResultClaims {
   iss: string;
@@ -42,7 +43,7 @@ export function verifyResult(bytes: Uint8Array, options: EnvelopeVerifyOptions):
   const cti = readCti(claims);
   const cmd = readBytes(claims, 'cmd', 'cmd', DIGEST_LENGTH);
   const decision = readText(claims, 'decision', 'decision');
-  if (decision !== 'allow' && decision !== 'deny') throw invalid('decision', 'must be "allow" or "deny"');
+  if (decision !== 'allow' && decision !== 'deny' && decision !== 'pending') throw invalid('decision', 'must be "allow", "deny" or "pending"');
   const policies = readTextList(claims, 'policies', 'policies');
   const reasons = readTextList(claims, 'reasons', 'reasons');
   const outcome = readText(claims, 'outcome', 'outcome');
