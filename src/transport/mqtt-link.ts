@@ -114,6 +114,8 @@ export interface LinkMetrics {
 export interface LinkEvents {
   online: [{ protocolVersion: 5 | 4; sessionPresent: boolean }];
   offline: [];
+  /** The next connection attempt is due in `delayMs`; `attempt` counts failures since the last success. */
+  reconnecting: [{ attempt: number; delayMs: number }];
   /** Anything that went wrong without stopping the link (it keeps reconnecting). */
   problem: [TransportError];
   oversize: [OversizeReport];
@@ -161,8 +163,10 @@ export class MqttLink extends EventEmitter<LinkEvents> {
   private tlsMaterial: TlsMaterial = {};
   private refusal: number | null = null;
   private attemptConnected = false;
-  /** Bumped on every CONNACK; a handler finishing on an older connection must not ack. */
+  /** Counts successful CONNACKs; tells a stale subscribe completion from a current one. */
   private generation = 0;
+  /** Handler failures in a row; each drops the connection, so they also space out reconnects. */
+  private failureStreak = 0;
   private readonly granted = new Set<string>();
   private readonly pendingPublishes = new Set<(error: TransportError) => void>();
   private handling: Promise<void> = Promise.resolve();
@@ -357,9 +361,11 @@ export class MqttLink extends EventEmitter<LinkEvents> {
 
   private scheduleReconnect(): void {
     if (this.closing || this.reconnectTimer) return;
-    const delay = backoffDelayMs(this.attempt++, this.backoff, this.random);
-    this.reconnectTimer = setTimeout(() => this.connectAttempt(), delay);
+    const attempt = this.attempt++;
+    const delayMs = backoffDelayMs(attempt, this.backoff, this.random);
+    this.reconnectTimer = setTimeout(() => this.connectAttempt(), delayMs);
     this.reconnectTimer.unref?.();
+    this.emit('reconnecting', { attempt, delayMs });
   }
 
   private clearReconnectTimer(): void {
@@ -393,7 +399,9 @@ export class MqttLink extends EventEmitter<LinkEvents> {
   private async onConnect(client: MqttClient, connack: IConnackPacket): Promise<void> {
     if (client !== this.client || this.closing) return;
     const generation = ++this.generation;
-    this.attempt = 0;
+    // A message that keeps failing its handler is redelivered on every reconnect; backing off
+    // on the streak keeps that from becoming a tight loop.
+    this.attempt = this.failureStreak;
     this.attemptConnected = true;
     this.counters.connects++;
     if (!connack.sessionPresent) this.granted.clear();
@@ -458,36 +466,46 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     // The connection the message came in on; only it can carry the ack.
     const stream = this.client?.stream;
     const cut = this.cutPackets.get(packet);
-    const message = cut ? null : this.toInbound(packet);
-    this.handling = this.handling.then(async () => {
-      let failure: unknown = null;
-      if (cut) {
-        this.counters.oversizeDropped++;
-        this.emit('oversize', { topic: cut.topic, qos: cut.qos, payloadBytes: cut.payloadBytes, limit: this.maxPayloadBytes });
-      } else if (message) {
-        this.counters.messagesIn++;
-        try {
-          await this.options.onMessage(message);
-        } catch (err) {
-          failure = err;
-        }
+    this.handling = this.handling
+      .then(() => this.process(packet, cut, stream, done))
+      .catch(() => {
+        // Only a throwing event listener gets here; the message stays unacknowledged.
+        stream?.destroy();
+      });
+  }
+
+  private async process(
+    packet: IPublishPacket,
+    cut: CutPublish | undefined,
+    stream: MqttClient['stream'] | undefined,
+    done: (error?: Error) => void,
+  ): Promise<void> {
+    let failure: unknown = null;
+    if (cut) {
+      this.counters.oversizeDropped++;
+      this.emit('oversize', { topic: cut.topic, qos: cut.qos, payloadBytes: cut.payloadBytes, limit: this.maxPayloadBytes });
+    } else {
+      this.counters.messagesIn++;
+      try {
+        await this.options.onMessage(this.toInbound(packet));
+      } catch (err) {
+        failure = err;
       }
-      // The connection is gone: the ack cannot be sent and the broker redelivers the message.
-      if (!stream || stream.destroyed || this.closing) return;
-      if (failure !== null && packet.qos > 0) {
-        this.counters.handlerFailures++;
-        this.report(
-          new TransportError('LINK_HANDLER_FAILED', `handler failed on ${packet.topic}, left unacknowledged: ${String((failure as Error)?.message ?? failure)}`),
-        );
+    }
+    // The connection is gone: the ack cannot be sent and the broker redelivers the message.
+    if (!stream || stream.destroyed || this.closing) return;
+    this.failureStreak = failure === null ? 0 : this.failureStreak + 1;
+    if (failure !== null) {
+      this.counters.handlerFailures++;
+      const why = String((failure as Error)?.message ?? failure);
+      if (packet.qos > 0) {
+        this.report(new TransportError('LINK_HANDLER_FAILED', `handler failed on ${packet.topic}, left unacknowledged: ${why}`));
         stream.destroy();
         return;
       }
-      if (failure !== null) {
-        this.counters.handlerFailures++;
-        this.report(new TransportError('LINK_HANDLER_FAILED', `handler failed on ${packet.topic} (QoS 0, not redelivered)`));
-      }
-      done();
-    });
+      this.report(new TransportError('LINK_HANDLER_FAILED', `handler failed on ${packet.topic} (QoS 0, not redelivered): ${why}`));
+    }
+    done();
   }
 
   private toInbound(packet: IPublishPacket): InboundMessage {

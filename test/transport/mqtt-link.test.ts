@@ -173,6 +173,23 @@ describe('MqttLink against the test broker', () => {
     expect(h.link.metrics()).toMatchObject({ handlerFailures: 1, connects: 2 });
   });
 
+  it('backs off on a message whose handler keeps failing, and resets once it succeeds', async () => {
+    const t = newTopics();
+    let failuresLeft = 3;
+    const h = makeLink(broker, { subscriptions: [t.cmd], random: () => 0, backoff: { initialMs: 40, maxMs: 10_000 } }, () => {
+      if (failuresLeft-- > 0) throw new Error('disk full');
+    });
+    const delays: number[] = [];
+    h.link.on('reconnecting', ({ delayMs }) => delays.push(delayMs));
+    await online(h);
+    const operator = await peer(broker);
+    await operator.publish(t.cmd, 'poison');
+    await waitUntil(() => h.messages.length === 1, 'the message handled at last');
+    // Each failure dropped the connection; the redelivery loop slowed down exponentially.
+    expect(delays).toEqual([20, 40, 80]);
+    expect(h.link.metrics()).toMatchObject({ handlerFailures: 3, connects: 4 });
+  });
+
   it('handles one message at a time, in order, even when handlers are slow', async () => {
     const t = newTopics();
     let running = 0;
@@ -315,8 +332,15 @@ describe('MqttLink: session loss, credentials, ACL and TLS', () => {
     const guarded = await startTestBroker({ users: [{ username: 'agent', password: 's3cret' }] });
     const h = makeLink(guarded, { subscriptions: [], username: 'agent', password: 'wrong' });
     h.link.start();
+    const delays: number[] = [];
+    h.link.on('reconnecting', ({ delayMs }) => delays.push(delayMs));
     await waitUntil(() => h.link.metrics().connectFailures >= 3, 'three refused attempts');
     expect(h.link.online).toBe(false);
+    // Exponential, jittered (random() here is real) within [ceiling/2, ceiling], ceiling 50·2^n.
+    delays.slice(0, 3).forEach((delay, n) => {
+      expect(delay).toBeGreaterThanOrEqual((50 * 2 ** n) / 2);
+      expect(delay).toBeLessThanOrEqual(50 * 2 ** n);
+    });
     const refusal = h.problems.find((p) => p.code === 'LINK_CONNECT_REFUSED');
     // MQTT 5: 0x86 bad user name or password / 0x87 not authorized; 3.1.1: 4 or 5.
     expect(guarded.protocolVersion === 5 ? [0x86, 0x87] : [4, 5]).toContain(refusal?.reasonCode);
