@@ -9,6 +9,7 @@ const COMMANDS: Record<string, () => Promise<CommandGroup>> = {
   cmd: async () => (await import('./cmd.js')).cmdCommand,
   envelope: async () => (await import('./envelope.js')).envelopeCommand,
   keygen: async () => (await import('./keys.js')).keygenCommand,
+  policy: async () => (await import('./policy.js')).policyCommand,
 };
 
 function topUsage(): string {

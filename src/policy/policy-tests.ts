@@ -4,13 +4,15 @@
 //
 // tests.json is an array of
 //   { "name", "principal", "action", "resource", "context"?, "decision", "reasons"?, "errors"? }
-// with uids as `{type, id}`, context in Cedar's JSON value format, and `reasons` / `errors`
+// with uids as `{type, id}` or `Type::"id"`, context in Cedar's JSON value format, and `reasons` / `errors`
 // naming policies by their `@id` annotation, or by policy id when they have none.
 import type { AuthzRequest, Decision } from './authorizer.js';
 import { enforce } from './enforce.js';
 import type { Entities } from './entities.js';
+import { PolicyParseError } from './errors.js';
 import { JsonError, formatJsonPath, parseJson } from './json.js';
 import type { JsonObject, JsonValue } from './json.js';
+import { parseEntityUid } from './parser.js';
 import type { PolicySet } from './policy-set.js';
 import { RequestError, requestFromJson } from './request.js';
 
@@ -63,6 +65,20 @@ function stringList(v: JsonValue, path: Array<string | number>): string[] {
   return v as string[];
 }
 
+/** A uid written as Cedar text, `Type::"id"`, in the JSON form requests take. */
+function uidTextToJson(text: string, path: Array<string | number>): JsonObject {
+  try {
+    const uid = parseEntityUid(text);
+    return new Map([
+      ['type', uid.type],
+      ['id', uid.id],
+    ]);
+  } catch (e) {
+    if (e instanceof PolicyParseError) throw shapeError(`invalid entity uid: ${e.diagnostics[0]!.message}`, path);
+    throw e;
+  }
+}
+
 /** Reads one case object; `path` locates it in the document for error messages. */
 export function testCaseFromJson(obj: JsonValue, path: Array<string | number>): PolicyTestCase {
   if (!(obj instanceof Map)) throw shapeError('a test case must be an object', path);
@@ -78,7 +94,7 @@ export function testCaseFromJson(obj: JsonValue, path: Array<string | number>): 
   const requestJson: JsonObject = new Map();
   for (const key of REQUEST_FIELDS) {
     const v = obj.get(key);
-    if (v !== undefined) requestJson.set(key, v);
+    if (v !== undefined) requestJson.set(key, key !== 'context' && typeof v === 'string' ? uidTextToJson(v, [...path, key]) : v);
   }
   let request: AuthzRequest;
   try {
