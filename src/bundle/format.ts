@@ -36,8 +36,10 @@ export const DEFAULT_BUNDLE_MAX_BYTES = 16 * 1024 * 1024;
 
 /** Upper bounds on every list and string, so a signed but absurd bundle still cannot exhaust memory. */
 export const BUNDLE_LIMITS = {
-  /** Deepest CBOR nesting a payload needs (payload → tests → test → reasons) plus headroom. */
+  /** Deepest CBOR nesting a payload needs (attestation → profile → files → file) plus one. */
   maxDepth: 6,
+  /** Nesting of the COSE_Sign around it: message → signatures → signature → header map, plus headroom. */
+  coseMaxDepth: 8,
   maxNameLength: 256,
   maxPolicyFiles: 10_000,
   maxPolicyTextLength: 4 * 1024 * 1024,
@@ -171,6 +173,20 @@ export const DEFAULT_SETTINGS: BundleSettings = {
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._:@/-]*$/;
 const VERSION = /^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$/;
+
+/** Whether `text` is a `major.minor.patch` version as manifests and agents use them. */
+export function isVersion(text: string): boolean {
+  return VERSION.test(text);
+}
+
+/** Compares two `major.minor.patch` versions numerically. */
+export function compareVersions(a: string, b: string): number {
+  const left = a.split('.').map(Number);
+  const right = b.split('.').map(Number);
+  for (let i = 0; i < 3; i++) if (left[i] !== right[i]) return left[i]! - right[i]!;
+  return 0;
+}
+
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
 // ---------------------------------------------------------------------------------------
@@ -288,7 +304,7 @@ function readManifest(value: CborValue | undefined): BundleManifest {
     return items;
   };
   const minAgentVersion = text(m.get('minAgentVersion'), 'manifest.minAgentVersion', 32);
-  if (!VERSION.test(minAgentVersion)) throw malformed(`manifest.minAgentVersion must be major.minor.patch, got ${JSON.stringify(minAgentVersion)}`);
+  if (!isVersion(minAgentVersion)) throw malformed(`manifest.minAgentVersion must be major.minor.patch, got ${JSON.stringify(minAgentVersion)}`);
   return {
     id: name(m.get('id'), 'manifest.id'),
     revision,
@@ -453,7 +469,7 @@ function describe(value: unknown): string {
   if (value === undefined) return 'nothing';
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
   if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean' || value === null) return String(value);
-  if (value instanceof Uint8Array) return `a byte string`;
+  if (value instanceof Uint8Array) return 'a byte string';
   if (Array.isArray(value)) return 'an array';
   return 'a map';
 }

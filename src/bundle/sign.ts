@@ -9,7 +9,7 @@ import type { PrivateKey } from '../crypto/keys.js';
 import { type CborValue, CborTagged, decodeCbor } from '../envelope/cbor.js';
 import { COSE_SIGN_TAG, HEADER, addSignSignature, signSign, verifySign } from '../envelope/cose.js';
 import { BundleError } from './errors.js';
-import { BUNDLE_CONTENT_TYPE, type BundlePayload, DEFAULT_BUNDLE_MAX_BYTES, decodeBundlePayload, fromCborError } from './format.js';
+import { BUNDLE_CONTENT_TYPE, BUNDLE_LIMITS, type BundlePayload, DEFAULT_BUNDLE_MAX_BYTES, decodeBundlePayload, fromCborError } from './format.js';
 
 export interface SignatureInfo {
   /** Undefined when the signature carries no kid. */
@@ -24,8 +24,6 @@ export interface UnverifiedBundle {
   readonly payload: BundlePayload;
   readonly signatures: readonly SignatureInfo[];
 }
-
-const COSE_MAX_DEPTH = 8;
 
 export interface SignOptions {
   /** Default: EdDSA for Ed25519 keys, ES256 for P-256 keys. */
@@ -49,7 +47,7 @@ export function signBundle(file: Uint8Array, key: PrivateKey, options: SignOptio
     throw new BundleError('BUNDLE_ALREADY_SIGNED', `key ${toHex(kid)} has already signed this bundle`);
   }
   try {
-    return addSignSignature(file, { signer, maxBytes: options.maxBytes ?? DEFAULT_BUNDLE_MAX_BYTES, maxDepth: COSE_MAX_DEPTH });
+    return addSignSignature(file, { signer, maxBytes: options.maxBytes ?? DEFAULT_BUNDLE_MAX_BYTES, maxDepth: BUNDLE_LIMITS.coseMaxDepth });
   } catch (err) {
     throw fromCborError(err, 'COSE_Sign');
   }
@@ -68,7 +66,7 @@ function openUnverified(
   if (file.length > maxBytes) throw new BundleError('BUNDLE_TOO_LARGE', `bundle is ${file.length} bytes, the limit is ${maxBytes}`);
   let root: CborValue;
   try {
-    root = decodeCbor(file, { maxBytes, maxDepth: COSE_MAX_DEPTH, allowRootTag: true });
+    root = decodeCbor(file, { maxBytes, maxDepth: BUNDLE_LIMITS.coseMaxDepth, allowRootTag: true });
   } catch (err) {
     throw fromCborError(err, 'bundle');
   }
@@ -79,7 +77,7 @@ function openUnverified(
   let opened;
   try {
     // No key resolves, so no signature is checked: this only lists who signed.
-    opened = verifySign(file, { maxBytes, maxDepth: COSE_MAX_DEPTH, keys: () => undefined });
+    opened = verifySign(file, { maxBytes, maxDepth: BUNDLE_LIMITS.coseMaxDepth, keys: () => undefined });
   } catch (err) {
     throw fromCborError(err, 'COSE_Sign');
   }

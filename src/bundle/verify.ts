@@ -27,16 +27,16 @@ import { BundleError } from './errors.js';
 import {
   type AttestationReference,
   BUNDLE_CONTENT_TYPE,
+  BUNDLE_LIMITS,
   type BundleManifest,
   DEFAULT_BUNDLE_MAX_BYTES,
   type BundleSettings,
   type BundleTest,
+  compareVersions,
   decodeBundlePayload,
   fromCborError,
+  isVersion,
 } from './format.js';
-
-/** Nesting of a COSE_Sign: message → signatures → signature → header map, plus headroom. */
-const COSE_MAX_DEPTH = 8;
 
 export interface RootKey {
   readonly publicKey: PublicKey;
@@ -112,7 +112,7 @@ export function verifyBundle(bytes: Uint8Array, options: VerifyOptions): Verifie
   try {
     checked = verifySign(bytes, {
       maxBytes,
-      maxDepth: COSE_MAX_DEPTH,
+      maxDepth: BUNDLE_LIMITS.coseMaxDepth,
       keys: (kid) => roots.byKid.get(toHex(kid))?.publicKey,
       ...(options.verifier === undefined ? {} : { verifier: options.verifier }),
     });
@@ -180,7 +180,7 @@ function indexRoots({ roots, threshold }: TrustOptions): RootIndex {
 function requireSignatures(bytes: Uint8Array, maxBytes: number): void {
   let root: CborValue;
   try {
-    root = decodeCbor(bytes, { maxBytes, maxDepth: COSE_MAX_DEPTH, allowRootTag: true });
+    root = decodeCbor(bytes, { maxBytes, maxDepth: BUNDLE_LIMITS.coseMaxDepth, allowRootTag: true });
   } catch (err) {
     throw fromCborError(err, 'bundle');
   }
@@ -264,18 +264,8 @@ function checkScope(what: string, allowed: readonly string[], mine: string | und
   );
 }
 
-const VERSION = /^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$/;
-
 function checkAgentVersionSyntax(version: string): void {
-  if (!VERSION.test(version)) throw configError(`agent version ${JSON.stringify(version)} is not major.minor.patch`);
-}
-
-/** Compares two `major.minor.patch` versions numerically. */
-export function compareVersions(a: string, b: string): number {
-  const left = a.split('.').map(Number);
-  const right = b.split('.').map(Number);
-  for (let i = 0; i < 3; i++) if (left[i] !== right[i]) return left[i]! - right[i]!;
-  return 0;
+  if (!isVersion(version)) throw configError(`agent version ${JSON.stringify(version)} is not major.minor.patch`);
 }
 
 function iso(seconds: number): string {
