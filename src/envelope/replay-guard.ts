@@ -4,20 +4,26 @@
 // Keyed on signed claims, never on signature bytes: an ECDSA signature can be re-encoded into a
 // different valid signature over the same payload.
 //
-// Durability: each accepted entry is its own committed transaction (synchronous = FULL) before
-// checkAndRecord returns, i.e. before the command may act. A crash after the action but before a
-// batched commit would forget the entry and let the command be replayed after reboot. One FULL
-// single-row commit costs about 0.2 ms (~5k/s, bench/store.bench.ts), far above the command rate
-// of a controller; group commit is kept for the audit log, whose callers can wait.
+// Durability: each accepted entry is committed (synchronous = FULL) before checkAndRecord returns,
+// i.e. before the command may act; with batched commits a crash after the action could forget the
+// entry and let the command run again after reboot. The cost is one WAL fsync per accepted command
+// (bench/store.bench.ts): ~0.2 ms on fast storage (~5k/s), ~4 ms on a slow virtual disk (~250/s),
+// either way above the command rate of a controller. A caller that also commits an audit record
+// per command can run both inside one outer db.transaction(), which turns this commit into a
+// savepoint and pays a single fsync for the two.
 //
 // Window: an entry lives while now < exp + skew (the verifier accepts up to exp + skew) and is
 // pruned after, on an interval driven by the calls themselves and whenever the store is full.
-// Pruning records a watermark: anything expiring at or before it may have been forgotten, so such
-// an entry is refused even if the clock later reads earlier (an RTC reset after a reboot).
-// When the store is full of live entries the guard fails closed rather than evict a live one.
+// Pruning records a watermark: anything expiring at or before it may have been forgotten, so it
+// is refused even if the clock later reads earlier (an RTC reset after a reboot, a clock that was
+// ahead and got corrected). The price of forgetting safely: after a prune at a clock reading far
+// in the future, commands are refused until real time passes that reading — failing closed rather
+// than accepting a replay. When the store is full of live entries the guard also fails closed
+// rather than evict a live entry.
 import type { Database } from '../agent/state-db.js';
 import { migrate } from '../agent/state-db.js';
 import { EnvelopeError } from './errors.js';
+import { MAX_TIME_MS } from './trusted-clock.js';
 
 export interface ReplayEntry {
   /** The `iss` claim of the verified envelope. */
@@ -29,7 +35,7 @@ export interface ReplayEntry {
 }
 
 export interface ReplayGuardOptions {
-  /** Tolerance added to exp, matching the verifier's clock skew (default 60 s). */
+  /** Tolerance added to exp; at least the verifier's clock skew, longer is safe (default 60 s). */
   clockSkewMs?: number;
   /** Most entries kept; beyond this, new commands are refused until entries expire (default 1,000,000). */
   maxEntries?: number;
@@ -66,16 +72,19 @@ export class ReplayGuard {
   private readonly select;
   private readonly insert;
   private readonly refresh;
-  private readonly deleteExpired;
-  private readonly saveWatermark;
   private readonly record;
-  /** Row count, kept in memory: this guard is the only writer of its table. */
+  private readonly pruneExpired;
+  private readonly countRows: () => number;
+  /**
+   * Row count kept in memory to avoid counting per call. It can only run high (an enclosing
+   * transaction rolled back an insert), so it is recounted before the guard declares itself full.
+   */
   private entries: number;
   private prunedThroughMs: number;
   private lastPruneMs = Number.NEGATIVE_INFINITY;
 
   constructor(
-    private readonly db: Database,
+    db: Database,
     opts: ReplayGuardOptions = {},
   ) {
     this.clockSkewMs = nonNegativeInteger('clockSkewMs', opts.clockSkewMs ?? DEFAULTS.clockSkewMs);
@@ -93,10 +102,14 @@ export class ReplayGuard {
     this.refresh = db.prepare<[number, string, Buffer]>(
       'UPDATE replay_seen SET expires_ms = ? WHERE issuer = ? AND cti = ?',
     );
-    this.deleteExpired = db.prepare<[number]>('DELETE FROM replay_seen WHERE expires_ms <= ?');
-    this.saveWatermark = db.prepare<[number]>(
+    const deleteExpired = db.prepare<[number]>('DELETE FROM replay_seen WHERE expires_ms <= ?');
+    const saveWatermark = db.prepare<[number]>(
       'UPDATE replay_watermark SET pruned_through_ms = max(pruned_through_ms, ?) WHERE id = 1',
     );
+    this.pruneExpired = db.transaction((nowMs: number): number => {
+      saveWatermark.run(nowMs);
+      return deleteExpired.run(nowMs).changes;
+    });
     this.record = db.transaction((issuer: string, cti: Buffer, expiresMs: number, nowMs: number): RecordOutcome => {
       const seen = this.select.get(issuer, cti);
       if (seen !== undefined && seen.expires_ms > nowMs) return 'replay';
@@ -105,12 +118,17 @@ export class ReplayGuard {
         this.refresh.run(expiresMs, issuer, cti);
         return 'refreshed';
       }
-      if (this.entries >= this.maxEntries) return 'full';
+      if (this.entries >= this.maxEntries) {
+        this.entries = this.countRows();
+        if (this.entries >= this.maxEntries) return 'full';
+      }
       this.insert.run(issuer, cti, expiresMs);
       return 'inserted';
     });
 
-    this.entries = (db.prepare('SELECT count(*) AS n FROM replay_seen').get() as { n: number }).n;
+    const count = db.prepare('SELECT count(*) FROM replay_seen').pluck();
+    this.countRows = () => count.get() as number;
+    this.entries = this.countRows();
     this.prunedThroughMs = (
       db.prepare('SELECT pruned_through_ms AS t FROM replay_watermark WHERE id = 1').get() as { t: number }
     ).t;
@@ -162,10 +180,7 @@ export class ReplayGuard {
     checkTime('nowMs', nowMs);
     this.lastPruneMs = nowMs;
     if (nowMs <= this.prunedThroughMs) return 0;
-    const removed = this.db.transaction(() => {
-      this.saveWatermark.run(nowMs);
-      return this.deleteExpired.run(nowMs).changes;
-    })();
+    const removed = this.pruneExpired(nowMs);
     this.prunedThroughMs = nowMs;
     this.entries -= removed;
     return removed;
@@ -173,7 +188,7 @@ export class ReplayGuard {
 
   /** Number of entries currently stored (live or awaiting prune). */
   size(): number {
-    return this.entries;
+    return this.countRows();
   }
 }
 
@@ -190,8 +205,8 @@ function checkEntry(entry: ReplayEntry): { issuer: string; cti: Buffer; expMs: n
 }
 
 function checkTime(name: string, value: number): void {
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new EnvelopeError('ENVELOPE_MALFORMED', `${name} must be a non-negative integer of milliseconds, got ${value}`);
+  if (!Number.isSafeInteger(value) || value < 0 || value > MAX_TIME_MS) {
+    throw new EnvelopeError('ENVELOPE_MALFORMED', `${name} must be whole milliseconds since the epoch, up to year 9999; got ${value}`);
   }
 }
 

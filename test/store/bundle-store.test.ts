@@ -118,10 +118,12 @@ describe('BundleStore rollback', () => {
     const store = opened();
     activate(store, r1);
     activate(store, r2);
+    expect(sha256Hex(store.readLkg()!.bytes)).toBe(r1.digest);
     const back = store.rollback();
     expect(back.revision).toBe(1);
     expect(sha256Hex(back.bytes)).toBe(r1.digest);
     expect(store.status()).toMatchObject({ active: { revision: 1 }, lkg: null, floor: 2 });
+    expect(store.readLkg()).toBeNull();
     expect(listStore(dir).blobs).toEqual([r1.digest]);
     // The bundle rolled back from cannot come back; a newer one can.
     expect(errorCode(() => activate(store, r2))).toBe('BUNDLE_STORE_REVISION_NOT_NEWER');
@@ -142,6 +144,7 @@ describe('BundleStore rollback', () => {
     activate(store, r1);
     activate(store, r2);
     fs.writeFileSync(path.join(dir, 'blobs', r1.digest), 'tampered');
+    expect(errorCode(() => store.readLkg())).toBe('BUNDLE_STORE_BLOB_INVALID');
     expect(errorCode(() => store.rollback())).toBe('BUNDLE_STORE_BLOB_INVALID');
     expect(store.status().active?.revision).toBe(2);
   });

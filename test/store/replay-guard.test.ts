@@ -151,6 +151,21 @@ describe('ReplayGuard', () => {
     expect(guard.size()).toBe(3);
   });
 
+  it('joins an enclosing transaction: a rolled-back record is forgotten and frees its capacity', () => {
+    const db = openDb();
+    const guard = new ReplayGuard(db, { clockSkewMs: 0, maxEntries: 1 });
+    const entry = { issuer: 'ops', cti: cti(1), expMs: T0 + 60_000 };
+    const withAudit = db.transaction((fail: boolean) => {
+      guard.checkAndRecord(entry, T0);
+      if (fail) throw new Error('audit append failed');
+    });
+    expect(() => withAudit(true)).toThrow('audit append failed');
+    expect(guard.size()).toBe(0);
+    withAudit(false);
+    expect(codeOf(() => guard.checkAndRecord(entry, T0 + 1))).toBe('ENVELOPE_REPLAY');
+    expect(codeOf(() => guard.checkAndRecord({ ...entry, cti: cti(2) }, T0 + 1))).toBe('ENVELOPE_REPLAY_STORE_FULL');
+  });
+
   it('rejects malformed entries without recording anything', () => {
     const guard = new ReplayGuard(openDb());
     const ok = { issuer: 'ops', cti: cti(1), expMs: T0 + 60_000 };
