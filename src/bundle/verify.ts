@@ -106,6 +106,8 @@ export function verifyBundle(bytes: Uint8Array, options: VerifyOptions): Verifie
   if (bytes.length > maxBytes) {
     throw new BundleError('BUNDLE_TOO_LARGE', `bundle is ${bytes.length} bytes, the limit is ${maxBytes}`);
   }
+  // A structural pass first (cheap: the payload is one byte string) so that an unsigned bundle
+  // is named as such, not as a malformed COSE_Sign.
   requireSignatures(bytes, maxBytes);
 
   let checked;
