@@ -1,0 +1,411 @@
+// The running agent: wires configuration, keys, the state database, the bundle manager, the
+// command pipeline, the MQTT link with its durable outbox, executors and the local HTTP API,
+// and owns their lifecycle. Everything decided here is imperative shell; the decisions themselves
+// live in the pure modules it calls.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ServerType } from '@hono/node-server';
+import { serve } from '@hono/node-server';
+import { SqliteAuditLog } from '../audit/log.js';
+import { BundleManager, type BundleEvent } from '../bundle/activation.js';
+import { BundleError } from '../bundle/errors.js';
+import { watchBundleFile, type BundleFileWatcher } from '../bundle/file-source.js';
+import { BundleStore } from '../bundle/store.js';
+import { GrantStore } from '../cache/grants.js';
+import { PendingApprovals } from '../cache/pending-approvals.js';
+import { RateLimiter } from '../cache/rate-limiter.js';
+import { toHex } from '../crypto/bytes.js';
+import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
+import type { PrivateKey } from '../crypto/keys.js';
+import { encodeCbor } from '../envelope/cbor.js';
+import { ReplayGuard } from '../envelope/replay-guard.js';
+import { RESULT_TOPIC, signResult } from '../envelope/result.js';
+import { TrustedClock } from '../envelope/trusted-clock.js';
+import { MqttLink, type InboundMessage } from '../transport/mqtt-link.js';
+import { Outbox } from '../transport/outbox.js';
+import { deviceTopics, type DeviceTopics } from '../transport/topics.js';
+import { createApi } from '../api/app.js';
+import type { AgentConfig, Posture } from './config.js';
+import { ExecExecutor } from './executors/exec.js';
+import { HttpExecutor } from './executors/http.js';
+import { MqttAckRouter, MqttExecutor } from './executors/mqtt.js';
+import type { Executor } from './executors/types.js';
+import { Metrics } from './metrics.js';
+import { type CommandOutcome, CommandPipeline, type FailClosedState } from './pipeline.js';
+import { openStateDb, type Database } from './state-db.js';
+
+export const AGENT_VERSION = '0.1.0';
+
+export interface AgentLogger {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+}
+
+/** One JSON line per event on stdout; never secrets (keys, passwords, tokens are never passed in). */
+export const stdoutLogger: AgentLogger = {
+  info: (message, fields) => process.stdout.write(JSON.stringify({ level: 'info', time: new Date().toISOString(), message, ...fields }) + '\n'),
+  warn: (message, fields) => process.stdout.write(JSON.stringify({ level: 'warn', time: new Date().toISOString(), message, ...fields }) + '\n'),
+};
+
+export interface AgentOptions {
+  config: AgentConfig;
+  logger?: AgentLogger;
+  /** Wall clock; tests inject one. */
+  now?: () => number;
+}
+
+/** Where a result goes: the MQTT 5 response topic and correlation data, or the default topic. */
+interface ReplyRoute {
+  topic: string;
+  /** Hex of the correlation data, if the sender gave one. */
+  correlation?: string;
+}
+
+export class Agent {
+  readonly config: AgentConfig;
+  readonly metrics = new Metrics();
+  readonly topics: DeviceTopics;
+  readonly pipeline: CommandPipeline;
+  readonly bundles: BundleManager;
+  readonly audit: SqliteAuditLog;
+  private readonly logger: AgentLogger;
+  private readonly db: Database;
+  private readonly deviceKey: PrivateKey;
+  private readonly clock: TrustedClock;
+  private readonly replay: ReplayGuard;
+  private readonly rate: RateLimiter;
+  private readonly grants: GrantStore;
+  private readonly pending: PendingApprovals;
+  private readonly ackRouter = new MqttAckRouter();
+  private readonly executors = new Map<string, Executor>();
+  private readonly failClosed: FailClosedState = { active: false };
+  private posture: Posture;
+  private link: MqttLink | null = null;
+  private outbox: Outbox | null = null;
+  private server: ServerType | null = null;
+  private watcher: BundleFileWatcher | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private started = false;
+
+  constructor(opts: AgentOptions) {
+    this.config = opts.config;
+    this.logger = opts.logger ?? stdoutLogger;
+    const now = opts.now ?? Date.now;
+    const { config } = this;
+    this.posture = config.posture;
+    this.topics = deviceTopics({ site: config.device.site, device: config.device.id, prefix: config.broker.topicPrefix });
+    this.deviceKey = readPrivateKeyFile(config.deviceKey);
+    const roots = config.roots.keys.map((file) => ({ publicKey: readPublicKeyFile(file) }));
+
+    fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+    this.db = openStateDb(path.join(config.stateDir, 'state.db'));
+    this.clock = new TrustedClock(this.db, now);
+    this.replay = new ReplayGuard(this.db, { clockSkewMs: config.limits.clockSkewMs });
+    this.audit = new SqliteAuditLog(this.db, { now: () => this.clock.now() });
+    this.rate = new RateLimiter(this.db);
+    this.grants = new GrantStore(this.db);
+    this.pending = new PendingApprovals(this.db, config.limits.maxPendingApprovals);
+    this.bundles = new BundleManager({
+      store: new BundleStore(path.join(config.stateDir, 'bundles'), { maxBundleBytes: config.limits.bundleMaxBytes }),
+      trust: {
+        roots,
+        threshold: config.roots.threshold,
+        device: config.device.id,
+        site: config.device.site,
+        profile: config.device.profile,
+        agentVersion: AGENT_VERSION,
+        maxBytes: config.limits.bundleMaxBytes,
+      },
+      clock: this.clock,
+    });
+    this.bundles.on((event) => this.onBundleEvent(event));
+
+    this.pipeline = new CommandPipeline({
+      deviceId: config.device.id,
+      bundle: () => this.bundles.current,
+      replay: this.replay,
+      clock: this.clock,
+      posture: () => this.posture,
+      online: () => this.link?.online ?? false,
+      failClosed: () => this.failClosed,
+      audit: {
+        // A failing audit store switches the agent to fail-closed mode until appends succeed again.
+        append: (kind, body) =>
+          this.audit.append(kind, body).then(
+            (ref) => {
+              if (this.failClosed.active && this.failClosed.reason === 'AUDIT_WRITE_FAILED') this.failClosed.active = false;
+              return ref;
+            },
+            (err: unknown) => {
+              this.failClosed.active = true;
+              this.failClosed.reason = 'AUDIT_WRITE_FAILED';
+              throw err;
+            },
+          ),
+      },
+      rate: this.rate,
+      grants: this.grants,
+      pending: this.pending,
+      executor: (action) => this.executors.get(action),
+      metrics: this.metrics,
+      limits: config.limits,
+    });
+    this.metrics.collect(() => {
+      const status = this.bundles.status();
+      this.metrics.set('ztedge_bundle_revision', 'Active bundle revision (0: none)', status.active?.revision ?? 0);
+      this.metrics.set('ztedge_bundle_stale', 'Active bundle is past its expiry', status.active?.stale ? 1 : 0);
+      this.metrics.set('ztedge_pending_approvals', 'Commands held for approval', this.pending.size());
+      this.metrics.set('ztedge_audit_head_seq', 'Sequence number of the newest audit record', this.audit.head().seq);
+      this.metrics.set('ztedge_fail_closed', 'Fail-closed mode (only @safety actions pass)', this.failClosed.active ? 1 : 0);
+      this.metrics.set('ztedge_mqtt_online', 'Connected to the broker', this.link?.online ? 1 : 0);
+    });
+  }
+
+  /** Loads the active bundle, opens the API, connects to the broker. Resolves when listening. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    const { config } = this;
+    await this.auditSystem({ event: 'start', version: AGENT_VERSION, device: config.device.id });
+    const active = this.bundles.start();
+    if (active === null) this.logger.warn('no policy bundle is active: every command is denied until one arrives');
+
+    if (config.broker.url !== null) this.startMqtt(config.broker.url);
+    for (const [action, spec] of Object.entries(config.executors)) {
+      if (spec.kind === 'exec') this.executors.set(action, new ExecExecutor(spec.command, spec.timeoutMs));
+      else if (spec.kind === 'http') this.executors.set(action, new HttpExecutor(spec.url, spec.timeoutMs));
+      else if (spec.kind === 'mqtt' && this.link !== null) {
+        this.executors.set(action, new MqttExecutor(this.link, this.ackRouter, this.topics.exec(action), spec.timeoutMs));
+      }
+    }
+    if (config.bundleFile !== undefined) {
+      this.watcher = watchBundleFile(config.bundleFile, this.bundles, { onError: (err) => this.logger.warn('bundle file check failed', { error: String(err) }) });
+    }
+    if (config.http.enabled) await this.startHttp();
+    this.timers.push(setInterval(() => this.track(this.expirePending()), 1000));
+    this.timers.push(setInterval(() => this.housekeeping(), 60_000));
+    for (const t of this.timers) t.unref();
+    this.publishStatus();
+    this.logger.info('agent started', {
+      device: config.device.id,
+      site: config.device.site,
+      bundleRevision: active?.manifest.revision ?? null,
+      broker: config.broker.url ?? 'none',
+      http: config.http.enabled ? `${config.http.host}:${this.httpPort()}` : 'off',
+    });
+  }
+
+  /** The port the local API listens on (resolved when configured as 0). */
+  httpPort(): number {
+    const address = this.server?.address();
+    return typeof address === 'object' && address !== null ? address.port : this.config.http.port;
+  }
+
+  setPosture(posture: Posture): void {
+    if (posture === this.posture) return;
+    this.posture = posture;
+    this.publishStatus();
+  }
+
+  status() {
+    const bundle = this.bundles.status();
+    return {
+      device: this.config.device.id,
+      site: this.config.device.site,
+      profile: this.config.device.profile,
+      version: AGENT_VERSION,
+      online: this.link?.online ?? false,
+      posture: this.posture,
+      failClosed: this.failClosed.active ? { reason: this.failClosed.reason ?? 'UNKNOWN' } : null,
+      bundle: bundle.active === null ? null : { id: bundle.active.id, revision: bundle.active.revision, digest: bundle.active.digest, stale: bundle.active.stale },
+      lastRejection: bundle.lastRejection,
+      pendingApprovals: this.pending.size(),
+      audit: { headSeq: this.audit.head().seq },
+    };
+  }
+
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    await this.watcher?.stop();
+    if (this.server !== null) {
+      const server = this.server;
+      this.server = null;
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    await Promise.allSettled([...this.inFlight]);
+    await this.auditSystem({ event: 'stop' }).catch(() => undefined);
+    await this.outbox?.close();
+    await this.link?.close();
+    this.rate.flush();
+    this.clock.persist();
+    this.db.close();
+  }
+
+  private startMqtt(url: string): void {
+    const { broker } = this.config;
+    const password = broker.passwordFile === undefined ? undefined : fs.readFileSync(broker.passwordFile, 'utf8').trim();
+    const offline = Buffer.from(JSON.stringify({ state: 'offline', device: this.config.device.id }));
+    this.link = new MqttLink({
+      url,
+      clientId: broker.clientId ?? `ztedge-${this.config.device.site}-${this.config.device.id}`,
+      username: broker.username,
+      password,
+      tls: { caFile: broker.ca, certFile: broker.cert, keyFile: broker.key },
+      will: { topic: this.topics.status, payload: offline, retain: true },
+      subscriptions: [...this.topics.inbound, `${this.topics.prefix}exec/+/ack`],
+      maxPayloadBytes: Math.max(this.config.limits.envelopeMaxBytes, this.config.limits.bundleMaxBytes),
+      onMessage: (message) => this.onMessage(message),
+    });
+    this.link.on('online', ({ protocolVersion }) => {
+      this.logger.info('broker connected', { protocolVersion });
+      this.publishStatus();
+    });
+    this.link.on('offline', () => this.logger.warn('broker connection lost; enforcing locally and reconnecting'));
+    this.link.on('problem', (err) => this.logger.warn('transport problem', { code: err.code, error: err.message }));
+    this.link.on('oversize', (r) => this.logger.warn('oversize message dropped', { topic: r.topic, bytes: r.payloadBytes }));
+    this.outbox = new Outbox(this.db, this.link, { maxMessages: this.config.limits.outboxMaxMessages, maxBytes: 256 * 1024 * 1024 });
+    this.outbox.on('problem', (err) => this.logger.warn('outbox problem', { error: err.message }));
+    this.outbox.start();
+    this.link.start();
+  }
+
+  private async startHttp(): Promise<void> {
+    const app = createApi({
+      decide: (bytes) => this.handleHttpCommand(bytes),
+      status: () => this.status(),
+      ready: () => this.bundles.current !== null,
+      metrics: () => this.metrics.render(),
+      maxBodyBytes: this.config.limits.envelopeMaxBytes,
+    });
+    await new Promise<void>((resolve, reject) => {
+      const server = serve({ fetch: app.fetch, hostname: this.config.http.host, port: this.config.http.port }, () => resolve());
+      server.once('error', reject);
+      this.server = server;
+    });
+  }
+
+  /** Handles one inbound MQTT message; resolves when it is safe to acknowledge it. */
+  private async onMessage(message: InboundMessage): Promise<void> {
+    const { topics } = this;
+    if (message.topic === topics.cmd) {
+      const reply: ReplyRoute = {
+        topic: message.responseTopic ?? topics.cmdResult,
+        ...(message.correlationData === undefined ? {} : { correlation: toHex(message.correlationData) }),
+      };
+      await new Promise<void>((recorded) => {
+        const done = this.pipeline
+          .handleCommand({ bytes: message.payload, source: 'mqtt', reply, onRecorded: recorded })
+          .then((outcome) => this.reply(outcome, reply))
+          .catch((err: unknown) => this.logger.warn('command handling failed', { error: String(err) }));
+        this.track(done);
+      });
+    } else if (message.topic === topics.approve) {
+      const result = await this.pipeline.handleApproval(message.payload);
+      this.metrics.inc('ztedge_approvals_total', 'Approval envelopes, by result', { code: result.code });
+      if (result.settled) this.reply(result.settled.outcome, routeOf(result.settled.command.reply, topics));
+    } else if (message.topic === topics.bundle) {
+      if (message.payload.length === 0) return; // a cleared retained message
+      try {
+        this.bundles.activate(message.payload);
+      } catch (err) {
+        if (!(err instanceof BundleError)) throw err;
+        // Recorded by the manager (store rejection + event → audit, status).
+      }
+    } else if (message.topic.startsWith(`${topics.prefix}exec/`) && message.topic.endsWith('/ack')) {
+      this.ackRouter.deliver(message.payload);
+    }
+    // attest/challenge is answered by the attestation module once it exists.
+  }
+
+  private async handleHttpCommand(bytes: Uint8Array): Promise<{ outcome: CommandOutcome; result: Uint8Array }> {
+    const outcome = await this.pipeline.handleCommand({ bytes, source: 'http', reply: { topic: this.topics.cmdResult } });
+    return { outcome, result: this.signOutcome(outcome) };
+  }
+
+  private signOutcome(outcome: CommandOutcome): Uint8Array {
+    return signResult({
+      key: this.deviceKey,
+      deviceId: this.config.device.id,
+      topic: RESULT_TOPIC,
+      commandDigest: outcome.digest ?? new Uint8Array(32),
+      decision: outcome.decision,
+      policies: outcome.policies,
+      reasons: outcome.reasons,
+      outcome: outcome.outcome,
+      now: this.clock.now(),
+      // The command's cti: MQTT 3.1.1 senders (no correlation data) match results by it.
+      ...(outcome.ctiHex === undefined ? {} : { cti: Buffer.from(outcome.ctiHex, 'hex') }),
+    });
+  }
+
+  private reply(outcome: CommandOutcome, route: ReplyRoute): void {
+    if (this.outbox === null) return;
+    try {
+      this.outbox.enqueue({
+        topic: route.topic,
+        payload: this.signOutcome(outcome),
+        qos: 1,
+        critical: true,
+        ...(route.correlation === undefined ? {} : { correlationData: Buffer.from(route.correlation, 'hex') }),
+      });
+    } catch (err) {
+      this.logger.warn('result could not be queued', { error: (err as Error).message });
+    }
+  }
+
+  private publishStatus(): void {
+    if (this.outbox === null) return;
+    const payload = Buffer.from(JSON.stringify({ state: 'online', time: new Date(this.clock.now()).toISOString(), ...this.status() }));
+    try {
+      this.outbox.enqueue({ topic: this.topics.status, payload, qos: 1, retain: true });
+    } catch (err) {
+      this.logger.warn('status could not be queued', { error: (err as Error).message });
+    }
+  }
+
+  private onBundleEvent(event: BundleEvent): void {
+    const body: Record<string, string | number | boolean | null> = { event: event.kind, atMs: event.atMs };
+    if ('revision' in event) body.revision = event.revision;
+    if ('digest' in event) body.digest = event.digest;
+    if (event.kind === 'rejected') {
+      body.code = event.code;
+      body.message = event.message.slice(0, 300);
+      this.logger.warn('bundle rejected', { code: event.code, revision: event.revision });
+    } else if (event.kind === 'activated' || event.kind === 'loaded' || event.kind === 'rolled-back') {
+      this.logger.info(`bundle ${event.kind}`, { revision: event.revision });
+    }
+    this.track(this.audit.append('bundle', encodeCbor(body)));
+    this.publishStatus();
+  }
+
+  private async expirePending(): Promise<void> {
+    for (const { command, outcome } of await this.pipeline.expirePending()) this.reply(outcome, routeOf(command.reply, this.topics));
+  }
+
+  private housekeeping(): void {
+    const now = this.clock.now();
+    this.replay.prune(now);
+    this.rate.prune(now);
+    this.grants.prune(now);
+    this.clock.persist();
+  }
+
+  private auditSystem(body: Record<string, string>) {
+    return this.audit.append('system', encodeCbor(body));
+  }
+
+  private track<T>(p: Promise<T>): void {
+    const tracked = p.catch(() => undefined);
+    this.inFlight.add(tracked);
+    void tracked.finally(() => this.inFlight.delete(tracked));
+  }
+}
+
+function routeOf(stored: unknown, topics: DeviceTopics): ReplyRoute {
+  const reply = (stored as { reply?: ReplyRoute | null } | null)?.reply;
+  return reply && typeof reply.topic === 'string' ? reply : { topic: topics.cmdResult };
+}
