@@ -7,6 +7,7 @@
 // stores and executors. Replies (signed results) are the caller's job: this module returns what
 // happened.
 import { toHex } from '../crypto/bytes.js';
+import { sha256 } from '../crypto/hash.js';
 import type { AuditSink } from '../audit/log.js';
 import type { BundleIssuer } from '../bundle/content.js';
 import type { VerifiedBundle } from '../bundle/verify.js';
@@ -29,7 +30,7 @@ export type FinalDecision = 'allow' | 'deny' | 'pending';
 
 /** What happened to one command; the runtime turns it into a signed result. */
 export interface CommandOutcome {
-  /** Digest of the envelope (absent when the bytes were refused before hashing made sense). */
+  /** SHA-256 of the envelope bytes (also of refused bytes, so a sender can match the result). */
   digest?: Uint8Array;
   ctiHex?: string;
   issuer?: string;
@@ -77,6 +78,11 @@ export interface CommandInput {
   source: CommandSource;
   /** Reply routing, stored with a command held for approval. */
   reply?: unknown;
+  /**
+   * Called once the decision is durably recorded, before any execution: the transport acks the
+   * message here, so a crash before this point makes the broker redeliver it.
+   */
+  onRecorded?: () => void;
 }
 
 /** How long an approval-created just-in-time grant lasts unless `@grant_ttl` says otherwise. */
@@ -87,7 +93,12 @@ export class CommandPipeline {
 
   async handleCommand(input: CommandInput): Promise<CommandOutcome> {
     const started = performance.now();
-    const outcome = await this.decideAndRun(input);
+    let outcome: CommandOutcome;
+    try {
+      outcome = await this.decideAndRun(input);
+    } finally {
+      input.onRecorded?.();
+    }
     const { metrics } = this.deps;
     metrics.inc('ztedge_commands_total', 'Commands handled, by decision and outcome', { decision: outcome.decision, outcome: outcome.outcome });
     metrics.observe('ztedge_command_seconds', 'Time from receipt to outcome', (performance.now() - started) / 1000);
@@ -163,6 +174,7 @@ export class CommandPipeline {
       // Without a committed record there is no execution.
       return { ...base, decision: 'deny', policies, reasons: ['AUDIT_UNAVAILABLE'], outcome: 'not_executed' };
     }
+    input.onRecorded?.();
     return this.execute(base, command.claims.act, issuer.principal.key, command.claims.res, command.claims.args, policies, reasons);
   }
 
@@ -385,8 +397,9 @@ export class CommandPipeline {
   }
 
   private async refuse(bytes: Uint8Array, code: string, message: string): Promise<CommandOutcome> {
-    await this.auditRecord('command', { rejected: code, message: message.slice(0, 200), size: bytes.length }).catch(() => undefined);
-    return { decision: 'deny', policies: [], reasons: [code], outcome: 'rejected', detail: message };
+    const digest = sha256(bytes);
+    await this.auditRecord('command', { rejected: code, message: message.slice(0, 200), size: bytes.length, digest }).catch(() => undefined);
+    return { digest, decision: 'deny', policies: [], reasons: [code], outcome: 'rejected', detail: message };
   }
 
   private auditDecision(
