@@ -23,8 +23,9 @@
 // the old bundle is active and the new blob is an orphan. A crash after it leaves the new state,
 // whose blobs were durable before it was written: the new bundle is active. A crash between 2
 // and 3 leaves the floor below the active revision; open() raises it, since a revision that is
-// active or last-known-good has been activated. Deleting state.json forgets the bundles but not
-// the floor, so no older revision can be activated afterwards.
+// active or last-known-good has been activated. Deleting or restoring state.json forgets bundles
+// or brings old ones back, but not below the floor: no older revision can be activated afterwards.
+// (Deleting both files is indistinguishable from a new store.)
 //
 // open() recovers: deletes `.tmp-` debris, checks each referenced blob against its digest, falls
 // back to the last-known-good bundle when the active blob is missing or corrupt, raises the floor
@@ -182,17 +183,14 @@ export class BundleStore {
       this.removeTempFiles(this.dir, act);
       this.removeTempFiles(this.blobDir, act);
 
-      let storedFloor = this.readFloor();
+      const storedFloor = this.readFloor();
       const stateRead = this.readState();
-      if (storedFloor === null && stateRead.kind === 'missing') {
-        // A new store. The floor file exists from now on, so its absence later is an anomaly.
-        this.writeFloor(0);
-        storedFloor = 0;
-      }
+      // A new store gets its floor file at once, so that its absence later is an anomaly.
+      const isNew = storedFloor === null && stateRead.kind === 'missing';
       let state = stateRead.kind === 'ok' ? stateRead.state : { ...EMPTY_STATE, rejections: [] };
       let rewrite = false;
       // No state and a zero floor is a store whose first activation has not completed yet.
-      if (stateRead.kind === 'missing' && storedFloor !== 0) {
+      if (stateRead.kind === 'missing' && !isNew && storedFloor !== 0) {
         act('STATE_MISSING', `${STATE_FILE} is missing; no bundle is active`);
         rewrite = true;
       } else if (stateRead.kind === 'unreadable') {
@@ -215,14 +213,14 @@ export class BundleStore {
       }
       if (rewrite) this.writeState(state);
 
-      if (storedFloor === null) {
+      if (storedFloor === null && !isNew) {
         act('FLOOR_MISSING', `${FLOOR_FILE} is missing; rebuilt from the state`);
       }
       const floor = Math.max(storedFloor ?? 0, state.active?.revision ?? 0, state.lkg?.revision ?? 0);
       if (floor > (storedFloor ?? 0)) {
         act('FLOOR_RAISED', `revision floor raised from ${storedFloor ?? 0} to ${floor}`);
-        this.writeFloor(floor);
       }
+      if (storedFloor === null || floor > storedFloor) this.writeFloor(floor);
       this.removeUnreferencedBlobs(state, act);
       return { state, floor };
     });

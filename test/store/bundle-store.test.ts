@@ -248,6 +248,19 @@ describe('BundleStore recovery', () => {
     expect(fs.readFileSync(path.join(dir, 'revision-floor'), 'utf8')).toBe('2\n');
   });
 
+  it('rebuilds a deleted floor once, even when the state is unreadable too', () => {
+    twoActivated();
+    fs.unlinkSync(path.join(dir, 'revision-floor'));
+    fs.writeFileSync(path.join(dir, 'state.json'), '{');
+    expect(codes(new BundleStore(dir))).toEqual([
+      'STATE_UNREADABLE',
+      'FLOOR_MISSING',
+      'UNREFERENCED_BLOB_REMOVED',
+      'UNREFERENCED_BLOB_REMOVED',
+    ]);
+    expect(codes(new BundleStore(dir))).toEqual([]);
+  });
+
   it('refuses to open with a damaged floor rather than guess it', () => {
     twoActivated();
     for (const damaged of ['', 'two\n', '-1\n', '1e3\n', '99999999999999999\n']) {
