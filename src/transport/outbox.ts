@@ -88,7 +88,6 @@ const MIGRATIONS = [
      payload BLOB NOT NULL,
      qos INTEGER NOT NULL CHECK (qos IN (0, 1)),
      retain INTEGER NOT NULL CHECK (retain IN (0, 1)),
-     critical INTEGER NOT NULL CHECK (critical IN (0, 1)),
      response_topic TEXT,
      correlation_data BLOB,
      content_type TEXT,
@@ -139,7 +138,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   private readonly counters = { enqueued: 0, sent: 0, refused: 0, superseded: 0, rejected: 0, retries: 0 };
 
   constructor(
-    private readonly db: Database,
+    db: Database,
     private readonly link: OutboxLink,
     options: OutboxOptions,
   ) {
@@ -188,7 +187,6 @@ export class Outbox extends EventEmitter<OutboxEvents> {
         Buffer.from(message.payload),
         message.qos,
         message.retain ? 1 : 0,
-        message.critical ? 1 : 0,
         message.responseTopic ?? null,
         message.correlationData ? Buffer.from(message.correlationData) : null,
         message.contentType ?? null,
@@ -406,8 +404,8 @@ function prepareStatements(db: Database) {
     ),
     insert: db.prepare(
       `INSERT INTO outbox_message
-         (topic, payload, qos, retain, critical, response_topic, correlation_data, content_type, size, enqueued_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         (topic, payload, qos, retain, response_topic, correlation_data, content_type, size, enqueued_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     delete: db.prepare<[number]>('DELETE FROM outbox_message WHERE id = ?'),
     reject: db.prepare<[number | null, string, number]>(

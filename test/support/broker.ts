@@ -120,11 +120,18 @@ function makeTempDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-broker-'));
 }
 
-// Brokers still running when the test process exits are killed with it.
-const liveChildren = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of liveChildren) child.kill('SIGKILL');
-});
+/**
+ * Mosquitto runs under a small shell that kills it as soon as this process is gone, however
+ * it goes (vitest may end a worker with a signal, which skips 'exit' handlers): the shell's
+ * stdin is a pipe from us, and EOF on it means we died. The shell prints Mosquitto's pid, then
+ * waits for it, so the shell's exit is Mosquitto's exit.
+ */
+const WATCHDOG = 'exec 3<&0; "$0" -c "$1" </dev/null & pid=$!; echo "$pid"; (read _ <&3; kill -KILL "$pid" 2>/dev/null) & wait "$pid"';
+
+interface WatchedBroker {
+  shell: ChildProcess;
+  pid: number;
+}
 
 async function startMosquitto(install: MosquittoInstall, opts: StartBrokerOptions): Promise<TestBroker> {
   const dir = makeTempDir();
@@ -174,26 +181,32 @@ async function startMosquitto(install: MosquittoInstall, opts: StartBrokerOption
   }
   fs.writeFileSync(conf, `${lines.join('\n')}\n`);
 
-  let child: ChildProcess | null = null;
+  let running: WatchedBroker | null = null;
   let removed = false;
   const launch = async () => {
-    const proc = spawn(install.broker, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const shell = spawn('/bin/sh', ['-c', WATCHDOG, install.broker, conf], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
     let stderr = '';
-    proc.stderr?.on('data', (chunk: Buffer) => {
+    shell.stdout?.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+    });
+    shell.stderr?.on('data', (chunk: Buffer) => {
       stderr += chunk.toString();
     });
-    liveChildren.add(proc);
-    proc.once('exit', () => liveChildren.delete(proc));
-    child = proc;
+    const exited = () => shell.exitCode !== null || shell.signalCode !== null;
+    shell.once('exit', () => shell.stdin?.end());
     const failure = () => `${stderr}${readTail(logFile)}`;
-    await waitForPort(port, () => (proc.exitCode !== null || proc.signalCode !== null ? failure() : null));
+    await waitForPort(port, () => (exited() ? failure() : null));
+    const pid = Number.parseInt(stdout, 10);
+    if (!Number.isSafeInteger(pid)) throw new Error(`no mosquitto pid from the watchdog: ${JSON.stringify(stdout)}`);
+    running = { shell, pid };
   };
   const terminate = async (signal: NodeJS.Signals) => {
-    const proc = child;
-    child = null;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-    proc.kill(signal);
+    const current = running;
+    running = null;
+    if (!current || current.shell.exitCode !== null || current.shell.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => current.shell.once('exit', () => resolve()));
+    process.kill(current.pid, signal);
     await exited;
   };
 

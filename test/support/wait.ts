@@ -27,3 +27,16 @@ export function nextEvent<T extends unknown[] = unknown[]>(emitter: EventEmitter
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/** Runs every cleanup (last registered first) even when some fail, then reports the failures. */
+export async function runCleanups(cleanups: Array<() => unknown>): Promise<void> {
+  const errors: unknown[] = [];
+  for (const cleanup of cleanups.splice(0).reverse()) {
+    try {
+      await cleanup();
+    } catch (err) {
+      errors.push(err);
+    }
+  }
+  if (errors.length > 0) throw new AggregateError(errors, `${errors.length} cleanup step(s) failed`);
+}

@@ -6,7 +6,7 @@ import { MqttLink, type InboundMessage, type MqttLinkOptions, type OversizeRepor
 import { deviceTopics } from '../../src/transport/topics.js';
 import { startBroker, type StartBrokerOptions, type TestBroker } from '../support/broker.js';
 import { MqttPeer } from '../support/mqtt-peer.js';
-import { nextEvent, waitUntil } from '../support/wait.js';
+import { nextEvent, runCleanups, waitUntil } from '../support/wait.js';
 
 const FIXTURE = new URL('./fixtures/agent-process.ts', import.meta.url).pathname;
 
@@ -18,10 +18,8 @@ interface Harness {
   oversize: OversizeReport[];
 }
 
-const cleanups: Array<() => Promise<unknown> | void> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const cleanups: Array<() => unknown> = [];
+afterEach(() => runCleanups(cleanups));
 
 function newTopics() {
   return deviceTopics({ site: 'test', device: `dev-${randomUUID().slice(0, 8)}` });

@@ -10,12 +10,10 @@ import { Outbox } from '../../src/transport/outbox.js';
 import { deviceTopics } from '../../src/transport/topics.js';
 import { startBroker, type TestBroker } from '../support/broker.js';
 import { MqttPeer } from '../support/mqtt-peer.js';
-import { nextEvent, sleep, waitUntil } from '../support/wait.js';
+import { nextEvent, runCleanups, sleep, waitUntil } from '../support/wait.js';
 
-const cleanups: Array<() => Promise<unknown> | void> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const cleanups: Array<() => unknown> = [];
+afterEach(() => runCleanups(cleanups));
 
 async function setup() {
   const broker = await startBroker({ persistence: true });
