@@ -35,42 +35,62 @@ export interface Decision {
   errors: PolicyError[];
 }
 
-/** Accumulates one request's outcomes; lists are put in policy order at the end. */
-class Outcome {
-  permits: CompiledPolicy[] = [];
-  forbids: CompiledPolicy[] = [];
-  errors: Array<{ policy: CompiledPolicy; error: PolicyError }> = [];
+// Per-request scratch lists, reused: evaluation is synchronous and never re-entered, so one
+// set suffices and a decision allocates only what it returns.
+const satisfiedPermits: CompiledPolicy[] = [];
+const satisfiedForbids: CompiledPolicy[] = [];
+const errored: Array<{ policy: CompiledPolicy; error: PolicyError }> = [];
 
-  evaluate(policies: readonly CompiledPolicy[] | undefined, env: EvalEnv): void {
-    if (policies === undefined) return;
-    for (const p of policies) {
-      if (!p.matchesScope(env)) continue;
-      let satisfied: boolean;
-      try {
-        satisfied = p.satisfiesConditions(env);
-      } catch (e) {
-        this.errors.push({ policy: p, error: policyError(p, e) });
-        continue;
-      }
-      if (satisfied) (p.effect === 'permit' ? this.permits : this.forbids).push(p);
+// Popping is inlined; assigning `length` is a slow runtime call, even on an empty array.
+function resetScratch(): void {
+  while (satisfiedPermits.length !== 0) satisfiedPermits.pop();
+  while (satisfiedForbids.length !== 0) satisfiedForbids.pop();
+  while (errored.length !== 0) errored.pop();
+}
+
+/** Evaluates policies; `actionMatched` when the index already checked their action scope. */
+function evaluateAll(policies: readonly CompiledPolicy[] | undefined, env: EvalEnv, actionMatched: boolean): void {
+  if (policies === undefined) return;
+  for (let i = 0; i < policies.length; i++) {
+    const p = policies[i]!;
+    if (!(actionMatched ? p.matchesScopeButAction(env) : p.matchesScope(env))) continue;
+    let satisfied: boolean;
+    try {
+      satisfied = p.satisfiesConditions(env);
+    } catch (e) {
+      errored.push({ policy: p, error: policyError(p, e) });
+      continue;
     }
+    if (satisfied) (p.effect === 'permit' ? satisfiedPermits : satisfiedForbids).push(p);
   }
+}
 
-  decide(): Decision {
-    const byPosition = (a: { position: number }, b: { position: number }) => a.position - b.position;
-    const errors =
-      this.errors.length === 0
-        ? []
-        : this.errors.sort((a, b) => byPosition(a.policy, b.policy)).map((x) => x.error);
-    const determining = this.forbids.length > 0 ? this.forbids : this.permits;
-    if (determining.length > 1) determining.sort(byPosition);
-    return {
-      decision: this.forbids.length === 0 && this.permits.length > 0 ? 'allow' : 'deny',
-      reasons: determining.map((p) => p.id),
-      determining: determining.map((p) => p.determining),
-      errors,
-    };
+const byPosition = (a: CompiledPolicy, b: CompiledPolicy): number => a.position - b.position;
+
+/** Builds the decision from the scratch lists (in policy order) and clears them. */
+function decide(): Decision {
+  const forbidden = satisfiedForbids.length > 0;
+  const determining = forbidden ? satisfiedForbids : satisfiedPermits;
+  if (determining.length > 1) determining.sort(byPosition);
+  const reasons: string[] = [];
+  const policies: DeterminingPolicy[] = [];
+  for (const p of determining) {
+    reasons.push(p.id);
+    policies.push(p.determining);
   }
+  const errors: PolicyError[] = [];
+  if (errored.length > 0) {
+    errored.sort((a, b) => a.policy.position - b.policy.position);
+    for (const x of errored) errors.push(x.error);
+  }
+  const decision: Decision = {
+    decision: !forbidden && satisfiedPermits.length > 0 ? 'allow' : 'deny',
+    reasons,
+    determining: policies,
+    errors,
+  };
+  resetScratch();
+  return decision;
 }
 
 function policyError(p: CompiledPolicy, e: unknown): PolicyError {
@@ -94,16 +114,16 @@ function envOf(entities: Entities, request: AuthzRequest): EvalEnv {
 export function isAuthorized(policies: PolicySet, entities: Entities, request: AuthzRequest): Decision {
   const env = envOf(entities, request);
   const candidates = policies.candidatesFor(entities, request.action);
-  const outcome = new Outcome();
-  outcome.evaluate(candidates.byPrincipal.get(request.principal.key), env);
-  outcome.evaluate(candidates.byResource.get(request.resource.key), env);
-  outcome.evaluate(candidates.rest, env);
-  return outcome.decide();
+  resetScratch();
+  evaluateAll(candidates.byPrincipal.get(request.principal.key), env, true);
+  evaluateAll(candidates.byResource.get(request.resource.key), env, true);
+  evaluateAll(candidates.rest, env, true);
+  return decide();
 }
 
 /** The same decision evaluating every policy in order, without the index: the reference. */
 export function isAuthorizedUnindexed(policies: PolicySet, entities: Entities, request: AuthzRequest): Decision {
-  const outcome = new Outcome();
-  outcome.evaluate(policies.policies, envOf(entities, request));
-  return outcome.decide();
+  resetScratch();
+  evaluateAll(policies.policies, envOf(entities, request), false);
+  return decide();
 }

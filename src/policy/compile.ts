@@ -400,46 +400,64 @@ export function compileExpression(expr: Expr): Evaluator {
 
 export type ScopeTest = (env: EvalEnv) => boolean;
 
-function compileScope(c: ScopeConstraint, pick: (env: EvalEnv) => EntityUid): ScopeTest | undefined {
+/** A scope test with its rough cost, so cheap exact tests run before hierarchy lookups. */
+interface RankedTest {
+  readonly test: ScopeTest;
+  readonly cost: number;
+}
+
+const EXACT = 0;
+const TYPE = 1;
+const HIERARCHY = 2;
+
+function compileScope(c: ScopeConstraint, slot: 'principal' | 'resource'): RankedTest | undefined {
   switch (c.op) {
     case 'any':
       return undefined;
     case '==': {
       const key = uidOf(c.entity).key;
-      return (env) => pick(env).key === key;
+      return { cost: EXACT, test: (env) => env[slot].key === key };
     }
     case 'in': {
       const group = uidOf(c.entity);
-      return (env) => env.entities.isIn(pick(env), group);
+      return { cost: HIERARCHY, test: (env) => env.entities.isIn(env[slot], group) };
     }
     case 'is': {
       const type = c.entityType;
-      if (c.in === undefined) return (env) => pick(env).type === type;
+      if (c.in === undefined) return { cost: TYPE, test: (env) => env[slot].type === type };
       const group = uidOf(c.in);
-      return (env) => {
-        const uid = pick(env);
-        return uid.type === type && env.entities.isIn(uid, group);
+      return {
+        cost: HIERARCHY,
+        test: (env) => {
+          const uid = env[slot];
+          return uid.type === type && env.entities.isIn(uid, group);
+        },
       };
     }
   }
 }
 
-function compileActionScope(c: ActionConstraint): ScopeTest | undefined {
+function compileActionScope(c: ActionConstraint): RankedTest | undefined {
   switch (c.op) {
     case 'any':
       return undefined;
     case '==': {
       const key = uidOf(c.entity).key;
-      return (env) => env.action.key === key;
+      return { cost: EXACT, test: (env) => env.action.key === key };
     }
     case 'in': {
       const keys = new Set(c.entities.map((lit) => uidOf(lit).key));
-      return (env) => inKeys(env, env.action, keys);
+      return { cost: HIERARCHY, test: (env) => inKeys(env, env.action, keys) };
     }
   }
 }
 
-function allOf(tests: readonly ScopeTest[]): ScopeTest {
+/** All of the tests, cheapest first (they never fail, so order does not change the result). */
+function allOf(ranked: ReadonlyArray<RankedTest | undefined>): ScopeTest {
+  const tests = ranked
+    .filter((t): t is RankedTest => t !== undefined)
+    .sort((a, b) => a.cost - b.cost)
+    .map((t) => t.test);
   switch (tests.length) {
     case 0:
       return () => true;
@@ -482,17 +500,16 @@ export interface CompiledPolicy {
   readonly contextReads: ContextReads;
   /** The scope (principal, action, resource constraints); never throws. */
   readonly matchesScope: ScopeTest;
+  /** The principal and resource constraints only, for requests whose action the index matched. */
+  readonly matchesScopeButAction: ScopeTest;
   /** The when/unless conditions, in order; throws EvalError. */
   readonly satisfiesConditions: ScopeTest;
 }
 
 /** Compiles a policy; throws PolicyParseError for calls to unknown functions or methods. */
 export function compilePolicy(ast: PolicyAst, position: number): CompiledPolicy {
-  const scope = [
-    compileScope(ast.principal, (env) => env.principal),
-    compileActionScope(ast.action),
-    compileScope(ast.resource, (env) => env.resource),
-  ].filter((t): t is ScopeTest => t !== undefined);
+  const principal = compileScope(ast.principal, 'principal');
+  const resource = compileScope(ast.resource, 'resource');
   const annotations: Readonly<Record<string, string>> = Object.freeze(
     Object.fromEntries(ast.annotations.map((a) => [a.key, a.value])),
   );
@@ -512,7 +529,8 @@ export function compilePolicy(ast: PolicyAst, position: number): CompiledPolicy 
     annotations,
     determining,
     contextReads: contextReadsOf(ast),
-    matchesScope: allOf(scope),
+    matchesScope: allOf([principal, compileActionScope(ast.action), resource]),
+    matchesScopeButAction: allOf([principal, resource]),
     satisfiesConditions: ast.conditions.length === 0 ? () => true : compileConditions(ast),
   });
 }

@@ -1,7 +1,8 @@
 // A compiled, indexed policy set. Policies are compiled once here. The index narrows a request
 // to the policies whose scope could match it: first by action (exact uid, or a group the
 // request's action is in, or "any action"), then by a `principal ==` or `resource ==`
-// constraint. A policy is never dropped by the index unless its scope cannot match.
+// constraint. A policy is never dropped by the index unless its scope cannot match, and the
+// action candidates are exact, so their action constraint need not be tested again.
 import type { EntityUidLit, PolicyAst } from './ast.js';
 import { compilePolicy } from './compile.js';
 import type { CompiledPolicy } from './compile.js';
@@ -44,14 +45,17 @@ export class PolicySet {
   /** All policies, in order (ids `policy0..N` in source order for parsed text). */
   readonly policies: readonly CompiledPolicy[];
   readonly #byId: ReadonlyMap<string, CompiledPolicy>;
-  /** Policies whose action scope names this action key (`==` or a member of `in [...]`). */
-  readonly #byAction: ReadonlyMap<string, readonly CompiledPolicy[]>;
+  /** Policies with `action == A`, by A's key. */
+  readonly #byActionEq: ReadonlyMap<string, readonly CompiledPolicy[]>;
+  /** Policies with `action in [.., A, ..]`, under each A's key. */
+  readonly #byActionIn: ReadonlyMap<string, readonly CompiledPolicy[]>;
   readonly #anyAction: readonly CompiledPolicy[];
   readonly #memo = new WeakMap<Entities, Map<string, ActionCandidates>>();
 
   private constructor(asts: readonly PolicyAst[]) {
     const byId = new Map<string, CompiledPolicy>();
-    const byAction = new Map<string, CompiledPolicy[]>();
+    const byActionEq = new Map<string, CompiledPolicy[]>();
+    const byActionIn = new Map<string, CompiledPolicy[]>();
     const anyAction: CompiledPolicy[] = [];
     const policies = asts.map((ast, i) => {
       if (byId.has(ast.id)) throw new PolicySetError(ast.id);
@@ -59,13 +63,14 @@ export class PolicySet {
       byId.set(ast.id, p);
       const action = ast.action;
       if (action.op === 'any') anyAction.push(p);
-      else if (action.op === '==') push(byAction, keyOf(action.entity), p);
-      else for (const key of new Set(action.entities.map(keyOf))) push(byAction, key, p);
+      else if (action.op === '==') push(byActionEq, keyOf(action.entity), p);
+      else for (const key of new Set(action.entities.map(keyOf))) push(byActionIn, key, p);
       return p;
     });
     this.policies = Object.freeze(policies);
     this.#byId = byId;
-    this.#byAction = byAction;
+    this.#byActionEq = byActionEq;
+    this.#byActionIn = byActionIn;
     this.#anyAction = anyAction;
   }
 
@@ -96,8 +101,9 @@ export class PolicySet {
   }
 
   /**
-   * The candidates for requests with this action, given the store's action hierarchy.
-   * Memoized per entity store (stores are immutable).
+   * The policies whose action constraint matches this action, given the store's action
+   * hierarchy: exactly those, so callers need not test the action scope again. Memoized per
+   * entity store (stores are immutable).
    */
   candidatesFor(entities: Entities, action: EntityUid): ActionCandidates {
     let memo = this.#memo.get(entities);
@@ -116,8 +122,9 @@ export class PolicySet {
 
   #buildCandidates(entities: Entities, action: EntityUid): ActionCandidates {
     const chosen = new Set<CompiledPolicy>(this.#anyAction);
+    for (const p of this.#byActionEq.get(action.key) ?? []) chosen.add(p);
     for (const key of [action.key, ...entities.ancestorsOf(action)]) {
-      for (const p of this.#byAction.get(key) ?? []) chosen.add(p);
+      for (const p of this.#byActionIn.get(key) ?? []) chosen.add(p);
     }
     const byPrincipal = new Map<string, CompiledPolicy[]>();
     const byResource = new Map<string, CompiledPolicy[]>();
