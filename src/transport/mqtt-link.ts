@@ -11,6 +11,20 @@
 //   message, which is acknowledged, dropped and reported.
 // Delivery is at least once: a handler may see a message again after a reconnect (the
 // DUP flag is then usually set) and must be idempotent; the replay guard makes commands so.
+//
+// What mqtt.js 5 allows for acknowledging late (read from its source, v5.16):
+// - `customHandleAcks(topic, message, packet, cb)` is MQTT 5 only and runs before the message
+//   is emitted; it chooses the PUBACK reason code. A non-zero code still acknowledges, and the
+//   broker then never redelivers, so it cannot express "not processed, send it again".
+// - `handleMessage(packet, callback)` runs for every PUBLISH on both versions; the PUBACK is
+//   written only when `callback` is called. This link uses it. Not calling it and dropping the
+//   connection leaves the message unacknowledged, and the persistent session redelivers it.
+// - Incoming packets are processed strictly one at a time: until `callback` runs nothing else
+//   is read, not even the PUBACKs of our own publishes or PINGRESP. A handler must therefore
+//   never wait for a publish to be acknowledged (it would stall until the keepalive timeout);
+//   results go to the outbox, which sends them afterwards.
+// - mqtt.js keeps no record of unacknowledged incoming messages across a restart; redelivery
+//   after a crash comes from the broker's session (clean: false).
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -63,9 +77,9 @@ export interface MqttLinkOptions {
    * Called for each incoming message, one at a time, in order. The message is acknowledged
    * when the returned promise resolves. A rejection means "not recorded": the connection is
    * dropped without the ack so the broker redelivers it (after a backoff). Handlers must
-   * resolve for messages they reject on their merits (and record that), and must finish
-   * well within the keepalive interval: mqtt.js reads no further packets, PINGRESP included,
-   * until the handler is done.
+   * resolve for messages they reject on their merits (and record that), must finish well
+   * within the keepalive interval, and must not await a publish's acknowledgement: mqtt.js
+   * reads no further packets, PUBACK and PINGRESP included, until the handler is done.
    */
   onMessage: (message: InboundMessage) => void | Promise<void>;
   /** Source of jitter, in [0, 1). */
@@ -309,9 +323,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
         : {}),
     };
     const client = new MqttClient(() => this.openStream(version), options);
-    // mqtt.js calls handleMessage after parsing a PUBLISH and sends the PUBACK only when its
-    // callback runs; customHandleAcks (MQTT 5 only) runs before the message is emitted, so it
-    // cannot wait for processing. This is the one hook that delays the ack on both versions.
+    // The PUBACK waits for this hook's callback (see the top of this file).
     client.handleMessage = (packet, done) => this.onPublish(packet, done);
     client.on('packetreceive', (packet) => this.onPacket(client, packet));
     client.on('connect', (connack) => void this.onConnect(client, connack));
