@@ -12,7 +12,8 @@
  * Lexical:
  * - PARSE_UNEXPECTED_CHAR      a character that starts no token (`#`, a lone `&`, a BOM, ...)
  * - PARSE_UNTERMINATED_STRING  a string literal without its closing quote
- * - PARSE_INVALID_ESCAPE       an escape Cedar does not know (`\q`, `\u{D800}`, `\*` outside `like`)
+ * - PARSE_INVALID_ESCAPE       an escape Cedar does not know (`\q`, `\u{D800}`, `\*` outside `like`),
+ *                              or a raw carriage return inside a string literal
  * - PARSE_INTEGER_OVERFLOW     an integer literal outside the signed 64-bit range
  * Syntax:
  * - PARSE_EXPECTED_TOKEN       a specific token was required (`;`, `)`, `then`, ...)

@@ -64,9 +64,18 @@ function isBlank(c: number): boolean {
   );
 }
 
-const TWO_CHAR_PUNCT = new Set<string>(['::', '==', '!=', '<=', '>=', '||', '&&']);
-const ONE_CHAR_PUNCT = new Set<string>([
-  '@', '.', ',', ';', ':', '(', ')', '{', '}', '[', ']', '<', '>', '+', '-', '*', '/', '%', '!', '=',
+/** Punctuation by first character; the two-character forms are those whose second character fits. */
+const PUNCT_BY_CHAR = new Map<number, { one?: Punct; two?: Punct }>([
+  [0x3a, { one: ':', two: '::' }],
+  [0x3d, { one: '=', two: '==' }],
+  [0x21, { one: '!', two: '!=' }],
+  [0x3c, { one: '<', two: '<=' }],
+  [0x3e, { one: '>', two: '>=' }],
+  [0x7c, { two: '||' }],
+  [0x26, { two: '&&' }],
+  ...['@', '.', ',', ';', '(', ')', '{', '}', '[', ']', '+', '-', '*', '/', '%'].map(
+    (p) => [p.charCodeAt(0), { one: p as Punct }] as [number, { one: Punct }],
+  ),
 ]);
 
 export class Lexer {
@@ -105,10 +114,13 @@ export class Lexer {
       while (end < text.length && isIdentPart(text.charCodeAt(end))) end++;
       return this.take('slot', start, end, line, column);
     }
-    const two = text.slice(start, start + 2);
-    if (TWO_CHAR_PUNCT.has(two)) return this.take(two as Punct, start, start + 2, line, column);
-    const one = text[start];
-    if (ONE_CHAR_PUNCT.has(one)) return this.take(one as Punct, start, start + 1, line, column);
+    const punct = PUNCT_BY_CHAR.get(c);
+    if (punct !== undefined) {
+      if (punct.two !== undefined && text.charCodeAt(start + 1) === punct.two.charCodeAt(1)) {
+        return this.punct(punct.two, start, line, column);
+      }
+      if (punct.one !== undefined) return this.punct(punct.one, start, line, column);
+    }
 
     // One whole code point, so a diagnostic never splits a surrogate pair.
     const cp = text.codePointAt(start) ?? c;
@@ -116,6 +128,11 @@ export class Lexer {
     const token = this.take('invalid', start, end, line, column);
     this.report('PARSE_UNEXPECTED_CHAR', `unexpected character ${describeChar(cp)}`, token);
     return token;
+  }
+
+  private punct(kind: Punct, start: number, line: number, column: number): Token {
+    this.pos = start + kind.length;
+    return { kind, text: kind, offset: start, length: kind.length, line, column };
   }
 
   private take(kind: TokenKind, start: number, end: number, line: number, column: number): Token {
@@ -256,7 +273,8 @@ function readEscape(body: string, at: number): { value: string | null; end: numb
 
 /**
  * Walks a string token's body, calling `onText` for literal text and `onStar` for every `*` not
- * written as `\*` (only patterns care). Reports every malformed escape; false if there was one.
+ * written as `\*` (only patterns care). Reports every malformed escape and raw carriage return;
+ * false if there was one.
  */
 function walkLiteral(
   source: string,
@@ -278,6 +296,14 @@ function walkLiteral(
     if (c === CH_STAR) {
       flush(pos);
       onStar();
+      runStart = ++pos;
+      continue;
+    }
+    if (c === CH_CR) {
+      // As in Cedar (Rust's unescaping), a carriage return must be written `\r`, even in CRLF.
+      flush(pos);
+      ok = false;
+      report('PARSE_INVALID_ESCAPE', 'a carriage return in a string literal must be written `\\r`', spanWithin(source, token, pos + 1, 1));
       runStart = ++pos;
       continue;
     }
@@ -311,7 +337,7 @@ function walkLiteral(
 /** The value of a string literal token; null (and reported) if an escape is invalid. */
 export function decodeString(source: string, token: Token, report: LexReport): string | null {
   const body = token.text.slice(1, -1);
-  if (!body.includes('\\')) return body;
+  if (!body.includes('\\') && !body.includes('\r')) return body;
   const parts: string[] = [];
   const ok = walkLiteral(source, token, false, report, (t) => parts.push(t), () => parts.push('*'));
   return ok ? parts.join('') : null;

@@ -60,7 +60,7 @@ const ACCESS_STARTS = new Set<TokenKind>(['.', '[', '(']);
 const DEFAULT_MAX_BYTES = 1024 * 1024;
 const DEFAULT_MAX_DEPTH = 128;
 /** Above this the parser's own recursion could approach Node's default stack size. */
-const MAX_DEPTH_CEILING = 512;
+const MAX_DEPTH_CEILING = 512; // below HEIGHT_RANGE
 /** Bound on one expression's node count once multi-level `has` is desugared (it copies its target). */
 const MAX_EXPANDED_NODES = 1 << 20;
 const MAX_DIAGNOSTICS = 100;
@@ -111,12 +111,12 @@ function describe(t: Token): string {
   }
 }
 
-/** Height (longest path to a leaf) and node count, with shared subtrees counted at each use. */
-interface Metrics {
-  height: number;
-  nodes: number;
-}
-const LEAF: Metrics = { height: 0, nodes: 1 };
+/**
+ * Inner nodes' height (longest path to a leaf) and node count, with shared subtrees counted at
+ * each use, packed into one number: `nodes * HEIGHT_RANGE + height`. Leaves are not recorded.
+ */
+const HEIGHT_RANGE = 1024;
+const LEAF_METRICS = HEIGHT_RANGE; // 1 node, height 0
 
 class Parser {
   readonly diagnostics: Diagnostic[] = [];
@@ -125,7 +125,8 @@ class Parser {
   private ahead: Token | null = null;
   private prev: Token;
   private nesting = 0;
-  private readonly metrics = new WeakMap<Expr, Metrics>();
+  /** Per policy (cleared at each): see HEIGHT_RANGE. A plain map: a WeakMap costs far more GC time. */
+  private readonly metrics = new Map<Expr, number>();
   private readonly report = (code: ParseErrorCode, message: string, at: Span): void => {
     const { source } = this.s;
     this.diagnostics.push({ code, message, source, line: at.line, column: at.column, offset: at.offset, length: at.length });
@@ -290,13 +291,14 @@ class Parser {
     let height = 0;
     let nodes = 1;
     for (const child of children) {
-      const m = this.metrics.get(child) ?? LEAF;
-      if (m.height + 1 > height) height = m.height + 1;
-      nodes += m.nodes;
+      const m = this.metrics.get(child) ?? LEAF_METRICS;
+      const childHeight = m % HEIGHT_RANGE;
+      if (childHeight + 1 > height) height = childHeight + 1;
+      nodes += (m - childHeight) / HEIGHT_RANGE;
     }
     if (height > this.s.maxDepth) this.fail('PARSE_TOO_DEEP', `expression nested deeper than ${this.s.maxDepth} levels`, node.loc);
     if (nodes > MAX_EXPANDED_NODES) this.fail('PARSE_TOO_LARGE', `expression larger than ${MAX_EXPANDED_NODES} nodes once desugared`, node.loc);
-    if (children.length > 0) this.metrics.set(node, { height, nodes });
+    if (children.length > 0) this.metrics.set(node, nodes * HEIGHT_RANGE + height);
     return node;
   }
 
@@ -304,6 +306,7 @@ class Parser {
 
   private policy(id: string): PolicyAst {
     this.nesting = 0;
+    this.metrics.clear();
     const start = this.cur;
     const annotations = this.annotations();
     let effect: PolicyAst['effect'] = 'permit';

@@ -119,13 +119,22 @@ describe('string literals', () => {
   });
 
   it('reports every bad escape in a string, located across its line breaks', () => {
-    const literal = '"\\q\r\n  \\z"';
+    const literal = '"\\q\n  \\z"';
     const { value, reported } = decode(literal, 'string');
     expect(value).toBeNull();
     expect(reported.map((r) => r.at)).toEqual([
       { offset: 1, length: 2, line: 1, column: 2 },
-      { offset: 7, length: 2, line: 2, column: 3 },
+      { offset: 6, length: 2, line: 2, column: 3 },
     ]);
+  });
+
+  it('refuses a raw carriage return inside a string, as Cedar does, even in CRLF', () => {
+    for (const literal of ['"a\rb"', '"a\r\nb"']) {
+      const { value, reported } = decode(literal, 'string');
+      expect(value).toBeNull();
+      expect(reported).toEqual([{ code: 'PARSE_INVALID_ESCAPE', message: expect.stringContaining('carriage return'), at: { offset: 2, length: 1, line: 1, column: 3 } }]);
+    }
+    expect(decode('"a*\r"', 'pattern').value).toBeNull();
   });
 
   it('refuses a backslash before a line break', () => {

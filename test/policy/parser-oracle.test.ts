@@ -32,7 +32,7 @@ const EXPRESSIONS = [
   // literals, variables, entities
   'true', 'false', '0', '007', '9223372036854775807', '-9223372036854775808', '9223372036854775808',
   '-9223372036854775809', '18446744073709551616', '"a\\n\\t\\r\\0\\\\\\"\\\'"', '"\\x41\\u{1F600}\\u{0_1}"',
-  '"\\x80"', '"\\u{D800}"', '"\\u{110000}"', '"\\u{1234567}"', '"\\u{}"', '"\\u0041"', '"\\*"', '"a\nb"',
+  '"a\rb"', '"a\r\nb"', 'principal like "a\r*"', 'principal has "a\rb"', '"\\x80"', '"\\u{D800}"', '"\\u{110000}"', '"\\u{1234567}"', '"\\u{}"', '"\\u0041"', '"\\*"', '"a\nb"',
   'principal', 'action', 'resource', 'context', 'foo', 'Action', 'A::B', '__cedar',
   'User::"alice"', 'Robot::Arm::"a1"', 'principal::"a"', 'permit::"a"', 'context::X::"a"',
   'true::"a"', 'is::"a"', 'then::"a"', '__cedar::X::"a"', 'X::__cedar::"a"', 'A::__cedar_x::"a"',
@@ -90,6 +90,7 @@ const POLICIES = [
   '@a() permit(principal,action,resource);',
   '@a("\\u{41}\\n") permit(principal,action,resource);',
   '@a::b("x") permit(principal,action,resource);',
+  '@a("x\ry") permit(principal,action,resource);',
   'permit(principal in [User::"a"],action,resource);',
   'permit(principal,action in [],resource);',
   'permit(principal,action == [Action::"a"],resource);',

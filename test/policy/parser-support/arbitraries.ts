@@ -109,3 +109,70 @@ export const policy: fc.Arbitrary<PolicyAst> = fc
     conditions: fc.array(fc.record({ kind: fc.constantFrom('when' as const, 'unless' as const), body: expr }), { maxLength: 3 }),
   })
   .map((p) => ({ id: 'policy0', ...p }) as unknown as PolicyAst);
+
+// ---- mutated policy texts --------------------------------------------------------------------
+
+/** Fragments worth splicing into policy text: every token kind, keywords, escapes, edge literals. */
+export const FRAGMENTS = [
+  '(', ')', '[', ']', '{', '}', '"', '\\', '::', ':', '.', ',', ';', '@', '?principal', '?x',
+  '==', '!=', '<', '<=', '>', '>=', '||', '&&', '+', '-', '*', '/', '%', '!', '=', '&', '|',
+  'if', 'then', 'else', 'has', 'like', 'is', 'in', 'true', 'false', '__cedar', 'when', 'unless',
+  'permit', 'forbid', 'principal', 'action', 'resource', 'context', 'Action::"a"', 'User::"u"',
+  'ip("1.2.3.4")', '.contains(', '.isEmpty()', '.foo()', 'decimal(', '9223372036854775808',
+  '-9223372036854775808', '00000000000000000000001', '"\\u{', '"\\*"', '"\\u{D800}"', '"a*b"',
+  '//', '\n', '\r', '\t', ' ', '\u00a0', '\ufeff', '🤖', '\0', '#', '$', '@id("x")', 'when {', '};',
+];
+
+const NESTING_OPENERS = ['(', '[', '{a: ', '!', '-', '!(', '-(', 'if ', 'if true then ', 'context.a.', 'ip(', '[].contains(', '1 + ', 'true || '];
+
+type Mutation = (text: string) => string;
+
+const position = (text: string, at: number): number => (text.length === 0 ? 0 : at % (text.length + 1));
+
+const mutation: fc.Arbitrary<Mutation> = fc.oneof(
+  // replace one character
+  fc.tuple(fc.nat(), fc.oneof(fc.string({ unit: 'grapheme-ascii', minLength: 1, maxLength: 1 }), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }), fc.constantFrom('"', '\\', '(', ')', ';', '*', '\n'))).map(
+    ([at, c]) => (t: string) => {
+      const i = position(t, at);
+      return t.slice(0, i) + c + t.slice(i + 1);
+    },
+  ),
+  // truncate
+  fc.nat().map((at) => (t: string) => t.slice(0, position(t, at))),
+  // insert a fragment
+  fc.tuple(fc.nat(), fc.constantFrom(...FRAGMENTS)).map(([at, f]) => (t: string) => {
+    const i = position(t, at);
+    return t.slice(0, i) + f + t.slice(i);
+  }),
+  // delete a range
+  fc.tuple(fc.nat(), fc.integer({ min: 1, max: 40 })).map(([at, n]) => (t: string) => {
+    const i = position(t, at);
+    return t.slice(0, i) + t.slice(i + n);
+  }),
+  // duplicate a range
+  fc.tuple(fc.nat(), fc.integer({ min: 1, max: 60 })).map(([at, n]) => (t: string) => {
+    const i = position(t, at);
+    return t.slice(0, i + n) + t.slice(i);
+  }),
+  // deep nesting spliced in, closed or not
+  fc.tuple(fc.nat(), fc.constantFrom(...NESTING_OPENERS), fc.integer({ min: 1, max: 3000 }), fc.boolean()).map(
+    ([at, opener, depth, close]) =>
+      (t: string) => {
+        const i = position(t, at);
+        const closer = opener.includes('(') ? ')' : opener.startsWith('[') ? ']' : opener.startsWith('{') ? '}' : '';
+        return t.slice(0, i) + opener.repeat(depth) + (close ? closer.repeat(depth) : '') + t.slice(i);
+      },
+  ),
+);
+
+/** A seed text with one to four mutations applied. */
+export function mutatedText(seeds: readonly string[]): fc.Arbitrary<string> {
+  return fc
+    .tuple(fc.constantFrom(...seeds), fc.array(mutation, { minLength: 1, maxLength: 4 }))
+    .map(([seed, mutations]) => mutations.reduce((t, m) => m(t), seed));
+}
+
+/** Token soup: grammar fragments and names joined by random blanks. */
+export const tokenSoup: fc.Arbitrary<string> = fc
+  .array(fc.tuple(fc.oneof(fc.constantFrom(...FRAGMENTS), identifier), fc.constantFrom('', ' ', '\n')), { maxLength: 40 })
+  .map((parts) => parts.map(([token, blank]) => token + blank).join(''));
