@@ -26,65 +26,25 @@
 // - mqtt.js keeps no record of unacknowledged incoming messages across a restart; redelivery
 //   after a crash comes from the broker's session (clean: false).
 import { EventEmitter } from 'node:events';
-import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { MqttClient, type IClientOptions, type IConnackPacket, type IPublishPacket, type Packet } from 'mqtt';
-import { backoffDelayMs, checkBackoffPolicy, DEFAULT_BACKOFF, type BackoffPolicy } from './backoff.js';
+import { backoffDelayMs, DEFAULT_BACKOFF, type BackoffPolicy } from './backoff.js';
 import { TransportError } from './errors.js';
 import { FrameGuard, type CutPublish } from './frame-guard.js';
 import { GuardedStream } from './guarded-stream.js';
+import {
+  checkLinkOptions,
+  LINK_DEFAULTS,
+  parseBrokerUrl,
+  readTlsFiles,
+  type Endpoint,
+  type MqttLinkOptions,
+  type TlsMaterial,
+} from './link-config.js';
 import { isPublishableTopic } from './topics.js';
 
-export interface LinkTlsFiles {
-  /** CA bundle that signs the broker's certificate (default: the system store). */
-  caFile?: string;
-  /** Client certificate and key, for brokers that authenticate devices by certificate. */
-  certFile?: string;
-  keyFile?: string;
-}
-
-export interface LinkWill {
-  topic: string;
-  payload: Uint8Array;
-  /** Default true: the will replaces the retained status. */
-  retain?: boolean;
-}
-
-export interface MqttLinkOptions {
-  /** `mqtt://host[:port]` or `mqtts://host[:port]`. */
-  url: string;
-  clientId: string;
-  username?: string;
-  password?: string;
-  tls?: LinkTlsFiles;
-  /** 5 (default) falls back to 3.1.1 once if the broker refuses 5; 4 never tries 5. */
-  protocolVersion?: 5 | 4;
-  /** How long the broker keeps the session (and queues QoS 1 messages) while away. Default 7 days. */
-  sessionExpirySeconds?: number;
-  keepaliveSeconds?: number;
-  connectTimeoutMs?: number;
-  /** Published by the broker when the connection dies, and by close() on a clean stop. */
-  will?: LinkWill;
-  /** Topic filters, subscribed at QoS 1. */
-  subscriptions?: readonly string[];
-  /** Incoming payloads above this are dropped and reported. Default 1 MiB. */
-  maxPayloadBytes?: number;
-  /** MQTT 5: how many unacknowledged QoS 1 messages the broker may send at once. Default 8. */
-  receiveMaximum?: number;
-  backoff?: BackoffPolicy;
-  /**
-   * Called for each incoming message, one at a time, in order. The message is acknowledged
-   * when the returned promise resolves. A rejection means "not recorded": the connection is
-   * dropped without the ack so the broker redelivers it (after a backoff). Handlers must
-   * resolve for messages they reject on their merits (and record that), must finish well
-   * within the keepalive interval, and must not await a publish's acknowledgement: mqtt.js
-   * reads no further packets, PUBACK and PINGRESP included, until the handler is done.
-   */
-  onMessage: (message: InboundMessage) => void | Promise<void>;
-  /** Source of jitter, in [0, 1). */
-  random?: () => number;
-}
+export type { LinkTlsFiles, LinkWill, MqttLinkOptions } from './link-config.js';
 
 export interface InboundMessage {
   topic: string;
@@ -135,30 +95,11 @@ export interface LinkEvents {
   oversize: [OversizeReport];
 }
 
-const DEFAULTS = {
-  sessionExpirySeconds: 7 * 24 * 3600,
-  keepaliveSeconds: 30,
-  connectTimeoutMs: 10_000,
-  maxPayloadBytes: 1024 * 1024,
-  receiveMaximum: 8,
-};
 /** Topic, packet id and properties of one PUBLISH, or any other whole packet. */
 const MAX_HEADER_BYTES = 64 * 1024;
 const CLOSE_GRACE_MS = 2_000;
 /** CONNACK codes meaning "I do not speak this protocol version" (3.1.1 and MQTT 5). */
 const UNSUPPORTED_PROTOCOL = new Set([1, 0x84]);
-
-interface Endpoint {
-  secure: boolean;
-  host: string;
-  port: number;
-}
-
-interface TlsMaterial {
-  ca?: Buffer;
-  cert?: Buffer;
-  key?: Buffer;
-}
 
 export class MqttLink extends EventEmitter<LinkEvents> {
   private readonly endpoint: Endpoint;
@@ -200,13 +141,13 @@ export class MqttLink extends EventEmitter<LinkEvents> {
 
   constructor(private readonly options: MqttLinkOptions) {
     super();
-    this.endpoint = parseUrl(options.url);
+    this.endpoint = parseBrokerUrl(options.url);
     this.backoff = options.backoff ?? DEFAULT_BACKOFF;
     this.random = options.random ?? Math.random;
     this.subscriptions = [...(options.subscriptions ?? [])];
-    this.maxPayloadBytes = options.maxPayloadBytes ?? DEFAULTS.maxPayloadBytes;
+    this.maxPayloadBytes = options.maxPayloadBytes ?? LINK_DEFAULTS.maxPayloadBytes;
     this.version = options.protocolVersion ?? 5;
-    checkOptions(options, this.backoff, this.maxPayloadBytes);
+    checkLinkOptions(options, this.backoff, this.maxPayloadBytes);
   }
 
   get online(): boolean {
@@ -304,8 +245,8 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       clientId: this.options.clientId,
       protocolVersion: version,
       clean: false,
-      keepalive: this.options.keepaliveSeconds ?? DEFAULTS.keepaliveSeconds,
-      connectTimeout: this.options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
+      keepalive: this.options.keepaliveSeconds ?? LINK_DEFAULTS.keepaliveSeconds,
+      connectTimeout: this.options.connectTimeoutMs ?? LINK_DEFAULTS.connectTimeoutMs,
       reconnectPeriod: 0,
       resubscribe: false,
       manualConnect: true,
@@ -316,8 +257,8 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       ...(version === 5
         ? {
             properties: {
-              sessionExpiryInterval: this.options.sessionExpirySeconds ?? DEFAULTS.sessionExpirySeconds,
-              receiveMaximum: this.options.receiveMaximum ?? DEFAULTS.receiveMaximum,
+              sessionExpiryInterval: this.options.sessionExpirySeconds ?? LINK_DEFAULTS.sessionExpirySeconds,
+              receiveMaximum: this.options.receiveMaximum ?? LINK_DEFAULTS.receiveMaximum,
             },
           }
         : {}),
@@ -544,77 +485,6 @@ export class MqttLink extends EventEmitter<LinkEvents> {
   private report(error: TransportError): void {
     this.emit('problem', error);
   }
-}
-
-function parseUrl(url: string): Endpoint {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new TransportError('LINK_OPTIONS_INVALID', 'broker url is not a URL');
-  }
-  const secure = parsed.protocol === 'mqtts:';
-  if (!secure && parsed.protocol !== 'mqtt:') {
-    throw new TransportError('LINK_OPTIONS_INVALID', `broker url must be mqtt:// or mqtts://, got ${parsed.protocol}//`);
-  }
-  if (parsed.username || parsed.password) {
-    throw new TransportError('LINK_OPTIONS_INVALID', 'credentials go in the username/password options, not the broker url');
-  }
-  if ((parsed.pathname !== '' && parsed.pathname !== '/') || parsed.search || parsed.hash) {
-    throw new TransportError('LINK_OPTIONS_INVALID', 'broker url must not have a path, query or fragment');
-  }
-  const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
-  if (!host) throw new TransportError('LINK_OPTIONS_INVALID', 'broker url has no host');
-  return { secure, host, port: parsed.port ? Number(parsed.port) : secure ? 8883 : 1883 };
-}
-
-function checkOptions(options: MqttLinkOptions, backoff: BackoffPolicy, maxPayloadBytes: number): void {
-  const problems: string[] = [];
-  // mqtt.js limits client ids only by the packet; MQTT 3.1.1 brokers must accept 23 characters.
-  if (typeof options.clientId !== 'string' || options.clientId.length === 0 || Buffer.byteLength(options.clientId) > 128) {
-    problems.push('clientId must be 1-128 bytes (a persistent session needs a stable id)');
-  }
-  if (options.protocolVersion !== undefined && options.protocolVersion !== 5 && options.protocolVersion !== 4) {
-    problems.push('protocolVersion must be 5 or 4');
-  }
-  if (!Number.isSafeInteger(maxPayloadBytes) || maxPayloadBytes < 1) problems.push('maxPayloadBytes must be a positive integer');
-  const receiveMaximum = options.receiveMaximum ?? DEFAULTS.receiveMaximum;
-  if (!Number.isInteger(receiveMaximum) || receiveMaximum < 1 || receiveMaximum > 65535) {
-    problems.push('receiveMaximum must be an integer in 1..65535');
-  }
-  const sessionExpiry = options.sessionExpirySeconds ?? DEFAULTS.sessionExpirySeconds;
-  if (!Number.isInteger(sessionExpiry) || sessionExpiry < 0 || sessionExpiry > 0xffffffff) {
-    problems.push('sessionExpirySeconds must be an integer in 0..2^32-1');
-  }
-  for (const filter of options.subscriptions ?? []) {
-    if (typeof filter !== 'string' || filter.length === 0 || filter.includes('\u0000')) problems.push(`bad subscription ${JSON.stringify(filter)}`);
-  }
-  if (options.will && !isPublishableTopic(options.will.topic)) problems.push('will.topic is not a valid topic name');
-  if (options.tls && !options.url.startsWith('mqtts:')) problems.push('tls files given for a non-TLS (mqtt://) url');
-  if ((options.tls?.certFile === undefined) !== (options.tls?.keyFile === undefined)) problems.push('tls certFile and keyFile go together');
-  const backoffProblem = checkBackoffPolicy(backoff);
-  if (backoffProblem) problems.push(backoffProblem);
-  if (problems.length > 0) throw new TransportError('LINK_OPTIONS_INVALID', `invalid MQTT link options: ${problems.join('; ')}`);
-}
-
-function readTlsFiles(files: LinkTlsFiles | undefined): TlsMaterial {
-  if (!files) return {};
-  const read = (file: string | undefined) => {
-    if (file === undefined) return undefined;
-    try {
-      return fs.readFileSync(file);
-    } catch (err) {
-      throw new TransportError('LINK_TLS_FILES_UNREADABLE', `cannot read ${file}: ${(err as Error).message}`);
-    }
-  };
-  const material: TlsMaterial = {};
-  const ca = read(files.caFile);
-  const cert = read(files.certFile);
-  const key = read(files.keyFile);
-  if (ca) material.ca = ca;
-  if (cert) material.cert = cert;
-  if (key) material.key = key;
-  return material;
 }
 
 function publishProperties(opts: PublishOptions): IPublishPacket['properties'] | undefined {
