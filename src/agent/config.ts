@@ -255,8 +255,8 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
 
   const broker = r.section(top.broker, 'broker', ['url', 'username', 'passwordFile', 'ca', 'cert', 'key', 'clientId', 'topicPrefix']);
   const brokerUrl = r.string(broker, 'broker', 'url') ?? null;
-  if (brokerUrl !== null && !/^(mqtts?|wss?):\/\/[^\s]+$/.test(brokerUrl)) {
-    r.problems.push({ option: 'broker.url', message: 'must be an mqtt://, mqtts://, ws:// or wss:// URL' });
+  if (brokerUrl !== null && !/^mqtts?:\/\/[^\s]+$/.test(brokerUrl)) {
+    r.problems.push({ option: 'broker.url', message: 'must be an mqtt:// or mqtts:// URL' });
   }
   const topicPrefix = r.string(broker, 'broker', 'topicPrefix') ?? `ztedge/${site}/${deviceId}/`;
   if (/[+#]/.test(topicPrefix) || !topicPrefix.endsWith('/')) {
