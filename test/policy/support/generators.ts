@@ -23,13 +23,19 @@ const FOLDERS = ['f1', 'f2'].map((id) => uid('Folder', id));
 const ARMS = ['a1', 'a2'].map((id) => uid('Robot::Arm', id));
 const CELLS = ['c1'].map((id) => uid('Robot::Cell', id));
 /** Action hierarchy: read, write, delete under manage; manage and read under all. */
-const ACTIONS = ['read', 'write', 'delete', 'manage', 'all'].map((id) => uid('Action', id));
-const ACTION_PARENTS: Record<string, string[]> = {
-  read: ['all'],
-  write: ['manage'],
-  delete: ['manage'],
-  manage: ['all'],
-  all: [],
+/** Action hierarchy; `Robot::Action` is an action type too (Cedar: any `...::Action`). */
+const ACTIONS = [
+  ...['read', 'write', 'delete', 'manage', 'all'].map((id) => uid('Action', id)),
+  ...['move', 'motion'].map((id) => uid('Robot::Action', id)),
+];
+const ACTION_PARENTS: Record<string, Uid[]> = {
+  'Action::read': [uid('Action', 'all')],
+  'Action::write': [uid('Action', 'manage')],
+  'Action::delete': [uid('Action', 'manage')],
+  'Action::manage': [uid('Action', 'all')],
+  'Action::all': [],
+  'Robot::Action::move': [uid('Robot::Action', 'motion')],
+  'Robot::Action::motion': [],
 };
 const GHOSTS = [uid('User', 'ghost'), uid('Doc', 'ghost')];
 
@@ -39,13 +45,13 @@ const GHOSTS = [uid('User', 'ghost'), uid('Doc', 'ghost')];
  */
 const RANKED: Uid[] = [...USERS, ...ARMS, ...DOCS, ...GROUPS, ...FOLDERS, ...CELLS];
 const ALL_UIDS: Uid[] = [...RANKED, ...ACTIONS, ...GHOSTS];
-const ENTITY_TYPES = ['User', 'Group', 'Doc', 'Folder', 'Robot::Arm', 'Robot::Cell', 'Action'];
+const ENTITY_TYPES = ['User', 'Group', 'Doc', 'Folder', 'Robot::Arm', 'Robot::Cell', 'Action', 'Robot::Action'];
 
 const PRINCIPALS: Uid[] = [...USERS, ...GROUPS, ...ARMS, GHOSTS[0]!];
 const RESOURCES: Uid[] = [...DOCS, ...FOLDERS, ...ARMS, ...CELLS, GHOSTS[1]!];
 const REQUEST_ACTIONS: Uid[] = [...ACTIONS, uid('Action', 'ghost')];
 
-const STRINGS = ['', 'a', 'ab', 'abc', 'a*b', 'héllo', 'zone-1', 'x\ty', 'A', 'admins'];
+const STRINGS = ['', 'a', 'ab', 'abc', 'a*b', 'héllo', 'zone-1', 'x\ty', 'A', 'admins', 'a😀b', '\\'];
 const SMALL_LONGS = [0, 1, -1, 2, 3, 7, 10, 100, -20];
 /** Safe integers only: these go through JSON into cedar-wasm. */
 const DATA_LONGS = [...SMALL_LONGS, 9007199254740991, -9007199254740991, 3037000499, 4294967296];
@@ -75,7 +81,7 @@ const IP_STRINGS = [
 ];
 /** Cedar refuses IPv4-embedded IPv6 forms such as `::ffff:10.0.0.1`. */
 const BAD_IP_STRINGS = ['::ffff:10.0.0.1', '1.2.3', '10.0.0.1/33', '01.2.3.4', 'fe80::1%eth0', '::/129', ''];
-const DECIMAL_STRINGS = ['1.5', '0.0', '-0.0001', '1.0000', '2.25', '922337203685477.5807', '-922337203685477.5808'];
+const DECIMAL_STRINGS = ['1.5', '1.50', '0.0', '-0.0', '-0.0001', '1.0000', '1.0', '2.25', '922337203685477.5807', '-922337203685477.5808'];
 const BAD_DECIMAL_STRINGS = ['1.23456', '.5', '1.', '12', '922337203685477.5808', '1e3'];
 const DATETIME_STRINGS = [
   '2024-01-01',
@@ -316,7 +322,7 @@ function likePattern(parts: LikePart[]): string {
 const likeParts = fc.array(
   fc.oneof(
     fc.constant<LikePart>({ wildcard: true, text: '' }),
-    pick(['a', 'b', 'ab', '*', 'é', '-1', 'x\t']).map((text): LikePart => ({ wildcard: false, text })),
+    pick(['a', 'b', 'ab', '*', 'é', '-1', 'x\t', '😀', '\\']).map((text): LikePart => ({ wildcard: false, text })),
   ),
   { maxLength: 4 },
 );
@@ -534,6 +540,9 @@ function dataValue(t: Ty): fc.Arbitrary<JsonValue> {
         fc.array(pick(STRINGS), { maxLength: 3 }),
         fc.array(pick(DATA_LONGS), { maxLength: 3 }),
         fc.array(pick(ALL_UIDS).map(entityRefJson), { maxLength: 2 }),
+        // Equal by value, not by text: decimal("1.0000") and decimal("1.5") vs "1.50" dedupe.
+        fc.array(extJson('decimal', DECIMAL_STRINGS), { maxLength: 3 }),
+        fc.array(fc.record({ zone: pick(STRINGS) }, { requiredKeys: [] }), { maxLength: 2 }),
       );
     case 'record':
       return fc.record(
@@ -573,12 +582,12 @@ function attrsRecord(attrs: Array<[string, Ty]>, presence: number): fc.Arbitrary
 const tagsRecord = fc.record({ k1: pick(DATA_LONGS), k2: pick(STRINGS), on: fc.boolean() }, { requiredKeys: [] });
 
 function entityJson(u: Uid, rank: number): fc.Arbitrary<EntityJson> {
-  const isAction = u.type === 'Action';
+  const isAction = u.type === 'Action' || u.type === 'Robot::Action';
   const parentPool = [...RANKED.slice(rank + 1), GHOSTS[0]!];
   const parents: fc.Arbitrary<Uid[]> = isAction
-    ? fc.constant(ACTION_PARENTS[u.id]!.map((id) => uid('Action', id)))
+    ? fc.constant(ACTION_PARENTS[`${u.type}::${u.id}`]!)
     : fc.uniqueArray(pick(parentPool), { maxLength: 2, selector: uidText });
-  const attrs: fc.Arbitrary<Record<string, JsonValue>> = isAction ? fc.constant({}) : attrsRecord(ENTITY_ATTRS, 80);
+  const attrs: fc.Arbitrary<Record<string, JsonValue>> = attrsRecord(ENTITY_ATTRS, isAction ? 20 : 80);
   return fc.tuple(attrs, parents, fc.option(tagsRecord, { nil: undefined })).map(([a, ps, tags]) => {
     const entity: EntityJson = { uid: { type: u.type, id: u.id }, attrs: a, parents: ps.map((p) => ({ type: p.type, id: p.id })) };
     if (tags !== undefined) entity.tags = tags as Record<string, JsonValue>;
