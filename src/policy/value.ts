@@ -78,8 +78,9 @@ export class EntityUid {
 
 /**
  * A canonical string for a value: two values have the same key exactly when they are equal in
- * Cedar. Type prefixes keep kinds apart; nested keys are JSON-quoted so composites stay
- * unambiguous; set keys are sorted so element order does not matter.
+ * Cedar. Type prefixes keep kinds apart; nested parts are length-prefixed, so composites stay
+ * unambiguous and grow linearly with nesting (quoting would double escapes at every level); set
+ * keys are sorted so element order does not matter.
  */
 export function valueKey(v: Value): string {
   switch (typeof v) {
@@ -97,6 +98,9 @@ export function valueKey(v: Value): string {
   if (v instanceof Duration) return `u${v.ms}`;
   return `i${v.toString()}`;
 }
+
+/** `text` behind its length, so a sequence of framed parts reads back unambiguously. */
+const framed = (text: string): string => `${text.length}:${text}`;
 
 /** An immutable Cedar set; elements are deduplicated by Cedar equality. */
 export class CedarSet implements Iterable<Value> {
@@ -159,7 +163,7 @@ export class CedarSet implements Iterable<Value> {
   }
 
   get key(): string {
-    if (this.#key === undefined) this.#key = `S${JSON.stringify([...this.#byKey.keys()].sort())}`;
+    if (this.#key === undefined) this.#key = `S${[...this.#byKey.keys()].sort().map(framed).join('')}`;
     return this.#key;
   }
 }
@@ -201,9 +205,9 @@ export class CedarRecord {
 
   get key(): string {
     if (this.#key === undefined) {
-      const parts: string[] = [];
-      for (const name of [...this.#attrs.keys()].sort()) parts.push(name, valueKey(this.#attrs.get(name)!));
-      this.#key = `R${JSON.stringify(parts)}`;
+      let key = 'R';
+      for (const name of [...this.#attrs.keys()].sort()) key += framed(name) + framed(valueKey(this.#attrs.get(name)!));
+      this.#key = key;
     }
     return this.#key;
   }
@@ -238,25 +242,46 @@ export function typeName(v: Value): TypeName {
 
 const DISPLAY_LIMIT = 120;
 
-function displayUnbounded(v: Value): string {
+/** Appends the display form of `v` to `out` until it passes the limit (then stops early). */
+function display(v: Value, out: string[], used: { length: number }): void {
+  const emit = (text: string) => {
+    out.push(text);
+    used.length += text.length;
+  };
+  if (used.length > DISPLAY_LIMIT) return;
   switch (typeof v) {
     case 'boolean':
     case 'bigint':
-      return String(v);
+      return emit(String(v));
     case 'string':
-      return quoteString(v);
+      return emit(quoteString(v.length > DISPLAY_LIMIT ? v.slice(0, DISPLAY_LIMIT) : v));
   }
-  if (v instanceof EntityUid) return v.key;
-  if (v instanceof CedarSet) return `[${[...v].map(displayUnbounded).join(', ')}]`;
-  if (v instanceof CedarRecord) {
-    return `{${[...v.entries()].map(([k, x]) => `${quoteString(k)}: ${displayUnbounded(x)}`).join(', ')}}`;
+  if (v instanceof EntityUid) return emit(v.key);
+  if (v instanceof CedarSet || v instanceof CedarRecord) {
+    const isSet = v instanceof CedarSet;
+    emit(isSet ? '[' : '{');
+    let first = true;
+    for (const item of isSet ? v.values() : v.entries()) {
+      if (used.length > DISPLAY_LIMIT) return;
+      if (!first) emit(', ');
+      first = false;
+      if (isSet) display(item as Value, out, used);
+      else {
+        const [k, x] = item as [string, Value];
+        emit(`${quoteString(k)}: `);
+        display(x, out, used);
+      }
+    }
+    return emit(isSet ? ']' : '}');
   }
   const fn = v instanceof IpAddr ? 'ip' : typeName(v);
-  return `${fn}(${quoteString(v.toString())})`;
+  emit(`${fn}(${quoteString(v.toString())})`);
 }
 
 /** Cedar source form of a value for error messages, cut to a bounded length. */
 export function displayValue(v: Value): string {
-  const text = displayUnbounded(v);
+  const out: string[] = [];
+  display(v, out, { length: 0 });
+  const text = out.join('');
   return text.length > DISPLAY_LIMIT ? `${text.slice(0, DISPLAY_LIMIT)}…` : text;
 }

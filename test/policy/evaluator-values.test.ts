@@ -158,3 +158,27 @@ describe('typeName and displayValue', () => {
     expect(quoteString('tab\there')).toBe('"tab\\there"');
   });
 });
+
+describe('large values', () => {
+  it('have keys that grow linearly with nesting', () => {
+    let v: Value = 'a"\\';
+    const lengths: number[] = [];
+    for (let i = 0; i < 64; i++) {
+      v = CedarSet.of([CedarRecord.fromEntries([['"', v]])]);
+      lengths.push(valueKey(v).length);
+    }
+    expect(lengths[63]! - lengths[62]!).toBeLessThan(20);
+    expect(lengths[63]).toBeLessThan(2000);
+  });
+
+  it('display briefly, however wide or deep', () => {
+    const wide = CedarSet.of(Array.from({ length: 100_000 }, (_, i) => BigInt(i)));
+    let deep: Value = 'x"\\';
+    for (let i = 0; i < 60; i++) deep = CedarSet.of([BigInt(i), CedarRecord.fromEntries([['k"', deep]])]);
+    for (const v of [wide, deep]) {
+      const text = displayValue(v);
+      expect(text.length).toBeLessThanOrEqual(121);
+      expect(text.startsWith('[')).toBe(true);
+    }
+  });
+});

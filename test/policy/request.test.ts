@@ -1,7 +1,7 @@
 // Requests from JSON: uid forms, context values read exactly, strict shape, typed errors only.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CedarRecord, EntityUid, RequestError, requestFromJson } from '../../src/policy/index.js';
+import { CedarRecord, EntityUid, RequestError, requestFromJson, valueKey } from '../../src/policy/index.js';
 
 const base = { principal: { type: 'User', id: 'alice' }, action: { type: 'Action', id: 'move' }, resource: { type: 'Robot::Arm', id: 'a1' } };
 
@@ -64,6 +64,12 @@ describe('requestFromJson', () => {
     const deep = { ...base, context: { a: JSON.parse('['.repeat(40) + ']'.repeat(40)) as unknown } };
     expect(requestError(deep).code).toBe('JSON_TOO_DEEP');
     expect(requestError(JSON.stringify({ ...base, context: { big: 'x'.repeat(2 * 1024 * 1024) } })).code).toBe('JSON_TOO_LARGE');
+  });
+
+  it('reads deeply nested sets of quoted strings in linear space', () => {
+    const nested = '['.repeat(28) + '"\\"\\\\"' + ']'.repeat(28);
+    const r = requestFromJson(`{"principal": {"type": "U", "id": "a"}, "action": {"type": "A", "id": "a"}, "resource": {"type": "R", "id": "a"}, "context": {"a": ${nested}}}`);
+    expect(valueKey(r.context).length).toBeLessThan(500);
   });
 
   it('yields a request or a RequestError for mutated text, nothing else', () => {
