@@ -116,14 +116,8 @@ class StrictDecoder {
       }
       case MAJOR_BYTES:
         return this.take(this.length(info, major)).slice();
-      case MAJOR_TEXT: {
-        const raw = this.take(this.length(info, major));
-        try {
-          return utf8.decode(raw);
-        } catch {
-          throw malformed('text string is not valid UTF-8');
-        }
-      }
+      case MAJOR_TEXT:
+        return decodeText(this.take(this.length(info, major)));
       case MAJOR_ARRAY: {
         const count = this.length(info, major);
         this.enter(depth + 1);
@@ -242,6 +236,23 @@ class StrictDecoder {
   }
 }
 
+const SHORT_TEXT = 32;
+
+/** Strict UTF-8; short ASCII strings (most keys and claims) skip the TextDecoder call. */
+function decodeText(raw: Uint8Array): string {
+  if (raw.length <= SHORT_TEXT) {
+    let ascii = '';
+    let i = 0;
+    for (; i < raw.length && raw[i]! < 0x80; i++) ascii += String.fromCharCode(raw[i]!);
+    if (i === raw.length) return ascii;
+  }
+  try {
+    return utf8.decode(raw);
+  } catch {
+    throw malformed('text string is not valid UTF-8');
+  }
+}
+
 function narrow(value: bigint): number | bigint {
   return value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
 }
@@ -267,16 +278,23 @@ export type Encodable =
 const MAX_ENCODE_DEPTH = 64;
 const UINT64_MAX = (1n << 64n) - 1n;
 
-/** Encodes `value` deterministically; throws EnvelopeError('ENVELOPE_UNENCODABLE'). */
-export function encodeCbor(value: Encodable): Uint8Array {
-  const writer = new Writer();
+/**
+ * Encodes `value` deterministically; throws EnvelopeError('ENVELOPE_UNENCODABLE').
+ * `sizeHint` (bytes) avoids growing the buffer when the caller knows about how large it is.
+ */
+export function encodeCbor(value: Encodable, sizeHint = 128): Uint8Array {
+  const writer = new Writer(sizeHint);
   writeValue(writer, value, 0);
   return writer.result();
 }
 
 class Writer {
-  private buffer = new Uint8Array(256);
+  private buffer: Uint8Array;
   private length = 0;
+
+  constructor(initialSize: number) {
+    this.buffer = new Uint8Array(Math.max(16, initialSize));
+  }
 
   ensure(extra: number): void {
     if (this.length + extra <= this.buffer.length) return;
@@ -318,6 +336,19 @@ class Writer {
     }
   }
 
+  text(value: string): void {
+    // Short ASCII strings (most keys and claims) are copied unit by unit, without TextEncoder.
+    if (value.length <= SHORT_TEXT && isAscii(value)) {
+      this.head(MAJOR_TEXT, value.length);
+      this.ensure(value.length);
+      for (let i = 0; i < value.length; i++) this.buffer[this.length++] = value.charCodeAt(i);
+      return;
+    }
+    const encoded = textEncoder.encode(value);
+    this.head(MAJOR_TEXT, encoded.length);
+    this.bytes(encoded);
+  }
+
   bytes(data: Uint8Array): void {
     this.ensure(data.length);
     this.buffer.set(data, this.length);
@@ -340,9 +371,7 @@ function writeValue(writer: Writer, value: Encodable, depth: number): void {
     else if (value < 0n && -1n - value <= UINT64_MAX) writer.head(MAJOR_NEGATIVE, -1n - value);
     else throw unencodable(`${value} does not fit in 64 bits`);
   } else if (typeof value === 'string') {
-    const encoded = textEncoder.encode(value);
-    writer.head(MAJOR_TEXT, encoded.length);
-    writer.bytes(encoded);
+    writer.text(value);
   } else if (typeof value === 'boolean') {
     writer.head(MAJOR_SIMPLE, value ? SIMPLE_TRUE : SIMPLE_FALSE);
   } else if (value === null) {
@@ -381,6 +410,11 @@ function writeMap(writer: Writer, entries: [CborMapKey, Encodable][], depth: num
     writer.bytes(key);
     writeValue(writer, item, depth + 1);
   }
+}
+
+function isAscii(value: string): boolean {
+  for (let i = 0; i < value.length; i++) if (value.charCodeAt(i) >= 0x80) return false;
+  return true;
 }
 
 function isPlainObject(value: object): boolean {

@@ -170,8 +170,8 @@ function toRecord(map: CborMap, path: string): CommandArgs {
   for (const [key, value] of map) {
     if (typeof key !== 'string') throw invalid('args', `${path} has a non-text key ${String(key)}`);
     if (key.length > MAX_TEXT_CLAIM_LENGTH) throw invalid('args', `${path} has an over-long key`);
-    // defineProperty: a key such as "__proto__" becomes an ordinary own property.
-    Object.defineProperty(record, key, { value: toArg(value, `${path}.${key}`), enumerable: true, writable: true, configurable: true });
+    // The record has no prototype, so even "__proto__" is assigned as an ordinary own property.
+    record[key] = toArg(value, `${path}.${key}`);
   }
   return record;
 }

@@ -241,12 +241,17 @@ function encodeProtected(key: PrivateKey, alg: CoseAlgorithm | undefined, kid: U
   );
 }
 
+/** Room for the array head, the context string and up to five byte-string heads. */
+const SIG_STRUCTURE_OVERHEAD = 64;
+
 function sign1Structure(bodyProtected: Uint8Array, externalAad: Uint8Array, payload: Uint8Array): Uint8Array {
-  return encodeCbor(['Signature1', bodyProtected, externalAad, payload]);
+  const size = SIG_STRUCTURE_OVERHEAD + bodyProtected.length + externalAad.length + payload.length;
+  return encodeCbor(['Signature1', bodyProtected, externalAad, payload], size);
 }
 
 function signStructure(bodyProtected: Uint8Array, signProtected: Uint8Array, externalAad: Uint8Array, payload: Uint8Array): Uint8Array {
-  return encodeCbor(['Signature', bodyProtected, signProtected, externalAad, payload]);
+  const size = SIG_STRUCTURE_OVERHEAD + bodyProtected.length + signProtected.length + externalAad.length + payload.length;
+  return encodeCbor(['Signature', bodyProtected, signProtected, externalAad, payload], size);
 }
 
 // ---------------------------------------------------------------------------------------
