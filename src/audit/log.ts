@@ -1,11 +1,13 @@
 // The audit log on SQLite: append-only, hash-chained, group-committed.
 //
-// Appends that arrive in the same turn of the event loop are written in one transaction, so a
-// burst of commands costs one fsync (synchronous=FULL) instead of one each. append() resolves
-// only after that transaction commits: the caller executes an action only after its record is
-// durable. UPDATE is refused by a trigger; DELETE only below the synced watermark (pruning after
-// the collector has acknowledged).
+// Appends join the state database's group commit (agent/group-commit.ts): everything written in
+// the same turn of the event loop — audit records, replay entries, outbox messages — shares one
+// transaction and one fsync (synchronous=FULL). append() resolves only after that transaction
+// commits: the caller executes an action only after its record is durable. UPDATE is refused by
+// a trigger; DELETE only below the synced watermark (pruning after the collector has
+// acknowledged).
 import type { Database, Statement } from 'better-sqlite3';
+import { GroupCommit } from '../agent/group-commit.js';
 import { migrate } from '../agent/state-db.js';
 import { type AuditKind, type AuditRecord, type ChainBreak, AUDIT_KINDS, GENESIS_HASH, recordHash, verifyChain } from './chain.js';
 
@@ -53,27 +55,23 @@ WHEN OLD.seq > (SELECT synced_seq FROM audit_meta WHERE id = 1)
 BEGIN SELECT RAISE(ABORT, 'audit records may be pruned only after upstream sync'); END;
 `;
 
-interface Pending {
-  kind: AuditKind;
-  body: Uint8Array;
-  resolve: (ref: AuditRef) => void;
-  reject: (err: Error) => void;
-}
-
 export interface AuditLogOptions {
   now: () => number;
   /** Largest body accepted, in bytes. */
   maxBodyBytes?: number;
+  /** The database's shared group commit; without one the log batches its own appends. */
+  commits?: GroupCommit;
 }
 
 export class SqliteAuditLog implements AuditSink {
   private readonly insert: Statement;
   private readonly now: () => number;
   private readonly maxBodyBytes: number;
-  private headSeq: number;
-  private headHash: Uint8Array;
-  private pending: Pending[] = [];
-  private flushScheduled = false;
+  private readonly commits: GroupCommit;
+  /** Head of the committed chain. */
+  private committed: AuditRef;
+  /** Head including records written in the open batch (equal to `committed` between batches). */
+  private written: AuditRef;
 
   constructor(
     private readonly db: Database,
@@ -81,11 +79,11 @@ export class SqliteAuditLog implements AuditSink {
   ) {
     this.now = opts.now;
     this.maxBodyBytes = opts.maxBodyBytes ?? 64 * 1024;
+    this.commits = opts.commits ?? new GroupCommit(db);
     migrate(db, 'audit', [SCHEMA]);
     this.insert = db.prepare('INSERT INTO audit (seq, time_ms, kind, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)');
-    const head = this.readHead();
-    this.headSeq = head.seq;
-    this.headHash = head.hash;
+    this.committed = this.readHead();
+    this.written = this.committed;
   }
 
   append(kind: AuditKind, body: Uint8Array): Promise<AuditRef> {
@@ -93,48 +91,37 @@ export class SqliteAuditLog implements AuditSink {
     if (body.length > this.maxBodyBytes) {
       return Promise.reject(new AuditError('AUDIT_BODY_TOO_LARGE', `audit body of ${body.length} bytes exceeds ${this.maxBodyBytes}`));
     }
-    return new Promise<AuditRef>((resolve, reject) => {
-      this.pending.push({ kind, body, resolve, reject });
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
-    });
-  }
-
-  /** Writes every pending append in one transaction (one fsync). */
-  flush(): void {
-    this.flushScheduled = false;
-    const batch = this.pending;
-    this.pending = [];
-    if (batch.length === 0) return;
-    const refs: AuditRef[] = [];
-    let seq = this.headSeq;
-    let prev = this.headHash;
-    try {
-      this.db.transaction(() => {
-        for (const item of batch) {
-          seq++;
-          // Monotonic time within the chain even if the wall clock steps back.
+    let ref: AuditRef | undefined;
+    return this.commits
+      .run(
+        () => {
+          // Seq and hash are taken at write time, in commit order, so the chain has no gaps.
+          const seq = this.written.seq + 1;
           const timeMs = Math.max(this.now(), 0);
-          const hash = recordHash(prev, seq, timeMs, item.kind, item.body);
-          this.insert.run(seq, timeMs, item.kind, item.body, prev, hash);
-          refs.push({ seq, hash });
-          prev = hash;
-        }
-      })();
-    } catch (err) {
-      const failure = new AuditError('AUDIT_WRITE_FAILED', `audit commit failed: ${(err as Error).message}`);
-      for (const item of batch) item.reject(failure);
-      return;
-    }
-    this.headSeq = seq;
-    this.headHash = prev;
-    batch.forEach((item, i) => item.resolve(refs[i]!));
+          const hash = recordHash(this.written.hash, seq, timeMs, kind, body);
+          this.insert.run(seq, timeMs, kind, body, this.written.hash, hash);
+          ref = { seq, hash };
+          this.written = ref;
+          return ref;
+        },
+        (committed) => {
+          if (!committed) this.written = this.committed;
+          else if (ref !== undefined) this.committed = ref;
+        },
+      )
+      .catch((err: unknown) => {
+        throw new AuditError('AUDIT_WRITE_FAILED', `audit commit failed: ${(err as Error).message}`);
+      });
   }
 
+  /** Commits pending appends now (with every other write queued on the same group commit). */
+  flush(): void {
+    this.commits.flush();
+  }
+
+  /** The newest committed record. */
   head(): AuditRef {
-    return { seq: this.headSeq, hash: this.headHash };
+    return this.committed;
   }
 
   /** Records from `fromSeq` on, at most `limit`. */

@@ -1,11 +1,12 @@
 // Rate limits from `@rate("N/PERIOD")`, counted per (policy, principal, action) over a sliding
 // window, and kept across restarts.
 //
-// Counting happens in memory (a sorted list of event times per key); every accepted event is also
-// written to SQLite. Writes arriving in one turn of the event loop share one transaction, and that
-// flush is scheduled before the command's audit record is committed, so an executed command's
-// rate event is on disk no later than its audit record.
+// Counting happens in memory (the event times of each key's current window); every accepted
+// event is also written to SQLite through the state database's group commit. The write is queued
+// before the command's audit record, so it is committed in the same transaction as that record
+// or an earlier one: an executed command's rate event is on disk no later than its audit record.
 import type { Database, Statement } from 'better-sqlite3';
+import { GroupCommit } from '../agent/group-commit.js';
 import { migrate } from '../agent/state-db.js';
 import type { RateLimit } from '../agent/obligations.js';
 
@@ -25,84 +26,116 @@ export interface RateCheck {
   retryAtMs?: number;
 }
 
+export interface RateLimiterOptions {
+  /** The database's shared group commit; without one the limiter batches its own writes. */
+  commits?: GroupCommit;
+}
+
 /** Longest period a limit may have; bounds memory and the on-disk window. */
 const MAX_PERIOD_MS = 7 * 86_400_000;
 
-export class RateLimiter {
-  private readonly events = new Map<string, number[]>();
-  private readonly insert: Statement;
-  private pendingWrites: Array<[string, number]> = [];
-  private flushScheduled = false;
+/**
+ * One key's event times, oldest first. Events are dropped from the front as they leave the
+ * period; the array is compacted only once most of it is dropped, so each call is O(1) amortized.
+ */
+class EventWindow {
+  private times: number[] = [];
+  private start = 0;
+  /** The period this key was last checked against (a policy has one @rate). */
+  periodMs = MAX_PERIOD_MS;
 
-  constructor(private readonly db: Database) {
+  /** Drops events at or before `sinceMs`; returns how many remain. */
+  countAfter(sinceMs: number): number {
+    while (this.start < this.times.length && this.times[this.start]! <= sinceMs) this.start++;
+    if (this.start > 64 && this.start * 2 > this.times.length) {
+      this.times = this.times.slice(this.start);
+      this.start = 0;
+    }
+    return this.times.length - this.start;
+  }
+
+  /** The n-th newest event (n = 1 is the newest). */
+  newest(n: number): number {
+    return this.times[this.times.length - n]!;
+  }
+
+  add(timeMs: number): void {
+    this.times.push(timeMs);
+  }
+}
+
+export class RateLimiter {
+  private readonly events = new Map<string, EventWindow>();
+  private readonly insert: Statement;
+  private readonly pruneKey: Statement;
+  private readonly commits: GroupCommit;
+
+  constructor(
+    private readonly db: Database,
+    opts: RateLimiterOptions = {},
+  ) {
     migrate(db, 'rate_limit', [SCHEMA]);
+    this.commits = opts.commits ?? new GroupCommit(db);
     this.insert = db.prepare('INSERT INTO rate_events (key, time_ms) VALUES (?, ?)');
+    this.pruneKey = db.prepare('DELETE FROM rate_events WHERE key = ? AND time_ms <= ?');
     this.load();
   }
 
   /**
    * Checks every limit; if all allow, counts one event under each (all or nothing) and returns
-   * allowed. Nothing is counted for a refused request.
+   * allowed. Nothing is counted for a refused request. The events are written in the next group
+   * commit; if that commit fails they stay counted in memory (erring on the side of refusing).
    */
   consume(limits: readonly RateLimit[], principal: string, action: string, nowMs: number): RateCheck {
     const keys = limits.map((l) => keyOf(l.policyId, principal, action));
     for (let i = 0; i < limits.length; i++) {
       const limit = limits[i]!;
-      const times = this.window(keys[i]!, nowMs - Math.min(limit.periodMs, MAX_PERIOD_MS));
-      if (times.length >= limit.count) return { allowed: false, limit, retryAtMs: times[times.length - limit.count]! + limit.periodMs };
+      const window = this.window(keys[i]!);
+      window.periodMs = Math.min(limit.periodMs, MAX_PERIOD_MS);
+      const counted = window.countAfter(nowMs - window.periodMs);
+      if (counted >= limit.count) return { allowed: false, limit, retryAtMs: window.newest(limit.count) + limit.periodMs };
     }
-    for (const key of keys) {
-      let times = this.events.get(key);
-      if (times === undefined) this.events.set(key, (times = []));
-      times.push(nowMs);
-      this.pendingWrites.push([key, nowMs]);
+    for (const key of keys) this.window(key).add(nowMs);
+    if (keys.length > 0) {
+      this.commits
+        .run(() => {
+          for (const key of keys) this.insert.run(key, nowMs);
+        })
+        .catch(() => undefined); // the same commit carries the decision's audit record, which reports it
     }
-    if (keys.length > 0) this.scheduleFlush();
     return { allowed: true };
   }
 
-  /** Writes pending events now (also called by the scheduled flush). */
+  /** Commits queued writes now (with everything else queued on the same group commit). */
   flush(): void {
-    this.flushScheduled = false;
-    const writes = this.pendingWrites;
-    this.pendingWrites = [];
-    if (writes.length === 0) return;
-    this.db.transaction(() => {
-      for (const [key, t] of writes) this.insert.run(key, t);
-    })();
+    this.commits.flush();
   }
 
-  /** Drops events older than the longest period; returns how many rows were deleted. */
+  /**
+   * Deletes stored events that have left their key's period (the longest possible period for
+   * keys not used since the last restart); returns how many rows were deleted.
+   */
   prune(nowMs: number): number {
-    for (const [key, times] of this.events) {
-      const kept = times.filter((t) => t > nowMs - MAX_PERIOD_MS);
-      if (kept.length === 0) this.events.delete(key);
-      else this.events.set(key, kept);
-    }
-    return this.db.prepare('DELETE FROM rate_events WHERE time_ms <= ?').run(nowMs - MAX_PERIOD_MS).changes;
+    let removed = 0;
+    this.db.transaction(() => {
+      for (const [key, window] of this.events) {
+        removed += this.pruneKey.run(key, nowMs - window.periodMs).changes;
+        if (window.countAfter(nowMs - window.periodMs) === 0) this.events.delete(key);
+      }
+      removed += this.db.prepare('DELETE FROM rate_events WHERE time_ms <= ?').run(nowMs - MAX_PERIOD_MS).changes;
+    })();
+    return removed;
   }
 
-  private window(key: string, sinceMs: number): number[] {
-    const times = this.events.get(key);
-    if (times === undefined) return [];
-    let first = 0;
-    while (first < times.length && times[first]! <= sinceMs) first++;
-    return times.slice(first);
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => this.flush());
+  private window(key: string): EventWindow {
+    let window = this.events.get(key);
+    if (window === undefined) this.events.set(key, (window = new EventWindow()));
+    return window;
   }
 
   private load(): void {
     const rows = this.db.prepare('SELECT key, time_ms FROM rate_events ORDER BY key, time_ms').all() as Array<{ key: string; time_ms: number }>;
-    for (const { key, time_ms } of rows) {
-      let times = this.events.get(key);
-      if (times === undefined) this.events.set(key, (times = []));
-      times.push(time_ms);
-    }
+    for (const { key, time_ms } of rows) this.window(key).add(time_ms);
   }
 }
 

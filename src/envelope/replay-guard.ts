@@ -4,13 +4,16 @@
 // Keyed on signed claims, never on signature bytes: an ECDSA signature can be re-encoded into a
 // different valid signature over the same payload.
 //
-// Durability: each accepted entry is committed (synchronous = FULL) before checkAndRecord returns,
-// i.e. before the command may act; with batched commits a crash after the action could forget the
-// entry and let the command run again after reboot. The cost is one WAL fsync per accepted command
-// (bench/store.bench.ts): ~0.2 ms on fast storage (~5k/s), ~4 ms on a slow virtual disk (~250/s),
-// either way above the command rate of a controller. A caller that also commits an audit record
-// per command can run both inside one outer db.transaction(), which turns this commit into a
-// savepoint and pays a single fsync for the two.
+// Durability: an accepted entry must be committed (synchronous = FULL) before the command may act,
+// or a crash after the action could forget the entry and let the command run again after reboot.
+// Two ways to get there:
+// - reserve() checks now, against the table and the entries reserved but not yet committed, and
+//   queues the insert on the state database's group commit (agent/group-commit.ts); its promise
+//   resolves once committed. The command path uses this: the entry shares one fsync with the
+//   decision's audit record and with every other command of the same turn.
+// - checkAndRecord() commits its own transaction before returning: one WAL fsync per entry
+//   (bench/store.bench.ts: ~0.2 ms on fast storage, ~4 ms on a slow virtual disk). Run inside an
+//   outer db.transaction() it becomes a savepoint of that transaction.
 //
 // Window: an entry lives while now < exp + skew (the verifier accepts up to exp + skew) and is
 // pruned after, on an interval driven by the calls themselves and whenever the store is full.
@@ -20,6 +23,7 @@
 // in the future, commands are refused until real time passes that reading — failing closed rather
 // than accepting a replay. When the store is full of live entries the guard also fails closed
 // rather than evict a live entry.
+import { GroupCommit } from '../agent/group-commit.js';
 import type { Database } from '../agent/state-db.js';
 import { migrate } from '../agent/state-db.js';
 import { EnvelopeError } from './errors.js';
@@ -41,6 +45,17 @@ export interface ReplayGuardOptions {
   maxEntries?: number;
   /** Expired entries are pruned by the first call at least this long after the last prune (default 60 s). */
   pruneIntervalMs?: number;
+  /** The database's shared group commit, used by reserve(); without one the guard has its own. */
+  commits?: GroupCommit;
+}
+
+/** Admits a command's (issuer, cti) once; what the command pipeline needs from the guard. */
+export interface ReplayReserver {
+  /**
+   * Throws EnvelopeError at once when the entry is refused; otherwise returns a promise that
+   * resolves once the entry is durably recorded (and rejects if that commit fails).
+   */
+  reserve(entry: ReplayEntry, nowMs: number): Promise<void>;
 }
 
 const MIGRATIONS = [
@@ -65,14 +80,16 @@ const MAX_CTI_BYTES = 64;
 
 const DEFAULTS = { clockSkewMs: 60_000, maxEntries: 1_000_000, pruneIntervalMs: 60_000 };
 
-export class ReplayGuard {
+export class ReplayGuard implements ReplayReserver {
   private readonly clockSkewMs: number;
   private readonly maxEntries: number;
   private readonly pruneIntervalMs: number;
   private readonly select;
   private readonly insert;
   private readonly refresh;
+  private readonly upsert;
   private readonly record;
+  private readonly commits: GroupCommit;
   private readonly pruneExpired;
   private readonly countRows: () => number;
   /**
@@ -82,6 +99,8 @@ export class ReplayGuard {
   private entries: number;
   private prunedThroughMs: number;
   private lastPruneMs = Number.NEGATIVE_INFINITY;
+  /** Entries reserved and queued for the next group commit, by key(). */
+  private readonly reserved = new Set<string>();
 
   constructor(
     db: Database,
@@ -91,6 +110,7 @@ export class ReplayGuard {
     this.maxEntries = nonNegativeInteger('maxEntries', opts.maxEntries ?? DEFAULTS.maxEntries);
     if (this.maxEntries === 0) throw new RangeError('ReplayGuard maxEntries must be at least 1');
     this.pruneIntervalMs = nonNegativeInteger('pruneIntervalMs', opts.pruneIntervalMs ?? DEFAULTS.pruneIntervalMs);
+    this.commits = opts.commits ?? new GroupCommit(db);
     migrate(db, 'replay', MIGRATIONS);
 
     this.select = db.prepare<[string, Buffer], { expires_ms: number }>(
@@ -102,6 +122,9 @@ export class ReplayGuard {
     this.refresh = db.prepare<[number, string, Buffer]>(
       'UPDATE replay_seen SET expires_ms = ? WHERE issuer = ? AND cti = ?',
     );
+    this.upsert = db.prepare<[string, Buffer, number]>(
+      'INSERT INTO replay_seen (issuer, cti, expires_ms) VALUES (?, ?, ?) ON CONFLICT (issuer, cti) DO UPDATE SET expires_ms = excluded.expires_ms',
+    );
     const deleteExpired = db.prepare<[number]>('DELETE FROM replay_seen WHERE expires_ms <= ?');
     const saveWatermark = db.prepare<[number]>(
       'UPDATE replay_watermark SET pruned_through_ms = max(pruned_through_ms, ?) WHERE id = 1',
@@ -111,6 +134,7 @@ export class ReplayGuard {
       return deleteExpired.run(nowMs).changes;
     });
     this.record = db.transaction((issuer: string, cti: Buffer, expiresMs: number, nowMs: number): RecordOutcome => {
+      if (this.reserved.has(key(issuer, cti))) return 'replay';
       const seen = this.select.get(issuer, cti);
       if (seen !== undefined && seen.expires_ms > nowMs) return 'replay';
       if (seen !== undefined) {
@@ -118,10 +142,7 @@ export class ReplayGuard {
         this.refresh.run(expiresMs, issuer, cti);
         return 'refreshed';
       }
-      if (this.entries >= this.maxEntries) {
-        this.entries = this.countRows();
-        if (this.entries >= this.maxEntries) return 'full';
-      }
+      if (!this.hasRoom()) return 'full';
       this.insert.run(issuer, cti, expiresMs);
       return 'inserted';
     });
@@ -135,25 +156,13 @@ export class ReplayGuard {
   }
 
   /**
-   * Records (issuer, cti) until exp + skew. Throws EnvelopeError ENVELOPE_REPLAY if it is already
-   * recorded, ENVELOPE_EXPIRED if it is outside the window this guard can vouch for,
-   * ENVELOPE_REPLAY_STORE_FULL when full of live entries, ENVELOPE_MALFORMED for bad input.
-   * `nowMs` is trusted time (TrustedClock.now()).
+   * Records (issuer, cti) until exp + skew, committed before this returns. Throws EnvelopeError
+   * ENVELOPE_REPLAY if it is already recorded (or reserved), ENVELOPE_EXPIRED if it is outside the
+   * window this guard can vouch for, ENVELOPE_REPLAY_STORE_FULL when full of live entries,
+   * ENVELOPE_MALFORMED for bad input. `nowMs` is trusted time (TrustedClock.now()).
    */
   checkAndRecord(entry: ReplayEntry, nowMs: number): void {
-    const { issuer, cti, expMs } = checkEntry(entry);
-    checkTime('nowMs', nowMs);
-    const expiresMs = expMs + this.clockSkewMs;
-    if (expiresMs <= nowMs) {
-      throw new EnvelopeError('ENVELOPE_EXPIRED', `command expired at ${expMs} (+${this.clockSkewMs} ms skew)`);
-    }
-    if (expiresMs <= this.prunedThroughMs) {
-      throw new EnvelopeError(
-        'ENVELOPE_EXPIRED',
-        `command expiring at ${expMs} (+${this.clockSkewMs} ms skew) is before the replay store's pruning watermark ${this.prunedThroughMs}`,
-      );
-    }
-    if (nowMs - this.lastPruneMs >= this.pruneIntervalMs) this.prune(nowMs);
+    const { issuer, cti, expiresMs } = this.admissible(entry, nowMs);
     let outcome = this.record(issuer, cti, expiresMs, nowMs);
     if (outcome === 'full') {
       this.prune(nowMs);
@@ -161,18 +170,47 @@ export class ReplayGuard {
     }
     switch (outcome) {
       case 'replay':
-        throw new EnvelopeError('ENVELOPE_REPLAY', `command ${hex(cti)} from '${issuer}' was already accepted`);
+        throw replayError(issuer, cti);
       case 'full':
-        throw new EnvelopeError(
-          'ENVELOPE_REPLAY_STORE_FULL',
-          `replay store holds ${this.entries} live entries (limit ${this.maxEntries}); refusing new commands`,
-        );
+        throw this.fullError();
       case 'inserted':
         this.entries++;
         return;
       case 'refreshed':
         return;
     }
+  }
+
+  /**
+   * The same checks as checkAndRecord, made now against the table and the entries already
+   * reserved (so a second copy in the same batch is a replay); the record itself joins the next
+   * group commit. Throws EnvelopeError at once when refused; the promise resolves once the
+   * record is committed and rejects (GroupCommitError) if that commit fails, which frees the
+   * reservation again.
+   */
+  reserve(entry: ReplayEntry, nowMs: number): Promise<void> {
+    const { issuer, cti, expiresMs } = this.admissible(entry, nowMs);
+    const k = key(issuer, cti);
+    if (this.reserved.has(k)) throw replayError(issuer, cti);
+    const seen = this.select.get(issuer, cti);
+    if (seen !== undefined && seen.expires_ms > nowMs) throw replayError(issuer, cti);
+    if (seen === undefined && !this.hasRoom()) {
+      this.prune(nowMs);
+      if (!this.hasRoom()) throw this.fullError();
+    }
+    this.reserved.add(k);
+    let added = false;
+    return this.commits.run(
+      () => {
+        // A prune may have removed an expired row since the check; count what the upsert adds.
+        added = this.select.get(issuer, cti) === undefined;
+        this.upsert.run(issuer, cti, expiresMs);
+      },
+      (committed) => {
+        this.reserved.delete(k);
+        if (committed && added) this.entries++;
+      },
+    );
   }
 
   /** Deletes entries expired at `nowMs`; returns how many. */
@@ -190,6 +228,47 @@ export class ReplayGuard {
   size(): number {
     return this.countRows();
   }
+
+  /** Input, expiry and watermark checks shared by both ways in; also runs the periodic prune. */
+  private admissible(entry: ReplayEntry, nowMs: number): { issuer: string; cti: Buffer; expiresMs: number } {
+    const { issuer, cti, expMs } = checkEntry(entry);
+    checkTime('nowMs', nowMs);
+    const expiresMs = expMs + this.clockSkewMs;
+    if (expiresMs <= nowMs) {
+      throw new EnvelopeError('ENVELOPE_EXPIRED', `command expired at ${expMs} (+${this.clockSkewMs} ms skew)`);
+    }
+    if (expiresMs <= this.prunedThroughMs) {
+      throw new EnvelopeError(
+        'ENVELOPE_EXPIRED',
+        `command expiring at ${expMs} (+${this.clockSkewMs} ms skew) is before the replay store's pruning watermark ${this.prunedThroughMs}`,
+      );
+    }
+    if (nowMs - this.lastPruneMs >= this.pruneIntervalMs) this.prune(nowMs);
+    return { issuer, cti, expiresMs };
+  }
+
+  /** Room for one more entry, counting reservations; recounts before saying no. */
+  private hasRoom(): boolean {
+    if (this.entries + this.reserved.size < this.maxEntries) return true;
+    this.entries = this.countRows();
+    return this.entries + this.reserved.size < this.maxEntries;
+  }
+
+  private fullError(): EnvelopeError {
+    return new EnvelopeError(
+      'ENVELOPE_REPLAY_STORE_FULL',
+      `replay store holds ${this.entries} entries and ${this.reserved.size} pending (limit ${this.maxEntries}); refusing new commands`,
+    );
+  }
+}
+
+/** Identifies (issuer, cti) in memory; the length prefix keeps any issuer text unambiguous. */
+function key(issuer: string, cti: Buffer): string {
+  return `${issuer.length}:${issuer}${cti.toString('hex')}`;
+}
+
+function replayError(issuer: string, cti: Uint8Array): EnvelopeError {
+  return new EnvelopeError('ENVELOPE_REPLAY', `command ${hex(cti)} from '${issuer}' was already accepted`);
 }
 
 function checkEntry(entry: ReplayEntry): { issuer: string; cti: Buffer; expMs: number } {

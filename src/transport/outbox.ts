@@ -12,7 +12,13 @@
 // offline for days would otherwise fill up with stale status). A message the broker refuses
 // (e.g. not authorized) is kept, marked rejected and reported; it still takes space until
 // discarded.
+//
+// Writes can join the state database's group commit (agent/group-commit.ts): enqueueGrouped()
+// stores a message in the same transaction as everything else written in that turn (a command
+// result rides with its execution audit record), and deletes of acknowledged messages always
+// do, so a steady stream of results costs no fsync of its own.
 import { EventEmitter } from 'node:events';
+import { GroupCommit } from '../agent/group-commit.js';
 import { migrate, type Database } from '../agent/state-db.js';
 import { TransportError } from './errors.js';
 import type { PublishOptions } from './mqtt-link.js';
@@ -50,6 +56,8 @@ export interface OutboxOptions {
   /** How long close() waits for publishes in flight. Default 2000 ms. */
   closeGraceMs?: number;
   now?: () => number;
+  /** The database's shared group commit; without one the outbox batches its own writes. */
+  commits?: GroupCommit;
 }
 
 export interface RejectedMessage {
@@ -124,14 +132,15 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   private readonly closeGraceMs: number;
   private readonly now: () => number;
   private readonly statements: ReturnType<typeof prepareStatements>;
-  private readonly insert: (message: OutboxMessage, size: number) => { id: number; superseded: number; supersededBytes: number };
+  private readonly commits: GroupCommit;
+  /** Checks space and stores, in one transaction of its own (enqueue). */
+  private readonly insert: (message: OutboxMessage, size: number) => Stored;
 
   private held: { messages: number; bytes: number };
   /** Dispatched rows by id, until deleted (after PUBACK) or failed. */
   private readonly inFlight = new Map<number, Promise<void>>();
-  private readonly acknowledged: Row[] = [];
-  private readonly deleteRows: (rows: Row[]) => void;
   private running = false;
+  private pumpScheduled = false;
   private closed = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly onOnline = () => this.pump();
@@ -163,37 +172,15 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     this.retryDelayMs = options.retryDelayMs ?? 1000;
     this.closeGraceMs = options.closeGraceMs ?? 2000;
     this.now = options.now ?? Date.now;
+    this.commits = options.commits ?? new GroupCommit(db);
 
     migrate(db, 'outbox', MIGRATIONS);
     this.statements = prepareStatements(db);
     this.held = this.statements.held.get() ?? { messages: 0, bytes: 0 };
-    this.deleteRows = db.transaction((rows: Row[]) => {
-      for (const row of rows) this.statements.delete.run(row.id);
-    });
     this.insert = db.transaction((message: OutboxMessage, size: number) => {
-      let superseded = 0;
-      let supersededBytes = 0;
-      if (message.retain) {
-        for (const old of this.statements.retainedOnTopic.all(message.topic)) {
-          if (this.inFlight.has(old.id)) continue;
-          this.statements.delete.run(old.id);
-          superseded++;
-          supersededBytes += old.size;
-        }
-      }
-      this.checkSpace(message.critical === true, size, superseded, supersededBytes);
-      const result = this.statements.insert.run(
-        message.topic,
-        Buffer.from(message.payload),
-        message.qos,
-        message.retain ? 1 : 0,
-        message.responseTopic ?? null,
-        message.correlationData ? Buffer.from(message.correlationData) : null,
-        message.contentType ?? null,
-        size,
-        this.now(),
-      );
-      return { id: Number(result.lastInsertRowid), superseded, supersededBytes };
+      const superseded = this.supersede(message);
+      this.checkSpace(message.critical === true, size, superseded.messages, superseded.bytes);
+      return { id: this.store(message, size), superseded };
     });
   }
 
@@ -216,13 +203,55 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       throw err;
     }
     this.held = {
-      messages: this.held.messages + 1 - inserted.superseded,
-      bytes: this.held.bytes + size - inserted.supersededBytes,
+      messages: this.held.messages + 1 - inserted.superseded.messages,
+      bytes: this.held.bytes + size - inserted.superseded.bytes,
     };
     this.counters.enqueued++;
-    this.counters.superseded += inserted.superseded;
+    this.counters.superseded += inserted.superseded.messages;
     this.pump();
     return inserted.id;
+  }
+
+  /**
+   * Like enqueue(), but the message is stored by the next group commit, with whatever else is
+   * written in this turn: resolves with its id once committed (it is sent only then). Refusals
+   * (OUTBOX_FULL, OUTBOX_MESSAGE_INVALID, OUTBOX_CLOSED) reject at once; a failed commit rejects
+   * with GroupCommitError. Space is reserved when called and counted like enqueue()'s; a retained
+   * message's superseded predecessors free their space once the commit is done.
+   */
+  enqueueGrouped(message: OutboxMessage): Promise<number> {
+    let size: number;
+    try {
+      if (this.closed) throw new TransportError('OUTBOX_CLOSED', 'outbox is closed');
+      checkMessage(message);
+      size = messageSize(message);
+      this.checkSpace(message.critical === true, size, 0, 0);
+    } catch (err) {
+      if (err instanceof TransportError && err.code === 'OUTBOX_FULL') {
+        this.counters.refused++;
+        this.emit('refused', err);
+      }
+      return Promise.reject(err);
+    }
+    this.held = { messages: this.held.messages + 1, bytes: this.held.bytes + size };
+    let stored: Stored | undefined;
+    return this.commits.run(
+      () => {
+        const superseded = this.supersede(message);
+        stored = { id: this.store(message, size), superseded };
+        return stored.id;
+      },
+      (committed) => {
+        if (committed && stored !== undefined) {
+          this.held = { messages: this.held.messages - stored.superseded.messages, bytes: this.held.bytes - stored.superseded.bytes };
+          this.counters.enqueued++;
+          this.counters.superseded += stored.superseded.messages;
+          this.pumpSoon();
+        } else {
+          this.held = { messages: this.held.messages - 1, bytes: this.held.bytes - size };
+        }
+      },
+    );
   }
 
   /** Starts sending whenever the link is online. */
@@ -251,7 +280,8 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       }),
     ]);
     clearTimeout(timer);
-    this.deleteAcknowledged();
+    // Deletes of acknowledged messages are queued on the group commit: commit them now.
+    this.commits.flush();
     this.closed = true;
   }
 
@@ -281,6 +311,34 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     return removed.length;
   }
 
+  /** Deletes unsent retained messages on a retained message's topic (not ones in flight). */
+  private supersede(message: OutboxMessage): { messages: number; bytes: number } {
+    const freed = { messages: 0, bytes: 0 };
+    if (!message.retain) return freed;
+    for (const old of this.statements.retainedOnTopic.all(message.topic)) {
+      if (this.inFlight.has(old.id)) continue;
+      this.statements.delete.run(old.id);
+      freed.messages++;
+      freed.bytes += old.size;
+    }
+    return freed;
+  }
+
+  private store(message: OutboxMessage, size: number): number {
+    const result = this.statements.insert.run(
+      message.topic,
+      Buffer.from(message.payload),
+      message.qos,
+      message.retain ? 1 : 0,
+      message.responseTopic ?? null,
+      message.correlationData ? Buffer.from(message.correlationData) : null,
+      message.contentType ?? null,
+      size,
+      this.now(),
+    );
+    return Number(result.lastInsertRowid);
+  }
+
   private checkSpace(critical: boolean, size: number, freedMessages: number, freedBytes: number): void {
     const messages = this.held.messages - freedMessages + 1;
     const bytes = this.held.bytes - freedBytes + size;
@@ -293,6 +351,16 @@ export class Outbox extends EventEmitter<OutboxEvents> {
           `${this.held.messages} messages / ${this.held.bytes} bytes held, limit ${maxMessages} / ${maxBytes}`,
       );
     }
+  }
+
+  /** One pump for everything committed in a batch, not one per message. */
+  private pumpSoon(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    queueMicrotask(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
   }
 
   private pump(): void {
@@ -324,32 +392,29 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     this.inFlight.set(row.id, settled);
   }
 
-  /** PUBACKs arriving together are deleted in one transaction: one fsync, not one each. */
+  /** PUBACKs are deleted through the group commit: those of one turn cost one fsync together. */
   private onAcknowledged(row: Row): void {
     if (this.closed) return;
-    this.acknowledged.push(row);
-    if (this.acknowledged.length === 1) setImmediate(() => this.deleteAcknowledged());
-  }
-
-  private deleteAcknowledged(): void {
-    if (this.closed || this.acknowledged.length === 0) return;
-    const rows = this.acknowledged.splice(0);
-    try {
-      this.deleteRows(rows);
-    } catch (err) {
-      // Still stored, so sent again: a duplicate, never a loss.
-      for (const row of rows) this.inFlight.delete(row.id);
-      this.emit('problem', err as Error);
-      this.scheduleRetry();
-      return;
-    }
-    for (const row of rows) {
-      this.inFlight.delete(row.id);
-      this.held = { messages: this.held.messages - 1, bytes: this.held.bytes - row.size };
-      this.counters.sent++;
-      this.emit('sent', { id: row.id, topic: row.topic });
-    }
-    this.pump();
+    this.commits
+      .run(
+        () => this.statements.delete.run(row.id),
+        (committed) => {
+          this.inFlight.delete(row.id);
+          if (!committed) return; // still stored, so sent again: a duplicate, never a loss
+          this.held = { messages: this.held.messages - 1, bytes: this.held.bytes - row.size };
+          this.counters.sent++;
+        },
+      )
+      .then(
+        () => {
+          this.emit('sent', { id: row.id, topic: row.topic });
+          this.pumpSoon();
+        },
+        (err: unknown) => {
+          this.emit('problem', err as Error);
+          this.scheduleRetry();
+        },
+      );
   }
 
   private onFailed(row: Row, err: unknown): void {
@@ -388,6 +453,11 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     }, this.retryDelayMs);
     this.retryTimer.unref?.();
   }
+}
+
+interface Stored {
+  id: number;
+  superseded: { messages: number; bytes: number };
 }
 
 function prepareStatements(db: Database) {
