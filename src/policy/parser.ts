@@ -60,9 +60,16 @@ const ACCESS_STARTS = new Set<TokenKind>(['.', '[', '(']);
 const DEFAULT_MAX_BYTES = 1024 * 1024;
 const DEFAULT_MAX_DEPTH = 128;
 /** Above this the parser's own recursion could approach Node's default stack size. */
-const MAX_DEPTH_CEILING = 512; // below HEIGHT_RANGE
+const MAX_DEPTH_CEILING = 512;
 /** Bound on one expression's node count once multi-level `has` is desugared (it copies its target). */
 const MAX_EXPANDED_NODES = 1 << 20;
+/**
+ * Each inner node's height (longest path to a leaf) and node count, with shared subtrees counted
+ * at each use, are packed into one number, `nodes * HEIGHT_RANGE + height`; heights stay below
+ * MAX_DEPTH_CEILING. Leaves are not recorded: LEAF_METRICS is 1 node of height 0.
+ */
+const HEIGHT_RANGE = 1024;
+const LEAF_METRICS = HEIGHT_RANGE;
 const MAX_DIAGNOSTICS = 100;
 const MAX_UNARY_RUN = 4;
 const I64_MAX = (1n << 63n) - 1n;
@@ -111,13 +118,6 @@ function describe(t: Token): string {
   }
 }
 
-/**
- * Inner nodes' height (longest path to a leaf) and node count, with shared subtrees counted at
- * each use, packed into one number: `nodes * HEIGHT_RANGE + height`. Leaves are not recorded.
- */
-const HEIGHT_RANGE = 1024;
-const LEAF_METRICS = HEIGHT_RANGE; // 1 node, height 0
-
 class Parser {
   readonly diagnostics: Diagnostic[] = [];
   private readonly lexer: Lexer;
@@ -125,11 +125,11 @@ class Parser {
   private ahead: Token | null = null;
   private prev: Token;
   private nesting = 0;
-  /** Per policy (cleared at each): see HEIGHT_RANGE. A plain map: a WeakMap costs far more GC time. */
+  /** Metrics of the current policy's inner nodes (see HEIGHT_RANGE); a WeakMap costs far more GC time. */
   private readonly metrics = new Map<Expr, number>();
+  /** Records a diagnostic; given to the lexer and the string decoders too. */
   private readonly report = (code: ParseErrorCode, message: string, at: Span): void => {
-    const { source } = this.s;
-    this.diagnostics.push({ code, message, source, line: at.line, column: at.column, offset: at.offset, length: at.length });
+    this.addDiagnostic(code, message, at);
     if (this.diagnostics.length >= MAX_DIAGNOSTICS) throw HALT;
   };
 
@@ -203,12 +203,18 @@ class Parser {
     return { type: this.typeName(path), id: this.stringValue(idToken) };
   }
 
+  private addDiagnostic(code: ParseErrorCode, message: string, at: Span): void {
+    const { source } = this.s;
+    this.diagnostics.push({ code, message, source, line: at.line, column: at.column, offset: at.offset, length: at.length });
+  }
+
   /**
    * The depth bounds keep recursion far below Node's default stack; on a host running with a much
-   * smaller stack, exhaustion still ends as a diagnostic rather than a crash.
+   * smaller stack, exhaustion still ends as a diagnostic rather than a crash. Never throws: it runs
+   * in the handlers that end a policy or the whole parse.
    */
   private reportStackOverflow(): void {
-    this.report('PARSE_TOO_DEEP', 'nesting too deep for the available stack', this.cur);
+    this.addDiagnostic('PARSE_TOO_DEEP', 'nesting too deep for the available stack', this.cur);
   }
 
   /** Error recovery: drop tokens up to and including the next `;`. */
@@ -465,7 +471,6 @@ class Parser {
         this.advance();
         continue;
       }
-      this.nesting = 0;
       const body = this.expr();
       this.expect('}');
       out.push({ kind: keyword.text as Condition['kind'], body, loc: this.locFrom(keyword) });
@@ -864,9 +869,12 @@ class Parser {
     return this.make({ kind: 'record', entries, loc: this.locFrom(open) }, values);
   }
 
-  /** An integer literal, negated when `dash` (the folded `-`) is given; must fit in a signed i64. */
+  /**
+   * An integer literal (just consumed), negated when `dash` (the folded `-`) is given; must fit in
+   * a signed 64-bit integer.
+   */
   private long(digits: Token, dash: Token | null): Expr {
-    const start = dash ?? digits;
+    const loc = this.locFrom(dash ?? digits);
     let significant = 0;
     while (significant < digits.text.length - 1 && digits.text.charCodeAt(significant) === 48) significant++;
     // 2^63 has 19 digits: anything longer overflows without building a huge BigInt.
@@ -874,14 +882,10 @@ class Parser {
     if (value !== null && dash !== null) value = -value;
     if (value === null || value > I64_MAX || value < I64_MIN) {
       const written = `${dash === null ? '' : '-'}${clip(digits.text)}`;
-      this.report('PARSE_INTEGER_OVERFLOW', `integer literal \`${written}\` does not fit in a signed 64-bit integer`, this.spanFrom(start, digits));
+      this.report('PARSE_INTEGER_OVERFLOW', `integer literal \`${written}\` does not fit in a signed 64-bit integer`, loc);
       value = 0n;
     }
-    return { kind: 'long', value, loc: this.locFrom(start) };
-  }
-
-  private spanFrom(start: Span, end: Span): Span {
-    return { offset: start.offset, length: end.offset + end.length - start.offset, line: start.line, column: start.column };
+    return { kind: 'long', value, loc };
   }
 }
 
