@@ -85,14 +85,11 @@ export function decodeCbor(bytes: Uint8Array, limits: DecodeLimits): CborValue {
 
 class StrictDecoder {
   offset = 0;
-  private readonly view: DataView;
 
   constructor(
     private readonly bytes: Uint8Array,
     private readonly maxDepth: number,
-  ) {
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  }
+  ) {}
 
   root(allowTag: boolean): CborValue {
     if (allowTag && this.offset < this.bytes.length && this.bytes[this.offset]! >> 5 === MAJOR_TAG) {
@@ -174,23 +171,17 @@ class StrictDecoder {
       case 24:
         this.need(1);
         return this.bytes[this.offset++]!;
-      case 25: {
+      case 25:
         this.need(2);
-        const value = this.view.getUint16(this.offset);
-        this.offset += 2;
-        return value;
-      }
-      case 26: {
+        return this.uint(2);
+      case 26:
         this.need(4);
-        const value = this.view.getUint32(this.offset);
-        this.offset += 4;
-        return value;
-      }
+        return this.uint(4);
       case 27: {
         this.need(8);
-        const value = this.view.getBigUint64(this.offset);
-        this.offset += 8;
-        return narrow(value);
+        const high = this.uint(4);
+        const low = this.uint(4);
+        return narrow((BigInt(high) << 32n) | BigInt(low));
       }
       case INDEFINITE:
         if (major === MAJOR_BYTES || major === MAJOR_TEXT || major === MAJOR_ARRAY || major === MAJOR_MAP) {
@@ -200,6 +191,13 @@ class StrictDecoder {
       default:
         throw malformed(`reserved additional information ${info}`);
     }
+  }
+
+  /** A big-endian unsigned integer of 2 or 4 bytes (bounds already checked). */
+  private uint(size: 2 | 4): number {
+    let value = 0;
+    for (let i = 0; i < size; i++) value = value * 256 + this.bytes[this.offset++]!;
+    return value;
   }
 
   /** A length that must fit in the rest of the input, `minItemBytes` per unit. */
@@ -288,20 +286,25 @@ export function encodeCbor(value: Encodable, sizeHint = 128): Uint8Array {
   return writer.result();
 }
 
+/**
+ * A growable output buffer. Scratch space comes from Buffer.allocUnsafe (Node's pool for small
+ * sizes: no zero-fill, no fresh ArrayBuffer per encode); only the written bytes are copied out,
+ * into a plain Uint8Array that owns its memory.
+ */
 class Writer {
-  private buffer: Uint8Array;
+  private buffer: Buffer;
   private length = 0;
 
   constructor(initialSize: number) {
-    this.buffer = new Uint8Array(Math.max(16, initialSize));
+    this.buffer = Buffer.allocUnsafe(Math.max(16, initialSize));
   }
 
   ensure(extra: number): void {
     if (this.length + extra <= this.buffer.length) return;
     let size = this.buffer.length * 2;
     while (size < this.length + extra) size *= 2;
-    const grown = new Uint8Array(size);
-    grown.set(this.buffer.subarray(0, this.length));
+    const grown = Buffer.allocUnsafe(size);
+    this.buffer.copy(grown, 0, 0, this.length);
     this.buffer = grown;
   }
 
@@ -311,7 +314,7 @@ class Writer {
     const b = this.buffer;
     if (typeof argument === 'bigint' && argument > 0xffffffffn) {
       b[this.length++] = m | 27;
-      new DataView(b.buffer).setBigUint64(this.length, argument);
+      b.writeBigUInt64BE(argument, this.length);
       this.length += 8;
       return;
     }
@@ -327,11 +330,11 @@ class Writer {
       b[this.length++] = n & 0xff;
     } else if (n <= 0xffffffff) {
       b[this.length++] = m | 26;
-      new DataView(b.buffer).setUint32(this.length, n);
+      b.writeUInt32BE(n, this.length);
       this.length += 4;
     } else {
       b[this.length++] = m | 27;
-      new DataView(b.buffer).setBigUint64(this.length, BigInt(n));
+      b.writeBigUInt64BE(BigInt(n), this.length);
       this.length += 8;
     }
   }
@@ -356,7 +359,9 @@ class Writer {
   }
 
   result(): Uint8Array {
-    return this.buffer.slice(0, this.length);
+    const out = new Uint8Array(this.length);
+    out.set(this.buffer.subarray(0, this.length));
+    return out;
   }
 }
 
