@@ -2,6 +2,11 @@
 // command pipeline, the MQTT link with its durable outbox, executors and the local HTTP API,
 // and owns their lifecycle. Everything decided here is imperative shell; the decisions themselves
 // live in the pure modules it calls.
+//
+// The MQTT link hands over one message at a time and reads no further packets (PUBACKs and
+// execution acknowledgements included) until the handler returns. So handlers return as soon as
+// what must be durable is durable — a command's decision record, an approval's count — and
+// execution, which waits for the controller's acknowledgement over the same link, runs after.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ServerType } from '@hono/node-server';
@@ -12,9 +17,10 @@ import { BundleError } from '../bundle/errors.js';
 import { watchBundleFile, type BundleFileWatcher } from '../bundle/file-source.js';
 import { BundleStore } from '../bundle/store.js';
 import { GrantStore } from '../cache/grants.js';
-import { PendingApprovals } from '../cache/pending-approvals.js';
+import { type PendingCommand, PendingApprovals } from '../cache/pending-approvals.js';
 import { RateLimiter } from '../cache/rate-limiter.js';
 import { toHex } from '../crypto/bytes.js';
+import { sha256 } from '../crypto/hash.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
 import type { PrivateKey } from '../crypto/keys.js';
 import { encodeCbor } from '../envelope/cbor.js';
@@ -31,21 +37,29 @@ import { HttpExecutor } from './executors/http.js';
 import { MqttAckRouter, MqttExecutor } from './executors/mqtt.js';
 import type { Executor } from './executors/types.js';
 import { Metrics } from './metrics.js';
+import { RecentResults } from './recent-results.js';
 import { type CommandOutcome, CommandPipeline, type FailClosedState } from './pipeline.js';
 import { openStateDb, type Database } from './state-db.js';
 
 export const AGENT_VERSION = '0.1.0';
+/** How long stop() waits for commands in progress (an execution waits for its controller). */
+const DEFAULT_DRAIN_MS = 10_000;
+/** Results kept to answer repeats of a command (recent-results.ts). */
+const RECENT_RESULTS = 4096;
 
 export interface AgentLogger {
   info(message: string, fields?: Record<string, unknown>): void;
   warn(message: string, fields?: Record<string, unknown>): void;
 }
 
-/** One JSON line per event on stdout; never secrets (keys, passwords, tokens are never passed in). */
-export const stdoutLogger: AgentLogger = {
-  info: (message, fields) => process.stdout.write(JSON.stringify({ level: 'info', time: new Date().toISOString(), message, ...fields }) + '\n'),
-  warn: (message, fields) => process.stdout.write(JSON.stringify({ level: 'warn', time: new Date().toISOString(), message, ...fields }) + '\n'),
-};
+/** One JSON object per event, one per line; never secrets (keys, passwords, tokens are never passed in). */
+export function jsonLogger(writeLine: (line: string) => void): AgentLogger {
+  const line = (level: string, message: string, fields?: Record<string, unknown>) =>
+    writeLine(JSON.stringify({ level, time: new Date().toISOString(), message, ...fields }));
+  return { info: (message, fields) => line('info', message, fields), warn: (message, fields) => line('warn', message, fields) };
+}
+
+export const stdoutLogger: AgentLogger = jsonLogger((line) => process.stdout.write(`${line}\n`));
 
 export interface AgentOptions {
   config: AgentConfig;
@@ -86,7 +100,11 @@ export class Agent {
   private watcher: BundleFileWatcher | null = null;
   private timers: NodeJS.Timeout[] = [];
   private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly recent = new RecentResults(RECENT_RESULTS);
+  /** Inbound messages held back while stopping; failed at the end so the broker keeps them. */
+  private readonly parked: Array<() => void> = [];
   private started = false;
+  private stopping = false;
 
   constructor(opts: AgentOptions) {
     this.config = opts.config;
@@ -162,16 +180,29 @@ export class Agent {
     });
   }
 
-  /** Loads the active bundle, opens the API, connects to the broker. Resolves when listening. */
+  /**
+   * Loads the active bundle, opens the API, connects to the broker. Resolves when listening (the
+   * broker may still be unreachable: the link keeps trying). On failure everything started is
+   * stopped again before the error is thrown.
+   */
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    try {
+      await this.startParts();
+    } catch (err) {
+      await this.stop().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async startParts(): Promise<void> {
     const { config } = this;
     await this.auditSystem({ event: 'start', version: AGENT_VERSION, device: config.device.id });
     const active = this.bundles.start();
     if (active === null) this.logger.warn('no policy bundle is active: every command is denied until one arrives');
 
-    if (config.broker.url !== null) this.startMqtt(config.broker.url);
+    if (config.broker.url !== null) this.createMqtt(config.broker.url);
     for (const [action, spec] of Object.entries(config.executors)) {
       if (spec.kind === 'exec') this.executors.set(action, new ExecExecutor(spec.command, spec.timeoutMs));
       else if (spec.kind === 'http') this.executors.set(action, new HttpExecutor(spec.url, spec.timeoutMs));
@@ -180,17 +211,23 @@ export class Agent {
       }
     }
     if (config.bundleFile !== undefined) {
-      this.watcher = watchBundleFile(config.bundleFile, this.bundles, { onError: (err) => this.logger.warn('bundle file check failed', { error: String(err) }) });
+      const onError = (err: unknown) => this.logger.warn('bundle file check failed', { error: String(err) });
+      this.watcher = watchBundleFile(config.bundleFile, this.bundles, { onError });
+      // Looked at once now, so a bundle placed there before the start is enforced from the start.
+      await this.watcher.check().catch(onError);
     }
+    // The API first: a port already in use stops the start before the agent appears on the broker.
     if (config.http.enabled) await this.startHttp();
-    this.timers.push(setInterval(() => this.track(this.expirePending()), 1000));
+    this.outbox?.start();
+    this.link?.start();
+    this.timers.push(setInterval(() => this.track(this.expirePending(), 'expiring held commands failed'), 1000));
     this.timers.push(setInterval(() => this.housekeeping(), 60_000));
     for (const t of this.timers) t.unref();
     this.publishStatus();
     this.logger.info('agent started', {
       device: config.device.id,
       site: config.device.site,
-      bundleRevision: active?.manifest.revision ?? null,
+      bundleRevision: this.bundles.current?.manifest.revision ?? null,
       broker: config.broker.url ?? 'none',
       http: config.http.enabled ? `${config.http.host}:${this.httpPort()}` : 'off',
     });
@@ -225,9 +262,14 @@ export class Agent {
     };
   }
 
-  async stop(): Promise<void> {
-    if (!this.started) return;
-    this.started = false;
+  /**
+   * Stops taking work (the API closes; new commands, approvals and bundles are left with the
+   * broker for the next start), lets commands in progress finish (at most `drainMs`), then sends
+   * what it can, says offline and closes the state database.
+   */
+  async stop(drainMs = DEFAULT_DRAIN_MS): Promise<void> {
+    if (!this.started || this.stopping) return;
+    this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     await this.watcher?.stop();
@@ -236,16 +278,34 @@ export class Agent {
       this.server = null;
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
-    await Promise.allSettled([...this.inFlight]);
+    await this.drain(drainMs);
+    for (const release of this.parked.splice(0)) release();
     await this.auditSystem({ event: 'stop' }).catch(() => undefined);
     await this.outbox?.close();
     await this.link?.close();
     this.rate.flush();
     this.clock.persist();
     this.db.close();
+    this.started = false;
+    this.logger.info('agent stopped', { device: this.config.device.id });
   }
 
-  private startMqtt(url: string): void {
+  /** Waits for tracked work, including work it starts, until none is left or `ms` have passed. */
+  private async drain(ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (this.inFlight.size > 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        this.logger.warn('stopping with work still in progress', { inFlight: this.inFlight.size });
+        return;
+      }
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((resolve) => (timer = setTimeout(resolve, left)))]);
+      clearTimeout(timer);
+    }
+  }
+
+  private createMqtt(url: string): void {
     const { broker } = this.config;
     const password = broker.passwordFile === undefined ? undefined : fs.readFileSync(broker.passwordFile, 'utf8').trim();
     const offline = Buffer.from(JSON.stringify({ state: 'offline', device: this.config.device.id }));
@@ -254,7 +314,8 @@ export class Agent {
       clientId: broker.clientId ?? `ztedge-${this.config.device.site}-${this.config.device.id}`,
       username: broker.username,
       password,
-      tls: { caFile: broker.ca, certFile: broker.cert, keyFile: broker.key },
+      // TLS files only for mqtts://; the link refuses them on a plain connection.
+      ...(broker.ca === undefined && broker.cert === undefined ? {} : { tls: { caFile: broker.ca, certFile: broker.cert, keyFile: broker.key } }),
       will: { topic: this.topics.status, payload: offline, retain: true },
       subscriptions: [...this.topics.inbound, `${this.topics.prefix}exec/+/ack`],
       maxPayloadBytes: Math.max(this.config.limits.envelopeMaxBytes, this.config.limits.bundleMaxBytes),
@@ -269,8 +330,6 @@ export class Agent {
     this.link.on('oversize', (r) => this.logger.warn('oversize message dropped', { topic: r.topic, bytes: r.payloadBytes }));
     this.outbox = new Outbox(this.db, this.link, { maxMessages: this.config.limits.outboxMaxMessages, maxBytes: 256 * 1024 * 1024 });
     this.outbox.on('problem', (err) => this.logger.warn('outbox problem', { error: err.message }));
-    this.outbox.start();
-    this.link.start();
   }
 
   private async startHttp(): Promise<void> {
@@ -291,22 +350,23 @@ export class Agent {
   /** Handles one inbound MQTT message; resolves when it is safe to acknowledge it. */
   private async onMessage(message: InboundMessage): Promise<void> {
     const { topics } = this;
+    if (message.topic.startsWith(`${topics.prefix}exec/`) && message.topic.endsWith('/ack')) {
+      this.ackRouter.deliver(message.payload);
+      return;
+    }
+    if (this.stopping) return this.park();
     if (message.topic === topics.cmd) {
-      const reply: ReplyRoute = {
-        topic: message.responseTopic ?? topics.cmdResult,
-        ...(message.correlationData === undefined ? {} : { correlation: toHex(message.correlationData) }),
-      };
-      await new Promise<void>((recorded) => {
-        const done = this.pipeline
-          .handleCommand({ bytes: message.payload, source: 'mqtt', reply, onRecorded: recorded })
-          .then((outcome) => this.reply(outcome, reply))
-          .catch((err: unknown) => this.logger.warn('command handling failed', { error: String(err) }));
-        this.track(done);
-      });
+      await this.onCommand(message);
     } else if (message.topic === topics.approve) {
-      const result = await this.pipeline.handleApproval(message.payload);
-      this.metrics.inc('ztedge_approvals_total', 'Approval envelopes, by result', { code: result.code });
-      if (result.settled) this.reply(result.settled.outcome, routeOf(result.settled.command.reply, topics));
+      // The approval is counted (durably) before handleApproval first yields, so the message may
+      // be acknowledged then; a quorum's execution must not hold up the link.
+      this.track(
+        this.pipeline.handleApproval(message.payload).then((result) => {
+          this.metrics.inc('ztedge_approvals_total', 'Approval envelopes, by result', { code: result.code });
+          if (result.settled) this.settled(result.settled);
+        }),
+        'approval handling failed',
+      );
     } else if (message.topic === topics.bundle) {
       if (message.payload.length === 0) return; // a cleared retained message
       try {
@@ -315,10 +375,53 @@ export class Agent {
         if (!(err instanceof BundleError)) throw err;
         // Recorded by the manager (store rejection + event → audit, status).
       }
-    } else if (message.topic.startsWith(`${topics.prefix}exec/`) && message.topic.endsWith('/ack')) {
-      this.ackRouter.deliver(message.payload);
     }
     // attest/challenge is answered by the attestation module once it exists.
+  }
+
+  /** Resolves once the decision is recorded; execution and the result follow in the background. */
+  private async onCommand(message: InboundMessage): Promise<void> {
+    const reply: ReplyRoute = {
+      topic: message.responseTopic ?? this.topics.cmdResult,
+      ...(message.correlationData === undefined ? {} : { correlation: toHex(message.correlationData) }),
+    };
+    const digest = toHex(sha256(message.payload));
+    const arrival = this.recent.arrive(digest);
+    await new Promise<void>((recorded) => {
+      const answered = this.pipeline
+        .handleCommand({ bytes: message.payload, source: 'mqtt', reply, onRecorded: recorded })
+        .then(async (outcome) => {
+          if (!arrival.first && outcome.reasons[0] === 'ENVELOPE_REPLAY') {
+            const earlier = await arrival.earlier;
+            if (earlier !== null) {
+              this.metrics.inc('ztedge_command_repeats_total', 'Repeats of a command answered with its first result');
+              this.enqueueResult(earlier, reply);
+              return;
+            }
+          }
+          const result = this.signOutcome(outcome);
+          if (arrival.first) arrival.settle(result);
+          else if (outcome.reasons[0] !== 'ENVELOPE_REPLAY') this.recent.update(digest, result);
+          this.enqueueResult(result, reply);
+        })
+        .catch((err: unknown) => {
+          if (arrival.first) arrival.settle(null);
+          throw err;
+        });
+      this.track(answered, 'command handling failed');
+    });
+  }
+
+  /** A held command was approved, rejected or expired: its settled result goes where the first one went. */
+  private settled({ command, outcome }: { command: PendingCommand; outcome: CommandOutcome }): void {
+    const result = this.signOutcome(outcome);
+    this.recent.update(toHex(command.digest), result);
+    this.enqueueResult(result, routeOf(command.reply, this.topics));
+  }
+
+  /** Holds a message until stop() fails it: unacknowledged, the broker keeps it for the next start. */
+  private park(): Promise<void> {
+    return new Promise((_resolve, reject) => this.parked.push(() => reject(new Error('agent stopping; left with the broker'))));
   }
 
   private async handleHttpCommand(bytes: Uint8Array): Promise<{ outcome: CommandOutcome; result: Uint8Array }> {
@@ -342,12 +445,12 @@ export class Agent {
     });
   }
 
-  private reply(outcome: CommandOutcome, route: ReplyRoute): void {
+  private enqueueResult(result: Uint8Array, route: ReplyRoute): void {
     if (this.outbox === null) return;
     try {
       this.outbox.enqueue({
         topic: route.topic,
-        payload: this.signOutcome(outcome),
+        payload: result,
         qos: 1,
         critical: true,
         ...(route.correlation === undefined ? {} : { correlationData: Buffer.from(route.correlation, 'hex') }),
@@ -378,12 +481,12 @@ export class Agent {
     } else if (event.kind === 'activated' || event.kind === 'loaded' || event.kind === 'rolled-back') {
       this.logger.info(`bundle ${event.kind}`, { revision: event.revision });
     }
-    this.track(this.audit.append('bundle', encodeCbor(body)));
+    this.track(this.audit.append('bundle', encodeCbor(body)), 'bundle audit record failed');
     this.publishStatus();
   }
 
   private async expirePending(): Promise<void> {
-    for (const { command, outcome } of await this.pipeline.expirePending()) this.reply(outcome, routeOf(command.reply, this.topics));
+    for (const settled of await this.pipeline.expirePending()) this.settled(settled);
   }
 
   private housekeeping(): void {
@@ -398,8 +501,12 @@ export class Agent {
     return this.audit.append('system', encodeCbor(body));
   }
 
-  private track<T>(p: Promise<T>): void {
-    const tracked = p.catch(() => undefined);
+  /** Keeps background work visible to stop(); a failure is logged, never unhandled. */
+  private track(p: Promise<unknown>, failure = 'background task failed'): void {
+    const tracked = p.then(
+      () => undefined,
+      (err: unknown) => this.logger.warn(failure, { error: String(err) }),
+    );
     this.inFlight.add(tracked);
     void tracked.finally(() => this.inFlight.delete(tracked));
   }

@@ -1,4 +1,4 @@
-// `ztedge bundle`: build, sign, verify, inspect and roll back signed policy bundles.
+// `ztedge bundle`: build, sign, verify, inspect, roll back and push signed policy bundles.
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, loadConfig, parseDurationMs } from '../agent/config.js';
@@ -12,12 +12,16 @@ import { BundleStore, BundleStoreError } from '../bundle/store.js';
 import { type RootKey, type TrustOptions, verifyBundle } from '../bundle/verify.js';
 import { COSE_ALG, type CoseAlgorithm, algorithmInfo } from '../crypto/algorithms.js';
 import { toHex } from '../crypto/bytes.js';
+import { sha256 } from '../crypto/hash.js';
 import { CryptoError } from '../crypto/errors.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
 import { type PublicKey, publicKeyFromPem } from '../crypto/keys.js';
 import { PolicyParseError, formatDiagnostic, parsePolicies } from '../policy/index.js';
+import { TransportError } from '../transport/errors.js';
+import { BROKER_USAGE, brokerTarget, openLink, publishWithin } from './broker-client.js';
 import { type CliIo, type CommandGroup, type ParsedArgs, UsageError, flag, flagList, parseArgs, requireFlag } from './command.js';
 import { VERSION } from './main.js';
+import { durationFlag } from './command-args.js';
 
 const USAGE = `Usage: ztedge bundle <command> [options]
 
@@ -38,12 +42,17 @@ Commands:
   rollback --state-dir DIR (--config FILE | --root PUB... --threshold K [--device D]
         [--site S] [--profile P])
       Make the device's last-known-good bundle active again, after re-verifying it. For a
-      stopped agent: the running agent owns its state directory.`;
+      stopped agent: the running agent owns its state directory.
+  push FILE --mqtt URL --site S --device D [--prefix P] [--timeout 10s]
+      Publish the signed bundle, retained, to the device's bundle topic. The device verifies
+      it and reports the outcome in its retained status (bundle, lastRejection).
+
+${BROKER_USAGE}`;
 
 const DEFAULT_EXPIRY = '30d';
 
 export const bundleCommand: CommandGroup = {
-  summary: 'build, sign, verify, inspect and roll back signed policy bundles',
+  summary: 'build, sign, verify, inspect, roll back and push signed policy bundles',
   usage: USAGE,
   run: async (args, io) => {
     const [command, ...rest] = args;
@@ -59,11 +68,19 @@ export const bundleCommand: CommandGroup = {
           return await inspect(parseArgs(rest), io);
         case 'rollback':
           return rollback(parseArgs(rest), io);
+        case 'push':
+          return await push(parseArgs(rest), io);
         default:
           throw new UsageError(command === undefined ? 'missing command' : `unknown command '${command}'`);
       }
     } catch (err) {
-      if (err instanceof BundleError || err instanceof CryptoError || err instanceof BundleStoreError || err instanceof ConfigError) {
+      if (
+        err instanceof BundleError ||
+        err instanceof CryptoError ||
+        err instanceof BundleStoreError ||
+        err instanceof ConfigError ||
+        err instanceof TransportError
+      ) {
         io.stderr(describeError(err));
         return 1;
       }
@@ -72,7 +89,7 @@ export const bundleCommand: CommandGroup = {
   },
 };
 
-function describeError(err: BundleError | CryptoError | BundleStoreError | ConfigError): string {
+function describeError(err: BundleError | CryptoError | BundleStoreError | ConfigError | TransportError): string {
   const lines = [`${err.code}: ${err.message}`];
   if (err instanceof BundleError) for (const problem of err.problems) lines.push(`  ${problem.message}`);
   return lines.join('\n');
@@ -185,6 +202,26 @@ function rollback(parsed: ParsedArgs, io: CliIo): number {
     `rolled back from revision ${before?.manifest.revision ?? 'none'} to revision ${after.manifest.revision} (${after.digest})` +
       (after.expired ? '; it has expired and is enforced as stale until a newer bundle arrives' : ''),
   );
+  return 0;
+}
+
+/**
+ * Publishes a bundle for a device to pick up. Only its structure is checked here (a file that is
+ * not a bundle is refused before it reaches the broker); the device does the verification.
+ */
+async function push(parsed: ParsedArgs, io: CliIo): Promise<number> {
+  const file = onePositional(parsed, 'FILE');
+  const target = brokerTarget(parsed);
+  const timeoutMs = durationFlag(parsed, 'timeout', '10s', 1);
+  const bytes = await readBundleFile(file, DEFAULT_BUNDLE_MAX_BYTES);
+  const { manifest } = readUnverifiedBundle(bytes).payload;
+  const link = await openLink(target, { timeoutMs });
+  try {
+    await publishWithin(link, target.topics.bundle, bytes, { qos: 1, retain: true }, timeoutMs);
+  } finally {
+    await link.close();
+  }
+  io.stdout(`pushed ${manifest.id} revision ${manifest.revision} (${toHex(sha256(bytes))}, ${bytes.length} bytes) → ${target.topics.bundle} (retained)`);
   return 0;
 }
 

@@ -1,15 +1,17 @@
-// `ztedge cmd sign`: sign a command envelope for a device (for operators, tests and demos).
+// `ztedge cmd sign`: sign a command envelope for a device (for operators, tests and demos);
+// `ztedge cmd send` (send.ts): sign, publish and wait for the result.
 import { writeFileSync } from 'node:fs';
 import { parseDurationMs } from '../agent/config.js';
 import { toHex, fromHex } from '../crypto/bytes.js';
 import { CryptoError } from '../crypto/errors.js';
 import { readPrivateKeyFile } from '../crypto/key-files.js';
-import type { Encodable } from '../envelope/cbor.js';
 import { COMMAND_TOPIC, signCommand } from '../envelope/command.js';
 import { EnvelopeError } from '../envelope/errors.js';
+import { parseCommandArgs } from './command-args.js';
 import { type CommandGroup, type ParsedArgs, UsageError, flag, parseArgs, requireFlag } from './command.js';
+import { SEND_USAGE, sendCommand } from './send.js';
 
-const USAGE = `Usage: ztedge cmd sign --key KEY --iss PRINCIPAL --aud DEVICE --act ACTION --res 'Type::"id"'
+const SIGN_USAGE = `Usage: ztedge cmd sign --key KEY --iss PRINCIPAL --aud DEVICE --act ACTION --res 'Type::"id"'
                        [--args JSON] [--lifetime 60s] [--topic cmd] [--kid HEX] [--out FILE]
 
 Signs a command envelope (COSE_Sign1 with CWT claims) with the private key in KEY.
@@ -21,13 +23,16 @@ Signs a command envelope (COSE_Sign1 with CWT claims) with the private key in KE
   --kid       key id to put in the header (default: derived from the public key)
 Writes the envelope to FILE, or its hex to standard output.`;
 
+const USAGE = `${SIGN_USAGE}\n\n${SEND_USAGE}`;
+
 const DEFAULT_LIFETIME = '60s';
 
 export const cmdCommand: CommandGroup = {
-  summary: 'sign command envelopes',
+  summary: 'sign a command envelope, or send one to a device and wait for its result',
   usage: USAGE,
   run: async (args, io) => {
     const [command, ...rest] = args;
+    if (command === 'send') return sendCommand(rest, io);
     if (command !== 'sign') throw new UsageError(command === undefined ? 'missing command' : `unknown command '${command}'`);
     const parsed = parseArgs(rest);
     if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument '${parsed.positionals[0]}'`);
@@ -68,28 +73,4 @@ function writeEnvelope(parsed: ParsedArgs, envelope: Uint8Array, stdout: (text: 
   const out = flag(parsed, 'out');
   if (out === undefined) stdout(toHex(envelope));
   else writeFileSync(out, envelope);
-}
-
-/**
- * --args as a JSON object. JSON.parse has already rounded any integer beyond 2^53, so such
- * values (and floats, which signed args do not carry, and nulls) are refused rather than sent
- * with silently different digits.
- */
-function parseCommandArgs(text: string | undefined): Record<string, Encodable> | undefined {
-  if (text === undefined) return undefined;
-  let value: unknown;
-  try {
-    value = JSON.parse(text, (_key, item: unknown) => {
-      if (typeof item === 'number' && !Number.isSafeInteger(item)) {
-        throw new UsageError(`--args: ${item} is not an exact integer (floats and integers beyond 2^53 are not allowed)`);
-      }
-      if (item === null) throw new UsageError('--args: null is not allowed');
-      return item;
-    });
-  } catch (err) {
-    if (err instanceof UsageError) throw err;
-    throw new UsageError(`--args is not valid JSON: ${(err as Error).message}`);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError('--args must be a JSON object');
-  return value as Record<string, Encodable>;
 }

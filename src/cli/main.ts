@@ -5,11 +5,13 @@ export const VERSION = '0.1.0';
 
 /** Command groups by name. Each group lives in its own module under src/cli/. */
 const COMMANDS: Record<string, () => Promise<CommandGroup>> = {
+  approve: async () => (await import('./approve.js')).approveCommand,
   bundle: async () => (await import('./bundle.js')).bundleCommand,
   cmd: async () => (await import('./cmd.js')).cmdCommand,
   envelope: async () => (await import('./envelope.js')).envelopeCommand,
   keygen: async () => (await import('./keys.js')).keygenCommand,
   policy: async () => (await import('./policy.js')).policyCommand,
+  run: async () => (await import('./run.js')).runCommand,
 };
 
 function topUsage(): string {

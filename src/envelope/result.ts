@@ -5,8 +5,9 @@
 // [deviceId, topic]. A result has no exp: it is a record, not an authorization.
 import type { CoseAlgorithm } from '../crypto/algorithms.js';
 import type { PrivateKey } from '../crypto/keys.js';
-import type { CborMapKey, Encodable } from './cbor.js';
+import { type CborMap, type CborMapKey, type Encodable, decodeCbor } from './cbor.js';
 import { CLAIM, DIGEST_LENGTH, checkTimes, invalid, readBytes, readCti, readText, readTextList, readTime, toNumericDate } from './claims.js';
+import { type CoseLimits, decodeLimits, decodeSign1 } from './cose.js';
 import { EnvelopeError } from './errors.js';
 import { DEFAULT_CLOCK_SKEW_MS, type EnvelopeVerifyOptions, openEnvelope, randomCti, readIssuer, sealEnvelope } from './signed-claims.js';
 
@@ -36,9 +37,26 @@ export interface VerifiedResult {
 
 export function verifyResult(bytes: Uint8Array, options: EnvelopeVerifyOptions): VerifiedResult {
   const opened = openEnvelope(bytes, options);
-  const { claims } = opened;
   const iss = readIssuer(opened);
   if (iss !== options.deviceId) throw invalid('iss', `must be the device ${JSON.stringify(options.deviceId)}`);
+  const claims = readResultClaims(opened.claims);
+  checkTimes({ iatMs: claims.iatMs }, { nowMs: options.now, clockSkewMs: options.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS });
+  return { claims, issuer: iss, kid: opened.kid, alg: opened.alg.id, digest: opened.digest };
+}
+
+/**
+ * Reads a result's claims WITHOUT checking its signature, issuer or time: for a sender that holds
+ * no device key, which must then present the result as unverified. Shapes are checked as above.
+ */
+export function readUnverifiedResult(bytes: Uint8Array, limits: CoseLimits = {}): ResultClaims {
+  const message = decodeSign1(bytes, { ...limits, requireTag: true });
+  const claims = decodeCbor(message.payload, decodeLimits(limits, false));
+  if (!(claims instanceof Map)) throw new EnvelopeError('ENVELOPE_MALFORMED', 'payload must be a CWT claims map');
+  return readResultClaims(claims);
+}
+
+function readResultClaims(claims: CborMap): ResultClaims {
+  const iss = readText(claims, CLAIM.iss, 'iss');
   const iatMs = readTime(claims, CLAIM.iat, 'iat');
   const cti = readCti(claims);
   const cmd = readBytes(claims, 'cmd', 'cmd', DIGEST_LENGTH);
@@ -47,14 +65,7 @@ export function verifyResult(bytes: Uint8Array, options: EnvelopeVerifyOptions):
   const policies = readTextList(claims, 'policies', 'policies');
   const reasons = readTextList(claims, 'reasons', 'reasons');
   const outcome = readText(claims, 'outcome', 'outcome');
-  checkTimes({ iatMs }, { nowMs: options.now, clockSkewMs: options.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS });
-  return {
-    claims: { iss, iatMs, cti, cmd, decision, policies, reasons, outcome },
-    issuer: iss,
-    kid: opened.kid,
-    alg: opened.alg.id,
-    digest: opened.digest,
-  };
+  return { iss, iatMs, cti, cmd, decision, policies, reasons, outcome };
 }
 
 export interface SignResultInput {
