@@ -233,6 +233,28 @@ function compileMethod(e: MethodCall): Compiled {
   return fold(parts, (values) => applyExtension(fn, values), (env) => applyExtension(fn, evs.map((f) => f(env))));
 }
 
+/**
+ * `==` specialised on a constant side: a primitive equals only the identical primitive, an
+ * entity only an entity with its key; otherwise full Cedar equality.
+ */
+function compileEquals(left: Compiled, right: Compiled): (env: EvalEnv) => boolean {
+  const [fixed, other] = right.constant ? [right.constant.value, left.ev] : left.constant ? [left.constant.value, right.ev] : [];
+  if (fixed === undefined || other === undefined) {
+    const l = left.ev;
+    const r = right.ev;
+    return (env) => valueEquals(l(env), r(env));
+  }
+  if (typeof fixed !== 'object') return (env) => other(env) === fixed;
+  if (fixed instanceof EntityUid) {
+    const key = fixed.key;
+    return (env) => {
+      const v = other(env);
+      return v instanceof EntityUid && v.key === key;
+    };
+  }
+  return (env) => valueEquals(other(env), fixed);
+}
+
 function compileBinary(e: Extract<Expr, { kind: 'binary' }>): Compiled {
   const left = compileExpr(e.left);
   const right = compileExpr(e.right);
@@ -240,17 +262,43 @@ function compileBinary(e: Extract<Expr, { kind: 'binary' }>): Compiled {
   const r = right.ev;
   switch (e.op) {
     case '==':
-      return { ev: (env) => valueEquals(l(env), r(env)) };
-    case '!=':
-      return { ev: (env) => !valueEquals(l(env), r(env)) };
+    case '!=': {
+      const equals = compileEquals(left, right);
+      return { ev: e.op === '==' ? equals : (env) => !equals(env) };
+    }
+    // Two Longs, the common case, compare inline; everything else goes through compareValues.
     case '<':
-      return { ev: (env) => compareValues(l(env), r(env)) < 0 };
+      return {
+        ev: (env) => {
+          const a = l(env);
+          const b = r(env);
+          return typeof a === 'bigint' && typeof b === 'bigint' ? a < b : compareValues(a, b) < 0;
+        },
+      };
     case '<=':
-      return { ev: (env) => compareValues(l(env), r(env)) <= 0 };
+      return {
+        ev: (env) => {
+          const a = l(env);
+          const b = r(env);
+          return typeof a === 'bigint' && typeof b === 'bigint' ? a <= b : compareValues(a, b) <= 0;
+        },
+      };
     case '>':
-      return { ev: (env) => compareValues(l(env), r(env)) > 0 };
+      return {
+        ev: (env) => {
+          const a = l(env);
+          const b = r(env);
+          return typeof a === 'bigint' && typeof b === 'bigint' ? a > b : compareValues(a, b) > 0;
+        },
+      };
     case '>=':
-      return { ev: (env) => compareValues(l(env), r(env)) >= 0 };
+      return {
+        ev: (env) => {
+          const a = l(env);
+          const b = r(env);
+          return typeof a === 'bigint' && typeof b === 'bigint' ? a >= b : compareValues(a, b) >= 0;
+        },
+      };
     case '+':
       return {
         ev: (env) => {
@@ -345,8 +393,17 @@ function compileExpr(e: Expr): Compiled {
       return { ev: (env) => hasAttr(env, t(env), attr) };
     }
     case 'getAttr': {
-      const t = compileExpr(e.target).ev;
       const attr = e.attr;
+      if (e.target.kind === 'var' && e.target.name === 'context') {
+        return {
+          ev: (env) => {
+            const v = env.context.get(attr);
+            if (v === undefined) throw new EvalError('EVAL_MISSING_ATTR', `context does not have the attribute ${JSON.stringify(attr)}`);
+            return v;
+          },
+        };
+      }
+      const t = compileExpr(e.target).ev;
       return { ev: (env) => getAttr(env, t(env), attr) };
     }
     case 'like': {

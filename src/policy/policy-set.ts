@@ -50,7 +50,8 @@ export class PolicySet {
   /** Policies with `action in [.., A, ..]`, under each A's key. */
   readonly #byActionIn: ReadonlyMap<string, readonly CompiledPolicy[]>;
   readonly #anyAction: readonly CompiledPolicy[];
-  readonly #memo = new WeakMap<Entities, Map<string, ActionCandidates>>();
+  readonly #withoutAncestors = new Map<string, ActionCandidates>();
+  readonly #perStore = new WeakMap<Entities, Map<string, ActionCandidates>>();
 
   private constructor(asts: readonly PolicyAst[]) {
     const byId = new Map<string, CompiledPolicy>();
@@ -102,28 +103,34 @@ export class PolicySet {
 
   /**
    * The policies whose action constraint matches this action, given the store's action
-   * hierarchy: exactly those, so callers need not test the action scope again. Memoized per
-   * entity store (stores are immutable).
+   * hierarchy: exactly those, so callers need not test the action scope again. Memoized: for
+   * an action without ancestors the answer does not depend on the store; otherwise per store
+   * (stores are immutable).
    */
   candidatesFor(entities: Entities, action: EntityUid): ActionCandidates {
-    let memo = this.#memo.get(entities);
-    if (memo === undefined) {
-      memo = new Map();
-      this.#memo.set(entities, memo);
+    const ancestors = entities.ancestorsOf(action);
+    let memo = this.#withoutAncestors;
+    if (ancestors.size > 0) {
+      let storeMemo = this.#perStore.get(entities);
+      if (storeMemo === undefined) {
+        storeMemo = new Map();
+        this.#perStore.set(entities, storeMemo);
+      }
+      memo = storeMemo;
     }
     let found = memo.get(action.key);
     if (found === undefined) {
       if (memo.size >= MAX_MEMOIZED_ACTIONS) memo.clear();
-      found = this.#buildCandidates(entities, action);
+      found = this.#buildCandidates(action, ancestors);
       memo.set(action.key, found);
     }
     return found;
   }
 
-  #buildCandidates(entities: Entities, action: EntityUid): ActionCandidates {
+  #buildCandidates(action: EntityUid, ancestors: ReadonlySet<string>): ActionCandidates {
     const chosen = new Set<CompiledPolicy>(this.#anyAction);
     for (const p of this.#byActionEq.get(action.key) ?? []) chosen.add(p);
-    for (const key of [action.key, ...entities.ancestorsOf(action)]) {
+    for (const key of [action.key, ...ancestors]) {
       for (const p of this.#byActionIn.get(key) ?? []) chosen.add(p);
     }
     const byPrincipal = new Map<string, CompiledPolicy[]>();
