@@ -3,6 +3,11 @@
 // execution audited. Every step that refuses says why with a stable reason code, and nothing
 // is executed without its decision record committed first.
 //
+// Commands are handled concurrently. Everything a command writes before it may act — its
+// replay entry, rate events, decision record — is queued synchronously in one turn, so it
+// lands in one group commit (shared with the other commands of that turn) and the command
+// waits for a single fsync before executing.
+//
 // I/O is injected: the bundle in force, the replay guard, trusted clock, audit sink, SQLite
 // stores and executors. Replies (signed results) are the caller's job: this module returns what
 // happened.
@@ -15,9 +20,10 @@ import type { GrantStore } from '../cache/grants.js';
 import { type PendingApprovals, type PendingCommand, PendingFullError } from '../cache/pending-approvals.js';
 import type { RateLimiter } from '../cache/rate-limiter.js';
 import { type Encodable, encodeCbor } from '../envelope/cbor.js';
-import { type VerifiedCommand, acceptCommand, COMMAND_TOPIC, type ReplayRecorder } from '../envelope/command.js';
+import { type VerifiedCommand, COMMAND_TOPIC, type ReplayRecorder, verifyCommand } from '../envelope/command.js';
 import { APPROVAL_TOPIC, type VerifiedApproval, verifyApproval } from '../envelope/approval.js';
 import { EnvelopeError } from '../envelope/errors.js';
+import type { ReplayReserver } from '../envelope/replay-guard.js';
 import type { EnvelopeVerifyOptions, ResolvedKey } from '../envelope/signed-claims.js';
 import { type EntityUid, enforce, type EnforcedDecision } from '../policy/index.js';
 import type { Posture } from './config.js';
@@ -59,7 +65,8 @@ export interface PipelineDeps {
   deviceId: string;
   /** The bundle in force; read once per command. */
   bundle: () => VerifiedBundle | null;
-  replay: ReplayRecorder;
+  /** reserve() for commands (group-committed with the decision), checkAndRecord() for approvals. */
+  replay: ReplayReserver & ReplayRecorder;
   clock: { now(): number; observe(signedTimeMs: number): void };
   posture: () => Posture;
   online: () => boolean;
@@ -83,7 +90,16 @@ export interface CommandInput {
    * message here, so a crash before this point makes the broker redeliver it.
    */
   onRecorded?: () => void;
+  /**
+   * Called once with the outcome as soon as it is known: after execution, in the same turn the
+   * execution record is queued, so a reply written here to the outbox's group commit shares that
+   * record's transaction (and is sent only once both are committed). handleCommand itself
+   * resolves only after the record is committed.
+   */
+  onOutcome?: (outcome: CommandOutcome) => void;
 }
+
+type OutcomeReport = (outcome: CommandOutcome) => void;
 
 /** How long an approval-created just-in-time grant lasts unless `@grant_ttl` says otherwise. */
 const DEFAULT_GRANT_TTL_MS = 10 * 60_000;
@@ -93,19 +109,26 @@ export class CommandPipeline {
 
   async handleCommand(input: CommandInput): Promise<CommandOutcome> {
     const started = performance.now();
+    let reported = false;
+    const report: OutcomeReport = (outcome) => {
+      if (reported) return;
+      reported = true;
+      input.onOutcome?.(outcome);
+    };
     let outcome: CommandOutcome;
     try {
-      outcome = await this.decideAndRun(input);
+      outcome = await this.decideAndRun(input, report);
     } finally {
       input.onRecorded?.();
     }
+    report(outcome);
     const { metrics } = this.deps;
     metrics.inc('ztedge_commands_total', 'Commands handled, by decision and outcome', { decision: outcome.decision, outcome: outcome.outcome });
     metrics.observe('ztedge_command_seconds', 'Time from receipt to outcome', (performance.now() - started) / 1000);
     return outcome;
   }
 
-  private async decideAndRun(input: CommandInput): Promise<CommandOutcome> {
+  private async decideAndRun(input: CommandInput, report: OutcomeReport): Promise<CommandOutcome> {
     const bundle = this.deps.bundle();
     const now = this.deps.clock.now();
     if (bundle === null) return this.refuse(input.bytes, 'NO_ACTIVE_BUNDLE', 'no policy bundle is active');
@@ -114,32 +137,38 @@ export class CommandPipeline {
     }
 
     let command: VerifiedCommand;
+    let replayRecorded: Promise<void>;
     try {
-      command = acceptCommand(input.bytes, this.verifyOptions(bundle, COMMAND_TOPIC, now), this.deps.replay);
+      command = verifyCommand(input.bytes, this.verifyOptions(bundle, COMMAND_TOPIC, now));
+      replayRecorded = this.deps.replay.reserve({ issuer: command.issuer, cti: command.claims.cti, expMs: command.claims.expMs }, now);
     } catch (err) {
       if (err instanceof EnvelopeError) return this.refuse(input.bytes, err.code, err.message);
       throw err;
     }
+    // Awaited with the decision record below; this only keeps an early throw from leaving it unobserved.
+    replayRecorded.catch(() => undefined);
+    // The decision record is queued in this same turn, so it commits together with the replay entry.
+    const recorded = (decisionRecord: Promise<void>) => Promise.all([replayRecorded, decisionRecord]);
     this.deps.clock.observe(command.claims.iatMs);
     const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
     const base = { digest: command.digest, ctiHex: toHex(command.claims.cti), issuer: command.issuer };
 
     const evaluated = this.evaluate(bundle, issuer.principal, command, input.source, now);
     if ('refused' in evaluated) {
-      await this.auditDecision(command, issuer, bundle, 'deny', [], [evaluated.refused], evaluated.message);
+      await recorded(this.auditDecision(command, issuer, bundle, 'deny', [], [evaluated.refused], evaluated.message));
       return { ...base, decision: 'deny', policies: [], reasons: [evaluated.refused], outcome: 'not_executed', detail: evaluated.message };
     }
     const { decision, obligations, viaGrant } = evaluated;
     const policies = decision.determining.map((d) => d.id);
 
     if (decision.decision === 'deny') {
-      await this.auditDecision(command, issuer, bundle, 'deny', policies, decision.reasonCodes, undefined, decision);
+      await recorded(this.auditDecision(command, issuer, bundle, 'deny', policies, decision.reasonCodes, undefined, decision));
       return { ...base, decision: 'deny', policies, reasons: decision.reasonCodes, outcome: 'not_executed' };
     }
 
     const refusal = this.checkObligations(obligations, issuer.principal.key, command, now);
     if (refusal !== undefined) {
-      await this.auditDecision(command, issuer, bundle, 'deny', policies, [refusal], undefined, decision);
+      await recorded(this.auditDecision(command, issuer, bundle, 'deny', policies, [refusal], undefined, decision));
       return { ...base, decision: 'deny', policies, reasons: [refusal], outcome: 'not_executed' };
     }
 
@@ -160,22 +189,22 @@ export class CommandPipeline {
         this.deps.pending.hold(held);
       } catch (err) {
         if (!(err instanceof PendingFullError)) throw err;
-        await this.auditDecision(command, issuer, bundle, 'deny', policies, ['APPROVAL_QUEUE_FULL'], err.message, decision);
+        await recorded(this.auditDecision(command, issuer, bundle, 'deny', policies, ['APPROVAL_QUEUE_FULL'], err.message, decision));
         return { ...base, decision: 'deny', policies, reasons: ['APPROVAL_QUEUE_FULL'], outcome: 'not_executed' };
       }
-      await this.auditDecision(command, issuer, bundle, 'pending', policies, ['APPROVAL_REQUIRED'], undefined, decision);
+      await recorded(this.auditDecision(command, issuer, bundle, 'pending', policies, ['APPROVAL_REQUIRED'], undefined, decision));
       return { ...base, decision: 'pending', policies, reasons: ['APPROVAL_REQUIRED'], outcome: 'pending_approval' };
     }
 
     const reasons = viaGrant ? ['JIT_GRANT'] : ['PERMITTED'];
     try {
-      await this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, undefined, decision);
+      await recorded(this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, undefined, decision));
     } catch {
-      // Without a committed record there is no execution.
+      // Without a committed record (decision and replay entry) there is no execution.
       return { ...base, decision: 'deny', policies, reasons: ['AUDIT_UNAVAILABLE'], outcome: 'not_executed' };
     }
     input.onRecorded?.();
-    return this.execute(base, command.claims.act, issuer.principal.key, command.claims.res, command.claims.args, policies, reasons);
+    return this.execute(base, command.claims.act, issuer.principal.key, command.claims.res, command.claims.args, policies, reasons, report);
   }
 
   /** Verifies an approval envelope and counts it toward its held command's quorum. */
@@ -187,6 +216,8 @@ export class CommandPipeline {
     try {
       const options = this.verifyOptions(bundle, APPROVAL_TOPIC, now);
       approval = verifyApproval(bytes, options);
+      // Committed before this returns: approvals come at human pace, and the count below must
+      // be durable before handleApproval first yields (the transport may ack the message then).
       this.deps.replay.checkAndRecord({ issuer: approval.issuer, cti: approval.claims.cti, expMs: approval.claims.expMs }, now);
     } catch (err) {
       if (!(err instanceof EnvelopeError)) throw err;
@@ -260,13 +291,13 @@ export class CommandPipeline {
     });
     const reasons = ['APPROVED'];
     await this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, { approvers: this.deps.pending.approversOf(held.digest) });
-    return this.execute({ ...base, ctiHex: toHex(command.claims.cti) }, held.action, held.principal, held.resource, command.claims.args, policies, reasons);
+    return this.execute({ ...base, ctiHex: toHex(command.claims.cti) }, held.action, held.principal, held.resource, command.claims.args, policies, reasons, () => {});
   }
 
   /** Re-verifies a held command's envelope now (its replay entry is already recorded). */
   private reopen(bundle: VerifiedBundle, held: PendingCommand, now: number): VerifiedCommand | EnvelopeError {
     try {
-      return acceptCommand(held.envelope, this.verifyOptions(bundle, COMMAND_TOPIC, now), { checkAndRecord: () => {} });
+      return verifyCommand(held.envelope, this.verifyOptions(bundle, COMMAND_TOPIC, now));
     } catch (err) {
       if (err instanceof EnvelopeError) return err;
       throw err;
@@ -287,6 +318,7 @@ export class CommandPipeline {
     args: VerifiedCommand['claims']['args'],
     policies: string[],
     reasons: string[],
+    report: OutcomeReport,
   ): Promise<CommandOutcome> {
     const executor = this.deps.executor(action);
     let result: ExecutionOutcome;
@@ -299,15 +331,19 @@ export class CommandPipeline {
       }
     }
     const outcome = result.status === 'ok' ? 'executed' : result.status;
-    await this.auditRecord('execution', {
+    const executionRecorded = this.auditRecord('execution', {
       cmd: base.digest ?? null,
       action,
       outcome,
       ...(result.status === 'failed' ? { code: result.code, message: result.message } : {}),
       ...(result.status === 'timeout' ? { afterMs: result.afterMs } : {}),
-    }).catch(() => undefined); // the action already happened; a failed execution record is reported by the audit layer
+    });
     const detail = result.status === 'ok' ? result.detail : result.status === 'failed' ? { code: result.code, message: result.message } : { afterMs: result.afterMs };
-    return { ...base, decision: 'allow', policies, reasons: result.status === 'ok' ? reasons : [...reasons, result.status === 'failed' ? result.code : 'EXECUTION_TIMEOUT'], outcome, detail };
+    const settled: CommandOutcome = { ...base, decision: 'allow', policies, reasons: result.status === 'ok' ? reasons : [...reasons, result.status === 'failed' ? result.code : 'EXECUTION_TIMEOUT'], outcome, detail };
+    report(settled);
+    // The action already happened; a failed execution record is reported by the audit layer.
+    await executionRecorded.catch(() => undefined);
+    return settled;
   }
 
   private evaluate(

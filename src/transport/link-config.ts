@@ -40,16 +40,21 @@ export interface MqttLinkOptions {
   subscriptions?: readonly string[];
   /** Incoming payloads above this are dropped and reported. Default 1 MiB. */
   maxPayloadBytes?: number;
-  /** MQTT 5: how many unacknowledged QoS 1 messages the broker may send at once. Default 8. */
+  /**
+   * How many handlers run at once (reading pauses beyond it); on MQTT 5 also how many
+   * unacknowledged QoS 1 messages the broker may send at once. Default 64.
+   */
   receiveMaximum?: number;
   backoff?: BackoffPolicy;
   /**
-   * Called for each incoming message, one at a time, in order. The message is acknowledged
-   * when the returned promise resolves. A rejection means "not recorded": the connection is
-   * dropped without the ack so the broker redelivers it (after a backoff). Handlers must
-   * resolve for messages they reject on their merits (and record that), must finish well
-   * within the keepalive interval, and must not await a publish's acknowledgement: mqtt.js
-   * reads no further packets, PUBACK and PINGRESP included, until the handler is done.
+   * Called for each incoming message, in arrival order, without waiting for earlier handlers
+   * to finish (up to receiveMaximum at once). The message is acknowledged once the returned
+   * promise resolves and every earlier message is acknowledged. A rejection means "not
+   * recorded": the connection is dropped without the ack (this message's and later ones') so
+   * the broker redelivers them (after a backoff). Handlers must resolve for messages they
+   * reject on their merits (and record that), must finish well within the keepalive interval,
+   * and must not wait for another incoming message: with receiveMaximum handlers running,
+   * mqtt.js reads no further packets, PUBACK and PINGRESP included.
    */
   onMessage: (message: InboundMessage) => void | Promise<void>;
   /** Source of jitter, in [0, 1). */
@@ -61,7 +66,7 @@ export const LINK_DEFAULTS = {
   keepaliveSeconds: 30,
   connectTimeoutMs: 10_000,
   maxPayloadBytes: 1024 * 1024,
-  receiveMaximum: 8,
+  receiveMaximum: 64,
 };
 
 export interface Endpoint {

@@ -6,7 +6,8 @@
 //   whenever the broker lost the session;
 // - MQTT 5 first, falling back to 3.1.1 when the broker refuses 5 (e.g. aedes);
 // - acknowledgement only after the handler is done (see onPublish), so a command is acked
-//   once its audit record is durable and redelivered if the agent dies first;
+//   once its audit record is durable and redelivered if the agent dies first; handlers run
+//   concurrently (up to receiveMaximum), and PUBACKs still go out in arrival order;
 // - a payload cap enforced on the byte stream (FrameGuard), never buffering an oversize
 //   message, which is acknowledged, dropped and reported.
 // Delivery is at least once: a handler may see a message again after a reconnect (the
@@ -20,9 +21,12 @@
 //   written only when `callback` is called. This link uses it. Not calling it and dropping the
 //   connection leaves the message unacknowledged, and the persistent session redelivers it.
 // - Incoming packets are processed strictly one at a time: until `callback` runs nothing else
-//   is read, not even the PUBACKs of our own publishes or PINGRESP. A handler must therefore
-//   never wait for a publish to be acknowledged (it would stall until the keepalive timeout);
-//   results go to the outbox, which sends them afterwards.
+//   is read, not even the PUBACKs of our own publishes or PINGRESP. Calling it with an error
+//   makes mqtt.js read on without writing a PUBACK; this link does that as soon as a handler
+//   has started (while fewer than receiveMaximum run), and writes each PUBACK itself once the
+//   handler and every earlier one are done. So handlers overlap (commands share group commits)
+//   and the link keeps reading, but a handler must still not wait for another incoming message
+//   while receiveMaximum handlers run: reading is paused then.
 // - mqtt.js keeps no record of unacknowledged incoming messages across a restart; redelivery
 //   after a crash comes from the broker's session (clean: false).
 import { EventEmitter } from 'node:events';
@@ -30,6 +34,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { MqttClient, type IClientOptions, type IConnackPacket, type IPublishPacket, type Packet } from 'mqtt';
 import { backoffDelayMs, DEFAULT_BACKOFF, type BackoffPolicy } from './backoff.js';
+import { AckOrder } from './ack-order.js';
 import { TransportError } from './errors.js';
 import { FrameGuard, type CutPublish } from './frame-guard.js';
 import { GuardedStream } from './guarded-stream.js';
@@ -100,6 +105,22 @@ const MAX_HEADER_BYTES = 64 * 1024;
 const CLOSE_GRACE_MS = 2_000;
 /** CONNACK codes meaning "I do not speak this protocol version" (3.1.1 and MQTT 5). */
 const UNSUPPORTED_PROTOCOL = new Set([1, 0x84]);
+/** Passed to mqtt.js's handleMessage callback: read on, and leave the PUBACK to the link. */
+const ACK_DEFERRED = new Error('acknowledged by the link once handled');
+
+/** One incoming PUBLISH on its way through a handler. */
+interface Delivery {
+  packet: IPublishPacket;
+  /** The connection it came in on; only it can carry the ack. */
+  stream: MqttClient['stream'] | undefined;
+  failed: boolean;
+  failure?: unknown;
+}
+
+/** mqtt.js's packet writer: the one way to send a PUBACK it did not send itself. */
+interface PacketSender {
+  _sendPacket(packet: { cmd: 'puback'; messageId: number; reasonCode: number }, cb?: () => void, cbStorePut?: () => void, noStore?: boolean): void;
+}
 
 export class MqttLink extends EventEmitter<LinkEvents> {
   private readonly endpoint: Endpoint;
@@ -124,7 +145,13 @@ export class MqttLink extends EventEmitter<LinkEvents> {
   private failureStreak = 0;
   private readonly granted = new Set<string>();
   private readonly pendingPublishes = new Set<(error: TransportError) => void>();
-  private handling: Promise<void> = Promise.resolve();
+  private readonly maxHandlers: number;
+  /** Handlers running now, on any connection. */
+  private readonly running = new Set<Promise<void>>();
+  /** The current connection's deliveries, released for acknowledgement in arrival order. */
+  private acks = new AckOrder<Delivery>();
+  /** mqtt.js's packet reading, held while maxHandlers handlers run. */
+  private readOn: (() => void) | null = null;
   // Oversize cuts of the current connection, matched to parsed packets by their order.
   private cuts: CutPublish[] = [];
   private publishesSeen = 0;
@@ -147,6 +174,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     this.subscriptions = [...(options.subscriptions ?? [])];
     this.maxPayloadBytes = options.maxPayloadBytes ?? LINK_DEFAULTS.maxPayloadBytes;
     this.version = options.protocolVersion ?? 5;
+    this.maxHandlers = options.receiveMaximum ?? LINK_DEFAULTS.receiveMaximum;
     checkLinkOptions(options, this.backoff, this.maxPayloadBytes);
   }
 
@@ -235,7 +263,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       }
     }
     this.setOffline();
-    await withTimeout(this.handling, CLOSE_GRACE_MS);
+    await withTimeout(Promise.allSettled([...this.running]), CLOSE_GRACE_MS);
   }
 
   private createClient(): MqttClient {
@@ -287,6 +315,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     socket.setNoDelay(true);
     this.cuts = [];
     this.publishesSeen = 0;
+    this.acks = new AckOrder();
     const guard = new FrameGuard({ maxPayloadBytes: this.maxPayloadBytes, maxHeaderBytes: MAX_HEADER_BYTES }, version);
     return new GuardedStream(socket, guard, (cut) => this.cuts.push(cut));
   }
@@ -416,49 +445,76 @@ export class MqttLink extends EventEmitter<LinkEvents> {
   }
 
   private onPublish(packet: IPublishPacket, done: (error?: Error) => void): void {
-    // The connection the message came in on; only it can carry the ack.
-    const stream = this.client?.stream;
-    const cut = this.cutPackets.get(packet);
-    this.handling = this.handling
-      .then(() => this.process(packet, cut, stream, done))
+    const delivery: Delivery = { packet, stream: this.client?.stream, failed: false };
+    const order = this.acks;
+    const ticket = order.arrive(delivery);
+    const handled = this.handle(delivery, this.cutPackets.get(packet))
+      .then(() => {
+        this.running.delete(handled);
+        for (const ready of order.finish(ticket)) {
+          if (!this.acknowledge(ready)) {
+            // Nothing after it may be acked on this connection either; the broker redelivers.
+            order.clear();
+            break;
+          }
+        }
+        this.resumeReading();
+      })
       .catch(() => {
-        // Only a throwing event listener gets here; the message stays unacknowledged.
-        stream?.destroy();
+        // Only a throwing event listener gets here; what is unacknowledged stays so.
+        delivery.stream?.destroy();
       });
+    this.running.add(handled);
+    const readOn = () => done(ACK_DEFERRED);
+    if (this.running.size < this.maxHandlers) readOn();
+    else this.readOn = readOn;
   }
 
-  private async process(
-    packet: IPublishPacket,
-    cut: CutPublish | undefined,
-    stream: MqttClient['stream'] | undefined,
-    done: (error?: Error) => void,
-  ): Promise<void> {
-    let failure: unknown = null;
-    if (cut) {
-      this.counters.oversizeDropped++;
-      this.emit('oversize', { topic: cut.topic, qos: cut.qos, payloadBytes: cut.payloadBytes, limit: this.maxPayloadBytes });
-    } else {
-      this.counters.messagesIn++;
-      try {
-        await this.options.onMessage(this.toInbound(packet));
-      } catch (err) {
-        failure = err;
+  private resumeReading(): void {
+    if (this.readOn === null || this.running.size >= this.maxHandlers) return;
+    const readOn = this.readOn;
+    this.readOn = null;
+    readOn();
+  }
+
+  /** Runs the handler; never rejects (a failure is kept on the delivery). */
+  private async handle(delivery: Delivery, cut: CutPublish | undefined): Promise<void> {
+    try {
+      if (cut) {
+        this.counters.oversizeDropped++;
+        this.emit('oversize', { topic: cut.topic, qos: cut.qos, payloadBytes: cut.payloadBytes, limit: this.maxPayloadBytes });
+      } else {
+        this.counters.messagesIn++;
+        await this.options.onMessage(this.toInbound(delivery.packet));
       }
+    } catch (err) {
+      delivery.failed = true;
+      delivery.failure = err;
     }
+  }
+
+  /** Acks a handled message; false when its connection can carry no further acks. */
+  private acknowledge(delivery: Delivery): boolean {
+    const { packet, stream } = delivery;
+    const client = this.client;
     // The connection is gone: the ack cannot be sent and the broker redelivers the message.
-    if (!stream || stream.destroyed || this.closing) return;
-    this.failureStreak = failure === null ? 0 : this.failureStreak + 1;
-    if (failure !== null) {
+    if (!client || !stream || stream.destroyed || this.closing || client.stream !== stream || !client.connected) return false;
+    this.failureStreak = delivery.failed ? this.failureStreak + 1 : 0;
+    if (delivery.failed) {
       this.counters.handlerFailures++;
-      const why = String((failure as Error)?.message ?? failure);
+      const why = String((delivery.failure as Error)?.message ?? delivery.failure);
       if (packet.qos > 0) {
         this.report(new TransportError('LINK_HANDLER_FAILED', `handler failed on ${packet.topic}, left unacknowledged: ${why}`));
         stream.destroy();
-        return;
+        return false;
       }
       this.report(new TransportError('LINK_HANDLER_FAILED', `handler failed on ${packet.topic} (QoS 0, not redelivered): ${why}`));
     }
-    done();
+    if (packet.qos === 1 && packet.messageId !== undefined) {
+      // noStore: written now on this connection, never queued for a later one.
+      (client as unknown as PacketSender)._sendPacket({ cmd: 'puback', messageId: packet.messageId, reasonCode: 0 }, undefined, undefined, true);
+    }
+    return true;
   }
 
   private toInbound(packet: IPublishPacket): InboundMessage {
