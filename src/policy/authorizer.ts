@@ -1,6 +1,7 @@
 // Cedar authorization: deny unless some permit is satisfied and no forbid is. A policy whose
 // condition fails to evaluate is skipped and reported. Reasons and errors come in policy order.
-import type { CompiledPolicy, EvalEnv } from './compile.js';
+import type { EvalEnv } from './compile-expr.js';
+import type { CompiledPolicy } from './compile.js';
 import type { Entities } from './entities.js';
 import { EvalError } from './eval-error.js';
 import type { PolicySet } from './policy-set.js';

@@ -246,6 +246,18 @@ export class Entities {
     return entity !== undefined && entity.ancestors.has(b.key);
   }
 
+  /** Cedar `a in [g1, g2, ...]` for a fixed group, given by keys. */
+  isInAny(a: EntityUid, groupKeys: ReadonlySet<string>): boolean {
+    if (groupKeys.has(a.key)) return true;
+    const ancestors = this.ancestorsOf(a);
+    if (ancestors.size <= groupKeys.size) {
+      for (const k of ancestors) if (groupKeys.has(k)) return true;
+    } else {
+      for (const k of groupKeys) if (ancestors.has(k)) return true;
+    }
+    return false;
+  }
+
   /** Ancestor keys of `uid` (empty when it is not in the store). */
   ancestorsOf(uid: EntityUid): ReadonlySet<string> {
     return this.#byKey.get(uid.key)?.ancestors ?? NO_ANCESTORS;

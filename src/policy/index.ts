@@ -34,8 +34,10 @@ export type { RequestErrorCode, RequestOptions } from './request.js';
 
 export { EvalError } from './eval-error.js';
 export type { EvalErrorCode } from './eval-error.js';
-export { compileExpression, compilePolicy } from './compile.js';
-export type { CompiledPolicy, EvalEnv, Evaluator } from './compile.js';
+export { compileExpression } from './compile-expr.js';
+export type { EvalEnv, Evaluator } from './compile-expr.js';
+export { compilePolicy } from './compile.js';
+export type { CompiledPolicy, ScopeTest } from './compile.js';
 export type { ContextReads } from './context-reads.js';
 export { PolicySet, PolicySetError } from './policy-set.js';
 export { isAuthorized, isAuthorizedUnindexed } from './authorizer.js';
