@@ -1,9 +1,11 @@
 // A complete in-process agent core for tests: real keys, a real signed bundle (robot cell
-// policies with rate, approval and safety obligations), a real state database on disk, and the
-// command pipeline wired to them. No broker.
+// policies with rate, approval and safety obligations), a real state database on disk with one
+// group commit shared by its writers (as in the agent), and the command pipeline wired to them.
+// No broker.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { GroupCommit } from '../../src/agent/group-commit.js';
 import { openStateDb } from '../../src/agent/state-db.js';
 import { Metrics } from '../../src/agent/metrics.js';
 import { CommandPipeline, type FailClosedState } from '../../src/agent/pipeline.js';
@@ -128,6 +130,9 @@ export class RecordingExecutor implements Executor {
 
 export interface Core {
   dir: string;
+  /** The state database file. */
+  dbPath: string;
+  commits: GroupCommit;
   keys: Keys;
   clock: { ms: number };
   pipeline: CommandPipeline;
@@ -141,8 +146,15 @@ export interface Core {
   restart(): Core;
 }
 
-export function makeCore(keys: Keys = makeKeys(), dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-core-')), clock = { ms: T0 }): Core {
-  const db = openStateDb(path.join(dir, 'state.db'));
+export function makeCore(
+  keys: Keys = makeKeys(),
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-core-')),
+  clock = { ms: T0 },
+  executor = new RecordingExecutor(),
+): Core {
+  const dbPath = path.join(dir, 'state.db');
+  const db = openStateDb(dbPath);
+  const commits = new GroupCommit(db);
   const bundleBytes = cellBundle(keys);
   const bundle = {
     current: verifyBundle(bundleBytes, {
@@ -153,16 +165,15 @@ export function makeCore(keys: Keys = makeKeys(), dir = fs.mkdtempSync(path.join
       now: clock.ms,
     }),
   };
-  const executor = new RecordingExecutor();
-  const audit = new SqliteAuditLog(db, { now: () => clock.ms });
+  const audit = new SqliteAuditLog(db, { now: () => clock.ms, commits });
   const posture = { value: 'degraded' as Posture };
   const failClosed: FailClosedState = { active: false };
-  const rate = new RateLimiter(db);
+  const rate = new RateLimiter(db, { commits });
   const trusted = new TrustedClock(db, () => clock.ms);
   const pipeline = new CommandPipeline({
     deviceId: DEVICE,
     bundle: () => bundle.current,
-    replay: new ReplayGuard(db, { clockSkewMs: 30_000 }),
+    replay: new ReplayGuard(db, { clockSkewMs: 30_000, commits }),
     clock: trusted,
     posture: () => posture.value,
     online: () => true,
@@ -177,6 +188,8 @@ export function makeCore(keys: Keys = makeKeys(), dir = fs.mkdtempSync(path.join
   });
   const core: Core = {
     dir,
+    dbPath,
+    commits,
     keys,
     clock,
     pipeline,
@@ -186,7 +199,7 @@ export function makeCore(keys: Keys = makeKeys(), dir = fs.mkdtempSync(path.join
     failClosed,
     bundle,
     close: () => {
-      rate.flush();
+      commits.flush();
       trusted.persist();
       db.close();
     },

@@ -1,0 +1,129 @@
+// Commands handled concurrently share group commits: what each writes before it may act (replay
+// entry, decision record) is committed in one transaction with the others of the same turn, and
+// a command executes only once that transaction is durable.
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { ExecutionOutcome, ExecutionRequest } from '../../src/agent/executors/types.js';
+import { command, type Core, makeCore, makeKeys, RecordingExecutor, T0 } from './fixture.js';
+
+/** Checks, when asked to execute, that another connection already sees the command's records. */
+class DurabilityCheckingExecutor extends RecordingExecutor {
+  readonly notYetDurable: string[] = [];
+  private reader: Database.Database | null = null;
+
+  watch(dbPath: string): void {
+    this.reader = new Database(dbPath, { readonly: true });
+  }
+
+  override async execute(request: ExecutionRequest): Promise<ExecutionOutcome> {
+    const cti = Buffer.from(request.commandId, 'hex');
+    const replay = this.reader!.prepare('SELECT count(*) AS n FROM replay_seen WHERE cti = ?').get(cti) as { n: number };
+    // The decision record's CBOR body carries the cti bytes.
+    const decision = this.reader!.prepare("SELECT count(*) AS n FROM audit WHERE kind = 'decision' AND instr(body, ?) > 0").get(cti) as { n: number };
+    if (replay.n !== 1 || decision.n !== 1) this.notYetDurable.push(request.commandId);
+    return super.execute(request);
+  }
+
+  close(): void {
+    this.reader?.close();
+  }
+}
+
+const cores: Core[] = [];
+const executors: DurabilityCheckingExecutor[] = [];
+afterEach(() => {
+  for (const e of executors.splice(0)) e.close();
+  for (const c of cores.splice(0)) c.close();
+});
+
+function core(): { core: Core; executor: DurabilityCheckingExecutor } {
+  const executor = new DurabilityCheckingExecutor();
+  const c = makeCore(makeKeys(), undefined, { ms: T0 }, executor);
+  executor.watch(c.dbPath);
+  cores.push(c);
+  executors.push(executor);
+  return { core: c, executor };
+}
+
+const count = (c: Core, sql: string) => {
+  const reader = new Database(c.dbPath, { readonly: true });
+  try {
+    return (reader.prepare(sql).get() as { n: number }).n;
+  } finally {
+    reader.close();
+  }
+};
+
+describe('commands under group commit', () => {
+  it('commits the replay entries and decisions of 20 concurrent commands in one transaction, each durable before it executes', async () => {
+    const { core: c, executor } = core();
+    // estop: permitted for operators, no rate limit, no approval.
+    const envelopes = Array.from({ length: 20 }, () => command(c.keys.planner, c.clock.ms, 'estop'));
+    const before = c.commits.stats();
+    const outcomes = await Promise.all(envelopes.map((bytes) => c.pipeline.handleCommand({ bytes, source: 'mqtt' })));
+    expect(outcomes.map((o) => o.outcome)).toEqual(Array(20).fill('executed'));
+    expect(executor.calls).toHaveLength(20);
+    expect(executor.notYetDurable).toEqual([]);
+    const after = c.commits.stats();
+    // One transaction for 20 replay entries + 20 decision records, one for the 20 execution records.
+    expect({ batches: after.batches - before.batches, writes: after.writes - before.writes }).toEqual({ batches: 2, writes: 60 });
+    expect(after.largestBatch).toBe(40);
+    expect(c.audit.verify()).toBeUndefined();
+    expect(c.audit.head().seq).toBe(40);
+  });
+
+  it('refuses the second copy of an envelope arriving in the same batch as the first', async () => {
+    const { core: c, executor } = core();
+    const bytes = command(c.keys.planner, c.clock.ms, 'estop');
+    const [first, second] = await Promise.all([
+      c.pipeline.handleCommand({ bytes, source: 'mqtt' }),
+      c.pipeline.handleCommand({ bytes, source: 'mqtt' }),
+    ]);
+    expect([first!.outcome, second!.reasons]).toEqual(['executed', ['ENVELOPE_REPLAY']]);
+    expect(executor.calls).toHaveLength(1);
+  });
+
+  it('fails every command of a batch whose commit fails, executes none, and leaves them free to be sent again', async () => {
+    const { core: c, executor } = core();
+    const envelopes = Array.from({ length: 5 }, () => command(c.keys.planner, c.clock.ms, 'estop'));
+    // Storage fails on the third record of the batch only; the whole transaction rolls back.
+    const db = new Database(c.dbPath);
+    db.exec("CREATE TRIGGER fail_third BEFORE INSERT ON audit WHEN NEW.seq = 3 BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END");
+    const recordedCalls: number[] = [];
+    const failed = await Promise.all(
+      envelopes.map((bytes, i) => c.pipeline.handleCommand({ bytes, source: 'mqtt', onRecorded: () => recordedCalls.push(i) })),
+    );
+    expect(failed.map((o) => [o.decision, o.reasons, o.outcome])).toEqual(Array(5).fill(['deny', ['AUDIT_UNAVAILABLE'], 'not_executed']));
+    expect(executor.calls).toEqual([]);
+    expect(count(c, 'SELECT count(*) AS n FROM audit')).toBe(0);
+    expect(count(c, 'SELECT count(*) AS n FROM replay_seen')).toBe(0);
+    // The transport is still told once per message (it acks the refusal it is about to send).
+    expect(recordedCalls.sort()).toEqual([0, 1, 2, 3, 4]);
+
+    db.exec('DROP TRIGGER fail_third');
+    db.close();
+    const retried = await Promise.all(envelopes.map((bytes) => c.pipeline.handleCommand({ bytes, source: 'mqtt' })));
+    expect(retried.map((o) => o.outcome)).toEqual(Array(5).fill('executed'));
+    expect(executor.notYetDurable).toEqual([]);
+    expect(c.audit.verify()).toBeUndefined();
+  });
+
+  it('reports the outcome in the turn the execution record is queued, so a reply can join its commit', async () => {
+    const { core: c } = core();
+    const bytes = command(c.keys.planner, c.clock.ms, 'estop');
+    let queuedWithOutcome = -1;
+    let executionCommittedAtOutcome = true;
+    const outcome = await c.pipeline.handleCommand({
+      bytes,
+      source: 'mqtt',
+      onOutcome: () => {
+        queuedWithOutcome = c.commits.pending;
+        executionCommittedAtOutcome = count(c, "SELECT count(*) AS n FROM audit WHERE kind = 'execution'") === 1;
+      },
+    });
+    expect(outcome.outcome).toBe('executed');
+    // The execution record is queued and not yet committed: a write queued now shares its transaction.
+    expect([queuedWithOutcome, executionCommittedAtOutcome]).toEqual([1, false]);
+    expect(count(c, "SELECT count(*) AS n FROM audit WHERE kind = 'execution'")).toBe(1);
+  });
+});
