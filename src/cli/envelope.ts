@@ -7,7 +7,6 @@ import { algorithmInfo } from '../crypto/algorithms.js';
 import { fromHex, toHex } from '../crypto/bytes.js';
 import { CryptoError } from '../crypto/errors.js';
 import { readPublicKeyFile } from '../crypto/key-files.js';
-import type { PublicKey } from '../crypto/keys.js';
 import { getVerifier } from '../crypto/verifier.js';
 import { type CborValue, CborTagged, decodeCbor } from '../envelope/cbor.js';
 import { COMMAND_CLAIM, COMMAND_TOPIC, type VerifiedCommand, acceptCommand, verifyCommand } from '../envelope/command.js';

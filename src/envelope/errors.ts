@@ -13,7 +13,3 @@ export class EnvelopeError extends Error {
     super(message);
   }
 }
-
-export function isEnvelopeError(value: unknown): value is EnvelopeError {
-  return value instanceof EnvelopeError;
-}

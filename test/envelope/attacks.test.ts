@@ -12,7 +12,6 @@ import { acceptCommand, verifyCommand } from '../../src/envelope/command.js';
 import { ReplayGuard } from '../../src/envelope/replay-guard.js';
 import type { EnvelopeVerifyOptions } from '../../src/envelope/signed-claims.js';
 import {
-  DEVICE,
   ISSUER,
   NOW,
   assemble,
