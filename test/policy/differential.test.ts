@@ -20,8 +20,13 @@ describe('differential: ztedge vs cedar-wasm', () => {
     const buckets = { allow: 0, deny: 0, errored: 0 };
     fc.assert(
       fc.property(authorizationCase, (c) => {
-        // cedar-wasm throws for inputs it refuses; the generator only makes inputs it accepts.
-        const expected = oracleOutcome(c);
+        let expected: Outcome;
+        try {
+          expected = oracleOutcome(c);
+        } catch (e) {
+          // The generator must only make inputs cedar-wasm accepts.
+          throw new Error(`cedar-wasm refused a generated input\n${reproducer(c, '(not run)', describeError(e))}`);
+        }
         let ours: Outcome;
         try {
           ours = engineOutcome(c);
