@@ -83,7 +83,7 @@ export async function startSimArm(options: SimArmOptions): Promise<SimArm> {
     const earlier = acks.get(request.commandId);
     if (earlier !== undefined) {
       counters.duplicates++;
-      await client.publishAsync(earlier.topic, earlier.payload, { qos: 1 });
+      publishAck(earlier.topic, earlier.payload);
       return;
     }
     await new Promise((resolve) => setTimeout(resolve, motionMs));
@@ -93,7 +93,12 @@ export async function startSimArm(options: SimArmOptions): Promise<SimArm> {
     if (acks.size > REMEMBERED_ACKS) acks.delete(acks.keys().next().value!);
     executed.push(request);
     options.onExecuted?.(request, ack);
-    await client.publishAsync(ackTopic, text, { qos: 1 });
+    publishAck(ackTopic, text);
+  }
+
+  // Not awaited: the next motion does not wait for the broker's PUBACK; mqtt.js resends it if needed.
+  function publishAck(topic: string, payload: string): void {
+    client.publish(topic, payload, { qos: 1 }, () => {});
   }
 
   await client.subscribeAsync(`${execPrefix}+`, { qos: 1 });
