@@ -80,7 +80,7 @@ export async function openLink(target: BrokerTarget, opts: OpenLinkOptions): Pro
     ...(target.username === undefined ? {} : { username: target.username }),
     ...(target.password === undefined ? {} : { password: target.password }),
     ...(target.tls === undefined ? {} : { tls: target.tls }),
-    // The session ends with the connection (MQTT 5): a one-shot client leaves nothing queued.
+    // A clean session that ends with the connection: a one-shot client leaves nothing queued.
     sessionExpirySeconds: 0,
     subscriptions: opts.subscriptions ?? [],
     maxPayloadBytes: opts.maxPayloadBytes ?? 64 * 1024,

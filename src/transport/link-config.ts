@@ -30,7 +30,10 @@ export interface MqttLinkOptions {
   tls?: LinkTlsFiles;
   /** 5 (default) falls back to 3.1.1 once if the broker refuses 5; 4 never tries 5. */
   protocolVersion?: 5 | 4;
-  /** How long the broker keeps the session (and queues QoS 1 messages) while away. Default 7 days. */
+  /**
+   * How long the broker keeps the session (and queues QoS 1 messages) while away. Default 7 days.
+   * 0: a clean session that ends with the connection, on 3.1.1 too (short-lived clients).
+   */
   sessionExpirySeconds?: number;
   keepaliveSeconds?: number;
   connectTimeoutMs?: number;

@@ -272,7 +272,8 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     const options: IClientOptions = {
       clientId: this.options.clientId,
       protocolVersion: version,
-      clean: false,
+      // No session to keep (sessionExpirySeconds 0): a clean one, which 3.1.1 also drops at disconnect.
+      clean: this.options.sessionExpirySeconds === 0,
       keepalive: this.options.keepaliveSeconds ?? LINK_DEFAULTS.keepaliveSeconds,
       connectTimeout: this.options.connectTimeoutMs ?? LINK_DEFAULTS.connectTimeoutMs,
       reconnectPeriod: 0,
