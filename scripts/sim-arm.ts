@@ -19,7 +19,7 @@ export interface SimArmOptions {
   prefix: string;
   /** Default: a random id; give one to keep the broker session across arm restarts. */
   clientId?: string;
-  /** Simulated motion time per command. Default 5 ms. */
+  /** Simulated motion time per command. Default 5 ms; 0 acts at once (load tests). */
   motionMs?: number;
   /** Called after each command the arm acted on (not for repeats). */
   onExecuted?: (request: ExecutionRequest, ack: ArmAck) => void;
@@ -86,7 +86,7 @@ export async function startSimArm(options: SimArmOptions): Promise<SimArm> {
       publishAck(earlier.topic, earlier.payload);
       return;
     }
-    await new Promise((resolve) => setTimeout(resolve, motionMs));
+    if (motionMs > 0) await new Promise((resolve) => setTimeout(resolve, motionMs));
     const ack = perform(state, request);
     const text = JSON.stringify(ack);
     acks.set(request.commandId, { topic: ackTopic, payload: text });
@@ -180,6 +180,8 @@ function perform(state: ArmState, request: ExecutionRequest): ArmAck {
       return ok();
     case 'weld':
       return ok({ seam: typeof args.seam === 'string' ? args.seam : 'default' });
+    case 'override_limits':
+      return ok({ limits: 'lifted' });
     default:
       return failed('UNKNOWN_ACTION', `the arm has no action ${request.action}`);
   }
