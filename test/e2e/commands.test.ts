@@ -2,7 +2,7 @@
 // (Mosquitto, MQTT 5 when installed), and what the agent refuses on the way.
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { toHex } from '../../src/crypto/bytes.js';
+import { fromHex, toHex } from '../../src/crypto/bytes.js';
 import type { CborMapKey, Encodable } from '../../src/envelope/cbor.js';
 import { CLAIM } from '../../src/envelope/claims.js';
 import { sealEnvelope } from '../../src/envelope/signed-claims.js';
@@ -184,18 +184,15 @@ describe('commands over MQTT, end to end', () => {
   });
 
   it('denies a held command whose expiry comes before its quorum', async () => {
-    const { broker, site, arm } = await setup();
-    const lines: string[] = [];
-    const weld = cli(
-      ['cmd', 'send', ...brokerArgs(broker), '--key', site.keyFile('planner'), '--act', 'weld', '--res', ARM, '--lifetime', '3s', '--timeout', '10s'],
-      (line) => lines.push(line),
-    );
-    await waitUntil(() => lines.length > 0, 'the pending result');
-    const held = JSON.parse(lines[0]!);
+    const { broker, site, arm, operator } = await setup();
+    // --no-wait: the sender stops at the pending result (exit 4); the settled one still follows.
+    const sent = await cli(['cmd', 'send', ...brokerArgs(broker), '--key', site.keyFile('planner'), '--act', 'weld', '--res', ARM, '--lifetime', '3s', '--no-wait']);
+    expect(sent.code).toBe(4);
+    const held = JSON.parse(sent.stdout[0]!);
+    expect(held).toMatchObject({ decision: 'pending', reasons: ['APPROVAL_REQUIRED'] });
     expect((await cli(['approve', ...brokerArgs(broker), '--key', site.keyFile('alice'), '--command', held.command])).code).toBe(0);
-    const done = await weld;
-    expect(done.code).toBe(3);
-    expect(JSON.parse(done.stdout[1]!)).toMatchObject({ command: held.command, decision: 'deny', reasons: ['APPROVAL_EXPIRED'], outcome: 'not_executed' });
+    const [, settled] = await operator.waitResults(fromHex(held.command)!, 2);
+    expect(settled!.claims).toMatchObject({ decision: 'deny', reasons: ['APPROVAL_EXPIRED'], outcome: 'not_executed' });
     expect(arm.executed).toEqual([]);
   });
 });
