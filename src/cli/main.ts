@@ -14,10 +14,11 @@ const COMMANDS: Record<string, () => Promise<CommandGroup>> = {
   run: async () => (await import('./run.js')).runCommand,
 };
 
-function topUsage(): string {
-  const lines = Object.keys(COMMANDS)
-    .sort()
-    .map((name) => `  ${name}`);
+async function topUsage(): Promise<string> {
+  const names = Object.keys(COMMANDS).sort();
+  const groups = await Promise.all(names.map((name) => COMMANDS[name]!()));
+  const width = Math.max(...names.map((n) => n.length));
+  const lines = names.map((name, i) => `  ${name.padEnd(width)}  ${groups[i]!.summary}`);
   return [
     `ztedge ${VERSION} — zero-trust enforcement agent for edge devices`,
     '',
@@ -43,7 +44,7 @@ export const defaultIo: CliIo = {
 export async function main(argv: string[], io: CliIo = defaultIo): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    io.stdout(topUsage());
+    io.stdout(await topUsage());
     return name === undefined ? 2 : 0;
   }
   if (name === '--version' || name === 'version') {
@@ -52,7 +53,7 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
   }
   const load = COMMANDS[name];
   if (load === undefined) {
-    io.stderr(`ztedge: unknown command '${name}'\n\n${topUsage()}`);
+    io.stderr(`ztedge: unknown command '${name}'\n\n${await topUsage()}`);
     return 2;
   }
   const group = await load();
