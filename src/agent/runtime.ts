@@ -37,8 +37,9 @@ import { HttpExecutor } from './executors/http.js';
 import { MqttAckRouter, MqttExecutor } from './executors/mqtt.js';
 import type { Executor } from './executors/types.js';
 import { Metrics } from './metrics.js';
-import { RecentResults } from './recent-results.js';
+import { type FirstArrival, RecentResults } from './recent-results.js';
 import { type CommandOutcome, CommandPipeline, type FailClosedState } from './pipeline.js';
+import { GroupCommit } from './group-commit.js';
 import { openStateDb, type Database } from './state-db.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -84,6 +85,8 @@ export class Agent {
   readonly audit: SqliteAuditLog;
   private readonly logger: AgentLogger;
   private readonly db: Database;
+  /** One transaction per turn for the replay guard, audit log, rate limiter and outbox. */
+  private readonly commits: GroupCommit;
   private readonly deviceKey: PrivateKey;
   private readonly clock: TrustedClock;
   private readonly replay: ReplayGuard;
@@ -119,9 +122,10 @@ export class Agent {
     fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
     this.db = openStateDb(path.join(config.stateDir, 'state.db'));
     this.clock = new TrustedClock(this.db, now);
-    this.replay = new ReplayGuard(this.db, { clockSkewMs: config.limits.clockSkewMs });
-    this.audit = new SqliteAuditLog(this.db, { now: () => this.clock.now() });
-    this.rate = new RateLimiter(this.db);
+    this.commits = new GroupCommit(this.db);
+    this.replay = new ReplayGuard(this.db, { clockSkewMs: config.limits.clockSkewMs, commits: this.commits });
+    this.audit = new SqliteAuditLog(this.db, { now: () => this.clock.now(), commits: this.commits });
+    this.rate = new RateLimiter(this.db, { commits: this.commits });
     this.grants = new GrantStore(this.db);
     this.pending = new PendingApprovals(this.db, config.limits.maxPendingApprovals);
     this.bundles = new BundleManager({
@@ -199,8 +203,7 @@ export class Agent {
   private async startParts(): Promise<void> {
     const { config } = this;
     await this.auditSystem({ event: 'start', version: AGENT_VERSION, device: config.device.id });
-    const active = this.bundles.start();
-    if (active === null) this.logger.warn('no policy bundle is active: every command is denied until one arrives');
+    this.bundles.start();
 
     if (config.broker.url !== null) this.createMqtt(config.broker.url);
     for (const [action, spec] of Object.entries(config.executors)) {
@@ -216,6 +219,7 @@ export class Agent {
       // Looked at once now, so a bundle placed there before the start is enforced from the start.
       await this.watcher.check().catch(onError);
     }
+    if (this.bundles.current === null) this.logger.warn('no policy bundle is active: every command is denied until one arrives');
     // The API first: a port already in use stops the start before the agent appears on the broker.
     if (config.http.enabled) await this.startHttp();
     this.outbox?.start();
@@ -328,7 +332,11 @@ export class Agent {
     this.link.on('offline', () => this.logger.warn('broker connection lost; enforcing locally and reconnecting'));
     this.link.on('problem', (err) => this.logger.warn('transport problem', { code: err.code, error: err.message }));
     this.link.on('oversize', (r) => this.logger.warn('oversize message dropped', { topic: r.topic, bytes: r.payloadBytes }));
-    this.outbox = new Outbox(this.db, this.link, { maxMessages: this.config.limits.outboxMaxMessages, maxBytes: 256 * 1024 * 1024 });
+    this.outbox = new Outbox(this.db, this.link, {
+      maxMessages: this.config.limits.outboxMaxMessages,
+      maxBytes: 256 * 1024 * 1024,
+      commits: this.commits,
+    });
     this.outbox.on('problem', (err) => this.logger.warn('outbox problem', { error: err.message }));
   }
 
@@ -388,28 +396,37 @@ export class Agent {
     const digest = toHex(sha256(message.payload));
     const arrival = this.recent.arrive(digest);
     await new Promise<void>((recorded) => {
-      const answered = this.pipeline
-        .handleCommand({ bytes: message.payload, source: 'mqtt', reply, onRecorded: recorded })
-        .then(async (outcome) => {
-          if (!arrival.first && outcome.reasons[0] === 'ENVELOPE_REPLAY') {
-            const earlier = await arrival.earlier;
-            if (earlier !== null) {
-              this.metrics.inc('ztedge_command_repeats_total', 'Repeats of a command answered with its first result');
-              this.enqueueResult(earlier, reply);
-              return;
-            }
-          }
-          const result = this.signOutcome(outcome);
-          if (arrival.first) arrival.settle(result);
-          else if (outcome.reasons[0] !== 'ENVELOPE_REPLAY') this.recent.update(digest, result);
-          this.enqueueResult(result, reply);
+      const handled = this.pipeline
+        .handleCommand({
+          bytes: message.payload,
+          source: 'mqtt',
+          reply,
+          onRecorded: recorded,
+          // Called in the turn the execution record is queued: the result joins its commit.
+          onOutcome: (outcome) => this.answer(outcome, digest, arrival, reply),
         })
         .catch((err: unknown) => {
           if (arrival.first) arrival.settle(null);
           throw err;
         });
-      this.track(answered, 'command handling failed');
+      this.track(handled, 'command handling failed');
     });
+  }
+
+  /** Sends a command's result; a repeat of bytes already answered gets the first answer again. */
+  private answer(outcome: CommandOutcome, digest: string, arrival: FirstArrival, reply: ReplyRoute): void {
+    if (!arrival.first && outcome.reasons[0] === 'ENVELOPE_REPLAY') {
+      const repeated = arrival.earlier.then((earlier) => {
+        if (earlier !== null) this.metrics.inc('ztedge_command_repeats_total', 'Repeats of a command answered with its first result');
+        this.enqueueResult(earlier ?? this.signOutcome(outcome), reply);
+      });
+      this.track(repeated, 'answering a repeated command failed');
+      return;
+    }
+    const result = this.signOutcome(outcome);
+    if (arrival.first) arrival.settle(result);
+    else this.recent.update(digest, result);
+    this.enqueueResult(result, reply);
   }
 
   /** A held command was approved, rejected or expired: its settled result goes where the first one went. */
@@ -445,19 +462,18 @@ export class Agent {
     });
   }
 
+  /** Results join the group commit (with the execution record when queued in its turn). */
   private enqueueResult(result: Uint8Array, route: ReplyRoute): void {
     if (this.outbox === null) return;
-    try {
-      this.outbox.enqueue({
+    this.outbox
+      .enqueueGrouped({
         topic: route.topic,
         payload: result,
         qos: 1,
         critical: true,
         ...(route.correlation === undefined ? {} : { correlationData: Buffer.from(route.correlation, 'hex') }),
-      });
-    } catch (err) {
-      this.logger.warn('result could not be queued', { error: (err as Error).message });
-    }
+      })
+      .catch((err: unknown) => this.logger.warn('result could not be queued', { error: (err as Error).message }));
   }
 
   private publishStatus(): void {
