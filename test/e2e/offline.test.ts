@@ -6,7 +6,7 @@ import { verifyResult } from '../../src/envelope/result.js';
 import { startBroker } from '../support/broker.js';
 import { runCleanups, waitUntil } from '../support/wait.js';
 import { CELL_POLICIES } from '../agent/fixture.js';
-import { DEVICE, GRIP_POLICY, Operator, type RunningAgent, command, makeSite, startAgent, startArm } from './support.js';
+import { ARM, DEVICE, GRIP_POLICY, Operator, brokerArgs, cli, type RunningAgent, command, makeSite, startAgent, startArm } from './support.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(() => runCleanups(cleanups));
@@ -31,6 +31,11 @@ describe('an agent without its broker', () => {
       const res = await fetch(`${base}/v1/decide`, { method: 'POST', headers: { 'content-type': type }, body: envelope });
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
     };
+
+    // A sender cannot reach the broker either: it says so once its timeout has passed.
+    const unreachable = await cli(['cmd', 'send', ...brokerArgs(broker), '--key', site.keyFile('planner'), '--act', 'grip', '--res', ARM, '--timeout', '1s']);
+    expect(unreachable.code).toBe(1);
+    expect(unreachable.stderr.join('\n')).toMatch(/^LINK_OFFLINE: could not reach the broker at mqtt:\/\/127\.0\.0\.1:\d+ within 1000 ms/);
 
     expect(await (await fetch(`${base}/healthz`)).json()).toEqual({ status: 'ok' });
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
@@ -66,14 +71,20 @@ describe('an agent without its broker', () => {
     const grip = await peer.send(command(site.keys.planner, 'grip'));
     expect(await peer.result(grip)).toMatchObject({ decision: 'allow', outcome: 'executed' });
 
-    // A command published while the agent is away waits at the broker, in its session, past its expiry.
+    // Commands published while the agent is away wait at the broker, in its session: the sender
+    // gives up on its result, the command is still carried out when the agent is back...
     await running.stop();
+    const late = await cli(['cmd', 'send', ...brokerArgs(broker), '--key', site.keyFile('planner'), '--act', 'release', '--res', ARM, '--timeout', '1s']);
+    expect(late.code).toBe(1);
+    expect(late.stderr.join('\n')).toMatch(/^RESULT_TIMEOUT: no result for command [0-9a-f]{64} in time/);
+    // ...unless it expired on the way.
     const stale = command(site.keys.planner, 'grip', {}, { lifetimeMs: 1000 });
     const staleDigest = await peer.send(stale);
     const expiresAt = (Math.floor(Date.now() / 1000) + 1) * 1000 + 1000;
     await waitUntil(() => Date.now() > expiresAt + 200, 'the command to expire', 5_000);
     running = await startAgent(config);
     expect(await peer.result(staleDigest)).toMatchObject({ decision: 'deny', reasons: ['ENVELOPE_EXPIRED'], outcome: 'rejected' });
-    expect(arm.executed).toHaveLength(1);
+    await waitUntil(() => arm.executed.length === 2, 'the late command carried out');
+    expect(arm.executed.map((r) => r.action)).toEqual(['grip', 'release']);
   });
 });
