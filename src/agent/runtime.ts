@@ -31,7 +31,7 @@ import { MqttLink, type InboundMessage } from '../transport/mqtt-link.js';
 import { Outbox } from '../transport/outbox.js';
 import { deviceTopics, type DeviceTopics } from '../transport/topics.js';
 import { createApi } from '../api/app.js';
-import type { AgentConfig, Posture } from './config.js';
+import { type AgentConfig, ConfigError, type Posture } from './config.js';
 import { ExecExecutor } from './executors/exec.js';
 import { HttpExecutor } from './executors/http.js';
 import { MqttAckRouter, MqttExecutor } from './executors/mqtt.js';
@@ -269,7 +269,8 @@ export class Agent {
   /**
    * Stops taking work (the API closes; new commands, approvals and bundles are left with the
    * broker for the next start), lets commands in progress finish (at most `drainMs`), then sends
-   * what it can, says offline and closes the state database.
+   * what it can, says offline and closes the state database. An agent runs once: to run again,
+   * construct a new one on the same configuration.
    */
   async stop(drainMs = DEFAULT_DRAIN_MS): Promise<void> {
     if (!this.started || this.stopping) return;
@@ -287,7 +288,7 @@ export class Agent {
     await this.auditSystem({ event: 'stop' }).catch(() => undefined);
     await this.outbox?.close();
     await this.link?.close();
-    this.rate.flush();
+    this.commits.flush(); // writes still queued (e.g. deletes of messages acknowledged just now)
     this.clock.persist();
     this.db.close();
     this.started = false;
@@ -311,7 +312,7 @@ export class Agent {
 
   private createMqtt(url: string): void {
     const { broker } = this.config;
-    const password = broker.passwordFile === undefined ? undefined : fs.readFileSync(broker.passwordFile, 'utf8').trim();
+    const password = broker.passwordFile === undefined ? undefined : readPasswordFile(broker.passwordFile);
     const offline = Buffer.from(JSON.stringify({ state: 'offline', device: this.config.device.id }));
     this.link = new MqttLink({
       url,
@@ -525,6 +526,14 @@ export class Agent {
     );
     this.inFlight.add(tracked);
     void tracked.finally(() => this.inFlight.delete(tracked));
+  }
+}
+
+function readPasswordFile(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError([{ option: 'broker.passwordFile', message: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
   }
 }
 

@@ -36,7 +36,7 @@ export const runCommand: CommandGroup = {
     } catch (err) {
       signals.dispose();
       io.stderr(`${codeOf(err)}: agent failed to start: ${(err as Error).message}`);
-      return 1;
+      return err instanceof ConfigError ? 2 : 1;
     }
     const signal = await signals.first;
     try {
