@@ -63,6 +63,8 @@ export async function startSimArm(options: SimArmOptions): Promise<SimArm> {
   const state: ArmState = { position: { x: 0, y: 0, z: 0 }, gripper: 'open', estop: false };
   const counters = { duplicates: 0, malformed: 0 };
   const client = await connect(options.url, options.clientId ?? `sim-arm-${randomBytes(4).toString('hex')}`);
+  noDelay(client);
+  client.on('connect', () => noDelay(client));
   const execPrefix = `${options.prefix}exec/`;
   // One motion at a time, in arrival order, like a single controller.
   let queue = Promise.resolve();
@@ -126,6 +128,11 @@ async function connect(url: string, clientId: string): Promise<MqttClient> {
     if (!/unsupported protocol|unacceptable protocol/i.test(String((err as Error).message))) throw err;
     return await mqtt.connectAsync(url, { ...base, protocolVersion: 4 });
   }
+}
+
+/** Acks go out at once, not held back by Nagle's algorithm until the broker's TCP ack. */
+function noDelay(client: MqttClient): void {
+  (client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
 }
 
 function parseRequest(payload: Buffer, action: string): ExecutionRequest | null {
