@@ -1,5 +1,6 @@
 // Cedar authorization: deny unless some permit is satisfied and no forbid is. A policy whose
 // condition fails to evaluate is skipped and reported. Reasons and errors come in policy order.
+import { evalEnv } from './compile-expr.js';
 import type { EvalEnv } from './compile-expr.js';
 import type { CompiledPolicy } from './compile.js';
 import type { Entities } from './entities.js';
@@ -66,6 +67,22 @@ function evaluateAll(policies: readonly CompiledPolicy[] | undefined, env: EvalE
   }
 }
 
+/** Evaluates the policies filed under `uid` or under any of its `ancestors`. */
+function evaluateGroups(
+  byGroup: ReadonlyMap<string, readonly CompiledPolicy[]>,
+  uid: EntityUid,
+  ancestors: ReadonlySet<string>,
+  env: EvalEnv,
+): void {
+  if (byGroup.size === 0) return;
+  evaluateAll(byGroup.get(uid.key), env, true);
+  if (ancestors.size <= byGroup.size) {
+    for (const key of ancestors) evaluateAll(byGroup.get(key), env, true);
+  } else {
+    for (const [key, policies] of byGroup) if (ancestors.has(key)) evaluateAll(policies, env, true);
+  }
+}
+
 const byPosition = (a: CompiledPolicy, b: CompiledPolicy): number => a.position - b.position;
 
 /** Builds the decision from the scratch lists (in policy order) and clears them. */
@@ -101,23 +118,15 @@ function policyError(p: CompiledPolicy, e: unknown): PolicyError {
   return p.name === undefined ? { policyId: p.id, code, message } : { policyId: p.id, policyName: p.name, code, message };
 }
 
-function envOf(entities: Entities, request: AuthzRequest): EvalEnv {
-  return {
-    principal: request.principal,
-    action: request.action,
-    resource: request.resource,
-    context: request.context,
-    entities,
-  };
-}
-
 /** Cedar's authorization decision, evaluating only the policies the index selects. */
 export function isAuthorized(policies: PolicySet, entities: Entities, request: AuthzRequest): Decision {
-  const env = envOf(entities, request);
+  const env = evalEnv(entities, request);
   const candidates = policies.candidatesFor(entities, request.action);
   resetScratch();
   evaluateAll(candidates.byPrincipal.get(request.principal.key), env, true);
   evaluateAll(candidates.byResource.get(request.resource.key), env, true);
+  evaluateGroups(candidates.byPrincipalGroup, request.principal, env.principalAncestors, env);
+  evaluateGroups(candidates.byResourceGroup, request.resource, env.resourceAncestors, env);
   evaluateAll(candidates.rest, env, true);
   return decide();
 }
@@ -125,6 +134,6 @@ export function isAuthorized(policies: PolicySet, entities: Entities, request: A
 /** The same decision evaluating every policy in order, without the index: the reference. */
 export function isAuthorizedUnindexed(policies: PolicySet, entities: Entities, request: AuthzRequest): Decision {
   resetScratch();
-  evaluateAll(policies.policies, envOf(entities, request), false);
+  evaluateAll(policies.policies, evalEnv(entities, request), false);
   return decide();
 }

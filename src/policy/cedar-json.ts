@@ -41,13 +41,28 @@ export interface CedarJsonOptions {
 const RESERVED = new Set(['true', 'false', 'if', 'then', 'else', 'in', 'is', 'like', 'has', '__cedar']);
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-/** A normalized Cedar entity type name: `Ident(::Ident)*`, no reserved words, no spaces. */
-export function isEntityTypeName(name: string): boolean {
-  if (name.length === 0 || name.length > 1024) return false;
+// Type names repeat across entities and requests: remember verdicts, within a bound.
+const typeNameVerdicts = new Map<string, boolean>();
+const MAX_REMEMBERED_TYPE_NAMES = 4096;
+const MAX_TYPE_NAME_LENGTH = 1024;
+
+function checkTypeName(name: string): boolean {
   for (const part of name.split('::')) {
     if (!IDENT.test(part) || RESERVED.has(part)) return false;
   }
   return true;
+}
+
+/** A normalized Cedar entity type name: `Ident(::Ident)*`, no reserved words, no spaces. */
+export function isEntityTypeName(name: string): boolean {
+  if (name.length === 0 || name.length > MAX_TYPE_NAME_LENGTH) return false;
+  let verdict = typeNameVerdicts.get(name);
+  if (verdict === undefined) {
+    verdict = checkTypeName(name);
+    if (typeNameVerdicts.size >= MAX_REMEMBERED_TYPE_NAMES) typeNameVerdicts.clear();
+    typeNameVerdicts.set(name, verdict);
+  }
+  return verdict;
 }
 
 export function isJsonObject(v: JsonValue): v is JsonObject {

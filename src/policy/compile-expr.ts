@@ -4,7 +4,7 @@
 // Cedar: && / || / if short-circuit and demand booleans, == never fails, Long arithmetic is
 // checked i64, and every failure is an EvalError with a stable code.
 import type { EntityUidLit, Expr, Loc, MethodCall, VarName } from './ast.js';
-import type { Entities } from './entities.js';
+import type { Entities, Entity } from './entities.js';
 import { PolicyParseError } from './errors.js';
 import type { ParseErrorCode } from './errors.js';
 import { EvalError, typeError } from './eval-error.js';
@@ -29,6 +29,33 @@ export interface EvalEnv {
   readonly resource: EntityUid;
   readonly context: CedarRecord;
   readonly entities: Entities;
+  /** The principal's and resource's store entries and ancestry, looked up once per request. */
+  readonly principalEntity: Entity | undefined;
+  readonly resourceEntity: Entity | undefined;
+  readonly principalAncestors: ReadonlySet<string>;
+  readonly resourceAncestors: ReadonlySet<string>;
+}
+
+const NO_ANCESTORS: ReadonlySet<string> = new Set();
+
+/** The environment for one request against one entity store. */
+export function evalEnv(
+  entities: Entities,
+  request: { principal: EntityUid; action: EntityUid; resource: EntityUid; context: CedarRecord },
+): EvalEnv {
+  const principalEntity = entities.get(request.principal);
+  const resourceEntity = entities.get(request.resource);
+  return {
+    principal: request.principal,
+    action: request.action,
+    resource: request.resource,
+    context: request.context,
+    entities,
+    principalEntity,
+    resourceEntity,
+    principalAncestors: principalEntity?.ancestors ?? NO_ANCESTORS,
+    resourceAncestors: resourceEntity?.ancestors ?? NO_ANCESTORS,
+  };
 }
 
 export type Evaluator = (env: EvalEnv) => Value;
@@ -370,13 +397,20 @@ function compileExpr(e: Expr): Compiled {
     case 'binary':
       return compileBinary(e);
     case 'has': {
-      const t = compileExpr(e.target).ev;
       const attr = e.attr;
+      const target = e.target;
+      if (target.kind === 'var' && (target.name === 'principal' || target.name === 'resource')) {
+        const slot = target.name === 'principal' ? 'principalEntity' : 'resourceEntity';
+        return { ev: (env) => env[slot]?.attrs.has(attr) ?? false };
+      }
+      const t = compileExpr(target).ev;
       return { ev: (env) => hasAttr(env, t(env), attr) };
     }
     case 'getAttr': {
       const attr = e.attr;
-      if (e.target.kind === 'var' && e.target.name === 'context') {
+      const target = e.target;
+      // Direct reads of the request's own attributes skip the generic dispatch and store lookup.
+      if (target.kind === 'var' && target.name === 'context') {
         return {
           ev: (env) => {
             const v = env.context.get(attr);
@@ -385,7 +419,22 @@ function compileExpr(e: Expr): Compiled {
           },
         };
       }
-      const t = compileExpr(e.target).ev;
+      if (target.kind === 'var' && (target.name === 'principal' || target.name === 'resource')) {
+        const [slot, entitySlot] =
+          target.name === 'principal' ? (['principal', 'principalEntity'] as const) : (['resource', 'resourceEntity'] as const);
+        return {
+          ev: (env) => {
+            const entity = env[entitySlot];
+            if (entity === undefined) throw new EvalError('EVAL_ENTITY_NOT_FOUND', `entity ${env[slot].key} does not exist`);
+            const v = entity.attrs.get(attr);
+            if (v === undefined) {
+              throw new EvalError('EVAL_MISSING_ATTR', `${env[slot].key} does not have the attribute ${JSON.stringify(attr)}`);
+            }
+            return v;
+          },
+        };
+      }
+      const t = compileExpr(target).ev;
       return { ev: (env) => getAttr(env, t(env), attr) };
     }
     case 'like': {

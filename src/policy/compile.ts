@@ -24,6 +24,7 @@ const TYPE = 1;
 const HIERARCHY = 2;
 
 function compileScope(c: ScopeConstraint, slot: 'principal' | 'resource'): RankedTest | undefined {
+  const ancestors = slot === 'principal' ? 'principalAncestors' : 'resourceAncestors';
   switch (c.op) {
     case 'any':
       return undefined;
@@ -32,19 +33,16 @@ function compileScope(c: ScopeConstraint, slot: 'principal' | 'resource'): Ranke
       return { cost: EXACT, test: (env) => env[slot].key === key };
     }
     case 'in': {
-      const group = uidOf(c.entity);
-      return { cost: HIERARCHY, test: (env) => env.entities.isIn(env[slot], group) };
+      const group = uidOf(c.entity).key;
+      return { cost: HIERARCHY, test: (env) => env[slot].key === group || env[ancestors].has(group) };
     }
     case 'is': {
       const type = c.entityType;
       if (c.in === undefined) return { cost: TYPE, test: (env) => env[slot].type === type };
-      const group = uidOf(c.in);
+      const group = uidOf(c.in).key;
       return {
         cost: HIERARCHY,
-        test: (env) => {
-          const uid = env[slot];
-          return uid.type === type && env.entities.isIn(uid, group);
-        },
+        test: (env) => env[slot].type === type && (env[slot].key === group || env[ancestors].has(group)),
       };
     }
   }

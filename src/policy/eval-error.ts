@@ -17,7 +17,12 @@ export class EvalError extends Error {
   readonly code: EvalErrorCode;
 
   constructor(code: EvalErrorCode, message: string) {
+    // A policy's evaluation error is data about the policy, not a defect to trace: skipping the
+    // stack capture keeps an erroring policy as cheap as a false one.
+    const stackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(message);
+    Error.stackTraceLimit = stackTraceLimit;
     this.code = code;
   }
 }

@@ -34,7 +34,7 @@ export type { RequestErrorCode, RequestOptions } from './request.js';
 
 export { EvalError } from './eval-error.js';
 export type { EvalErrorCode } from './eval-error.js';
-export { compileExpression } from './compile-expr.js';
+export { compileExpression, evalEnv } from './compile-expr.js';
 export type { EvalEnv, Evaluator } from './compile-expr.js';
 export { compilePolicy } from './compile.js';
 export type { CompiledPolicy, ScopeTest } from './compile.js';

@@ -70,10 +70,12 @@ export const DEFAULT_JSON_LIMITS: Required<JsonLimits> = {
 // Integers up to this many characters (sign included) become bigint directly; longer ones are
 // certainly outside i64 and stay text, so a megabyte of digits never reaches BigInt().
 const MAX_INTEGER_CHARS = 21;
+const SURROGATE = /[\uD800-\uDFFF]/;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 export function hasLoneSurrogate(s: string): boolean {
-  return LONE_SURROGATE.test(s);
+  // The plain scan is much cheaper than the lookaround one, and most strings have no surrogates.
+  return SURROGATE.test(s) && LONE_SURROGATE.test(s);
 }
 
 class Reader {

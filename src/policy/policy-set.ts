@@ -1,9 +1,9 @@
 // A compiled, indexed policy set. Policies are compiled once here. The index narrows a request
 // to the policies whose scope could match it: first by action (exact uid, or a group the
-// request's action is in, or "any action"), then by a `principal ==` or `resource ==`
-// constraint. A policy is never dropped by the index unless its scope cannot match, and the
+// request's action is in, or "any action"), then by one anchor from the principal or resource
+// constraint (`==` an entity, or `in` a group the request entity must be or descend from). A policy is never dropped by the index unless its scope cannot match, and the
 // action candidates are exact, so their action constraint need not be tested again.
-import type { EntityUidLit, PolicyAst } from './ast.js';
+import type { EntityUidLit, PolicyAst, ScopeConstraint } from './ast.js';
 import { compilePolicy } from './compile.js';
 import type { CompiledPolicy } from './compile.js';
 import type { Entities } from './entities.js';
@@ -20,14 +20,26 @@ export class PolicySetError extends Error {
   }
 }
 
-/** The policies a request with a given action must evaluate, split by the other two scopes. */
+/**
+ * The policies a request with a given action must evaluate, each filed under exactly one
+ * anchor taken from its scope, so a request visits only the buckets its entities can reach.
+ */
 export interface ActionCandidates {
   /** Policies with `principal == P`, by P's key. */
   readonly byPrincipal: ReadonlyMap<string, readonly CompiledPolicy[]>;
-  /** Policies with no `principal ==` but `resource == R`, by R's key. */
+  /** Policies with `resource == R` (and no `principal ==`), by R's key. */
   readonly byResource: ReadonlyMap<string, readonly CompiledPolicy[]>;
+  /** Policies with `principal in G` or `principal is T in G` (and no `==`), by G's key. */
+  readonly byPrincipalGroup: ReadonlyMap<string, readonly CompiledPolicy[]>;
+  /** Policies with `resource in G` or `resource is T in G` (and no `==`), by G's key. */
+  readonly byResourceGroup: ReadonlyMap<string, readonly CompiledPolicy[]>;
   /** Every other candidate. */
   readonly rest: readonly CompiledPolicy[];
+}
+
+/** The group a `principal`/`resource` scope requires membership of, if any. */
+function groupOf(scope: ScopeConstraint): EntityUidLit | undefined {
+  return scope.op === 'in' ? scope.entity : scope.op === 'is' ? scope.in : undefined;
 }
 
 // Request actions come from outside: cap the per-store memo so unknown actions cannot grow it.
@@ -133,15 +145,32 @@ export class PolicySet {
     for (const key of [action.key, ...ancestors]) {
       for (const p of this.#byActionIn.get(key) ?? []) chosen.add(p);
     }
+    const sorted = [...chosen].sort((a, b) => a.position - b.position);
+    // With a group on both sides, file the policy under the group shared by fewer policies.
+    const principalGroupSizes = new Map<string, number>();
+    const resourceGroupSizes = new Map<string, number>();
+    for (const p of sorted) {
+      const pg = groupOf(p.ast.principal);
+      const rg = groupOf(p.ast.resource);
+      if (pg) principalGroupSizes.set(keyOf(pg), (principalGroupSizes.get(keyOf(pg)) ?? 0) + 1);
+      if (rg) resourceGroupSizes.set(keyOf(rg), (resourceGroupSizes.get(keyOf(rg)) ?? 0) + 1);
+    }
     const byPrincipal = new Map<string, CompiledPolicy[]>();
     const byResource = new Map<string, CompiledPolicy[]>();
+    const byPrincipalGroup = new Map<string, CompiledPolicy[]>();
+    const byResourceGroup = new Map<string, CompiledPolicy[]>();
     const rest: CompiledPolicy[] = [];
-    for (const p of [...chosen].sort((a, b) => a.position - b.position)) {
+    for (const p of sorted) {
       const { principal, resource } = p.ast;
+      const pg = groupOf(principal);
+      const rg = groupOf(resource);
       if (principal.op === '==') push(byPrincipal, keyOf(principal.entity), p);
       else if (resource.op === '==') push(byResource, keyOf(resource.entity), p);
+      else if (pg && (!rg || principalGroupSizes.get(keyOf(pg))! <= resourceGroupSizes.get(keyOf(rg))!)) {
+        push(byPrincipalGroup, keyOf(pg), p);
+      } else if (rg) push(byResourceGroup, keyOf(rg), p);
       else rest.push(p);
     }
-    return { byPrincipal, byResource, rest };
+    return { byPrincipal, byResource, byPrincipalGroup, byResourceGroup, rest };
   }
 }

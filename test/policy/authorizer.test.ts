@@ -83,13 +83,20 @@ describe('decisions', () => {
   });
 
   it('lists reasons in policy order across the index buckets', () => {
-    // policy0 is in the "rest" bucket, policy1 under its resource, policy2 under its principal.
+    // Filed under: rest, the resource, the principal, the principal, the resource's group,
+    // the principal's group, the principal itself as a group, the resource's group.
     const text = `
       permit(principal, action, resource);
       permit(principal, action, resource == Robot::Arm::"a1");
       permit(principal == User::"alice", action, resource);
-      permit(principal == User::"alice", action, resource == Robot::Arm::"a1");`;
-    expect(decide(text, request('alice', 'read')).reasons).toEqual(['policy0', 'policy1', 'policy2', 'policy3']);
+      permit(principal == User::"alice", action, resource == Robot::Arm::"a1");
+      permit(principal, action, resource in Robot::Cell::"c1");
+      permit(principal in Group::"ops", action, resource);
+      permit(principal is User in User::"alice", action, resource is Robot::Arm);
+      permit(principal in Group::"ops", action, resource is Robot::Arm in Robot::Cell::"c1");`;
+    const all = Array.from({ length: 8 }, (_, i) => `policy${i}`);
+    expect(decide(text, request('alice', 'read')).reasons).toEqual(all);
+    expect(decide(text, request('bob', 'read')).reasons).toEqual(['policy0', 'policy1', 'policy4']);
   });
 
   it('matches action groups through the action hierarchy, and == exactly', () => {

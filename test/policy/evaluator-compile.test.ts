@@ -8,6 +8,7 @@ import {
   PolicyParseError,
   compileExpression,
   compilePolicy,
+  evalEnv,
   parseExpression,
   parsePolicies,
 } from '../../src/policy/index.js';
@@ -55,13 +56,12 @@ describe('calls the compiler refuses', () => {
 describe('constants', () => {
   it('fail at every evaluation, not at compile time, when their construction fails', () => {
     const ev = compileExpression(parseExpression('decimal("x") == decimal("1.0")'));
-    const env: EvalEnv = {
+    const env = evalEnv(Entities.empty(), {
       principal: new EntityUid('User', 'a'),
       action: new EntityUid('Action', 'a'),
       resource: new EntityUid('Doc', 'a'),
       context: CedarRecord.EMPTY,
-      entities: Entities.empty(),
-    };
+    });
     expect(() => ev(env)).toThrow(expect.objectContaining({ code: 'EVAL_EXTENSION' }));
     expect(() => ev(env)).toThrow(expect.objectContaining({ code: 'EVAL_EXTENSION' }));
   });
@@ -124,13 +124,8 @@ describe('a compiled policy', () => {
       { uid: { type: 'Action', id: 'write' }, attrs: {}, parents: [{ type: 'Action', id: 'edit' }] },
       { uid: { type: 'Doc', id: 'd' }, attrs: {}, parents: [{ type: 'Folder', id: 'f' }] },
     ]);
-    const env = (principal: EntityUid, action: EntityUid, resource: EntityUid): EvalEnv => ({
-      principal,
-      action,
-      resource,
-      context: CedarRecord.EMPTY,
-      entities,
-    });
+    const env = (principal: EntityUid, action: EntityUid, resource: EntityUid): EvalEnv =>
+      evalEnv(entities, { principal, action, resource, context: CedarRecord.EMPTY });
     const a = new EntityUid('User', 'a');
     const b = new EntityUid('User', 'b');
     const write = new EntityUid('Action', 'write');

@@ -1,6 +1,6 @@
 // Extension functions and methods inside policies: results, type checks, bad literals, arity.
 import { describe, expect, it } from 'vitest';
-import { Datetime, Decimal, Duration, IpAddr, compileExpression } from '../../src/policy/index.js';
+import { Datetime, Decimal, Duration, IpAddr, compileExpression, evalEnv } from '../../src/policy/index.js';
 import type { Expr, Loc } from '../../src/policy/index.js';
 import { Entities, EntityUid, CedarRecord, EvalError } from '../../src/policy/index.js';
 import { evalError, expectError, expectValue } from './evaluator-harness.js';
@@ -87,13 +87,12 @@ describe('datetime and duration', () => {
 describe('extension calls built outside the parser', () => {
   const loc: Loc = { source: 't', line: 1, column: 1, offset: 0, length: 1 };
   const str = (value: string): Expr => ({ kind: 'string', value, loc });
-  const env = {
+  const env = evalEnv(Entities.empty(), {
     principal: new EntityUid('User', 'a'),
     action: new EntityUid('Action', 'a'),
     resource: new EntityUid('Doc', 'a'),
     context: CedarRecord.EMPTY,
-    entities: Entities.empty(),
-  };
+  });
   const run = (e: Expr) => compileExpression(e)(env);
 
   it('check the argument count when evaluated, as Cedar does', () => {

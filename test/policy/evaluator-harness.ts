@@ -1,6 +1,6 @@
 // Evaluates one Cedar expression against a small request and entity store, for evaluator tests.
 import { expect } from 'vitest';
-import { compileExpression, parseExpression } from '../../src/policy/index.js';
+import { compileExpression, evalEnv, parseExpression } from '../../src/policy/index.js';
 import { CedarRecord, Entities, EntityUid, EvalError, requestFromJson, valueKey } from '../../src/policy/index.js';
 import type { EvalErrorCode, Value } from '../../src/policy/index.js';
 
@@ -17,13 +17,14 @@ export function evaluate(text: string, s: Scenario = {}): Value {
   const context = s.context
     ? requestFromJson({ principal: { type: 'User', id: 'x' }, action: { type: 'Action', id: 'x' }, resource: { type: 'Doc', id: 'x' }, context: s.context }).context
     : CedarRecord.EMPTY;
-  return compileExpression(parseExpression(text))({
-    principal: s.principal ?? new EntityUid('User', 'alice'),
-    action: s.action ?? new EntityUid('Action', 'view'),
-    resource: s.resource ?? new EntityUid('Doc', 'd1'),
-    context,
-    entities: s.entities ?? Entities.empty(),
-  });
+  return compileExpression(parseExpression(text))(
+    evalEnv(s.entities ?? Entities.empty(), {
+      principal: s.principal ?? new EntityUid('User', 'alice'),
+      action: s.action ?? new EntityUid('Action', 'view'),
+      resource: s.resource ?? new EntityUid('Doc', 'd1'),
+      context,
+    }),
+  );
 }
 
 /** The evaluation error `text` raises; fails the test when it evaluates or throws anything else. */

@@ -218,6 +218,19 @@ describe('has and attribute access', () => {
     expectError('[1] has a', 'EVAL_TYPE');
     expect(evalError('User::"ghost".name', withStore).message).toContain('User::"ghost"');
   });
+
+  it('reads the request principal and resource the same way', () => {
+    const ghost = { ...withStore, principal: uid('User', 'ghost'), resource: uid('Doc', 'ghost') };
+    expectValue('principal.name', 'Alice', withStore);
+    expectValue('principal has name', true, withStore);
+    expectValue('resource has name', false, withStore);
+    expectValue('principal has name', false, ghost);
+    expectValue('resource has size', false, ghost);
+    expectError('principal.name', 'EVAL_ENTITY_NOT_FOUND', ghost);
+    expectError('resource.size', 'EVAL_ENTITY_NOT_FOUND', ghost);
+    expectError('resource.name', 'EVAL_MISSING_ATTR', withStore);
+    expect(evalError('principal.name', ghost).message).toContain('User::"ghost"');
+  });
 });
 
 describe('like', () => {
