@@ -262,8 +262,4 @@ export class Entities {
   ancestorsOf(uid: EntityUid): ReadonlySet<string> {
     return this.#byKey.get(uid.key)?.ancestors ?? NO_ANCESTORS;
   }
-
-  values(): IterableIterator<Entity> {
-    return this.#byKey.values();
-  }
 }
