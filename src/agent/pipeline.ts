@@ -6,7 +6,7 @@
 // Commands are handled concurrently. Everything a command writes before it may act — its
 // replay entry, rate events, decision record — is queued synchronously in one turn, so it
 // lands in one group commit (shared with the other commands of that turn) and the command
-// waits for a single fsync before executing.
+// waits for a single WAL flush before executing.
 //
 // I/O is injected: the bundle in force, the replay guard, trusted clock, audit sink, SQLite
 // stores and executors. Replies (signed results) are the caller's job: this module returns what

@@ -2,8 +2,8 @@
 //
 // Appends join the state database's group commit (agent/group-commit.ts): everything written in
 // the same turn of the event loop — audit records, replay entries, outbox messages — shares one
-// transaction and one fsync (synchronous=FULL). append() resolves only after that transaction
-// commits: the caller executes an action only after its record is durable. UPDATE is refused by
+// transaction and one WAL flush. append() resolves only once that transaction is durable: the
+// caller executes an action only after its record is on disk. UPDATE is refused by
 // a trigger; DELETE only below the synced watermark (pruning after the collector has
 // acknowledged).
 import type { Database, Statement } from 'better-sqlite3';

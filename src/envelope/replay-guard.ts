@@ -4,13 +4,12 @@
 // Keyed on signed claims, never on signature bytes: an ECDSA signature can be re-encoded into a
 // different valid signature over the same payload.
 //
-// Durability: an accepted entry must be committed (synchronous = FULL) before the command may act,
-// or a crash after the action could forget the entry and let the command run again after reboot.
-// Two ways to get there:
+// Durability: an accepted entry must be durable before the command may act, or a crash after the
+// action could forget the entry and let the command run again after reboot. Two ways to get there:
 // - reserve() checks now, against the table and the entries reserved but not yet committed, and
 //   queues the insert on the state database's group commit (agent/group-commit.ts); its promise
-//   resolves once committed. The command path uses this: the entry shares one fsync with the
-//   decision's audit record and with every other command of the same turn.
+//   resolves once durable. The command path uses this: the entry shares one transaction and one
+//   WAL flush with the decision's audit record and with every other command of the same turn.
 // - checkAndRecord() commits its own transaction before returning: one WAL fsync per entry
 //   (bench/store.bench.ts: ~0.2 ms on fast storage, ~4 ms on a slow virtual disk). Run inside an
 //   outer db.transaction() it becomes a savepoint of that transaction.

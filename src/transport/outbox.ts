@@ -16,7 +16,7 @@
 // Writes can join the state database's group commit (agent/group-commit.ts): enqueueGrouped()
 // stores a message in the same transaction as everything else written in that turn (a command
 // result rides with its execution audit record), and deletes of acknowledged messages always
-// do, so a steady stream of results costs no fsync of its own.
+// do, so a steady stream of results costs no transaction or fsync of its own.
 import { EventEmitter } from 'node:events';
 import { GroupCommit } from '../agent/group-commit.js';
 import { migrate, type Database } from '../agent/state-db.js';
@@ -214,10 +214,12 @@ export class Outbox extends EventEmitter<OutboxEvents> {
 
   /**
    * Like enqueue(), but the message is stored by the next group commit, with whatever else is
-   * written in this turn: resolves with its id once committed (it is sent only then). Refusals
-   * (OUTBOX_FULL, OUTBOX_MESSAGE_INVALID, OUTBOX_CLOSED) reject at once; a failed commit rejects
-   * with GroupCommitError. Space is reserved when called and counted like enqueue()'s; a retained
-   * message's superseded predecessors free their space once the commit is done.
+   * written in this turn: resolves with its id once durable. It is sent as soon as it is
+   * committed; a crash before the WAL flush can lose it only together with what was written with
+   * it (for a result: its execution record). Refusals (OUTBOX_FULL, OUTBOX_MESSAGE_INVALID,
+   * OUTBOX_CLOSED) reject at once; a failed commit rejects with GroupCommitError. Space is
+   * reserved when called and counted like enqueue()'s; a retained message's superseded
+   * predecessors free their space once the commit is done.
    */
   enqueueGrouped(message: OutboxMessage): Promise<number> {
     let size: number;
@@ -392,7 +394,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     this.inFlight.set(row.id, settled);
   }
 
-  /** PUBACKs are deleted through the group commit: those of one turn cost one fsync together. */
+  /** PUBACKs are deleted through the group commit, with whatever else is written in that turn. */
   private onAcknowledged(row: Row): void {
     if (this.closed) return;
     this.commits

@@ -30,17 +30,30 @@ function withTable(db: Database) {
   return db.prepare<[number]>('INSERT INTO item (n) VALUES (?)');
 }
 
+/** A WAL flusher the test completes by hand; flushNow() is counted. */
+function manualFlush() {
+  const calls: Array<{ done: () => void; fail: (err: Error) => void }> = [];
+  let now = 0;
+  const flusher = {
+    flush: () => new Promise<void>((done, fail) => calls.push({ done, fail })),
+    flushNow: () => void now++,
+  };
+  return { calls, flusher, flushedNow: () => now };
+}
+
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+
 describe('GroupCommit', () => {
-  it('commits the writes of one turn in one transaction and resolves each caller only once they are durable', async () => {
+  it('commits the writes of one turn in one transaction, and resolves each caller only after the WAL flush', async () => {
     const db = open();
     const insert = withTable(db);
-    const commits = new GroupCommit(db);
-    // Another connection sees only committed data: what it counts is what a crash would keep.
+    const flush = manualFlush();
+    const commits = new GroupCommit(db, { flusher: flush.flusher });
     const reader = open();
     const countCommitted = () => (reader.prepare('SELECT count(*) AS n FROM item').get() as { n: number }).n;
 
-    const committedAtResolve: number[] = [];
-    const results = await Promise.all(
+    const resolved: number[] = [];
+    const all = Promise.all(
       Array.from({ length: 25 }, (_, i) =>
         commits
           .run(() => {
@@ -48,19 +61,61 @@ describe('GroupCommit', () => {
             return i * 2;
           })
           .then((value) => {
-            committedAtResolve.push(countCommitted());
+            resolved.push(value);
             return value;
           }),
       ),
     );
-    expect(results).toEqual(Array.from({ length: 25 }, (_, i) => i * 2));
-    expect(committedAtResolve).toEqual(Array(25).fill(25));
-    expect(commits.stats()).toEqual({ batches: 1, writes: 25, failures: 0, largestBatch: 25 });
+    await turn();
+    // Committed (another connection sees it) but not yet flushed: nobody may act on it yet.
+    expect(countCommitted()).toBe(25);
+    expect(resolved).toEqual([]);
+    expect(flush.calls).toHaveLength(1);
+    flush.calls[0]!.done();
+    expect(await all).toEqual(Array.from({ length: 25 }, (_, i) => i * 2));
+    expect(commits.stats()).toEqual({ batches: 1, writes: 25, failures: 0, largestBatch: 25, flushes: 1 });
+    // The batch ran with synchronous = NORMAL; the connection is back to FULL for everyone else.
+    expect(db.pragma('synchronous', { simple: true })).toBe(2);
+  });
 
-    // The next turn's writes are the next transaction.
-    await Promise.all([commits.run(() => insert.run(100)), commits.run(() => insert.run(101))]);
-    expect(commits.stats()).toMatchObject({ batches: 2, writes: 27 });
-    expect(countCommitted()).toBe(27);
+  it('runs one flush at a time: batches committed meanwhile share the next one', async () => {
+    const db = open();
+    const insert = withTable(db);
+    const flush = manualFlush();
+    const commits = new GroupCommit(db, { flusher: flush.flusher });
+    const order: string[] = [];
+    const first = commits.run(() => insert.run(1)).then(() => order.push('first'));
+    await turn();
+    const second = commits.run(() => insert.run(2)).then(() => order.push('second'));
+    await turn();
+    const third = commits.run(() => insert.run(3)).then(() => order.push('third'));
+    await turn();
+    expect([commits.stats().batches, flush.calls.length]).toEqual([3, 1]);
+    flush.calls[0]!.done();
+    await first;
+    expect(order).toEqual(['first']);
+    expect(flush.calls).toHaveLength(2);
+    flush.calls[1]!.done();
+    await Promise.all([second, third]);
+    expect(order).toEqual(['first', 'second', 'third']);
+    expect(commits.stats().flushes).toBe(2);
+  });
+
+  it('rejects the callers a failed flush covered, and flushes on for later batches', async () => {
+    const db = open();
+    const insert = withTable(db);
+    const flush = manualFlush();
+    const commits = new GroupCommit(db, { flusher: flush.flusher });
+    const lost = Promise.allSettled([commits.run(() => insert.run(1)), commits.run(() => insert.run(2))]);
+    await turn();
+    flush.calls[0]!.fail(new Error('EIO'));
+    const outcomes = await lost;
+    expect(outcomes.map((o) => o.status === 'rejected' && (o.reason as GroupCommitError).code)).toEqual(['STATE_COMMIT_FAILED', 'STATE_COMMIT_FAILED']);
+    expect((outcomes[0] as PromiseRejectedResult).reason.message).toMatch(/flush failed: EIO/);
+    const later = commits.run(() => insert.run(3));
+    await turn();
+    flush.calls[1]!.done();
+    await expect(later).resolves.toBeDefined();
   });
 
   it('rolls back the whole batch when one write fails: every caller is rejected, and settled last to first', async () => {
@@ -83,12 +138,13 @@ describe('GroupCommit', () => {
     expect(reason.message).toMatch(/5 write\(s\) failed: UNIQUE constraint/);
     expect(settled).toEqual([4, 3, 2, 1, 0].map((i) => [i, false]));
     expect(db.prepare('SELECT count(*) AS n FROM item').get()).toEqual({ n: 0 });
-    expect(commits.stats()).toMatchObject({ batches: 1, failures: 1 });
+    expect(commits.stats()).toMatchObject({ batches: 1, failures: 1, flushes: 0 });
 
     // Nothing of the failed batch lingers in the next one.
     await expect(commits.run(() => insert.run(1), (committed) => settled.push([9, committed]))).resolves.toBeDefined();
     expect(settled.at(-1)).toEqual([9, true]);
     expect(db.prepare('SELECT n FROM item').all()).toEqual([{ n: 1 }]);
+    expect(db.pragma('synchronous', { simple: true })).toBe(2);
   });
 
   it('fails the batch, not the process, when another writer holds the database, and works again after', async () => {
@@ -110,23 +166,53 @@ describe('GroupCommit', () => {
     const commits = new GroupCommit(db);
     const order: string[] = [];
     let later: Promise<unknown> | undefined;
-    await commits.run(() => {
-      insert.run(1);
-      later = commits.run(() => insert.run(2)).then(() => order.push('later committed'));
-    }).then(() => order.push('first committed'));
+    await commits
+      .run(() => {
+        insert.run(1);
+        later = commits.run(() => insert.run(2)).then(() => order.push('later durable'));
+      })
+      .then(() => order.push('first durable'));
     await later;
-    expect(order).toEqual(['first committed', 'later committed']);
+    expect(order).toEqual(['first durable', 'later durable']);
     expect(commits.stats()).toMatchObject({ batches: 2, writes: 2 });
   });
 
-  it('flush() commits what is queued at once', () => {
+  it('flush() commits what is queued and flushes before returning, also for batches a background flush still covers', async () => {
+    const db = open();
+    const insert = withTable(db);
+    const flush = manualFlush();
+    const commits = new GroupCommit(db, { flusher: flush.flusher });
+    const inBackground = commits.run(() => insert.run(6));
+    await turn();
+    expect(flush.calls).toHaveLength(1);
+    const queued = commits.run(() => insert.run(7));
+    expect(commits.pending).toBe(1);
+    commits.flush();
+    expect([commits.pending, flush.flushedNow()]).toEqual([0, 1]);
+    await expect(Promise.all([inBackground, queued])).resolves.toHaveLength(2);
+    expect(open().prepare('SELECT n FROM item').all()).toEqual([{ n: 6 }, { n: 7 }]);
+    // Once the background flush is done, nothing waits: nothing to flush.
+    flush.calls[0]!.done();
+    await turn();
+    commits.flush();
+    expect(flush.flushedNow()).toBe(1);
+  });
+
+  it('flushes the real WAL file, and needs no flush for an in-memory database', async () => {
     const db = open();
     const insert = withTable(db);
     const commits = new GroupCommit(db);
-    void commits.run(() => insert.run(7));
-    expect(commits.pending).toBe(1);
+    await Promise.all([commits.run(() => insert.run(1)), commits.run(() => insert.run(2))]);
+    expect(commits.stats()).toMatchObject({ batches: 1, flushes: 1, failures: 0 });
+    const memory = openStateDb(':memory:');
+    opened.push(memory);
+    const inMemory = new GroupCommit(memory);
+    const insertInMemory = withTable(memory);
+    await inMemory.run(() => insertInMemory.run(1));
+    expect(inMemory.stats()).toMatchObject({ batches: 1, failures: 0 });
+    // And synchronously, before the database is closed.
+    void commits.run(() => insert.run(3));
     commits.flush();
-    expect(commits.pending).toBe(0);
-    expect(open().prepare('SELECT n FROM item').all()).toEqual([{ n: 7 }]);
+    db.close();
   });
 });
