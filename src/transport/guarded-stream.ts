@@ -39,6 +39,11 @@ export class GuardedStream extends Duplex {
     this.connection.write(chunk, callback);
   }
 
+  /** mqtt-packet writes each packet in pieces while corked: they leave in one socket write. */
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
+    this.connection.write(Buffer.concat(chunks.map((c) => c.chunk)), callback);
+  }
+
   override _final(callback: (error?: Error | null) => void): void {
     this.connection.end(() => callback());
   }

@@ -141,6 +141,11 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   private readonly inFlight = new Map<number, Promise<void>>();
   private running = false;
   private pumpScheduled = false;
+  /**
+   * Rows below this id have been dispatched (ids only grow): the pump reads only what is new.
+   * Moved back to a row that has to be sent again.
+   */
+  private cursor = 0;
   private closed = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly onOnline = () => this.pump();
@@ -367,19 +372,26 @@ export class Outbox extends EventEmitter<OutboxEvents> {
 
   private pump(): void {
     if (!this.running || this.closed || this.retryTimer || !this.link.online) return;
-    if (this.inFlight.size >= this.window) return;
+    const free = this.window - this.inFlight.size;
+    if (free <= 0) return;
     let rows: Row[];
     try {
-      rows = this.statements.pending.all(this.window + this.inFlight.size);
+      rows = this.statements.pending.all(this.cursor, free);
     } catch (err) {
       this.emit('problem', err as Error);
       this.scheduleRetry();
       return;
     }
     for (const row of rows) {
-      if (this.inFlight.size >= this.window || !this.link.online) break;
+      if (!this.link.online) break;
+      this.cursor = row.id + 1;
       if (!this.inFlight.has(row.id)) this.dispatch(row);
     }
+  }
+
+  /** The row is still stored and not in flight: the pump reads it again. */
+  private resend(row: Row): void {
+    this.cursor = Math.min(this.cursor, row.id);
   }
 
   private dispatch(row: Row): void {
@@ -402,7 +414,10 @@ export class Outbox extends EventEmitter<OutboxEvents> {
         () => this.statements.delete.run(row.id),
         (committed) => {
           this.inFlight.delete(row.id);
-          if (!committed) return; // still stored, so sent again: a duplicate, never a loss
+          if (!committed) {
+            this.resend(row); // still stored, so sent again: a duplicate, never a loss
+            return;
+          }
           this.held = { messages: this.held.messages - 1, bytes: this.held.bytes - row.size };
           this.counters.sent++;
         },
@@ -428,6 +443,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       try {
         this.statements.reject.run(transportError.reasonCode ?? null, transportError.message, row.id);
       } catch (dbErr) {
+        this.resend(row);
         this.emit('problem', dbErr as Error);
         return;
       }
@@ -443,6 +459,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       return;
     }
     // Offline, closing or a local failure: the message stays pending and is tried again.
+    this.resend(row);
     this.counters.retries++;
     this.scheduleRetry();
   }
@@ -467,9 +484,9 @@ function prepareStatements(db: Database) {
     held: db.prepare<[], { messages: number; bytes: number }>(
       'SELECT count(*) AS messages, coalesce(sum(size), 0) AS bytes FROM outbox_message',
     ),
-    pending: db.prepare<[number], Row>(
+    pending: db.prepare<[number, number], Row>(
       `SELECT id, topic, payload, qos, retain, response_topic, correlation_data, content_type, size, enqueued_at
-       FROM outbox_message WHERE state = 'pending' ORDER BY id LIMIT ?`,
+       FROM outbox_message WHERE state = 'pending' AND id >= ? ORDER BY id LIMIT ?`,
     ),
     retainedOnTopic: db.prepare<[string], { id: number; size: number }>(
       "SELECT id, size FROM outbox_message WHERE state = 'pending' AND retain = 1 AND topic = ?",
