@@ -109,17 +109,15 @@ export class CommandPipeline {
 
   async handleCommand(input: CommandInput): Promise<CommandOutcome> {
     const started = performance.now();
-    let reported = false;
-    const report: OutcomeReport = (outcome) => {
-      if (reported) return;
-      reported = true;
-      input.onOutcome?.(outcome);
-    };
+    // Each hook runs once: onRecorded before execution (or at the end when nothing executes),
+    // onOutcome as soon as the outcome is known.
+    const recorded = once(input.onRecorded);
+    const report: OutcomeReport = once(input.onOutcome);
     let outcome: CommandOutcome;
     try {
-      outcome = await this.decideAndRun(input, report);
+      outcome = await this.decideAndRun({ ...input, onRecorded: recorded }, report);
     } finally {
-      input.onRecorded?.();
+      recorded();
     }
     report(outcome);
     const { metrics } = this.deps;
@@ -476,6 +474,15 @@ export class CommandPipeline {
   private async auditRecord(kind: 'command' | 'decision' | 'execution', body: Record<string, Encodable>): Promise<void> {
     await this.deps.audit.append(kind, encodeCbor(body));
   }
+}
+
+function once<A extends unknown[]>(fn: ((...args: A) => void) | undefined): (...args: A) => void {
+  let called = false;
+  return (...args) => {
+    if (called) return;
+    called = true;
+    fn?.(...args);
+  };
 }
 
 const NO_OBLIGATIONS: Obligations = { approvals: 0, approvers: [], rates: [], cacheTtlMs: undefined, safety: false };

@@ -60,9 +60,11 @@ describe('commands under group commit', () => {
     // estop: permitted for operators, no rate limit, no approval.
     const envelopes = Array.from({ length: 20 }, () => command(c.keys.planner, c.clock.ms, 'estop'));
     const before = c.commits.stats();
-    const outcomes = await Promise.all(envelopes.map((bytes) => c.pipeline.handleCommand({ bytes, source: 'mqtt' })));
+    let recordedCalls = 0;
+    const outcomes = await Promise.all(envelopes.map((bytes) => c.pipeline.handleCommand({ bytes, source: 'mqtt', onRecorded: () => recordedCalls++ })));
     expect(outcomes.map((o) => o.outcome)).toEqual(Array(20).fill('executed'));
     expect(executor.calls).toHaveLength(20);
+    expect(recordedCalls).toBe(20);
     expect(executor.notYetDurable).toEqual([]);
     const after = c.commits.stats();
     // One transaction for 20 replay entries + 20 decision records, one for the 20 execution records.
