@@ -94,7 +94,15 @@ function issuer(key: PrivateKey, principal: string) {
   };
 }
 
-export function cellBundle(keys: Keys, revision = 1, policies = CELL_POLICIES): Uint8Array {
+export interface CellBundleOptions {
+  /** Creation time in ms (expiry is 30 days later). Default T0. */
+  nowMs?: number;
+  id?: string;
+  sites?: string[];
+}
+
+export function cellBundle(keys: Keys, revision = 1, policies = CELL_POLICIES, opts: CellBundleOptions = {}): Uint8Array {
+  const nowS = Math.floor((opts.nowMs ?? T0) / 1000);
   const source: BundleSource = {
     policies: [{ file: 'cell.cedar', text: policies }],
     entities: CELL_ENTITIES,
@@ -109,11 +117,11 @@ export function cellBundle(keys: Keys, revision = 1, policies = CELL_POLICIES): 
     tests: [],
   };
   const built = buildBundle(source, {
-    id: 'cell-test',
+    id: opts.id ?? 'cell-test',
     revision,
-    created: Math.floor(T0 / 1000) - 60,
-    expires: Math.floor(T0 / 1000) + 30 * 86_400,
-    scope: { sites: [], devices: [DEVICE], profiles: [] },
+    created: nowS - 60,
+    expires: nowS + 30 * 86_400,
+    scope: { sites: opts.sites ?? [], devices: [DEVICE], profiles: [] },
     minAgentVersion: '0.1.0',
   });
   return signBundle(built.bytes, keys.root);

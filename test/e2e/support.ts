@@ -10,11 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { validateConfig, type AgentConfig } from '../../src/agent/config.js';
 import { Agent } from '../../src/agent/runtime.js';
 import type { AuditRecord } from '../../src/audit/chain.js';
-import { buildBundle } from '../../src/bundle/build.js';
-import { DEFAULT_SETTINGS } from '../../src/bundle/format.js';
-import { signBundle } from '../../src/bundle/sign.js';
 import { main } from '../../src/cli/main.js';
-import { COSE_ALG } from '../../src/crypto/algorithms.js';
 import { bytesEqual, toHex } from '../../src/crypto/bytes.js';
 import { sha256 } from '../../src/crypto/hash.js';
 import { writePrivateKeyFile, writePublicKeyFile } from '../../src/crypto/key-files.js';
@@ -23,7 +19,7 @@ import { decodeCbor } from '../../src/envelope/cbor.js';
 import { signCommand } from '../../src/envelope/command.js';
 import { type VerifiedResult, verifyResult } from '../../src/envelope/result.js';
 import { startSimArm, type SimArm } from '../../scripts/sim-arm.js';
-import { CELL_ENTITIES, CELL_POLICIES, type Keys, makeKeys } from '../agent/fixture.js';
+import { CELL_POLICIES, type Keys, cellBundle, makeKeys } from '../agent/fixture.js';
 import type { TestBroker } from '../support/broker.js';
 import { MqttPeer, type ReceivedMessage } from '../support/mqtt-peer.js';
 import { waitUntil } from '../support/wait.js';
@@ -66,7 +62,7 @@ export function makeSite(): Site {
     writePublicKeyFile(path.join(dir, `${name}.pub`), keys[name].publicKey);
   }
   const stateDir = path.join(dir, 'state');
-  const bundle = (revision: number, policies = CELL_POLICIES) => signedBundle(keys, revision, policies);
+  const bundle = (revision: number, policies = CELL_POLICIES) => cellBundle(keys, revision, policies, { nowMs: Date.now(), id: 'cell-e2e', sites: [SITE] });
   return {
     dir,
     keys,
@@ -93,38 +89,6 @@ export function makeSite(): Site {
     },
     remove: () => fs.rmSync(dir, { recursive: true, force: true }),
   };
-}
-
-function issuer(key: PrivateKey, principal: string) {
-  return { kid: key.publicKey.kid, alg: key.keyType === 'ed25519' ? COSE_ALG.EdDSA : COSE_ALG.ES256, publicKey: key.publicKey.raw, principal };
-}
-
-function signedBundle(keys: Keys, revision: number, policies: string): Uint8Array {
-  const now = Math.floor(Date.now() / 1000);
-  const built = buildBundle(
-    {
-      policies: [{ file: 'cell.cedar', text: policies }],
-      entities: CELL_ENTITIES,
-      issuers: [
-        issuer(keys.planner, 'Agent::"planner"'),
-        issuer(keys.alice, 'User::"alice"'),
-        issuer(keys.bob, 'User::"bob"'),
-        issuer(keys.mallory, 'User::"mallory"'),
-      ],
-      attestation: [],
-      settings: DEFAULT_SETTINGS,
-      tests: [],
-    },
-    {
-      id: 'cell-e2e',
-      revision,
-      created: now - 60,
-      expires: now + 30 * 86_400,
-      scope: { sites: [SITE], devices: [DEVICE], profiles: [] },
-      minAgentVersion: '0.1.0',
-    },
-  );
-  return signBundle(built.bytes, keys.root);
 }
 
 export interface RunningAgent {
