@@ -2,7 +2,6 @@
 // bundles, then restarts it on the same state: exactly one complete bundle must be active — the
 // last one whose activation returned, or the one in flight — and it must verify.
 // CRASH_ITERATIONS sets the number of kills (default 5; `npm run test:crash` runs 60).
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,6 +12,7 @@ import { BundleStore } from '../../src/bundle/store.js';
 import { type TrustOptions, verifyBundle } from '../../src/bundle/verify.js';
 import { CRASH_SOURCES, signCrashBundle } from './fixtures/crash-bundles.js';
 import { NOW_MS, REPO_ROOT, type Roots, buildPayload, makeRoots, tempDir, trustOf } from './support.js';
+import { runAndKill as runChildAndKill } from '../support/kill-child.js';
 
 const ITERATIONS = Number(process.env.CRASH_ITERATIONS ?? 5);
 const CHILD = fileURLToPath(new URL('./fixtures/manager-activate-child.ts', import.meta.url));
@@ -69,32 +69,8 @@ function parseLog(text: string): ChildLog {
 }
 
 /** Starts the child and kills it `delayMs` after its first `begin` line. */
-function runAndKill(delayMs: number): Promise<ChildLog> {
-  return new Promise((resolve, reject) => {
-    const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', CHILD, dir, roots.dir], {
-      cwd: REPO_ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    let timer: NodeJS.Timeout | undefined;
-    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      out += chunk;
-      if (timer === undefined && out.includes('begin ')) {
-        timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
-      }
-    });
-    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      if (signal !== 'SIGKILL') {
-        reject(new Error(`child exited with ${code ?? signal} before the kill:\n${err}`));
-        return;
-      }
-      resolve(parseLog(out));
-    });
-  });
+async function runAndKill(delayMs: number): Promise<ChildLog> {
+  return parseLog(await runChildAndKill({ script: CHILD, args: [dir, roots.dir], cwd: REPO_ROOT, killAfter: 'begin ', delayMs }));
 }
 
 /** Restarts a manager on the state directory, as the agent does after a crash. */

@@ -2,7 +2,6 @@
 // store it leaves behind opens with exactly one complete bundle active — the last one whose
 // activation returned, or the one being activated — and a floor at or above its revision.
 // CRASH_ITERATIONS sets the number of kills (default 10; `npm run test:crash` runs 200).
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BundleStore } from '../../src/bundle/store.js';
 import { listStore, sha256Hex } from './bundle-fixtures.js';
+import { runAndKill as runChildAndKill } from '../support/kill-child.js';
 
 const ITERATIONS = Number(process.env.CRASH_ITERATIONS ?? 10);
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -47,32 +47,8 @@ function parseLog(text: string): ChildLog {
 }
 
 /** Starts the child, kills it `delayMs` after it is ready, and returns what it reported. */
-function runAndKill(delayMs: number): Promise<ChildLog> {
-  return new Promise((resolve, reject) => {
-    const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', CHILD, dir], {
-      cwd: REPO_ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    let timer: NodeJS.Timeout | undefined;
-    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      out += chunk;
-      if (timer === undefined && out.includes('ready')) {
-        timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
-      }
-    });
-    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      if (signal !== 'SIGKILL') {
-        reject(new Error(`child exited with ${code ?? signal} before the kill:\n${err}`));
-        return;
-      }
-      resolve(parseLog(out));
-    });
-  });
+async function runAndKill(delayMs: number): Promise<ChildLog> {
+  return parseLog(await runChildAndKill({ script: CHILD, args: [dir], cwd: REPO_ROOT, killAfter: 'ready', delayMs }));
 }
 
 describe('bundle store under SIGKILL', () => {
