@@ -3,8 +3,9 @@
 // execution audited. Every step that refuses says why with a stable reason code, and nothing
 // is executed without its decision record committed first.
 //
-// Commands are handled concurrently. Everything a command writes before it may act — its
-// replay entry, rate events, decision record — is queued synchronously in one turn, so it
+// Commands are handled concurrently; signatures are checked off the event loop. Everything a
+// command writes before it may act — its replay entry, rate events, decision record — is queued
+// synchronously in one turn (the one in which its signature check returns), so it
 // lands in one group commit (shared with the other commands of that turn) and the command
 // waits for a single WAL flush before executing.
 //
@@ -13,6 +14,7 @@
 // happened.
 import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
+import type { SignatureVerifier } from '../crypto/verifier.js';
 import type { AuditSink } from '../audit/log.js';
 import type { BundleIssuer } from '../bundle/content.js';
 import type { VerifiedBundle } from '../bundle/verify.js';
@@ -20,7 +22,7 @@ import type { GrantStore } from '../cache/grants.js';
 import { type PendingApprovals, type PendingCommand, PendingFullError } from '../cache/pending-approvals.js';
 import type { RateLimiter } from '../cache/rate-limiter.js';
 import { type Encodable, encodeCbor } from '../envelope/cbor.js';
-import { type VerifiedCommand, COMMAND_TOPIC, type ReplayRecorder, verifyCommand } from '../envelope/command.js';
+import { type VerifiedCommand, COMMAND_TOPIC, type ReplayRecorder, verifyCommand, verifyCommandAsync } from '../envelope/command.js';
 import { APPROVAL_TOPIC, type VerifiedApproval, verifyApproval } from '../envelope/approval.js';
 import { EnvelopeError } from '../envelope/errors.js';
 import type { ReplayReserver } from '../envelope/replay-guard.js';
@@ -78,6 +80,8 @@ export interface PipelineDeps {
   executor: (action: string) => Executor | undefined;
   metrics: Metrics;
   limits: { envelopeMaxBytes: number; clockSkewMs: number; maxLifetimeMs: number };
+  /** Signature checks; default the native verifier (commands are checked on its thread pool). */
+  verifier?: SignatureVerifier;
 }
 
 export interface CommandInput {
@@ -91,10 +95,10 @@ export interface CommandInput {
    */
   onRecorded?: () => void;
   /**
-   * Called once with the outcome as soon as it is known: after execution, in the same turn the
-   * execution record is queued, so a reply written here to the outbox's group commit shares that
-   * record's transaction (and is sent only once both are committed). handleCommand itself
-   * resolves only after the record is committed.
+   * Called once with the outcome as soon as it is known: after execution, in the turn the
+   * execution record is queued, so a reply written to the outbox's group commit from here on is
+   * committed with that record or after it (batches commit in order), never before. handleCommand
+   * itself resolves only after the record is committed.
    */
   onOutcome?: (outcome: CommandOutcome) => void;
 }
@@ -137,7 +141,9 @@ export class CommandPipeline {
     let command: VerifiedCommand;
     let replayRecorded: Promise<void>;
     try {
-      command = verifyCommand(input.bytes, this.verifyOptions(bundle, COMMAND_TOPIC, now));
+      // The signature is checked on libuv's thread pool; the bundle and time read at receipt
+      // stay the ones this command is decided by.
+      command = await verifyCommandAsync(input.bytes, this.verifyOptions(bundle, COMMAND_TOPIC, now));
       replayRecorded = this.deps.replay.reserve({ issuer: command.issuer, cti: command.claims.cti, expMs: command.claims.expMs }, now);
     } catch (err) {
       if (err instanceof EnvelopeError) return this.refuse(input.bytes, err.code, err.message);
@@ -427,6 +433,7 @@ export class CommandPipeline {
       clockSkewMs: this.deps.limits.clockSkewMs,
       maxLifetimeMs: this.deps.limits.maxLifetimeMs,
       maxBytes: this.deps.limits.envelopeMaxBytes,
+      ...(this.deps.verifier === undefined ? {} : { verifier: this.deps.verifier }),
     };
   }
 

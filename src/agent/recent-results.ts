@@ -8,11 +8,14 @@
 // gets its own denial. Kept in memory for the most recent commands only: after a restart, or for
 // an old command, a repeat gets the replay denial — never a second execution either way.
 
-export type FirstArrival = { first: true; settle: (result: Uint8Array | null) => void } | { first: false; earlier: Promise<Uint8Array | null> };
+/** A result, or the promise of one (results are signed off the event loop). */
+type Result = Uint8Array | null | Promise<Uint8Array | null>;
+
+export type FirstArrival = { first: true; settle: (result: Result) => void } | { first: false; earlier: Promise<Uint8Array | null> };
 
 export class RecentResults {
   private readonly byDigest = new Map<string, Promise<Uint8Array | null>>();
-  private readonly resolvers = new Map<string, (result: Uint8Array | null) => void>();
+  private readonly resolvers = new Map<string, (result: Result) => void>();
 
   constructor(private readonly capacity: number) {
     if (!Number.isSafeInteger(capacity) || capacity < 1) throw new RangeError('capacity must be a positive integer');
@@ -25,7 +28,7 @@ export class RecentResults {
   arrive(digest: string): FirstArrival {
     const earlier = this.byDigest.get(digest);
     if (earlier !== undefined) return { first: false, earlier };
-    let resolve!: (result: Uint8Array | null) => void;
+    let resolve!: (result: Result) => void;
     this.byDigest.set(digest, new Promise((r) => (resolve = r)));
     this.resolvers.set(digest, resolve);
     this.evict();
@@ -39,9 +42,9 @@ export class RecentResults {
   }
 
   /** A later result for the same command (a held command settled): repeats get this one now. */
-  update(digest: string, result: Uint8Array): void {
+  update(digest: string, result: Uint8Array | Promise<Uint8Array>): void {
     if (!this.byDigest.has(digest)) return;
-    this.byDigest.set(digest, Promise.resolve(result));
+    this.byDigest.set(digest, Promise.resolve(result).catch(() => null));
   }
 
   get size(): number {

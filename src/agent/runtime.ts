@@ -25,7 +25,7 @@ import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
 import type { PrivateKey } from '../crypto/keys.js';
 import { encodeCbor } from '../envelope/cbor.js';
 import { ReplayGuard } from '../envelope/replay-guard.js';
-import { RESULT_TOPIC, signResult } from '../envelope/result.js';
+import { RESULT_TOPIC, signResultAsync } from '../envelope/result.js';
 import { TrustedClock } from '../envelope/trusted-clock.js';
 import { MqttLink, type InboundMessage } from '../transport/mqtt-link.js';
 import { Outbox } from '../transport/outbox.js';
@@ -417,24 +417,31 @@ export class Agent {
   /** Sends a command's result; a repeat of bytes already answered gets the first answer again. */
   private answer(outcome: CommandOutcome, digest: string, arrival: FirstArrival, reply: ReplyRoute): void {
     if (!arrival.first && outcome.reasons[0] === 'ENVELOPE_REPLAY') {
-      const repeated = arrival.earlier.then((earlier) => {
+      const repeated = arrival.earlier.then(async (earlier) => {
         if (earlier !== null) this.metrics.inc('ztedge_command_repeats_total', 'Repeats of a command answered with its first result');
-        this.enqueueResult(earlier ?? this.signOutcome(outcome), reply);
+        this.enqueueResult(earlier ?? (await this.signOutcome(outcome)), reply);
       });
       this.track(repeated, 'answering a repeated command failed');
       return;
     }
-    const result = this.signOutcome(outcome);
-    if (arrival.first) arrival.settle(result);
-    else this.recent.update(digest, result);
-    this.enqueueResult(result, reply);
+    // Signed on the thread pool; the result is queued after the execution record, never before.
+    const signed = this.signOutcome(outcome);
+    if (arrival.first) arrival.settle(signed.catch(() => null));
+    else this.recent.update(digest, signed);
+    this.track(
+      signed.then((result) => this.enqueueResult(result, reply)),
+      'signing a result failed',
+    );
   }
 
   /** A held command was approved, rejected or expired: its settled result goes where the first one went. */
   private settled({ command, outcome }: { command: PendingCommand; outcome: CommandOutcome }): void {
-    const result = this.signOutcome(outcome);
-    this.recent.update(toHex(command.digest), result);
-    this.enqueueResult(result, routeOf(command.reply, this.topics));
+    const signed = this.signOutcome(outcome);
+    this.recent.update(toHex(command.digest), signed);
+    this.track(
+      signed.then((result) => this.enqueueResult(result, routeOf(command.reply, this.topics))),
+      'signing a result failed',
+    );
   }
 
   /** Holds a message until stop() fails it: unacknowledged, the broker keeps it for the next start. */
@@ -444,11 +451,11 @@ export class Agent {
 
   private async handleHttpCommand(bytes: Uint8Array): Promise<{ outcome: CommandOutcome; result: Uint8Array }> {
     const outcome = await this.pipeline.handleCommand({ bytes, source: 'http', reply: { topic: this.topics.cmdResult } });
-    return { outcome, result: this.signOutcome(outcome) };
+    return { outcome, result: await this.signOutcome(outcome) };
   }
 
-  private signOutcome(outcome: CommandOutcome): Uint8Array {
-    return signResult({
+  private signOutcome(outcome: CommandOutcome): Promise<Uint8Array> {
+    return signResultAsync({
       key: this.deviceKey,
       deviceId: this.config.device.id,
       topic: RESULT_TOPIC,

@@ -6,9 +6,12 @@ import { p256 } from '@noble/curves/nist.js';
 import { SIGNATURE_LENGTH } from './algorithms.js';
 import type { SignatureVerifier } from './verifier.js';
 
-
 export const nobleVerifier: SignatureVerifier = {
   name: 'noble',
+  // Pure JavaScript has no thread pool to go to: the same check, answered as a promise.
+  verifyAsync(key, message, signature) {
+    return Promise.resolve(nobleVerifier.verify(key, message, signature));
+  },
   verify(key, message, signature) {
     if (signature.length !== SIGNATURE_LENGTH) return false;
     try {

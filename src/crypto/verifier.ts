@@ -5,7 +5,8 @@
 // Signatures are raw: Ed25519 64 bytes (RFC 8032), ECDSA P-256 r||s of exactly 64 bytes
 // (the COSE form, RFC 9053). Both implementations verify Ed25519 strictly (canonical S and
 // point encodings, as OpenSSL does) and accept high-S ECDSA signatures (COSE does not
-// require low-S). verify() returns false for anything malformed and never throws.
+// require low-S). verify() returns false for anything malformed and never throws; nor does
+// verifyAsync(), which native runs on libuv's thread pool so the event loop goes on meanwhile.
 import type { PublicKey } from './keys.js';
 import { nativeVerifier } from './native-verifier.js';
 import { nobleVerifier } from './noble-verifier.js';
@@ -19,6 +20,8 @@ export interface SignatureVerifier {
   readonly name: VerifierName;
   /** True only when `signature` is a valid signature of `message` under `key`. */
   verify(key: PublicKey, message: Uint8Array, signature: Uint8Array): boolean;
+  /** The same answer as verify(), off the calling thread where the implementation can. */
+  verifyAsync(key: PublicKey, message: Uint8Array, signature: Uint8Array): Promise<boolean>;
 }
 
 export function getVerifier(name: string = 'native'): SignatureVerifier {

@@ -22,7 +22,9 @@ import {
   DEFAULT_CLOCK_SKEW_MS,
   DEFAULT_MAX_LIFETIME_MS,
   type EnvelopeVerifyOptions,
+  type OpenedEnvelope,
   openEnvelope,
+  openEnvelopeAsync,
   randomCti,
   readIssuer,
   sealEnvelope,
@@ -66,7 +68,16 @@ export interface VerifiedCommand {
  * a stable code; checks run structure → headers → key → signature → claims.
  */
 export function verifyCommand(bytes: Uint8Array, options: EnvelopeVerifyOptions): VerifiedCommand {
-  const opened = openEnvelope(bytes, options);
+  return readCommand(openEnvelope(bytes, options), options);
+}
+
+/** verifyCommand with the signature checked off the event loop (the agent's hot path). */
+export async function verifyCommandAsync(bytes: Uint8Array, options: EnvelopeVerifyOptions): Promise<VerifiedCommand> {
+  return readCommand(await openEnvelopeAsync(bytes, options), options);
+}
+
+/** The claims of a command whose signature verified. */
+function readCommand(opened: OpenedEnvelope, options: EnvelopeVerifyOptions): VerifiedCommand {
   const { claims } = opened;
   const iss = readIssuer(opened);
   const aud = readText(claims, CLAIM.aud, 'aud');

@@ -8,7 +8,7 @@
 import { type AlgorithmInfo, type CoseAlgorithm, SUPPORTED_ALGORITHMS, algorithmInfo, defaultAlgorithm } from '../crypto/algorithms.js';
 import { toHex } from '../crypto/bytes.js';
 import type { PrivateKey, PublicKey } from '../crypto/keys.js';
-import { sign } from '../crypto/signer.js';
+import { sign, signAsync } from '../crypto/signer.js';
 import { type SignatureVerifier, getVerifier } from '../crypto/verifier.js';
 import { type CborMap, type CborMapKey, type CborValue, CborTagged, type DecodeLimits, decodeCbor, encodeCbor } from './cbor.js';
 import { EnvelopeError } from './errors.js';
@@ -161,13 +161,23 @@ export interface SignatureCheckOptions {
 
 /** Checks that `key` fits `alg`, then the COSE_Sign1 signature; throws EnvelopeError. */
 export function verifySign1Signature(message: CoseSign1, alg: AlgorithmInfo, key: PublicKey, options: SignatureCheckOptions = {}): void {
-  requireKeyFits(alg, key);
-  const toBeSigned = sign1Structure(message.protectedBytes, options.externalAad ?? EMPTY, message.payload);
-  const verifier = options.verifier ?? getVerifier('native');
-  if (!verifier.verify(key, toBeSigned, message.signature)) {
-    throw new EnvelopeError('ENVELOPE_BAD_SIGNATURE', 'signature does not verify');
-  }
+  const toBeSigned = sign1SignedBytes(message, alg, key, options);
+  if (!verifierOf(options).verify(key, toBeSigned, message.signature)) throw badSignature();
 }
+
+/** verifySign1Signature with the public-key operation off the event loop (see SignatureVerifier). */
+export async function verifySign1SignatureAsync(message: CoseSign1, alg: AlgorithmInfo, key: PublicKey, options: SignatureCheckOptions = {}): Promise<void> {
+  const toBeSigned = sign1SignedBytes(message, alg, key, options);
+  if (!(await verifierOf(options).verifyAsync(key, toBeSigned, message.signature))) throw badSignature();
+}
+
+function sign1SignedBytes(message: CoseSign1, alg: AlgorithmInfo, key: PublicKey, options: SignatureCheckOptions): Uint8Array {
+  requireKeyFits(alg, key);
+  return sign1Structure(message.protectedBytes, options.externalAad ?? EMPTY, message.payload);
+}
+
+const verifierOf = (options: SignatureCheckOptions) => options.verifier ?? getVerifier('native');
+const badSignature = () => new EnvelopeError('ENVELOPE_BAD_SIGNATURE', 'signature does not verify');
 
 export interface Sign1VerifyOptions extends CoseLimits, HeaderPolicy, SignatureCheckOptions {
   /** A fixed key, or a resolver from kid (then a kid is required). */
@@ -222,9 +232,23 @@ export interface Sign1Options {
 }
 
 export function signSign1(options: Sign1Options): Uint8Array {
+  const { protectedBytes, toBeSigned } = sign1Input(options);
+  return assembleSign1(options, protectedBytes, sign(options.key, toBeSigned));
+}
+
+/** signSign1 with the private-key operation on libuv's thread pool. */
+export async function signSign1Async(options: Sign1Options): Promise<Uint8Array> {
+  const { protectedBytes, toBeSigned } = sign1Input(options);
+  return assembleSign1(options, protectedBytes, await signAsync(options.key, toBeSigned));
+}
+
+function sign1Input(options: Sign1Options): { protectedBytes: Uint8Array; toBeSigned: Uint8Array } {
   const protectedBytes = encodeProtected(options.key, options.alg, options.kid);
-  const toBeSigned = sign1Structure(protectedBytes, options.externalAad ?? EMPTY, options.payload);
-  const message = [protectedBytes, options.unprotectedHeader ?? new Map(), options.payload, sign(options.key, toBeSigned)];
+  return { protectedBytes, toBeSigned: sign1Structure(protectedBytes, options.externalAad ?? EMPTY, options.payload) };
+}
+
+function assembleSign1(options: Sign1Options, protectedBytes: Uint8Array, signature: Uint8Array): Uint8Array {
+  const message = [protectedBytes, options.unprotectedHeader ?? new Map(), options.payload, signature];
   return encodeCbor(options.tagged === false ? message : new CborTagged(COSE_SIGN1_TAG, message));
 }
 

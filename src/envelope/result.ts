@@ -9,7 +9,7 @@ import { type CborMap, type CborMapKey, type Encodable, decodeCbor } from './cbo
 import { CLAIM, DIGEST_LENGTH, checkTimes, invalid, readBytes, readCti, readText, readTextList, readTime, toNumericDate } from './claims.js';
 import { type CoseLimits, decodeLimits, decodeSign1 } from './cose.js';
 import { EnvelopeError } from './errors.js';
-import { DEFAULT_CLOCK_SKEW_MS, type EnvelopeVerifyOptions, openEnvelope, randomCti, readIssuer, sealEnvelope } from './signed-claims.js';
+import { DEFAULT_CLOCK_SKEW_MS, type EnvelopeVerifyOptions, openEnvelope, randomCti, readIssuer, sealEnvelope, sealEnvelopeAsync } from './signed-claims.js';
 
 export const RESULT_TOPIC = 'cmd/result';
 
@@ -86,8 +86,17 @@ export interface SignResultInput {
 }
 
 export function signResult(input: SignResultInput): Uint8Array {
+  return sealEnvelope(resultClaims(input), input);
+}
+
+/** signResult with the signature made on libuv's thread pool (the agent's hot path). */
+export async function signResultAsync(input: SignResultInput): Promise<Uint8Array> {
+  return sealEnvelopeAsync(resultClaims(input), input);
+}
+
+function resultClaims(input: SignResultInput): Map<CborMapKey, Encodable> {
   if (input.commandDigest.length !== DIGEST_LENGTH) throw new EnvelopeError('ENVELOPE_CLAIM_INVALID', 'command digest must be 32 bytes');
-  const claims = new Map<CborMapKey, Encodable>([
+  return new Map<CborMapKey, Encodable>([
     [CLAIM.iss, input.deviceId],
     [CLAIM.iat, toNumericDate(input.now)],
     [CLAIM.cti, input.cti ?? randomCti()],
@@ -97,5 +106,4 @@ export function signResult(input: SignResultInput): Uint8Array {
     ['reasons', input.reasons],
     ['outcome', input.outcome],
   ]);
-  return sealEnvelope(claims, input);
 }

@@ -10,7 +10,19 @@ import type { PrivateKey, PublicKey } from '../crypto/keys.js';
 import type { SignatureVerifier } from '../crypto/verifier.js';
 import { type CborMap, type CborMapKey, type Encodable, decodeCbor, encodeCbor } from './cbor.js';
 import { CLAIM, CTI_LENGTH, contextAad, readText } from './claims.js';
-import { type CoseLimits, checkHeaders, decodeLimits, decodeSign1, resolveKey, signSign1, verifySign1Signature } from './cose.js';
+import {
+  type CoseLimits,
+  type CoseSign1,
+  type SignatureCheckOptions,
+  checkHeaders,
+  decodeLimits,
+  decodeSign1,
+  resolveKey,
+  signSign1,
+  signSign1Async,
+  verifySign1Signature,
+  verifySign1SignatureAsync,
+} from './cose.js';
 import { EnvelopeError } from './errors.js';
 
 /**
@@ -50,23 +62,30 @@ export interface OpenedEnvelope {
 
 /** Verifies structure and signature; the caller then reads and checks the claims. */
 export function openEnvelope(bytes: Uint8Array, options: EnvelopeVerifyOptions): OpenedEnvelope {
+  const unverified = readEnvelope(bytes, options);
+  verifySign1Signature(unverified.message, unverified.opened.alg, unverified.opened.key, unverified.check);
+  return unverified.opened;
+}
+
+/** openEnvelope with the signature checked off the event loop (libuv's thread pool). */
+export async function openEnvelopeAsync(bytes: Uint8Array, options: EnvelopeVerifyOptions): Promise<OpenedEnvelope> {
+  const unverified = readEnvelope(bytes, options);
+  await verifySign1SignatureAsync(unverified.message, unverified.opened.alg, unverified.opened.key, unverified.check);
+  return unverified.opened;
+}
+
+/** Everything before the signature: structure, headers, claims shape, the key by kid. */
+function readEnvelope(bytes: Uint8Array, options: EnvelopeVerifyOptions): { message: CoseSign1; opened: OpenedEnvelope; check: SignatureCheckOptions } {
   const message = decodeSign1(bytes, { ...options, requireTag: true });
   const { alg, kid } = checkHeaders(message, { algorithms: options.algorithms, requireProtectedKid: true });
   const claims = decodeCbor(message.payload, decodeLimits(options, false));
   if (!(claims instanceof Map)) throw new EnvelopeError('ENVELOPE_MALFORMED', 'payload must be a CWT claims map');
   const resolved = resolveKey(options.keyResolver, kid);
   const key = 'raw' in resolved ? resolved : resolved.key;
-  verifySign1Signature(message, alg, key, {
-    externalAad: contextAad(options.deviceId, options.topic),
-    verifier: options.verifier,
-  });
   return {
-    claims,
-    kid: kid!,
-    alg,
-    key,
-    boundIssuer: 'raw' in resolved ? undefined : resolved.issuer,
-    digest: sha256(bytes),
+    message,
+    opened: { claims, kid: kid!, alg, key, boundIssuer: 'raw' in resolved ? undefined : resolved.issuer, digest: sha256(bytes) },
+    check: { externalAad: contextAad(options.deviceId, options.topic), verifier: options.verifier },
   };
 }
 
@@ -88,13 +107,22 @@ export interface EnvelopeSignOptions {
 }
 
 export function sealEnvelope(claims: ReadonlyMap<CborMapKey, Encodable>, options: EnvelopeSignOptions): Uint8Array {
-  return signSign1({
+  return signSign1(sign1Options(claims, options));
+}
+
+/** sealEnvelope with the signature made on libuv's thread pool. */
+export async function sealEnvelopeAsync(claims: ReadonlyMap<CborMapKey, Encodable>, options: EnvelopeSignOptions): Promise<Uint8Array> {
+  return signSign1Async(sign1Options(claims, options));
+}
+
+function sign1Options(claims: ReadonlyMap<CborMapKey, Encodable>, options: EnvelopeSignOptions) {
+  return {
     payload: encodeCbor(claims),
     key: options.key,
     alg: options.alg,
     kid: options.kid,
     externalAad: contextAad(options.deviceId, options.topic),
-  });
+  };
 }
 
 export function randomCti(): Uint8Array {

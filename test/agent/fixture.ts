@@ -21,6 +21,7 @@ import { PendingApprovals } from '../../src/cache/pending-approvals.js';
 import { RateLimiter } from '../../src/cache/rate-limiter.js';
 import { generatePrivateKey, type PrivateKey } from '../../src/crypto/keys.js';
 import { COSE_ALG } from '../../src/crypto/algorithms.js';
+import type { SignatureVerifier } from '../../src/crypto/verifier.js';
 import { signCommand } from '../../src/envelope/command.js';
 import { signApproval } from '../../src/envelope/approval.js';
 import { ReplayGuard } from '../../src/envelope/replay-guard.js';
@@ -159,6 +160,7 @@ export function makeCore(
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-core-')),
   clock = { ms: T0 },
   executor = new RecordingExecutor(),
+  options: { verifier?: SignatureVerifier } = {},
 ): Core {
   const dbPath = path.join(dir, 'state.db');
   const db = openStateDb(dbPath);
@@ -193,6 +195,7 @@ export function makeCore(
     executor: (action) => (['move', 'estop', 'weld'].includes(action) ? executor : undefined),
     metrics: new Metrics(),
     limits: { envelopeMaxBytes: 64 * 1024, clockSkewMs: 30_000, maxLifetimeMs: 3_600_000 },
+    ...options,
   });
   const core: Core = {
     dir,
@@ -213,7 +216,7 @@ export function makeCore(
     },
     restart: () => {
       core.close();
-      return makeCore(keys, dir, clock);
+      return makeCore(keys, dir, clock, undefined, options);
     },
   };
   return core;

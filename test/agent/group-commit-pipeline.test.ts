@@ -4,7 +4,16 @@
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ExecutionOutcome, ExecutionRequest } from '../../src/agent/executors/types.js';
+import { nativeVerifier } from '../../src/crypto/native-verifier.js';
+import type { SignatureVerifier } from '../../src/crypto/verifier.js';
 import { command, type Core, makeCore, makeKeys, RecordingExecutor, T0 } from './fixture.js';
+
+/**
+ * The agent checks signatures on the thread pool, so how many commands share a turn depends on
+ * when the checks return. These tests are about what shares a commit, so their signature checks
+ * answer in the turn they are asked (same verdicts, no thread pool).
+ */
+const sameTurnVerifier: SignatureVerifier = { ...nativeVerifier, verifyAsync: (key, message, signature) => Promise.resolve(nativeVerifier.verify(key, message, signature)) };
 
 /** Checks, when asked to execute, that another connection already sees the command's records. */
 class DurabilityCheckingExecutor extends RecordingExecutor {
@@ -38,7 +47,7 @@ afterEach(() => {
 
 function core(): { core: Core; executor: DurabilityCheckingExecutor } {
   const executor = new DurabilityCheckingExecutor();
-  const c = makeCore(makeKeys(), undefined, { ms: T0 }, executor);
+  const c = makeCore(makeKeys(), undefined, { ms: T0 }, executor, { verifier: sameTurnVerifier });
   executor.watch(c.dbPath);
   cores.push(c);
   executors.push(executor);

@@ -82,6 +82,16 @@ for (const suite of suites) {
             expect(accepted).toBe(test.result === 'valid');
           }
         });
+
+        // The agent's hot path checks on the thread pool: it must give the very same verdicts.
+        it(`verifyAsync agrees with verify on all ${cases.length} vectors`, async () => {
+          const withKey = cases.map((test) => ({ test, signature: rawSignature(suite.encoding, test.sig) })).filter((c) => c.test.key !== undefined && c.signature !== undefined);
+          const asynchronous = await Promise.all(withKey.map(({ test, signature }) => verifier.verifyAsync(test.key!, hex(test.msg), signature!)));
+          const synchronous = withKey.map(({ test, signature }) => verifier.verify(test.key!, hex(test.msg), signature!));
+          expect(asynchronous).toEqual(synchronous);
+          expect(asynchronous.filter(Boolean).length).toBeGreaterThan(50);
+          expect(asynchronous.filter((ok) => !ok).length).toBeGreaterThan(10);
+        });
       });
     }
   });

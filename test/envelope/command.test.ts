@@ -4,8 +4,9 @@ import { COSE_ALG } from '../../src/crypto/algorithms.js';
 import { VERIFIER_NAMES, getVerifier } from '../../src/crypto/verifier.js';
 import { signApproval, verifyApproval } from '../../src/envelope/approval.js';
 import { contextAad } from '../../src/envelope/claims.js';
-import { verifyCommand } from '../../src/envelope/command.js';
-import { signResult, verifyResult } from '../../src/envelope/result.js';
+import { verifyCommand, verifyCommandAsync } from '../../src/envelope/command.js';
+import { EnvelopeError } from '../../src/envelope/errors.js';
+import { signResult, signResultAsync, verifyResult } from '../../src/envelope/result.js';
 import { DEVICE, ISSUER, NOW, TOPIC, command, craft, ecKey, edKey, outcome, standardClaims, verifyOptions } from './support/fixtures.js';
 
 describe('command envelope', () => {
@@ -23,6 +24,28 @@ describe('command envelope', () => {
       expect({ ...verified.claims.args }).toEqual({ speed: 10, axis: 'x' });
       expect(verified.claims.cti).toHaveLength(16);
       expect(Buffer.from(verified.digest)).toEqual(createHash('sha256').update(bytes).digest());
+    });
+  }
+
+  /** The code an async check rejects with (or 'ok'). */
+  const asyncOutcome = (p: Promise<unknown>) => p.then(() => 'ok', (err: unknown) => (err instanceof EnvelopeError ? err.code : `not an EnvelopeError: ${String(err)}`));
+
+  for (const name of VERIFIER_NAMES) {
+    it.each([
+      ['Ed25519', edKey],
+      ['P-256', ecKey],
+    ] as const)(`verifyCommandAsync (the agent's path) gives verifyCommand's answers, %s key (${name})`, async (_label, key) => {
+      const options = verifyOptions({ verifier: getVerifier(name) });
+      const bytes = command({ key, args: { speed: 10 } });
+      const [sync, async] = [verifyCommand(bytes, options), await verifyCommandAsync(bytes, options)];
+      expect(async).toEqual(sync);
+      const flipped = Uint8Array.from(bytes);
+      flipped[flipped.length - 1]! ^= 1; // the signature's last byte
+      expect(await asyncOutcome(verifyCommandAsync(flipped, options))).toBe('ENVELOPE_BAD_SIGNATURE');
+      expect(await asyncOutcome(verifyCommandAsync(bytes, { ...options, deviceId: 'other-device' }))).toBe('ENVELOPE_BAD_SIGNATURE');
+      expect(await asyncOutcome(verifyCommandAsync(bytes, { ...options, keyResolver: () => undefined }))).toBe('ENVELOPE_KID_UNKNOWN');
+      expect(await asyncOutcome(verifyCommandAsync(bytes, { ...options, now: NOW + 3_600_000 }))).toBe('ENVELOPE_EXPIRED');
+      expect(await asyncOutcome(verifyCommandAsync(bytes.subarray(0, 20), options))).toBe('ENVELOPE_TRUNCATED');
     });
   }
 
@@ -124,6 +147,16 @@ describe('result envelope', () => {
     const verified = verifyResult(result(), verifyOptions({ topic: 'cmd/result' }));
     expect(verified.claims).toMatchObject({ iss: DEVICE, decision: 'allow', policies: ['p1'], reasons: [], outcome: 'executed', iatMs: NOW });
     expect(verified.claims.cmd).toEqual(digest);
+  });
+
+  it('signs on the thread pool (signResultAsync) with either key type, verifiable like signResult', async () => {
+    for (const key of [edKey, ecKey]) {
+      const signed = await signResultAsync({ key, deviceId: DEVICE, topic: 'cmd/result', commandDigest: digest, decision: 'deny', policies: [], reasons: ['NO_PERMIT'], outcome: 'not_executed', now: NOW });
+      const verified = verifyResult(signed, verifyOptions({ topic: 'cmd/result', keyResolver: () => key.publicKey }));
+      expect(verified.claims).toMatchObject({ iss: DEVICE, decision: 'deny', reasons: ['NO_PERMIT'], outcome: 'not_executed' });
+    }
+    const short = signResultAsync({ key: edKey, deviceId: DEVICE, topic: 'cmd/result', commandDigest: digest.subarray(1), decision: 'allow', policies: [], reasons: [], outcome: 'executed', now: NOW });
+    await expect(short).rejects.toMatchObject({ code: 'ENVELOPE_CLAIM_INVALID' });
   });
 
   it('refuses a result whose issuer is not the device, or one moved to another topic', () => {
