@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Development entry for `npx ztedge`: runs the TypeScript sources through tsx.
-// The shipped single executable is built from the same entry by `npm run build`.
+// (No single-executable build exists yet: package.json has no build script until it does.)
 import { register } from 'tsx/esm/api';
 
 register();
