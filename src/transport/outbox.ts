@@ -17,6 +17,13 @@
 // stores a message in the same transaction as everything else written in that turn (a command
 // result rides with its execution audit record), and deletes of acknowledged messages always
 // do, so a steady stream of results costs no transaction or fsync of its own.
+//
+// Messages committed by this process are dispatched from memory (a copy of each row as stored),
+// so a message is written once and deleted once, never read back. The database is read only for
+// what memory does not hold: rows from a previous run, and rows whose copies were dropped to keep
+// memory bounded (at most 4 x window messages and 4 MiB wait in memory; the oldest copies go
+// first). The boundary is one id: every pending row from `readyFrom` on that is not in flight is
+// in memory, the rows below it are read from the database, and those are sent first.
 import { EventEmitter } from 'node:events';
 import { GroupCommit } from '../agent/group-commit.js';
 import { migrate, type Database } from '../agent/state-db.js';
@@ -79,6 +86,8 @@ export interface OutboxMetrics {
   heldMessages: number;
   heldBytes: number;
   inFlight: number;
+  /** Reads of pending messages from the database (everything else is sent from memory). */
+  reads: number;
 }
 
 export interface OutboxEvents {
@@ -111,6 +120,9 @@ const MIGRATIONS = [
 
 const MAX_CORRELATION_BYTES = 1024;
 const MAX_CONTENT_TYPE_LENGTH = 256;
+/** Undispatched messages kept in memory, in windows and in bytes (beyond: read back when due). */
+const READY_WINDOWS = 4;
+const READY_MAX_BYTES = 4 * 1024 * 1024;
 
 interface Row {
   id: number;
@@ -125,6 +137,12 @@ interface Row {
   enqueued_at: number;
 }
 
+/** A stored row waiting in memory; not dispatched before its transaction committed. */
+interface Ready {
+  row: Row;
+  committed: boolean;
+}
+
 export class Outbox extends EventEmitter<OutboxEvents> {
   private readonly limits: { messages: number; bytes: number; nonCriticalMessages: number; nonCriticalBytes: number };
   private readonly window: number;
@@ -134,7 +152,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   private readonly statements: ReturnType<typeof prepareStatements>;
   private readonly commits: GroupCommit;
   /** Checks space and stores, in one transaction of its own (enqueue). */
-  private readonly insert: (message: OutboxMessage, size: number) => Stored;
+  private readonly insert: (message: OutboxMessage, size: number, unready: Ready[]) => Stored;
 
   private held: { messages: number; bytes: number };
   /** Dispatched rows by id, until deleted (after PUBACK) or failed. */
@@ -142,14 +160,20 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   private running = false;
   private pumpScheduled = false;
   /**
-   * Rows below this id have been dispatched (ids only grow): the pump reads only what is new.
-   * Moved back to a row that has to be sent again.
+   * Every pending row below `readyFrom` that is not in flight is at or above this id: the pump
+   * reads from here up to `readyFrom`. Moved back to a row there that has to be sent again.
    */
-  private cursor = 0;
+  private cursor: number;
+  /** Every pending row not in flight from this id on is in `ready`. Only grows. */
+  private readyFrom: number;
+  /** Rows to dispatch, in id order, all at or above `readyFrom`. */
+  private ready: Ready[] = [];
+  private readyBytes = 0;
+  private readonly readyMaxMessages: number;
   private closed = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly onOnline = () => this.pump();
-  private readonly counters = { enqueued: 0, sent: 0, refused: 0, superseded: 0, rejected: 0, retries: 0 };
+  private readonly counters = { enqueued: 0, sent: 0, refused: 0, superseded: 0, rejected: 0, retries: 0, reads: 0 };
 
   constructor(
     db: Database,
@@ -174,6 +198,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       nonCriticalBytes: Math.floor(options.maxBytes * (1 - reserve)),
     };
     this.window = options.window ?? 16;
+    this.readyMaxMessages = READY_WINDOWS * this.window;
     this.retryDelayMs = options.retryDelayMs ?? 1000;
     this.closeGraceMs = options.closeGraceMs ?? 2000;
     this.now = options.now ?? Date.now;
@@ -182,10 +207,14 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     migrate(db, 'outbox', MIGRATIONS);
     this.statements = prepareStatements(db);
     this.held = this.statements.held.get() ?? { messages: 0, bytes: 0 };
-    this.insert = db.transaction((message: OutboxMessage, size: number) => {
-      const superseded = this.supersede(message);
+    // Ids only grow (AUTOINCREMENT): what this process stores is at or above readyFrom.
+    const { firstPending, nextId } = this.statements.bounds.get()!;
+    this.readyFrom = nextId;
+    this.cursor = firstPending ?? nextId;
+    this.insert = db.transaction((message: OutboxMessage, size: number, unready: Ready[]) => {
+      const superseded = this.supersede(message, unready);
       this.checkSpace(message.critical === true, size, superseded.messages, superseded.bytes);
-      return { id: this.store(message, size), superseded };
+      return { row: this.store(message, size), superseded };
     });
   }
 
@@ -198,9 +227,12 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     checkMessage(message);
     const size = messageSize(message);
     let inserted;
+    const unready: Ready[] = [];
     try {
-      inserted = this.insert(message, size);
+      inserted = this.insert(message, size, unready);
     } catch (err) {
+      // Rolled back: what it superseded is stored again.
+      for (const entry of unready) this.markReady(entry);
       if (err instanceof TransportError && err.code === 'OUTBOX_FULL') {
         this.counters.refused++;
         this.emit('refused', err);
@@ -213,8 +245,9 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     };
     this.counters.enqueued++;
     this.counters.superseded += inserted.superseded.messages;
+    this.markReady({ row: inserted.row, committed: true });
     this.pump();
-    return inserted.id;
+    return inserted.row.id;
   }
 
   /**
@@ -242,19 +275,29 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     }
     this.held = { messages: this.held.messages + 1, bytes: this.held.bytes + size };
     let stored: Stored | undefined;
+    // Joins memory when stored, so a later message of the same batch can supersede it there too;
+    // dispatched only once committed. On rollback each write restores what it superseded (last
+    // to first, so an entry restored by a later write is then taken out by its own).
+    let entry: Ready | undefined;
+    const unready: Ready[] = [];
     return this.commits.run(
       () => {
-        const superseded = this.supersede(message);
-        stored = { id: this.store(message, size), superseded };
-        return stored.id;
+        const superseded = this.supersede(message, unready);
+        stored = { row: this.store(message, size), superseded };
+        entry = { row: stored.row, committed: false };
+        this.markReady(entry);
+        return stored.row.id;
       },
       (committed) => {
         if (committed && stored !== undefined) {
+          if (entry !== undefined) entry.committed = true;
           this.held = { messages: this.held.messages - stored.superseded.messages, bytes: this.held.bytes - stored.superseded.bytes };
           this.counters.enqueued++;
           this.counters.superseded += stored.superseded.messages;
           this.pumpSoon();
         } else {
+          if (stored !== undefined) this.unready(stored.row.id);
+          for (const superseded of unready) this.markReady(superseded);
           this.held = { messages: this.held.messages - 1, bytes: this.held.bytes - size };
         }
       },
@@ -318,32 +361,82 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     return removed.length;
   }
 
-  /** Deletes unsent retained messages on a retained message's topic (not ones in flight). */
-  private supersede(message: OutboxMessage): { messages: number; bytes: number } {
+  /**
+   * Deletes unsent retained messages on a retained message's topic (not ones in flight), and
+   * their copies in memory; adds those copies to `unready`, to restore if this rolls back.
+   */
+  private supersede(message: OutboxMessage, unready: Ready[]): { messages: number; bytes: number } {
     const freed = { messages: 0, bytes: 0 };
     if (!message.retain) return freed;
     for (const old of this.statements.retainedOnTopic.all(message.topic)) {
       if (this.inFlight.has(old.id)) continue;
       this.statements.delete.run(old.id);
+      const copy = this.unready(old.id);
+      if (copy !== undefined) unready.push(copy);
       freed.messages++;
       freed.bytes += old.size;
     }
     return freed;
   }
 
-  private store(message: OutboxMessage, size: number): number {
-    const result = this.statements.insert.run(
-      message.topic,
-      Buffer.from(message.payload),
-      message.qos,
-      message.retain ? 1 : 0,
-      message.responseTopic ?? null,
-      message.correlationData ? Buffer.from(message.correlationData) : null,
-      message.contentType ?? null,
+  /** Inserts the message; returns the row as stored (its payload a copy of the caller's). */
+  private store(message: OutboxMessage, size: number): Row {
+    const row: Row = {
+      id: 0,
+      topic: message.topic,
+      payload: Buffer.from(message.payload),
+      qos: message.qos,
+      retain: message.retain ? 1 : 0,
+      response_topic: message.responseTopic ?? null,
+      correlation_data: message.correlationData ? Buffer.from(message.correlationData) : null,
+      content_type: message.contentType ?? null,
       size,
-      this.now(),
+      enqueued_at: this.now(),
+    };
+    const result = this.statements.insert.run(
+      row.topic,
+      row.payload,
+      row.qos,
+      row.retain,
+      row.response_topic,
+      row.correlation_data,
+      row.content_type,
+      row.size,
+      row.enqueued_at,
     );
-    return Number(result.lastInsertRowid);
+    row.id = Number(result.lastInsertRowid);
+    return row;
+  }
+
+  /**
+   * A stored, pending row not in flight is to be dispatched, in id order: from memory, or, below
+   * `readyFrom`, read back from the database.
+   */
+  private markReady(entry: Ready): void {
+    const { row } = entry;
+    if (row.id < this.readyFrom) {
+      this.cursor = Math.min(this.cursor, row.id);
+      return;
+    }
+    let at = this.ready.length;
+    while (at > 0 && this.ready[at - 1]!.row.id > row.id) at--;
+    this.ready.splice(at, 0, entry);
+    this.readyBytes += row.size;
+    // Over the bound, the oldest copies go: their rows are below readyFrom then, so read back.
+    while (this.ready.length > this.readyMaxMessages || this.readyBytes > READY_MAX_BYTES) {
+      const dropped = this.ready.shift()!.row;
+      this.readyBytes -= dropped.size;
+      this.readyFrom = dropped.id + 1;
+    }
+  }
+
+  /** Takes a row's copy out of memory (its row deleted), if there. */
+  private unready(id: number): Ready | undefined {
+    const at = this.ready.findIndex((entry) => entry.row.id === id);
+    if (at < 0) return undefined;
+    const [entry] = this.ready.splice(at, 1);
+    this.readyBytes -= entry!.row.size;
+    return entry;
   }
 
   private checkSpace(critical: boolean, size: number, freedMessages: number, freedBytes: number): void {
@@ -372,26 +465,41 @@ export class Outbox extends EventEmitter<OutboxEvents> {
 
   private pump(): void {
     if (!this.running || this.closed || this.retryTimer || !this.link.online) return;
-    const free = this.window - this.inFlight.size;
+    let free = this.window - this.inFlight.size;
     if (free <= 0) return;
-    let rows: Row[];
-    try {
-      rows = this.statements.pending.all(this.cursor, free);
-    } catch (err) {
-      this.emit('problem', err as Error);
-      this.scheduleRetry();
-      return;
+    if (this.cursor < this.readyFrom) {
+      // Stored rows memory does not hold go first: they are older than everything it holds.
+      const upTo = this.readyFrom;
+      let rows: Row[];
+      try {
+        rows = this.statements.pending.all(this.cursor, upTo, free);
+      } catch (err) {
+        this.emit('problem', err as Error);
+        this.scheduleRetry();
+        return;
+      }
+      this.counters.reads++;
+      for (const row of rows) {
+        if (!this.link.online) return;
+        this.cursor = row.id + 1;
+        if (!this.inFlight.has(row.id)) this.dispatch(row);
+      }
+      if (rows.length === free) return; // maybe more below upTo: read on when a slot is free
+      this.cursor = upTo;
+      free = this.window - this.inFlight.size;
     }
-    for (const row of rows) {
-      if (!this.link.online) break;
-      this.cursor = row.id + 1;
-      if (!this.inFlight.has(row.id)) this.dispatch(row);
+    for (; free > 0; free--) {
+      const next = this.ready[0];
+      if (next === undefined || !next.committed || !this.link.online) return;
+      this.ready.shift();
+      this.readyBytes -= next.row.size;
+      this.dispatch(next.row);
     }
   }
 
-  /** The row is still stored and not in flight: the pump reads it again. */
+  /** The row is still stored and not in flight: it is sent again, in id order. */
   private resend(row: Row): void {
-    this.cursor = Math.min(this.cursor, row.id);
+    this.markReady({ row, committed: true });
   }
 
   private dispatch(row: Row): void {
@@ -475,7 +583,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
 }
 
 interface Stored {
-  id: number;
+  row: Row;
   superseded: { messages: number; bytes: number };
 }
 
@@ -484,9 +592,13 @@ function prepareStatements(db: Database) {
     held: db.prepare<[], { messages: number; bytes: number }>(
       'SELECT count(*) AS messages, coalesce(sum(size), 0) AS bytes FROM outbox_message',
     ),
-    pending: db.prepare<[number, number], Row>(
+    bounds: db.prepare<[], { firstPending: number | null; nextId: number }>(
+      `SELECT (SELECT min(id) FROM outbox_message WHERE state = 'pending') AS firstPending,
+              (SELECT coalesce(max(id), 0) + 1 FROM outbox_message) AS nextId`,
+    ),
+    pending: db.prepare<[number, number, number], Row>(
       `SELECT id, topic, payload, qos, retain, response_topic, correlation_data, content_type, size, enqueued_at
-       FROM outbox_message WHERE state = 'pending' AND id >= ? ORDER BY id LIMIT ?`,
+       FROM outbox_message WHERE state = 'pending' AND id >= ? AND id < ? ORDER BY id LIMIT ?`,
     ),
     retainedOnTopic: db.prepare<[string], { id: number; size: number }>(
       "SELECT id, size FROM outbox_message WHERE state = 'pending' AND retain = 1 AND topic = ?",

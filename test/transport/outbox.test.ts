@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { GroupCommit } from '../../src/agent/group-commit.js';
 import { openStateDb, type Database } from '../../src/agent/state-db.js';
 import { TransportError } from '../../src/transport/errors.js';
 import type { PublishOptions } from '../../src/transport/mqtt-link.js';
@@ -12,6 +13,8 @@ import { waitUntil } from '../support/wait.js';
 /** A link whose connectivity and acknowledgements the test drives by hand. */
 class FakeLink extends EventEmitter implements OutboxLink {
   online = false;
+  /** Acknowledge every publish on the next turn, like a broker that keeps up. */
+  autoAck = false;
   readonly calls: Array<{
     topic: string;
     payload: string;
@@ -24,6 +27,7 @@ class FakeLink extends EventEmitter implements OutboxLink {
     if (!this.online) return Promise.reject(new TransportError('LINK_OFFLINE', 'offline'));
     return new Promise((resolve, reject) => {
       this.calls.push({ topic, payload: Buffer.from(payload).toString(), opts, ack: resolve, fail: reject });
+      if (this.autoAck) setImmediate(resolve);
     });
   }
 
@@ -54,11 +58,29 @@ afterEach(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-function open(link: OutboxLink, options: Partial<OutboxOptions> = {}): { db: Database; outbox: Outbox } {
+function open(link: OutboxLink, options: Partial<OutboxOptions> = {}): { db: Database; outbox: Outbox; commits: GroupCommit } {
   const db = openStateDb(dbPath);
-  const outbox = new Outbox(db, link, { maxMessages: 1000, maxBytes: 1_000_000, retryDelayMs: 20, closeGraceMs: 50, ...options });
+  const commits = new GroupCommit(db);
+  const outbox = new Outbox(db, link, { maxMessages: 1000, maxBytes: 1_000_000, retryDelayMs: 20, closeGraceMs: 50, commits, ...options });
   opened.push({ db, outbox });
-  return { db, outbox };
+  return { db, outbox, commits };
+}
+
+/** Queues a write that fails on the group commit: the whole batch it lands in rolls back. */
+function failNextBatch(commits: GroupCommit): Promise<unknown> {
+  return commits
+    .run(() => {
+      throw new Error('disk I/O error');
+    })
+    .catch((err: unknown) => err);
+}
+
+/** Acknowledges every publish, in order, as it arrives, until `count` were acknowledged. */
+async function ackAll(link: FakeLink, count: number): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    await waitUntil(() => link.calls.length > i, `publish #${i + 1}`);
+    link.calls[i].ack();
+  }
 }
 
 const msg = (payload: string, extra: Partial<Parameters<Outbox['enqueue']>[0]> = {}) => ({
@@ -218,6 +240,144 @@ describe('Outbox', () => {
     link.calls[1].ack();
     await waitUntil(() => outbox.metrics().sent === 1, 'sent');
     expect(outbox.metrics()).toMatchObject({ retries: 1, heldMessages: 0 });
+  });
+
+  it('sends what was committed in this process from memory, reading the database only for rows of a previous run', async () => {
+    const offline = new FakeLink();
+    const first = open(offline);
+    for (const p of ['old-0', 'old-1', 'old-2']) first.outbox.enqueue(msg(p));
+    await first.outbox.close();
+    first.db.close();
+
+    const link = new FakeLink();
+    const { outbox } = open(link, { window: 2 });
+    outbox.enqueue(msg('new-0'));
+    await outbox.enqueueGrouped(msg('new-1'));
+    outbox.start();
+    link.goOnline();
+    expect(link.sent()).toEqual(['old-0', 'old-1']);
+    // Committed while the previous run's rows are still going out: waits for them.
+    await outbox.enqueueGrouped(msg('new-2'));
+    link.calls[0].ack();
+    await waitUntil(() => link.calls.length === 3, 'the next slot filled');
+    expect(link.sent()).toEqual(['old-0', 'old-1', 'old-2']);
+    await ackAll(link, 6);
+    await waitUntil(() => outbox.metrics().sent === 6, 'all sent');
+    expect(link.sent()).toEqual(['old-0', 'old-1', 'old-2', 'new-0', 'new-1', 'new-2']);
+    const readsForOldRows = outbox.metrics().reads;
+    expect(readsForOldRows).toBeGreaterThan(0);
+
+    // A steady stream from here on (the broker keeps up) never reads back what it just wrote.
+    link.autoAck = true;
+    for (let batch = 0; batch < 20; batch++) {
+      await Promise.all(Array.from({ length: 5 }, (_, i) => outbox.enqueueGrouped(msg(`s${batch * 5 + i}`))));
+      await waitUntil(() => outbox.metrics().sent >= 6 + batch * 5, 'the stream flowing');
+    }
+    await waitUntil(() => outbox.metrics().sent === 106, 'the stream sent');
+    expect(link.sent().slice(6)).toEqual(Array.from({ length: 100 }, (_, i) => `s${i}`));
+    expect(outbox.metrics()).toMatchObject({ reads: readsForOldRows, heldMessages: 0, inFlight: 0 });
+  });
+
+  it('keeps order beyond what memory holds: the oldest copies are dropped and read back when due', async () => {
+    const link = new FakeLink();
+    // window 2: memory holds at most 8 undispatched messages.
+    const { outbox } = open(link, { window: 2 });
+    outbox.start();
+    for (let i = 0; i < 30; i++) outbox.enqueue(msg(`m${i}`));
+    await Promise.all(Array.from({ length: 10 }, (_, i) => outbox.enqueueGrouped(msg(`m${30 + i}`))));
+    link.goOnline();
+    await ackAll(link, 40);
+    await waitUntil(() => outbox.metrics().sent === 40, 'all sent');
+    expect(link.sent()).toEqual(Array.from({ length: 40 }, (_, i) => `m${i}`));
+    expect(outbox.metrics().reads).toBeGreaterThan(0);
+    expect(outbox.metrics()).toMatchObject({ heldMessages: 0, heldBytes: 0 });
+  });
+
+  it('resends every failed publish in enqueue order, ahead of newer messages', async () => {
+    const link = new FakeLink();
+    const { outbox } = open(link, { window: 3 });
+    outbox.start();
+    link.goOnline();
+    await Promise.all(['m0', 'm1', 'm2', 'm3', 'm4'].map((p) => outbox.enqueueGrouped(msg(p))));
+    expect(link.sent()).toEqual(['m0', 'm1', 'm2']);
+    // The connection drops: every publish in flight fails, the last one first.
+    for (const call of [...link.calls].reverse()) call.fail(new TransportError('LINK_OFFLINE', 'connection dropped'));
+    await waitUntil(() => link.calls.length === 6, 'the retry');
+    expect(link.sent()).toEqual(['m0', 'm1', 'm2', 'm0', 'm1', 'm2']);
+    for (const call of link.calls.slice(3)) call.ack();
+    await waitUntil(() => link.calls.length === 8, 'the rest');
+    link.calls[6].ack();
+    link.calls[7].ack();
+    await waitUntil(() => outbox.metrics().sent === 5, 'all sent');
+    expect(link.sent()).toEqual(['m0', 'm1', 'm2', 'm0', 'm1', 'm2', 'm3', 'm4']);
+    expect(outbox.metrics()).toMatchObject({ retries: 3, heldMessages: 0 });
+  });
+
+  it('sends an acknowledged message again when its delete was rolled back, before newer ones', async () => {
+    const link = new FakeLink();
+    const { outbox, commits } = open(link, { window: 2 });
+    const problems: Error[] = [];
+    outbox.on('problem', (e) => problems.push(e));
+    outbox.start();
+    link.goOnline();
+    outbox.enqueue(msg('a'));
+    outbox.enqueue(msg('b'));
+    // The delete of a, queued on its PUBACK, lands in a batch that rolls back.
+    const failed = failNextBatch(commits);
+    link.calls[0].ack();
+    expect(await failed).toMatchObject({ code: 'STATE_COMMIT_FAILED' });
+    await waitUntil(() => problems.length === 1, 'the problem reported');
+    outbox.enqueue(msg('c'));
+    await waitUntil(() => link.calls.length === 3, 'a resent after the retry delay');
+    expect(link.sent()).toEqual(['a', 'b', 'a']);
+    link.calls[1].ack();
+    link.calls[2].ack();
+    await waitUntil(() => link.calls.length === 4, 'c sent');
+    link.calls[3].ack();
+    await waitUntil(() => outbox.metrics().heldMessages === 0, 'all deleted');
+    expect(link.sent()).toEqual(['a', 'b', 'a', 'c']);
+    expect(outbox.metrics().sent).toBe(3);
+  });
+
+  it('never sends a retained message superseded while it waited, and brings it back if the superseding write rolls back', async () => {
+    const link = new FakeLink();
+    const { outbox, commits } = open(link, { window: 1 });
+    outbox.start();
+    link.goOnline();
+    outbox.enqueue(msg('result')); // in flight: the window is full, so the rest waits
+    const status = (s: string) => msg(s, { topic: 'ztedge/s/d/status', retain: true });
+    await outbox.enqueueGrouped(status('s0'));
+    await outbox.enqueueGrouped(status('s1')); // supersedes s0 in a later batch
+    // s3 supersedes s2 in the batch that stores both.
+    await Promise.all([outbox.enqueueGrouped(status('s2')), outbox.enqueueGrouped(status('s3'))]);
+    outbox.enqueue(status('s4')); // supersedes s3 in a transaction of its own
+    // s5 supersedes s4, then the batch rolls back: s4 is stored, and to be sent, again.
+    const s5 = outbox.enqueueGrouped(status('s5'));
+    const failed = failNextBatch(commits);
+    await expect(s5).rejects.toMatchObject({ code: 'STATE_COMMIT_FAILED' });
+    await failed;
+    await outbox.enqueueGrouped(msg('after'));
+    expect(outbox.metrics()).toMatchObject({ superseded: 4, heldMessages: 3 });
+
+    await ackAll(link, 3);
+    await waitUntil(() => outbox.metrics().sent === 3, 'all sent');
+    expect(link.sent()).toEqual(['result', 's4', 'after']);
+    expect(outbox.metrics()).toMatchObject({ heldMessages: 0, heldBytes: 0 });
+  });
+
+  it('still sends a retained message when the one meant to supersede it was refused for space', async () => {
+    const link = new FakeLink();
+    const topicBytes = Buffer.byteLength('ztedge/s/d/status');
+    const { outbox } = open(link, { maxBytes: 100, criticalReserve: 0 });
+    const status = (s: string) => msg(s, { topic: 'ztedge/s/d/status', retain: true });
+    outbox.enqueue(status('small'));
+    expect(() => outbox.enqueue(status('x'.repeat(101 - topicBytes)))).toThrow(expect.objectContaining({ code: 'OUTBOX_FULL' }));
+    outbox.start();
+    link.goOnline();
+    await ackAll(link, 1);
+    await waitUntil(() => outbox.metrics().sent === 1, 'sent');
+    expect(link.sent()).toEqual(['small']);
+    expect(outbox.metrics()).toMatchObject({ superseded: 0, refused: 1, heldMessages: 0 });
   });
 
   it('refuses malformed messages and bad options with typed errors', async () => {
