@@ -66,6 +66,8 @@ export interface LogFlusher {
 export interface GroupCommitOptions {
   /** Default: fdatasync of the database's WAL file (nothing for an in-memory database). */
   flusher?: LogFlusher;
+  /** Longest wait of a runLazy() write for a batch to join (default 20 ms). */
+  lazyDelayMs?: number;
 }
 
 export class GroupCommit {
@@ -79,6 +81,8 @@ export class GroupCommit {
   /** Batches the running flush covers (null when none runs). */
   private flushing: Committed[] | null = null;
   private readonly counters: GroupCommitStats = { batches: 0, writes: 0, failures: 0, largestBatch: 0, flushes: 0 };
+  private lazyTimer: NodeJS.Timeout | null = null;
+  private readonly lazyDelayMs: number;
 
   constructor(db: Database, options: GroupCommitOptions = {}) {
     this.runBatch = db.transaction((batch: QueuedWrite[], results: unknown[]) => {
@@ -88,6 +92,7 @@ export class GroupCommit {
     const full = db.prepare('PRAGMA synchronous = FULL');
     this.synchronous = { normal: () => normal.run(), full: () => full.run() };
     this.flusher = options.flusher ?? (db.memory ? NOTHING_TO_FLUSH : walFlusher(db.name));
+    this.lazyDelayMs = options.lazyDelayMs ?? 20;
   }
 
   /**
@@ -103,6 +108,21 @@ export class GroupCommit {
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.commit());
+      }
+    });
+  }
+
+  /**
+   * Like run(), for writes that may wait (deletes of acknowledged outbox messages): it starts no
+   * batch of its own but joins the next one anybody starts, or one started `lazyDelayMs` after it
+   * was queued. Under load it costs no transaction or flush of its own.
+   */
+  runLazy<T>(write: () => T, settled?: (committed: boolean) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ write, settled, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.scheduled && this.lazyTimer === null) {
+        this.lazyTimer = setTimeout(() => this.commit(), this.lazyDelayMs);
+        this.lazyTimer.unref();
       }
     });
   }
@@ -138,6 +158,8 @@ export class GroupCommit {
 
   private commit(): void {
     this.scheduled = false;
+    if (this.lazyTimer !== null) clearTimeout(this.lazyTimer);
+    this.lazyTimer = null;
     const batch = this.queue;
     if (batch.length === 0) return;
     this.queue = [];
@@ -196,27 +218,54 @@ export class GroupCommit {
 const NOTHING_TO_FLUSH: LogFlusher = { flush: () => Promise.resolve(), flushNow: () => {} };
 
 /**
- * fdatasync of `<database>-wal`, opened per flush: SQLite keeps that file (rewinding it after a
- * checkpoint, never replacing it) while the database is open, and deletes it on the last close.
+ * fdatasync of `<database>-wal`. SQLite keeps that file while the database is open (it rewinds
+ * it after a checkpoint, never replaces it) and deletes it on the last close, so one descriptor,
+ * opened at the first flush, serves every flush; it is closed when the GroupCommit is collected.
+ * A failed flush drops it, and the next flush opens the file again.
  */
 function walFlusher(dbPath: string): LogFlusher {
   const wal = `${dbPath}-wal`;
+  const state = { fd: null as number | null };
+  const descriptor = () => {
+    if (state.fd === null) {
+      state.fd = fs.openSync(wal, 'r+');
+      openWalFiles.register(state, state.fd, state);
+    }
+    return state.fd;
+  };
+  const drop = () => {
+    if (state.fd === null) return;
+    openWalFiles.unregister(state);
+    fs.close(state.fd, () => undefined);
+    state.fd = null;
+  };
   return {
-    async flush() {
-      const file = await fs.promises.open(wal, 'r+');
-      try {
-        await file.datasync();
-      } finally {
-        await file.close();
-      }
+    flush() {
+      return new Promise<void>((resolve, reject) => {
+        let fd: number;
+        try {
+          fd = descriptor();
+        } catch (err) {
+          reject(err);
+          return;
+        }
+        fs.fdatasync(fd, (err) => {
+          if (err === null) return resolve();
+          drop();
+          reject(err);
+        });
+      });
     },
     flushNow() {
-      const fd = fs.openSync(wal, 'r+');
       try {
-        fs.fdatasyncSync(fd);
-      } finally {
-        fs.closeSync(fd);
+        fs.fdatasyncSync(descriptor());
+      } catch (err) {
+        drop();
+        throw err;
       }
     },
   };
 }
+
+/** Closes the WAL descriptor of a flusher nobody holds any more. */
+const openWalFiles = new FinalizationRegistry<number>((fd) => fs.close(fd, () => undefined));

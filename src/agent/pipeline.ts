@@ -95,15 +95,15 @@ export interface CommandInput {
    */
   onRecorded?: () => void;
   /**
-   * Called once with the outcome as soon as it is known: after execution, in the turn the
-   * execution record is queued, so a reply written to the outbox's group commit from here on is
-   * committed with that record or after it (batches commit in order), never before. handleCommand
-   * itself resolves only after the record is committed.
+   * Called once with the outcome as soon as it is known. After an execution it may return a
+   * promise (the reply being signed): the execution record is queued in the turn that promise
+   * settles, so a reply queued to the outbox's group commit just before shares that record's
+   * transaction. handleCommand itself resolves only after the record is committed.
    */
-  onOutcome?: (outcome: CommandOutcome) => void;
+  onOutcome?: (outcome: CommandOutcome) => void | Promise<void>;
 }
 
-type OutcomeReport = (outcome: CommandOutcome) => void;
+type OutcomeReport = (outcome: CommandOutcome) => void | Promise<void>;
 
 /** How long an approval-created just-in-time grant lasts unless `@grant_ttl` says otherwise. */
 const DEFAULT_GRANT_TTL_MS = 10 * 60_000;
@@ -335,6 +335,10 @@ export class CommandPipeline {
       }
     }
     const outcome = result.status === 'ok' ? 'executed' : result.status;
+    const detail = result.status === 'ok' ? result.detail : result.status === 'failed' ? { code: result.code, message: result.message } : { afterMs: result.afterMs };
+    const settled: CommandOutcome = { ...base, decision: 'allow', policies, reasons: result.status === 'ok' ? reasons : [...reasons, result.status === 'failed' ? result.code : 'EXECUTION_TIMEOUT'], outcome, detail };
+    // The reply is prepared first, so it and the execution record share one transaction.
+    await Promise.resolve(report(settled)).catch(() => undefined);
     const executionRecorded = this.auditRecord('execution', {
       cmd: base.digest ?? null,
       action,
@@ -342,9 +346,6 @@ export class CommandPipeline {
       ...(result.status === 'failed' ? { code: result.code, message: result.message } : {}),
       ...(result.status === 'timeout' ? { afterMs: result.afterMs } : {}),
     });
-    const detail = result.status === 'ok' ? result.detail : result.status === 'failed' ? { code: result.code, message: result.message } : { afterMs: result.afterMs };
-    const settled: CommandOutcome = { ...base, decision: 'allow', policies, reasons: result.status === 'ok' ? reasons : [...reasons, result.status === 'failed' ? result.code : 'EXECUTION_TIMEOUT'], outcome, detail };
-    report(settled);
     // The action already happened; a failed execution record is reported by the audit layer.
     await executionRecorded.catch(() => undefined);
     return settled;
@@ -483,12 +484,12 @@ export class CommandPipeline {
   }
 }
 
-function once<A extends unknown[]>(fn: ((...args: A) => void) | undefined): (...args: A) => void {
+function once<A extends unknown[], R>(fn: ((...args: A) => R) | undefined): (...args: A) => R | undefined {
   let called = false;
   return (...args) => {
-    if (called) return;
+    if (called) return undefined;
     called = true;
-    fn?.(...args);
+    return fn?.(...args);
   };
 }
 

@@ -403,7 +403,7 @@ export class Agent {
           source: 'mqtt',
           reply,
           onRecorded: recorded,
-          // Called in the turn the execution record is queued: the result joins its commit.
+          // The execution record is queued once the signed result is: both share one commit.
           onOutcome: (outcome) => this.answer(outcome, digest, arrival, reply),
         })
         .catch((err: unknown) => {
@@ -414,24 +414,27 @@ export class Agent {
     });
   }
 
-  /** Sends a command's result; a repeat of bytes already answered gets the first answer again. */
-  private answer(outcome: CommandOutcome, digest: string, arrival: FirstArrival, reply: ReplyRoute): void {
+  /**
+   * Sends a command's result; a repeat of bytes already answered gets the first answer again.
+   * Resolves once the result is queued on the outbox (never rejects): the pipeline queues the
+   * execution record right after, in the same transaction.
+   */
+  private answer(outcome: CommandOutcome, digest: string, arrival: FirstArrival, reply: ReplyRoute): Promise<void> | undefined {
     if (!arrival.first && outcome.reasons[0] === 'ENVELOPE_REPLAY') {
       const repeated = arrival.earlier.then(async (earlier) => {
         if (earlier !== null) this.metrics.inc('ztedge_command_repeats_total', 'Repeats of a command answered with its first result');
         this.enqueueResult(earlier ?? (await this.signOutcome(outcome)), reply);
       });
       this.track(repeated, 'answering a repeated command failed');
-      return;
+      return undefined;
     }
-    // Signed on the thread pool; the result is queued after the execution record, never before.
+    // Signed on the thread pool.
     const signed = this.signOutcome(outcome);
     if (arrival.first) arrival.settle(signed.catch(() => null));
     else this.recent.update(digest, signed);
-    this.track(
-      signed.then((result) => this.enqueueResult(result, reply)),
-      'signing a result failed',
-    );
+    const queued = signed.then((result) => this.enqueueResult(result, reply));
+    this.track(queued, 'signing a result failed');
+    return queued.catch(() => undefined);
   }
 
   /** A held command was approved, rejected or expired: its settled result goes where the first one went. */

@@ -157,6 +157,8 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   private held: { messages: number; bytes: number };
   /** Dispatched rows by id, until deleted (after PUBACK) or failed. */
   private readonly inFlight = new Map<number, Promise<void>>();
+  /** Acknowledged rows whose delete is not committed yet: never sent again, nor superseded. */
+  private readonly deleting = new Set<number>();
   private running = false;
   private pumpScheduled = false;
   /**
@@ -369,7 +371,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     const freed = { messages: 0, bytes: 0 };
     if (!message.retain) return freed;
     for (const old of this.statements.retainedOnTopic.all(message.topic)) {
-      if (this.inFlight.has(old.id)) continue;
+      if (this.inFlight.has(old.id) || this.deleting.has(old.id)) continue;
       this.statements.delete.run(old.id);
       const copy = this.unready(old.id);
       if (copy !== undefined) unready.push(copy);
@@ -482,7 +484,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
       for (const row of rows) {
         if (!this.link.online) return;
         this.cursor = row.id + 1;
-        if (!this.inFlight.has(row.id)) this.dispatch(row);
+        if (!this.inFlight.has(row.id) && !this.deleting.has(row.id)) this.dispatch(row);
       }
       if (rows.length === free) return; // maybe more below upTo: read on when a slot is free
       this.cursor = upTo;
@@ -514,14 +516,20 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     this.inFlight.set(row.id, settled);
   }
 
-  /** PUBACKs are deleted through the group commit, with whatever else is written in that turn. */
+  /**
+   * The broker has the message: its window slot is free at once, and its delete joins the next
+   * group commit anybody starts (runLazy), so a steady stream costs no transaction of its own.
+   * A crash before that commit sends the message again: a duplicate, never a loss.
+   */
   private onAcknowledged(row: Row): void {
     if (this.closed) return;
+    this.inFlight.delete(row.id);
+    this.deleting.add(row.id);
     this.commits
-      .run(
+      .runLazy(
         () => this.statements.delete.run(row.id),
         (committed) => {
-          this.inFlight.delete(row.id);
+          this.deleting.delete(row.id);
           if (!committed) {
             this.resend(row); // still stored, so sent again: a duplicate, never a loss
             return;
@@ -531,15 +539,13 @@ export class Outbox extends EventEmitter<OutboxEvents> {
         },
       )
       .then(
-        () => {
-          this.emit('sent', { id: row.id, topic: row.topic });
-          this.pumpSoon();
-        },
+        () => this.emit('sent', { id: row.id, topic: row.topic }),
         (err: unknown) => {
           this.emit('problem', err as Error);
           this.scheduleRetry();
         },
       );
+    this.pumpSoon();
   }
 
   private onFailed(row: Row, err: unknown): void {

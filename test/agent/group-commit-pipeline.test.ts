@@ -119,22 +119,30 @@ describe('commands under group commit', () => {
     expect(c.audit.verify()).toBeUndefined();
   });
 
-  it('reports the outcome in the turn the execution record is queued, so a reply can join its commit', async () => {
+  it('queues the execution record once the reply is prepared, so both share one transaction', async () => {
     const { core: c } = core();
     const bytes = command(c.keys.planner, c.clock.ms, 'estop');
-    let queuedWithOutcome = -1;
-    let executionCommittedAtOutcome = true;
+    const batches: number[] = [];
+    let replyBatch = -1;
+    let executionCommittedAtReply = -1;
     const outcome = await c.pipeline.handleCommand({
       bytes,
       source: 'mqtt',
-      onOutcome: () => {
-        queuedWithOutcome = c.commits.pending;
-        executionCommittedAtOutcome = count(c, "SELECT count(*) AS n FROM audit WHERE kind = 'execution'") === 1;
+      // Like the agent: the reply is signed off the event loop, then queued on the group commit.
+      onOutcome: async () => {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        executionCommittedAtReply = count(c, "SELECT count(*) AS n FROM audit WHERE kind = 'execution'");
+        void c.commits.run(() => (replyBatch = c.commits.stats().batches));
       },
+      onRecorded: () => batches.push(c.commits.stats().batches),
     });
     expect(outcome.outcome).toBe('executed');
-    // The execution record is queued and not yet committed: a write queued now shares its transaction.
-    expect([queuedWithOutcome, executionCommittedAtOutcome]).toEqual([1, false]);
+    // The execution record was not committed before the reply was queued, and it landed in the
+    // same batch as the reply: the last batch, the one after the decision's.
+    expect(executionCommittedAtReply).toBe(0);
     expect(count(c, "SELECT count(*) AS n FROM audit WHERE kind = 'execution'")).toBe(1);
+    const after = c.commits.stats();
+    expect(replyBatch).toBe(after.batches - 1);
+    expect(after.batches - batches[0]!).toBe(1);
   });
 });

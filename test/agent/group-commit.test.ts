@@ -215,4 +215,57 @@ describe('GroupCommit', () => {
     commits.flush();
     db.close();
   });
+
+  it('keeps one descriptor on the WAL for all its flushes, also across a checkpoint that truncates the WAL', async () => {
+    const db = open();
+    const insert = withTable(db);
+    const commits = new GroupCommit(db);
+    const walDescriptors = () => fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`) === `${dbPath}-wal`;
+      } catch {
+        return false; // closed while listed
+      }
+    }).length;
+    const before = walDescriptors();
+    for (let i = 0; i < 30; i++) await commits.run(() => insert.run(i));
+    expect(walDescriptors()).toBe(before + 1);
+    db.pragma('wal_checkpoint(TRUNCATE)');
+    expect(fs.statSync(`${dbPath}-wal`).size).toBe(0);
+    for (let i = 30; i < 60; i++) await commits.run(() => insert.run(i));
+    expect(walDescriptors()).toBe(before + 1);
+    expect(commits.stats()).toMatchObject({ batches: 60, flushes: 60, failures: 0 });
+    expect((db.prepare('SELECT count(*) AS n FROM item').get() as { n: number }).n).toBe(60);
+  });
+
+  it('runLazy: a write that starts no batch of its own joins the next one, or one after lazyDelayMs', async () => {
+    const db = open();
+    const insert = withTable(db);
+    const flush = manualFlush();
+    const commits = new GroupCommit(db, { flusher: flush.flusher, lazyDelayMs: 40 });
+    // Joins a batch somebody else starts later (before its own delay is up).
+    const lazy = commits.runLazy(() => insert.run(1));
+    await turn();
+    expect(commits.stats().batches).toBe(0);
+    const eager = commits.run(() => insert.run(2));
+    await turn();
+    expect(commits.stats()).toMatchObject({ batches: 1, writes: 2 });
+    flush.calls[0]!.done();
+    await Promise.all([lazy, eager]);
+    // Alone, it waits for its delay, then commits and resolves after the flush like any write.
+    const started = performance.now();
+    let settledAt = 0;
+    const alone = commits.runLazy(() => insert.run(3), () => (settledAt = performance.now()));
+    await turn();
+    expect(commits.stats().batches).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    expect(commits.stats()).toMatchObject({ batches: 2, writes: 3 });
+    expect(settledAt - started).toBeGreaterThanOrEqual(35);
+    flush.calls[1]!.done();
+    await alone;
+    // flush() (shutdown) commits lazy writes at once.
+    void commits.runLazy(() => insert.run(4));
+    commits.flush();
+    expect((db.prepare('SELECT count(*) AS n FROM item').get() as { n: number }).n).toBe(4);
+  });
 });

@@ -313,6 +313,31 @@ describe('Outbox', () => {
     expect(outbox.metrics()).toMatchObject({ retries: 3, heldMessages: 0 });
   });
 
+  it('frees the window slot on PUBACK and deletes the row with the next commit anybody makes, or on its own shortly after', async () => {
+    const link = new FakeLink();
+    const { outbox, commits } = open(link, { window: 1 });
+    outbox.start();
+    link.goOnline();
+    outbox.enqueue(msg('a'));
+    outbox.enqueue(msg('b'));
+    const batches = commits.stats().batches;
+    link.calls[0].ack();
+    // b goes out at once (the slot is free), while a's delete has not started a transaction.
+    await waitUntil(() => link.calls.length === 2, 'b sent');
+    await flush();
+    expect(commits.stats().batches).toBe(batches);
+    expect(outbox.metrics()).toMatchObject({ inFlight: 1, heldMessages: 2, sent: 0 });
+    // Another writer's commit carries it.
+    await commits.run(() => 0);
+    expect(commits.stats().batches).toBe(batches + 1);
+    expect(outbox.metrics()).toMatchObject({ heldMessages: 1, sent: 1 });
+    // Alone, b's delete commits by itself soon after its PUBACK.
+    link.calls[1].ack();
+    await waitUntil(() => outbox.metrics().heldMessages === 0, "b's delete committed");
+    expect(commits.stats().batches).toBe(batches + 2);
+    expect(link.sent()).toEqual(['a', 'b']);
+  });
+
   it('sends an acknowledged message again when its delete was rolled back, before newer ones', async () => {
     const link = new FakeLink();
     const { outbox, commits } = open(link, { window: 2 });
