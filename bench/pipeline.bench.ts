@@ -4,21 +4,24 @@
 //
 // 1. The raw Ed25519 verify ceiling: node:crypto verifications of a real command's
 //    Sig_structure on this machine, one core, nothing else.
-// 2. The pipeline in process, no broker: CommandPipeline on a real state database (WAL,
-//    synchronous=FULL, one group commit shared by the replay guard, audit log and rate
-//    limiter), an executor that answers at once; `--window` × senders commands in flight.
+// 2. The pipeline in process, no broker: CommandPipeline on a real state database (WAL, one
+//    group commit shared by the replay guard, audit log and rate limiter, durable at the WAL
+//    fdatasync), an executor that answers at once; `--window` × senders commands in flight.
 // 3. End to end through a private Mosquitto: the agent as its own process (`ztedge run`), the
 //    simulated arm (scripts/sim-arm.ts, no motion delay) as the MQTT executor, and senders
 //    with their own connection and issuer key that publish signed commands (MQTT 5 response
 //    topic + correlation data) and time each signed result from publish to arrival:
 //      1 sender and N senders, each keeping `--window` commands outstanding (throughput);
 //      500 commands/s paced over N senders (latency at a steady rate).
-//    Resident memory of the agent process is sampled throughout. The agent's node runs with
+//    Resident memory of the agent process is sampled throughout, and the CPU time of the agent,
+//    the broker and this process (senders and arm) per command at full load is printed with the
+//    throughput those figures allow on this machine's cores. The agent's node runs with
 //    AGENT_NODE_FLAGS (bench/pipeline-load.ts) unless --agent-node-args gives others (e.g. to
 //    add --cpu-prof).
 // Ends with exactly `end-to-end: <N> commands/s` (N senders) and `p99 at 500/s: <N> ms`.
 import { verify } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { GroupCommit } from '../src/agent/group-commit.js';
@@ -38,7 +41,7 @@ import { ReplayGuard } from '../src/envelope/replay-guard.js';
 import { TrustedClock } from '../src/envelope/trusted-clock.js';
 import { startSimArm } from '../scripts/sim-arm.js';
 import { startBroker } from '../test/support/broker.js';
-import { AGENT_NODE_FLAGS, AgentProcess, type BenchSite, bundleAgent, DEVICE, Load, makeBenchSite, type PhaseResult, PREFIX, signBenchCommand, SITE } from './pipeline-load.js';
+import { AGENT_NODE_FLAGS, AgentProcess, type BenchSite, bundleAgent, cpuSeconds, DEVICE, Load, makeBenchSite, type PhaseResult, PREFIX, signBenchCommand, SITE } from './pipeline-load.js';
 
 const { values } = parseArgs({
   options: {
@@ -136,29 +139,40 @@ interface Usage {
   /** CPU used over the phase, in cores (1 = one core busy all the time). */
   agentCores: number;
   loadCores: number;
+  brokerCores: number;
 }
 
 function report(label: string, r: PhaseResult, usage: Usage): void {
   const other = [...r.other].map(([k, n]) => `${k}×${n}`).join(', ');
   console.log(
     `${label.padEnd(34)} ${int(r.commandsPerSecond).padStart(6)} commands/s   p50 ${ms(r.p50Ms).padStart(6)} ms   p99 ${ms(r.p99Ms).padStart(6)} ms` +
-      `   agent RSS peak ${mib(usage.rssPeak)} MiB, CPU ${usage.agentCores.toFixed(2)} cores (load side ${usage.loadCores.toFixed(2)})` +
+      `   agent RSS peak ${mib(usage.rssPeak)} MiB, CPU ${usage.agentCores.toFixed(2)} cores (broker ${usage.brokerCores.toFixed(2)}, load side ${usage.loadCores.toFixed(2)})` +
       `${other ? `   not executed: ${other}` : ''}${r.unanswered ? `   unanswered: ${r.unanswered}` : ''}`,
   );
 }
 
 /** Runs `phase` while sampling the agent's RSS every 250 ms and both sides' CPU time. */
-async function measured<T>(agent: AgentProcess, phase: () => Promise<T>): Promise<[T, Usage]> {
+async function measured<T>(agent: AgentProcess, brokerPid: number | undefined, phase: () => Promise<T>): Promise<[T, Usage]> {
   let rssPeak = agent.rss();
   const timer = setInterval(() => (rssPeak = Math.max(rssPeak, agent.rss())), 250);
+  const brokerSeconds = () => (brokerPid === undefined ? 0 : cpuSeconds(brokerPid));
   const agentCpu = agent.cpuSeconds();
+  const brokerCpu = brokerSeconds();
   const loadCpu = process.cpuUsage();
   const start = performance.now();
   try {
     const result = await phase();
     const seconds = (performance.now() - start) / 1000;
     const load = process.cpuUsage(loadCpu);
-    return [result, { rssPeak, agentCores: (agent.cpuSeconds() - agentCpu) / seconds, loadCores: (load.user + load.system) / 1e6 / seconds }];
+    return [
+      result,
+      {
+        rssPeak,
+        agentCores: (agent.cpuSeconds() - agentCpu) / seconds,
+        loadCores: (load.user + load.system) / 1e6 / seconds,
+        brokerCores: (brokerSeconds() - brokerCpu) / seconds,
+      },
+    ];
   } finally {
     clearInterval(timer);
   }
@@ -194,13 +208,21 @@ try {
   cleanups.unshift(() => single.close());
   const phaseMs = WARMUP_MS + seconds * 1000;
   single.prepare(3000, phaseMs);
-  const [one, oneUsage] = await measured(agent, () => single.closedLoop(window, WARMUP_MS, seconds * 1000));
+  const [one, oneUsage] = await measured(agent, broker.pid, () => single.closedLoop(window, WARMUP_MS, seconds * 1000));
   report(`end to end, 1 sender`, one, oneUsage);
   load.prepare(4000, phaseMs);
-  const [many, manyUsage] = await measured(agent, () => load.closedLoop(window, WARMUP_MS, seconds * 1000));
+  const [many, manyUsage] = await measured(agent, broker.pid, () => load.closedLoop(window, WARMUP_MS, seconds * 1000));
   report(`end to end, ${senderCount} senders`, many, manyUsage);
+  // Where the machine's CPU goes per command at full load: what caps end-to-end throughput on
+  // this machine is the sum over agent, broker and load side (senders and the simulated arm).
+  const perCommand = (cores: number) => (cores / many.commandsPerSecond) * 1e6;
+  const total = perCommand(manyUsage.agentCores) + perCommand(manyUsage.brokerCores) + perCommand(manyUsage.loadCores);
+  console.log(
+    `${'CPU per command at full load'.padEnd(34)} agent ${int(perCommand(manyUsage.agentCores))} µs + broker ${int(perCommand(manyUsage.brokerCores))} µs` +
+      ` + load side ${int(perCommand(manyUsage.loadCores))} µs = ${int(total)} µs → at most ${int((os.cpus().length * 1e6) / total)} commands/s on ${os.cpus().length} cores`,
+  );
   load.prepare(PACED_RATE, phaseMs);
-  const [paced, pacedUsage] = await measured(agent, () => load.paced(PACED_RATE, WARMUP_MS, seconds * 1000));
+  const [paced, pacedUsage] = await measured(agent, broker.pid, () => load.paced(PACED_RATE, WARMUP_MS, seconds * 1000));
   report(`end to end, paced ${PACED_RATE}/s`, paced, pacedUsage);
   console.log(
     `arm executed ${int(arm.executed.length)} (${arm.duplicates} repeated exec deliveries); agent logged ${agent.warnings} warnings; ` +

@@ -49,6 +49,8 @@ export interface TestBroker {
   kind: 'mosquitto' | 'aedes';
   protocolVersion: 5 | 4;
   tlsFiles?: TestTlsFiles;
+  /** The Mosquitto process while it runs (for CPU accounting); undefined for aedes. */
+  readonly pid: number | undefined;
   /** Graceful stop; the broker cannot be restarted afterwards. */
   stop(): Promise<void>;
   /** Graceful stop (persisting state when asked) then start again on the same port. Also starts a killed broker. */
@@ -220,6 +222,9 @@ async function startMosquitto(install: MosquittoInstall, opts: StartBrokerOption
     kind: 'mosquitto',
     protocolVersion: 5,
     ...(tlsFiles ? { tlsFiles } : {}),
+    get pid() {
+      return running?.pid;
+    },
     async stop() {
       await terminate('SIGTERM');
       if (!removed) {
@@ -360,6 +365,7 @@ async function startAedes(opts: StartBrokerOptions): Promise<TestBroker> {
     port,
     kind: 'aedes',
     protocolVersion: 4,
+    pid: undefined,
     ...(tlsFiles ? { tlsFiles } : {}),
     async stop() {
       stopped = true;
