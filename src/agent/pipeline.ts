@@ -337,8 +337,9 @@ export class CommandPipeline {
     const outcome = result.status === 'ok' ? 'executed' : result.status;
     const detail = result.status === 'ok' ? result.detail : result.status === 'failed' ? { code: result.code, message: result.message } : { afterMs: result.afterMs };
     const settled: CommandOutcome = { ...base, decision: 'allow', policies, reasons: result.status === 'ok' ? reasons : [...reasons, result.status === 'failed' ? result.code : 'EXECUTION_TIMEOUT'], outcome, detail };
-    // The reply is prepared first, so it and the execution record share one transaction.
-    await Promise.resolve(report(settled)).catch(() => undefined);
+    // The reply is prepared first, so it and the execution record share one transaction. A
+    // failing reply never keeps the record of an action that happened from being written.
+    await new Promise<void>((resolve) => resolve(report(settled))).catch(() => undefined);
     const executionRecorded = this.auditRecord('execution', {
       cmd: base.digest ?? null,
       action,

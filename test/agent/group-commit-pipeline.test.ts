@@ -145,4 +145,14 @@ describe('commands under group commit', () => {
     expect(replyBatch).toBe(after.batches - 1);
     expect(after.batches - batches[0]!).toBe(1);
   });
+
+  it('writes the execution record even when preparing the reply fails', async () => {
+    const { core: c, executor } = core();
+    for (const onOutcome of [() => Promise.reject(new Error('signing failed')), () => { throw new Error('thrown'); }]) {
+      const outcome = await c.pipeline.handleCommand({ bytes: command(c.keys.planner, c.clock.ms, 'estop'), source: 'mqtt', onOutcome });
+      expect(outcome.outcome).toBe('executed');
+    }
+    expect(executor.calls).toHaveLength(2);
+    expect(count(c, "SELECT count(*) AS n FROM audit WHERE kind = 'execution'")).toBe(2);
+  });
 });
