@@ -432,19 +432,21 @@ export class Agent {
     const signed = this.signOutcome(outcome);
     if (arrival.first) arrival.settle(signed.catch(() => null));
     else this.recent.update(digest, signed);
-    const queued = signed.then((result) => this.enqueueResult(result, reply));
-    this.track(queued, 'signing a result failed');
-    return queued.catch(() => undefined);
+    return this.sendWhenSigned(signed, reply);
   }
 
   /** A held command was approved, rejected or expired: its settled result goes where the first one went. */
   private settled({ command, outcome }: { command: PendingCommand; outcome: CommandOutcome }): void {
     const signed = this.signOutcome(outcome);
     this.recent.update(toHex(command.digest), signed);
-    this.track(
-      signed.then((result) => this.enqueueResult(result, routeOf(command.reply, this.topics))),
-      'signing a result failed',
-    );
+    void this.sendWhenSigned(signed, routeOf(command.reply, this.topics));
+  }
+
+  /** Queues a result once it is signed; resolves when queued and never rejects (a failure is logged). */
+  private sendWhenSigned(signed: Promise<Uint8Array>, route: ReplyRoute): Promise<void> {
+    const queued = signed.then((result) => this.enqueueResult(result, route));
+    this.track(queued, 'signing a result failed');
+    return queued.catch(() => undefined);
   }
 
   /** Holds a message until stop() fails it: unacknowledged, the broker keeps it for the next start. */
