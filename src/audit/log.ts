@@ -7,8 +7,8 @@
 // a trigger; DELETE only below the synced watermark (pruning after the collector has
 // acknowledged).
 import type { Database, Statement } from 'better-sqlite3';
-import { GroupCommit } from '../agent/group-commit.js';
-import { migrate } from '../agent/state-db.js';
+import { GroupCommit } from '../store/group-commit.js';
+import { migrate } from '../store/state-db.js';
 import { type AuditKind, type AuditRecord, type ChainBreak, AUDIT_KINDS, GENESIS_HASH, recordHash, verifyChain } from './chain.js';
 
 export interface AuditRef {

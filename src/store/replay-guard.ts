@@ -22,10 +22,10 @@
 // in the future, commands are refused until real time passes that reading — failing closed rather
 // than accepting a replay. When the store is full of live entries the guard also fails closed
 // rather than evict a live entry.
-import { GroupCommit } from '../agent/group-commit.js';
-import type { Database } from '../agent/state-db.js';
-import { migrate } from '../agent/state-db.js';
-import { EnvelopeError } from './errors.js';
+import { GroupCommit } from './group-commit.js';
+import type { Database } from './state-db.js';
+import { migrate } from './state-db.js';
+import { EnvelopeError } from '../envelope/errors.js';
 import { MAX_TIME_MS } from './trusted-clock.js';
 
 export interface ReplayEntry {
