@@ -90,42 +90,10 @@ describe.each(keyTypes)('%s keys', (keyType) => {
     const bytes = publicKeyToCoseKey(key.publicKey, { alg: keyType === 'ed25519' ? -7 : -8 });
     expect(codeOf(() => decodeCoseKey(bytes))).toBe('KEY_INVALID');
   });
-
-  it.each(VERIFIER_NAMES)('signs and verifies on the %s path; a changed message fails', (name) => {
-    const verifier = getVerifier(name);
-    const message = new TextEncoder().encode('move arm');
-    const signature = sign(key, message);
-    expect(signature.length).toBe(64);
-    expect(verifier.verify(key.publicKey, message, signature)).toBe(true);
-    expect(verifier.verify(key.publicKey, new TextEncoder().encode('move arn'), signature)).toBe(false);
-    expect(verifier.verify(key.publicKey, message, signature.subarray(0, 63))).toBe(false);
-  });
 });
 
 describe('key checks', () => {
   const n = BigInt('0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551');
-
-  it.each(VERIFIER_NAMES)('%s accepts high-S P-256 signatures (COSE does not require low-S)', (name) => {
-    const key = generatePrivateKey('p256');
-    const message = new TextEncoder().encode('high s');
-    const signature = sign(key, message);
-    const s = BigInt('0x' + Buffer.from(signature.subarray(32)).toString('hex'));
-    const flipped = new Uint8Array(signature);
-    flipped.set(Buffer.from((n - s).toString(16).padStart(64, '0'), 'hex'), 32);
-    expect(getVerifier(name).verify(key.publicKey, message, signature)).toBe(true);
-    expect(getVerifier(name).verify(key.publicKey, message, flipped)).toBe(true);
-  });
-
-  it.each(VERIFIER_NAMES)('%s rejects an Ed25519 signature with S + L (non-canonical S)', (name) => {
-    const key = generatePrivateKey('ed25519');
-    const message = new TextEncoder().encode('canonical');
-    const signature = sign(key, message);
-    const L = 2n ** 252n + 27742317777372353535851937790883648493n;
-    const s = BigInt('0x' + Buffer.from(signature.subarray(32)).reverse().toString('hex'));
-    const malleated = new Uint8Array(signature);
-    malleated.set(Buffer.from((s + L).toString(16).padStart(64, '0'), 'hex').reverse(), 32);
-    expect(getVerifier(name).verify(key.publicKey, message, malleated)).toBe(false);
-  });
 
   it('refuses small-order and non-canonical Ed25519 public keys', () => {
     const identity = new Uint8Array(32);
