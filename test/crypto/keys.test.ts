@@ -18,7 +18,7 @@ import {
   publicKeyToPem,
 } from '../../src/crypto/keys.js';
 import { sign } from '../../src/crypto/signer.js';
-import { VERIFIER_NAMES, getVerifier } from '../../src/crypto/verifier.js';
+import { getVerifier } from '../../src/crypto/verifier.js';
 
 const keyTypes = ['ed25519', 'p256'] as const;
 const dir = mkdtempSync(join(tmpdir(), 'ztedge-keys-'));
