@@ -191,7 +191,7 @@ try {
       `   ${local.executed} executed, ${(local.executed / local.commits).toFixed(1)} commands per commit`,
   );
 
-  const broker = await startBroker({ kind: 'mosquitto' });
+  const broker = await startBroker({ kind: 'mosquitto', log: 'quiet' });
   cleanups.unshift(() => broker.stop());
   const e2eSite = makeBenchSite(broker.url, senderCount);
   cleanups.unshift(() => e2eSite.remove());

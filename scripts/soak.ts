@@ -41,7 +41,7 @@ const mib = (bytes: number) => (bytes / 1024 / 1024).toFixed(1);
 const cleanups: Array<() => unknown> = [];
 let failed = false;
 try {
-  const broker = await startBroker({ kind: 'mosquitto' });
+  const broker = await startBroker({ kind: 'mosquitto', log: 'quiet' });
   cleanups.unshift(() => broker.stop());
   const site = makeBenchSite(broker.url, Number(values.senders));
   cleanups.unshift(() => site.remove());
