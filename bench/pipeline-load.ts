@@ -77,12 +77,7 @@ export function makeBenchSite(brokerUrl: string | null, issuerCount: number): Be
   const built = buildBundle(
     {
       policies: [{ file: 'cell.cedar', text: BENCH_POLICIES }],
-      entities: JSON.stringify([
-        { uid: { type: 'Role', id: 'operator' }, attrs: {}, parents: [] },
-        ...issuers.map((i) => ({ uid: { type: 'Agent', id: i.name }, attrs: {}, parents: [{ type: 'Role', id: 'operator' }] })),
-        { uid: { type: 'Cell', id: 'cell-1' }, attrs: {}, parents: [] },
-        { uid: { type: 'Arm', id: DEVICE }, attrs: {}, parents: [{ type: 'Cell', id: 'cell-1' }] },
-      ]),
+      entities: JSON.stringify(benchEntities(issuers.map((i) => i.name))),
       issuers: issuers.map((i) => ({ kid: i.key.publicKey.kid, alg: COSE_ALG.EdDSA, publicKey: i.key.publicKey.raw, principal: `Agent::"${i.name}"` })),
       attestation: [],
       settings: DEFAULT_SETTINGS,
@@ -119,20 +114,29 @@ export function makeBenchSite(brokerUrl: string | null, issuerCount: number): Be
   return { dir, configFile, stateDir, issuers, deviceKey, bundle, rootKey, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** The i-th command of a stream: moves across the workspace, grips and releases in turn. */
-export function signBenchCommand(issuer: Issuer, i: number, nowMs: number, lifetimeMs: number): Uint8Array {
+/** The bundle's entities (Cedar JSON) for issuers named `issuerNames`. */
+export function benchEntities(issuerNames: string[]): Array<{ uid: { type: string; id: string }; attrs: Record<string, never>; parents: Array<{ type: string; id: string }> }> {
+  return [
+    { uid: { type: 'Role', id: 'operator' }, attrs: {}, parents: [] },
+    ...issuerNames.map((name) => ({ uid: { type: 'Agent', id: name }, attrs: {}, parents: [{ type: 'Role', id: 'operator' }] })),
+    { uid: { type: 'Cell', id: 'cell-1' }, attrs: {}, parents: [] },
+    { uid: { type: 'Arm', id: DEVICE }, attrs: {}, parents: [{ type: 'Cell', id: 'cell-1' }] },
+  ];
+}
+
+/** The i-th command of a sender's stream: moves across the workspace, grips and releases in turn. */
+export function benchCommand(i: number): { action: 'move' | 'grip' | 'release'; resource: string; args: Record<string, number> } {
   const step = i % 3;
-  return signCommand({
-    key: issuer.key,
-    issuer: issuer.name,
-    deviceId: DEVICE,
-    topic: 'cmd',
+  return {
     action: step === 0 ? 'move' : step === 1 ? 'grip' : 'release',
     resource: ARM,
     args: step === 0 ? { x: (i % 4000) - 2000, y: 100, z: 50, speed: 80 } : {},
-    now: nowMs,
-    lifetimeMs,
-  });
+  };
+}
+
+/** The i-th command of a stream, signed by `issuer` for `device` (default: the agent's). */
+export function signBenchCommand(issuer: Issuer, i: number, nowMs: number, lifetimeMs: number, device = DEVICE): Uint8Array {
+  return signCommand({ key: issuer.key, issuer: issuer.name, deviceId: device, topic: 'cmd', ...benchCommand(i), now: nowMs, lifetimeMs });
 }
 
 /** CPU time (user + system) a process has used, in seconds, from /proc (Linux, 100 ticks/s). */
