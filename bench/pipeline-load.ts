@@ -553,6 +553,8 @@ export class Load {
   private onSettled: () => void = () => {};
   /** Over the load's whole life, windows or not. */
   readonly totals = { sent: 0, answered: 0, executed: 0, other: 0 };
+  /** Results other than executed over the load's whole life, by outcome and first reason. */
+  readonly otherOutcomes = new Map<string, number>();
 
   private constructor(readonly senders: Sender[]) {}
 
@@ -567,7 +569,10 @@ export class Load {
     const outcome = executedResult(result);
     this.totals.answered++;
     if (outcome === null) this.totals.executed++;
-    else this.totals.other++;
+    else {
+      this.totals.other++;
+      this.otherOutcomes.set(outcome, (this.otherOutcomes.get(outcome) ?? 0) + 1);
+    }
     if (this.tally.open) {
       this.tally.answered++;
       this.tally.answeredBytes += result.length;
