@@ -1,8 +1,9 @@
 // Load through a real broker for bench/pipeline.bench.ts and scripts/soak.ts: a site on disk
 // (keys, a signed bundle, the agent's configuration), the agent as its own process (`ztedge
 // run` from an esbuild bundle of the sources, as shipped, so neither tsx nor the load counts in
-// its resident memory), the simulated arm as the executor, and senders — one MQTT connection
-// and one issuer key each — that publish signed commands with an MQTT 5 response topic and
+// its resident memory), the baseline relays (bench/pipeline-relay.ts) as processes bundled the
+// same way, with their configuration, and senders — one MQTT connection and one issuer key each,
+// aimed at one device's topics — that publish signed commands with an MQTT 5 response topic and
 // correlation data, and time each result from publish to arrival.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

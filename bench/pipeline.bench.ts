@@ -250,8 +250,8 @@ interface System {
   process: MeasuredProcess;
   load: Load;
   arm: SimArm;
-  /** Commands/s of its last closed-loop run (how many commands to sign ahead). */
-  lastRate: number;
+  /** Its highest closed-loop commands/s so far (how many commands to sign ahead). */
+  peakRate: number;
 }
 
 /** One system's figures over any number of measured windows. */
@@ -377,9 +377,9 @@ try {
     const relay = await RelayProcess.start(relayEntry, writeRelayConfig(e2e, target, broker.url, crypto, relayCryptoOn), relayNodeArgs);
     relays.set(name, relay);
     cleanups.unshift(() => relay.stop());
-    systems.push({ name, label: name === 'crypto relay' ? 'crypto relay (verify + sign)' : 'bare relay (no crypto)', role: 'relay', target, process: relay, load: null!, arm: null!, lastRate: 6000 });
+    systems.push({ name, label: name === 'crypto relay' ? 'crypto relay (verify + sign)' : 'bare relay (no crypto)', role: 'relay', target, process: relay, load: null!, arm: null!, peakRate: 6000 });
   }
-  systems.push({ name: 'ztedge', label: 'ztedge end to end', role: 'agent', target: AGENT_TARGET, process: agent, load: null!, arm: null!, lastRate: 3000 });
+  systems.push({ name: 'ztedge', label: 'ztedge end to end', role: 'agent', target: AGENT_TARGET, process: agent, load: null!, arm: null!, peakRate: 3000 });
   for (const s of systems) {
     s.arm = await startSimArm({ url: broker.url, prefix: s.target.prefix, motionMs: 0 });
     cleanups.unshift(() => s.arm.stop());
@@ -425,11 +425,12 @@ try {
   const order: SystemName[] = ['crypto relay', 'bare relay', 'ztedge'];
   console.log(`closed loop, ${senderCount} senders × ${window} in flight:`);
   for (let round = 0; round < rounds; round++) {
+    console.log(`  round ${round + 1} (load average ${os.loadavg()[0]!.toFixed(1)})`);
     for (const name of round % 2 === 0 ? order : [...order].reverse()) {
       const s = system(name);
-      s.load.prepare(s.lastRate * 1.25, phaseMs);
+      s.load.prepare(Math.max(2000, s.peakRate * 1.5), phaseMs);
       const [r, cpu, rss] = await measure(s, (probe) => s.load.closedLoop(window, WARMUP_MS, seconds * 1000, probe));
-      s.lastRate = r.commandsPerSecond;
+      s.peakRate = Math.max(s.peakRate, r.commandsPerSecond);
       const single = new Pooled();
       single.add(r, cpu, rss);
       closed.get(name)!.add(r, cpu, rss);
@@ -458,6 +459,7 @@ try {
   ]);
   console.log(`paced at half the crypto relay's rate: ${int(pace)} commands/s offered over ${senderCount} senders:`);
   for (let round = 0; round < rounds; round++) {
+    console.log(`  round ${round + 1} (load average ${os.loadavg()[0]!.toFixed(1)})`);
     for (const name of round % 2 === 0 ? (['crypto relay', 'ztedge'] as const) : (['ztedge', 'crypto relay'] as const)) {
       const s = system(name);
       s.load.prepare(pace * 1.1, phaseMs);
