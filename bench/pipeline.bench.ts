@@ -210,7 +210,9 @@ async function inProcess(site: BenchSite, inFlight: number, warmup: number, tota
               now: clock.now(),
               ...(o.ctiHex === undefined ? {} : { cti: Buffer.from(o.ctiHex, 'hex') }),
             });
-            void outbox.enqueueGrouped({ topic: replyTopic, payload: result, qos: 1, critical: true, correlationData: correlation });
+            outbox.enqueueGrouped({ topic: replyTopic, payload: result, qos: 1, critical: true, correlationData: correlation }).catch((err: unknown) => {
+              throw new Error(`a result could not be queued: ${String(err)}`);
+            });
           },
         });
         latencies.push(performance.now() - t0);
