@@ -180,8 +180,13 @@ export async function startRelay(config: RelayConfig): Promise<{ stop(): Promise
   }
 
   client.on('message', (topic, payload, packet) => {
-    if (topic === cmdTopic) onCommand(payload, packet.properties?.responseTopic, packet.properties?.correlationData);
-    else if (topic.startsWith(execPrefix) && topic.endsWith('/ack')) onAck(payload);
+    if (topic === cmdTopic) {
+      try {
+        onCommand(payload, packet.properties?.responseTopic, packet.properties?.correlationData);
+      } catch {
+        counts.refused++; // not CBOR of the expected shape
+      }
+    } else if (topic.startsWith(execPrefix) && topic.endsWith('/ack')) onAck(payload);
   });
   await client.subscribeAsync([cmdTopic, `${execPrefix}+/ack`], { qos: 1 });
   return {
