@@ -1,8 +1,9 @@
 // Load through a real broker for bench/pipeline.bench.ts and scripts/soak.ts: a site on disk
 // (keys, a signed bundle, the agent's configuration), the agent as its own process (`ztedge
 // run` from an esbuild bundle of the sources, as shipped, so neither tsx nor the load counts in
-// its resident memory), the simulated arm as the executor, and senders — one MQTT connection
-// and one issuer key each — that publish signed commands with an MQTT 5 response topic and
+// its resident memory), the baseline relays (bench/pipeline-relay.ts) as processes bundled the
+// same way, with their configuration, and senders — one MQTT connection and one issuer key each,
+// aimed at one device's topics — that publish signed commands with an MQTT 5 response topic and
 // correlation data, and time each result from publish to arrival.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -12,15 +13,22 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import mqtt, { type MqttClient } from 'mqtt';
+import { buildRequest } from '../src/agent/request-context.js';
 import { buildBundle } from '../src/bundle/build.js';
 import { DEFAULT_SETTINGS } from '../src/bundle/format.js';
 import { signBundle } from '../src/bundle/sign.js';
+import { verifyBundle } from '../src/bundle/verify.js';
 import { COSE_ALG } from '../src/crypto/algorithms.js';
 import { toHex } from '../src/crypto/bytes.js';
 import { writePrivateKeyFile, writePublicKeyFile } from '../src/crypto/key-files.js';
-import { generatePrivateKey, type PrivateKey } from '../src/crypto/keys.js';
+import { generatePrivateKey, type PrivateKey, privateKeyToPem, publicKeyToPem } from '../src/crypto/keys.js';
+import { encodeCbor } from '../src/envelope/cbor.js';
+import { contextAad } from '../src/envelope/claims.js';
 import { signCommand } from '../src/envelope/command.js';
-import { readUnverifiedResult } from '../src/envelope/result.js';
+import { decodeSign1 } from '../src/envelope/cose.js';
+import { RESULT_TOPIC, readUnverifiedResult, signResult } from '../src/envelope/result.js';
+import { EntityUid, enforce } from '../src/policy/index.js';
+import { PLACEHOLDER_CTI, PLACEHOLDER_DIGEST, type RelayConfig } from './pipeline-relay.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const SITE = 'bench';
@@ -77,12 +85,7 @@ export function makeBenchSite(brokerUrl: string | null, issuerCount: number): Be
   const built = buildBundle(
     {
       policies: [{ file: 'cell.cedar', text: BENCH_POLICIES }],
-      entities: JSON.stringify([
-        { uid: { type: 'Role', id: 'operator' }, attrs: {}, parents: [] },
-        ...issuers.map((i) => ({ uid: { type: 'Agent', id: i.name }, attrs: {}, parents: [{ type: 'Role', id: 'operator' }] })),
-        { uid: { type: 'Cell', id: 'cell-1' }, attrs: {}, parents: [] },
-        { uid: { type: 'Arm', id: DEVICE }, attrs: {}, parents: [{ type: 'Cell', id: 'cell-1' }] },
-      ]),
+      entities: JSON.stringify(benchEntities(issuers.map((i) => i.name))),
       issuers: issuers.map((i) => ({ kid: i.key.publicKey.kid, alg: COSE_ALG.EdDSA, publicKey: i.key.publicKey.raw, principal: `Agent::"${i.name}"` })),
       attestation: [],
       settings: DEFAULT_SETTINGS,
@@ -119,20 +122,29 @@ export function makeBenchSite(brokerUrl: string | null, issuerCount: number): Be
   return { dir, configFile, stateDir, issuers, deviceKey, bundle, rootKey, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** The i-th command of a stream: moves across the workspace, grips and releases in turn. */
-export function signBenchCommand(issuer: Issuer, i: number, nowMs: number, lifetimeMs: number): Uint8Array {
+/** The bundle's entities (Cedar JSON) for issuers named `issuerNames`. */
+export function benchEntities(issuerNames: string[]): Array<{ uid: { type: string; id: string }; attrs: Record<string, never>; parents: Array<{ type: string; id: string }> }> {
+  return [
+    { uid: { type: 'Role', id: 'operator' }, attrs: {}, parents: [] },
+    ...issuerNames.map((name) => ({ uid: { type: 'Agent', id: name }, attrs: {}, parents: [{ type: 'Role', id: 'operator' }] })),
+    { uid: { type: 'Cell', id: 'cell-1' }, attrs: {}, parents: [] },
+    { uid: { type: 'Arm', id: DEVICE }, attrs: {}, parents: [{ type: 'Cell', id: 'cell-1' }] },
+  ];
+}
+
+/** The i-th command of a sender's stream: moves across the workspace, grips and releases in turn. */
+export function benchCommand(i: number): { action: 'move' | 'grip' | 'release'; resource: string; args: Record<string, number> } {
   const step = i % 3;
-  return signCommand({
-    key: issuer.key,
-    issuer: issuer.name,
-    deviceId: DEVICE,
-    topic: 'cmd',
+  return {
     action: step === 0 ? 'move' : step === 1 ? 'grip' : 'release',
     resource: ARM,
     args: step === 0 ? { x: (i % 4000) - 2000, y: 100, z: 50, speed: 80 } : {},
-    now: nowMs,
-    lifetimeMs,
-  });
+  };
+}
+
+/** The i-th command of a stream, signed by `issuer` for `device` (default: the agent's). */
+export function signBenchCommand(issuer: Issuer, i: number, nowMs: number, lifetimeMs: number, device = DEVICE): Uint8Array {
+  return signCommand({ key: issuer.key, issuer: issuer.name, deviceId: device, topic: 'cmd', ...benchCommand(i), now: nowMs, lifetimeMs });
 }
 
 /** CPU time (user + system) a process has used, in seconds, from /proc (Linux, 100 ticks/s). */
@@ -155,14 +167,19 @@ export function rssBytes(pid: number): number {
  * Bundles the `ztedge` command (src/cli/main.ts) into one CommonJS file in `dir`; packages stay
  * external and load from the repository's node_modules (NODE_PATH), the SQLite addon included.
  */
-export async function bundleAgent(dir: string): Promise<string> {
-  const outfile = path.join(dir, 'ztedge.cjs');
+export function bundleAgent(dir: string): Promise<string> {
+  return bundleEntry(dir, 'ztedge.cjs', "import { main } from './src/cli/main.ts'; main(process.argv.slice(2)).then((code) => { process.exitCode = code; });");
+}
+
+/** The baseline relay (bench/pipeline-relay.ts), bundled the same way: `node relay.cjs CONFIG`. */
+export function bundleRelay(dir: string): Promise<string> {
+  return bundleEntry(dir, 'relay.cjs', "import { relayMain } from './bench/pipeline-relay.ts'; void relayMain(process.argv.slice(2));");
+}
+
+async function bundleEntry(dir: string, name: string, contents: string): Promise<string> {
+  const outfile = path.join(dir, name);
   await build({
-    stdin: {
-      contents: "import { main } from './src/cli/main.ts'; main(process.argv.slice(2)).then((code) => { process.exitCode = code; });",
-      resolveDir: REPO_ROOT,
-      loader: 'ts',
-    },
+    stdin: { contents, resolveDir: REPO_ROOT, loader: 'ts' },
     bundle: true,
     platform: 'node',
     format: 'cjs',
@@ -254,23 +271,162 @@ export class AgentProcess {
   }
 }
 
-/** What a run of commands came to. */
-export class Tally {
-  readonly latenciesMs: number[] = [];
-  executed = 0;
-  /** Results that were not `allow`/`executed`, by outcome and first reason. */
-  readonly other = new Map<string, number>();
-  measuring = false;
+/**
+ * The policies the agent names in an executed command's result, per action: the determining
+ * policies of the site bundle's decision on that action's bench command.
+ */
+function determiningPolicies(site: BenchSite): Record<string, string[]> {
+  const bundle = verifyBundle(site.bundle, { roots: [{ publicKey: site.rootKey.publicKey }], threshold: 1, device: DEVICE, site: SITE, agentVersion: '0.1.0', now: Date.now() });
+  const byAction: Record<string, string[]> = {};
+  for (let i = 0; i < 3; i++) {
+    const command = benchCommand(i);
+    const facts = { nowMs: Date.now(), posture: 'trusted' as const, online: true, bundle: { revision: 1, stale: false }, source: 'mqtt' as const };
+    const decision = enforce(bundle.policies, bundle.entities, buildRequest(new EntityUid('Agent', site.issuers[0]!.name), command.action, command.resource, command.args, facts));
+    if (decision.decision !== 'allow') throw new Error(`the bench bundle denies ${command.action}`);
+    byAction[command.action] = decision.determining.map((d) => d.id);
+  }
+  return byAction;
+}
 
-  record(latencyMs: number, result: Uint8Array): void {
-    if (!this.measuring) return;
-    this.latenciesMs.push(latencyMs);
-    const claims = readUnverifiedResult(result);
-    if (claims.decision === 'allow' && claims.outcome === 'executed') this.executed++;
-    else {
-      const key = `${claims.outcome}:${claims.reasons[0] ?? ''}`;
-      this.other.set(key, (this.other.get(key) ?? 0) + 1);
+/**
+ * Writes the configuration of a baseline relay (bench/pipeline-relay.ts) for `target`: the
+ * site's issuer keys and device key, and per action a result envelope as the agent would send it
+ * (its encoder, its claims) with placeholders for the command's digest and cti.
+ */
+export function writeRelayConfig(site: BenchSite, target: Target, brokerUrl: string, crypto: RelayConfig['crypto'], cryptoOn: RelayConfig['cryptoOn']): string {
+  const resultTemplates: RelayConfig['resultTemplates'] = {};
+  for (const [action, policies] of Object.entries(determiningPolicies(site))) {
+    const message = signResult({
+      key: site.deviceKey,
+      deviceId: target.device,
+      topic: RESULT_TOPIC,
+      commandDigest: PLACEHOLDER_DIGEST,
+      decision: 'allow',
+      policies,
+      reasons: ['PERMITTED'],
+      outcome: 'executed',
+      now: Date.now(),
+      cti: PLACEHOLDER_CTI,
+    });
+    const { protectedBytes, payload } = decodeSign1(message);
+    const toBeSigned = encodeCbor(['Signature1', protectedBytes, contextAad(target.device, RESULT_TOPIC), payload]);
+    resultTemplates[action] = { messageHex: toHex(message), toBeSignedHex: toHex(toBeSigned) };
+  }
+  const config: RelayConfig = {
+    url: brokerUrl,
+    clientId: `bench-relay-${target.device}-${randomBytes(3).toString('hex')}`,
+    prefix: target.prefix,
+    crypto,
+    cryptoOn,
+    commandAadHex: toHex(contextAad(target.device, 'cmd')),
+    devicePrivateKeyPem: privateKeyToPem(site.deviceKey),
+    issuers: site.issuers.map((i) => ({ kidHex: toHex(i.key.publicKey.kid), publicKeyPem: publicKeyToPem(i.key.publicKey), principal: `Agent::"${i.name}"` })),
+    resultTemplates,
+  };
+  const file = path.join(site.dir, `relay-${target.device}.json`);
+  fs.writeFileSync(file, JSON.stringify(config), { mode: 0o600 });
+  return file;
+}
+
+/** A baseline relay as its own process: `node FLAGS relay.cjs CONFIG`. */
+export class RelayProcess {
+  private output = '';
+
+  private constructor(private readonly child: ChildProcess) {
+    child.stdout!.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+    child.stderr!.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+  }
+
+  static async start(entry: string, configFile: string, nodeArgs: string[]): Promise<RelayProcess> {
+    const child = spawn(process.execPath, [...nodeArgs, entry, configFile], {
+      env: { ...process.env, NODE_PATH: path.join(REPO_ROOT, 'node_modules') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const relay = new RelayProcess(child);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`relay not ready within 30 s:\n${relay.output}`)), 30_000);
+      child.once('exit', (code) => reject(new Error(`relay exited (${code}):\n${relay.output}`)));
+      const poll = setInterval(() => {
+        if (!relay.output.includes('ready\n')) return;
+        clearInterval(poll);
+        clearTimeout(timer);
+        resolve();
+      }, 20);
+    });
+    return relay;
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  rss(): number {
+    return rssBytes(this.pid);
+  }
+
+  cpuSeconds(): number {
+    return cpuSeconds(this.pid);
+  }
+
+  /** Stops it; returns what it counted (commands, refused, results, in flight). */
+  async stop(): Promise<Record<string, number>> {
+    if (this.child.exitCode !== null) return {};
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+    const last = this.output.trim().split('\n').at(-1) ?? '{}';
+    try {
+      return JSON.parse(last) as Record<string, number>;
+    } catch {
+      return {};
     }
+  }
+}
+
+/** Where a load's commands go: a device id (signed into each command) and its topic prefix. */
+export interface Target {
+  device: string;
+  prefix: string;
+}
+
+export const AGENT_TARGET: Target = { device: DEVICE, prefix: PREFIX };
+
+/** Another device on the same broker, with ids and topics as long as the agent's. */
+export function relayTarget(n: number): Target {
+  const device = `arm-${String(n).padStart(2, '0')}`;
+  if (device.length !== DEVICE.length) throw new Error(`relay device ${device} must be as long as ${DEVICE}`);
+  return { device, prefix: `ztedge/${SITE}/${device}/` };
+}
+
+/** A result's verdict as the senders read it (unverified: the senders hold no device key). */
+function executedResult(result: Uint8Array): string | null {
+  const claims = readUnverifiedResult(result);
+  return claims.decision === 'allow' && claims.outcome === 'executed' ? null : `${claims.outcome}:${claims.reasons[0] ?? ''}`;
+}
+
+/**
+ * One measurement window. Throughput counts results that arrive while it is open; latency and
+ * outcomes are those of the commands sent while it is open (answered before the drain ends).
+ */
+export class Tally {
+  /** Latency of each answered command sent in the window. */
+  readonly latenciesMs: number[] = [];
+  /** Commands sent in the window. */
+  sent = 0;
+  /** Results (to any command) that arrived in the window. */
+  answered = 0;
+  answeredBytes = 0;
+  executed = 0;
+  /** Results of commands sent in the window that were not `allow`/`executed`, by outcome and first reason. */
+  readonly other = new Map<string, number>();
+  open = false;
+
+  record(latencyMs: number, outcome: string | null): void {
+    this.latenciesMs.push(latencyMs);
+    if (outcome === null) this.executed++;
+    else this.other.set(outcome, (this.other.get(outcome) ?? 0) + 1);
   }
 
   percentile(p: number): number {
@@ -280,19 +436,27 @@ export class Tally {
   }
 }
 
+interface Sent {
+  at: number;
+  /** The window it was sent in, if one was open. */
+  tally: Tally | null;
+}
+
 /** One MQTT connection publishing one issuer's commands and collecting their results. */
 export class Sender {
-  private readonly sentAt = new Map<string, number>();
+  private readonly sentAt = new Map<string, Sent>();
   private next = 0;
-  /** Signed ahead of time, so signing is not on the measured path. */
+  /** Signed ahead of time, so signing is not on the measured path; used from the end. */
   private pool: Uint8Array[] = [];
+  /** Commands signed when sent because the pool ran out (signing then counts as load). */
+  signedLate = 0;
 
   private constructor(
     private readonly client: MqttClient,
     private readonly issuer: Issuer,
+    private readonly target: Target,
     private readonly replyTopic: string,
-    private readonly tally: () => Tally,
-    private readonly onSettled: () => void,
+    private readonly load: Load,
   ) {
     client.on('message', (_topic, payload, packet) => {
       const correlation = packet.properties?.correlationData;
@@ -301,20 +465,19 @@ export class Sender {
       const sent = this.sentAt.get(id);
       if (sent === undefined) return; // a repeated delivery
       this.sentAt.delete(id);
-      this.tally().record(performance.now() - sent, payload);
-      this.onSettled();
+      load.settle(sent.tally, performance.now() - sent.at, payload);
     });
   }
 
-  static async connect(url: string, issuer: Issuer, index: number, tally: () => Tally, onSettled: () => void): Promise<Sender> {
+  static async connect(url: string, issuer: Issuer, index: number, target: Target, load: Load): Promise<Sender> {
     const client = await mqtt.connectAsync(url, { protocolVersion: 5, clientId: `bench-sender-${index}-${randomBytes(3).toString('hex')}`, reconnectPeriod: 1000 });
     // Small packets go out at once (no Nagle delay waiting for the broker's TCP ack).
     const noDelay = () => (client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
     noDelay();
     client.on('connect', noDelay);
-    const replyTopic = `${PREFIX}cmd/result/${issuer.name}`;
+    const replyTopic = `${target.prefix}cmd/result/${issuer.name}`;
     await client.subscribeAsync(replyTopic, { qos: 1 });
-    return new Sender(client, issuer, replyTopic, tally, onSettled);
+    return new Sender(client, issuer, target, replyTopic, load);
   }
 
   /** Commands sent and not yet answered. */
@@ -322,23 +485,23 @@ export class Sender {
     return this.sentAt.size;
   }
 
-  /** Signs `count` commands valid for `lifetimeMs` from now. */
+  /** Signs `count` commands valid for `lifetimeMs` from now, in place of any left from before. */
   prepare(count: number, lifetimeMs: number): void {
     const now = Date.now();
-    const fresh = Array.from({ length: count }, (_, i) => signBenchCommand(this.issuer, this.next + i, now, lifetimeMs));
+    this.pool = Array.from({ length: count }, (_, i) => signBenchCommand(this.issuer, this.next + i, now, lifetimeMs, this.target.device)).reverse();
     this.next += count;
-    this.pool = this.pool.concat(fresh);
   }
 
-  get prepared(): number {
-    return this.pool.length;
-  }
-
-  send(): void {
-    const envelope = this.pool.pop() ?? signBenchCommand(this.issuer, this.next++, Date.now(), 60_000);
+  send(window: Tally | null): void {
+    let envelope = this.pool.pop();
+    if (envelope === undefined) {
+      envelope = signBenchCommand(this.issuer, this.next++, Date.now(), 60_000, this.target.device);
+      if (window !== null) this.signedLate++;
+    }
     const correlation = randomBytes(8);
-    this.sentAt.set(toHex(correlation), performance.now());
-    this.client.publish(`${PREFIX}cmd`, Buffer.from(envelope), { qos: 1, properties: { responseTopic: this.replyTopic, correlationData: correlation } });
+    this.sentAt.set(toHex(correlation), { at: performance.now(), tally: window });
+    if (window !== null) window.sent++;
+    this.client.publish(`${this.target.prefix}cmd`, Buffer.from(envelope), { qos: 1, properties: { responseTopic: this.replyTopic, correlationData: correlation } });
   }
 
   /** Forgets commands still unanswered (their results, if they come, are not counted). */
@@ -354,112 +517,181 @@ export class Sender {
 }
 
 export interface PhaseResult {
+  /** Results that arrived in the window, per second. */
   commandsPerSecond: number;
+  /** Commands sent in the window, per second. */
+  offeredPerSecond: number;
+  windowMs: number;
   p50Ms: number;
   p99Ms: number;
+  /** Latencies of the commands sent in the window (for pooling rounds). */
+  latenciesMs: number[];
+  answered: number;
   executed: number;
   other: Map<string, number>;
+  /** Commands sent in the window still unanswered when the drain gave up. */
   unanswered: number;
+  /** Mean size of the results that arrived in the window, in bytes. */
+  resultBytes: number;
+  /** Commands the senders had to sign while the window was open. */
+  signedLate: number;
 }
 
-function summarize(tally: Tally, measuredMs: number, unanswered: number): PhaseResult {
-  return {
-    commandsPerSecond: (tally.latenciesMs.length / measuredMs) * 1000,
-    p50Ms: tally.percentile(50),
-    p99Ms: tally.percentile(99),
-    executed: tally.executed,
-    other: tally.other,
-    unanswered,
-  };
+/** Called when a measurement window opens and closes (to read CPU counters at the same moments). */
+export interface WindowProbe {
+  open(): void;
+  close(): void;
 }
+
+const noProbe: WindowProbe = { open: () => {}, close: () => {} };
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Senders sharing one tally; each send is a new command. */
+/** Senders sharing one window; each send is a new command. */
 export class Load {
-  tally = new Tally();
+  /** The window open now (or the last one). */
+  private tally = new Tally();
   private onSettled: () => void = () => {};
+  /** Over the load's whole life, windows or not. */
+  readonly totals = { sent: 0, answered: 0, executed: 0, other: 0 };
+  /** Results other than executed over the load's whole life, by outcome and first reason. */
+  readonly otherOutcomes = new Map<string, number>();
 
   private constructor(readonly senders: Sender[]) {}
 
-  static async connect(url: string, issuers: Issuer[]): Promise<Load> {
+  static async connect(url: string, issuers: Issuer[], target: Target = AGENT_TARGET): Promise<Load> {
     const load = new Load([]);
-    for (const [i, issuer] of issuers.entries()) {
-      load.senders.push(await Sender.connect(url, issuer, i, () => load.tally, () => load.onSettled()));
-    }
+    for (const [i, issuer] of issuers.entries()) load.senders.push(await Sender.connect(url, issuer, i, target, load));
     return load;
+  }
+
+  /** A sender's result arrived, `latencyMs` after its command was sent in window `sentIn`. */
+  settle(sentIn: Tally | null, latencyMs: number, result: Uint8Array): void {
+    const outcome = executedResult(result);
+    this.totals.answered++;
+    if (outcome === null) this.totals.executed++;
+    else {
+      this.totals.other++;
+      this.otherOutcomes.set(outcome, (this.otherOutcomes.get(outcome) ?? 0) + 1);
+    }
+    if (this.tally.open) {
+      this.tally.answered++;
+      this.tally.answeredBytes += result.length;
+    }
+    sentIn?.record(latencyMs, outcome);
+    this.onSettled();
+  }
+
+  private send(sender: Sender): void {
+    this.totals.sent++;
+    sender.send(this.tally.open ? this.tally : null);
   }
 
   /**
    * Signs ahead what `rate` commands/s over `ms` need, so signing is not part of what is
-   * measured (a sender that runs out signs as it goes).
+   * measured (a sender that runs out signs as it goes, and the phase says so).
    */
   prepare(rate: number, ms: number): void {
     const perSender = Math.ceil((rate * ms) / 1000 / this.senders.length) + 1;
     for (const s of this.senders) s.prepare(perSender, ms + 120_000);
   }
 
+  private openWindow(probe: WindowProbe): { tally: Tally; start: number; signedLate: number } {
+    this.tally = new Tally();
+    this.tally.open = true;
+    probe.open();
+    return { tally: this.tally, start: performance.now(), signedLate: this.signedLate() };
+  }
+
+  private closeWindow(probe: WindowProbe, window: { tally: Tally; start: number }): number {
+    window.tally.open = false;
+    probe.close();
+    return performance.now() - window.start;
+  }
+
+  private signedLate(): number {
+    return this.senders.reduce((n, s) => n + s.signedLate, 0);
+  }
+
   /**
    * Each sender keeps `window` commands outstanding, sending the next as soon as a result comes
    * back; the first `warmupMs` are not measured.
    */
-  async closedLoop(window: number, warmupMs: number, measureMs: number): Promise<PhaseResult> {
+  async closedLoop(window: number, warmupMs: number, measureMs: number, probe: WindowProbe = noProbe): Promise<PhaseResult> {
     let running = true;
     const refill = () => {
       if (!running) return;
-      for (const s of this.senders) while (s.outstanding < window) s.send();
+      for (const s of this.senders) while (s.outstanding < window) this.send(s);
     };
     this.tally = new Tally();
     this.onSettled = refill;
     refill();
     await sleep(warmupMs);
-    this.tally.measuring = true;
-    const start = performance.now();
+    const w = this.openWindow(probe);
     await sleep(measureMs);
-    const measured = performance.now() - start;
-    this.tally.measuring = false;
+    const windowMs = this.closeWindow(probe, w);
     running = false;
-    return summarize(this.tally, measured, await this.drain());
+    this.onSettled = () => {};
+    await this.drain();
+    return this.summarize(w, windowMs);
   }
 
-  /** Sends `rate` commands per second in total, round-robin over the senders, whatever comes back. */
-  async paced(rate: number, warmupMs: number, measureMs: number): Promise<PhaseResult> {
-    const total = Math.ceil((rate * (warmupMs + measureMs)) / 1000);
+  /**
+   * Sends `rate` commands per second in total, round-robin over the senders, whatever comes back.
+   * The window is the sending time after `warmupMs`; then the results of its commands are
+   * awaited (at most 10 s).
+   */
+  async paced(rate: number, warmupMs: number, measureMs: number, probe: WindowProbe = noProbe): Promise<PhaseResult> {
     this.tally = new Tally();
     this.onSettled = () => {};
     const begin = performance.now();
     let sent = 0;
-    let start = 0;
-    while (sent < total) {
+    let w: { tally: Tally; start: number; signedLate: number } | null = null;
+    for (;;) {
       const elapsed = performance.now() - begin;
-      if (!this.tally.measuring && elapsed >= warmupMs) {
-        this.tally.measuring = true;
-        start = performance.now();
-      }
-      const due = Math.min(total, Math.floor((elapsed / 1000) * rate));
-      for (; sent < due; sent++) this.senders[sent % this.senders.length]!.send();
+      if (w === null && elapsed >= warmupMs) w = this.openWindow(probe);
+      if (elapsed >= warmupMs + measureMs) break;
+      const due = Math.floor((elapsed / 1000) * rate);
+      for (; sent < due; sent++) this.send(this.senders[sent % this.senders.length]!);
       await sleep(1);
     }
-    await this.quiesce(5_000);
-    const measured = performance.now() - start;
-    this.tally.measuring = false;
-    return summarize(this.tally, Math.min(measured, measureMs), await this.drain());
+    const windowMs = this.closeWindow(probe, w!);
+    await this.drain();
+    return this.summarize(w!, windowMs);
+  }
+
+  private summarize(w: { tally: Tally; signedLate: number }, windowMs: number): PhaseResult {
+    const { tally } = w;
+    return {
+      commandsPerSecond: (tally.answered / windowMs) * 1000,
+      offeredPerSecond: (tally.sent / windowMs) * 1000,
+      windowMs,
+      p50Ms: tally.percentile(50),
+      p99Ms: tally.percentile(99),
+      latenciesMs: tally.latenciesMs,
+      answered: tally.answered,
+      executed: tally.executed,
+      other: tally.other,
+      unanswered: tally.sent - tally.latenciesMs.length,
+      resultBytes: tally.answered === 0 ? 0 : tally.answeredBytes / tally.answered,
+      signedLate: this.signedLate() - w.signedLate,
+    };
   }
 
   /**
    * Keeps up the load for `intervals` × `intervalMs` — closed loop with `window` outstanding per
-   * sender, or paced at `rate` commands/s — reporting each interval as it ends. Commands are
-   * signed as they go (one minute of lifetime), so any length of run works.
+   * sender, or paced at `rate` commands/s — reporting each interval as it ends (its latencies
+   * are those of its commands answered by then). Commands are signed as they go (one minute of
+   * lifetime), so any length of run works.
    */
   async sustain(load: { window: number } | { rate: number }, intervalMs: number, intervals: number, report: (index: number, result: PhaseResult) => void): Promise<void> {
     let running = true;
-    this.tally = new Tally();
-    this.tally.measuring = true;
     let pacing: Promise<void> = Promise.resolve();
+    let w = this.openWindow(noProbe);
     if ('window' in load) {
       const refill = () => {
         if (!running) return;
-        for (const s of this.senders) while (s.outstanding < load.window) s.send();
+        for (const s of this.senders) while (s.outstanding < load.window) this.send(s);
       };
       this.onSettled = refill;
       refill();
@@ -470,34 +702,29 @@ export class Load {
         let sent = 0;
         while (running) {
           const due = Math.floor(((performance.now() - begin) / 1000) * load.rate);
-          for (; sent < due; sent++) this.senders[sent % this.senders.length]!.send();
+          for (; sent < due; sent++) this.send(this.senders[sent % this.senders.length]!);
           await sleep(1);
         }
       })();
     }
     for (let i = 0; i < intervals; i++) {
-      const start = performance.now();
       await sleep(intervalMs);
-      const finished = this.tally;
-      this.tally = new Tally();
-      this.tally.measuring = true;
-      report(i, summarize(finished, performance.now() - start, 0));
+      const windowMs = this.closeWindow(noProbe, w);
+      const finished = w;
+      w = this.openWindow(noProbe);
+      report(i, this.summarize(finished, windowMs));
     }
     running = false;
     await pacing;
-    this.tally.measuring = false;
-    await this.drain();
+    this.closeWindow(noProbe, w);
+    this.onSettled = () => {};
   }
 
-  /** Waits (bounded) for outstanding results, then forgets the rest. */
-  async drain(): Promise<number> {
-    await this.quiesce(10_000);
-    return this.senders.reduce((n, s) => n + s.forgetOutstanding(), 0);
-  }
-
-  private async quiesce(maxMs: number): Promise<void> {
+  /** Waits (bounded) for outstanding results, then forgets the rest; returns how many were forgotten. */
+  async drain(maxMs = 10_000): Promise<number> {
     const deadline = Date.now() + maxMs;
     while (this.senders.some((s) => s.outstanding > 0) && Date.now() < deadline) await sleep(10);
+    return this.senders.reduce((n, s) => n + s.forgetOutstanding(), 0);
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,6 @@
 // The audit log on SQLite: append-only, hash-chained, group-committed.
 //
-// Appends join the state database's group commit (agent/group-commit.ts): everything written in
+// Appends join the state database's group commit (store/group-commit.ts): everything written in
 // the same turn of the event loop — audit records, replay entries, outbox messages — shares one
 // transaction and one WAL flush. append() resolves only once that transaction is durable: the
 // caller executes an action only after its record is on disk. UPDATE is refused by

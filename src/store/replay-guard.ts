@@ -7,7 +7,7 @@
 // Durability: an accepted entry must be durable before the command may act, or a crash after the
 // action could forget the entry and let the command run again after reboot. Two ways to get there:
 // - reserve() checks now, against the table and the entries reserved but not yet committed, and
-//   queues the insert on the state database's group commit (agent/group-commit.ts); its promise
+//   queues the insert on the state database's group commit (store/group-commit.ts); its promise
 //   resolves once durable. The command path uses this: the entry shares one transaction and one
 //   WAL flush with the decision's audit record and with every other command of the same turn.
 // - checkAndRecord() commits its own transaction before returning: one WAL fsync per entry
