@@ -212,7 +212,7 @@ function signNote(text: string, name: string, key: PrivateKey): Uint8Array {
   return Uint8Array.of(...noteKeyId(name, key.publicKey), ...signature);
 }
 
-function verifyNoteSignature(text: string, name: string, key: PublicKey, noteSignature: Uint8Array): boolean {
+export function verifyNoteSignature(text: string, name: string, key: PublicKey, noteSignature: Uint8Array): boolean {
   if (noteSignature.length < 5 || !bytesEqual(noteSignature.subarray(0, 4), noteKeyId(name, key))) return false;
   let signature = noteSignature.subarray(4);
   if (key.keyType === 'p256') {
