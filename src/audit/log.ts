@@ -301,11 +301,11 @@ export class SqliteAuditLog implements AuditSink {
         this.db
           .prepare(
             `UPDATE audit_meta SET
-               synced_bytes = synced_bytes + (SELECT coalesce(sum(${RECORD_BYTES_SQL}), 0) FROM audit WHERE seq > audit_meta.synced_seq AND seq <= ?1),
-               synced_seq = ?1
-             WHERE id = 1 AND synced_seq < ?1`,
+               synced_bytes = synced_bytes + (SELECT coalesce(sum(${RECORD_BYTES_SQL}), 0) FROM audit WHERE seq > audit_meta.synced_seq AND seq <= @seq),
+               synced_seq = @seq
+             WHERE id = 1 AND synced_seq < @seq`,
           )
-          .run(seq);
+          .run({ seq });
         after = this.db.prepare('SELECT synced_seq, synced_bytes FROM audit_meta WHERE id = 1').get() as typeof after;
       },
       (committed) => {
