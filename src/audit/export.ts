@@ -12,7 +12,7 @@ import { type AuditKind, type AuditRecord, GENESIS_HASH, recordHash } from './ch
 import { type Checkpoint, CheckpointError, verifyCheckpointBody } from './checkpoint.js';
 import { consistencyProof, hashesEqual, inclusionProof, leafHash, MerkleError, verifyConsistency, verifyInclusion } from './merkle.js';
 import { type AuditReader, isKnownKind } from './reader.js';
-import type { CheckpointSummary, VerifyFailure, VerifyFailureCode, VerifyReport } from './verify.js';
+import { type CheckpointSummary, type VerifyFailure, type VerifyFailureCode, type VerifyReport, checkpointFailure } from './verify.js';
 
 export const EXPORT_FORMAT = 'ztedge-audit-export';
 export type ExportFormat = 'jsonl' | 'cbor';
@@ -410,6 +410,6 @@ function checkCheckpoint(body: Uint8Array, seq: number, keys: readonly PublicKey
     return checkpoint;
   } catch (err) {
     if (!(err instanceof CheckpointError)) throw err;
-    return { code: err.code === 'CHECKPOINT_MALFORMED' ? 'AUDIT_CHECKPOINT_MALFORMED' : 'AUDIT_CHECKPOINT_SIGNATURE', message: `checkpoint ${seq}: ${err.message}` };
+    return { code: checkpointFailure(err), message: `checkpoint ${seq}: ${err.message}` };
   }
 }

@@ -24,8 +24,10 @@ export type VerifyFailureCode =
   | 'AUDIT_SEQ_GAP'
   /** The log ends before the tree head stored with it says: records were cut from its end. */
   | 'AUDIT_TRUNCATED'
-  /** A checkpoint's signature does not verify, or is by a key that is not the device's. */
+  /** A checkpoint's signature does not verify under the device key it names: forged or altered. */
   | 'AUDIT_CHECKPOINT_SIGNATURE'
+  /** A checkpoint is signed by a key that is not the device's: re-signed by someone else. */
+  | 'AUDIT_CHECKPOINT_KEY'
   /** A checkpoint's root is not the root of the records before it: they were rewritten. */
   | 'AUDIT_CHECKPOINT_ROOT'
   /** A checkpoint's previous size/root is not the checkpoint before it. */
@@ -150,8 +152,7 @@ export class LogVerifier {
       cp = verifyCheckpointBody(r.body, this.keys).checkpoint;
     } catch (err) {
       if (!(err instanceof CheckpointError)) throw err;
-      const code = err.code === 'CHECKPOINT_MALFORMED' ? 'AUDIT_CHECKPOINT_MALFORMED' : 'AUDIT_CHECKPOINT_SIGNATURE';
-      return fail(code, r.seq, `checkpoint ${r.seq}: ${err.message}`);
+      return fail(checkpointFailure(err), r.seq, `checkpoint ${r.seq}: ${err.message}`);
     }
     if (this.device !== undefined && cp.device !== this.device) {
       return fail('AUDIT_CHECKPOINT_DEVICE', r.seq, `checkpoint ${r.seq} is for device ${cp.device}, not ${this.device}`);
@@ -245,6 +246,12 @@ export function verifyStoredLog(reader: AuditReader, opts: StoredLogVerifyOption
     }
     return verifier.report(failure);
   });
+}
+
+export function checkpointFailure(err: CheckpointError): VerifyFailureCode {
+  if (err.code === 'CHECKPOINT_MALFORMED') return 'AUDIT_CHECKPOINT_MALFORMED';
+  if (err.code === 'CHECKPOINT_UNKNOWN_KEY') return 'AUDIT_CHECKPOINT_KEY';
+  return 'AUDIT_CHECKPOINT_SIGNATURE';
 }
 
 function fail(code: VerifyFailureCode, seq: number, message: string): VerifyFailure {

@@ -24,15 +24,16 @@ export const VERIFY_EXIT: Record<VerifyFailureCode, number> = {
   AUDIT_SEQ_GAP: 12,
   AUDIT_TRUNCATED: 13,
   AUDIT_CHECKPOINT_SIGNATURE: 14,
-  AUDIT_CHECKPOINT_ROOT: 15,
-  AUDIT_CHECKPOINT_LINK: 16,
-  AUDIT_CHECKPOINT_MISPLACED: 17,
-  AUDIT_CHECKPOINT_DEVICE: 18,
-  AUDIT_CHECKPOINT_MALFORMED: 19,
-  AUDIT_ROLLED_BACK: 20,
-  AUDIT_FORK: 21,
-  AUDIT_TREE_MISMATCH: 22,
-  AUDIT_PROOF_INVALID: 23,
+  AUDIT_CHECKPOINT_KEY: 15,
+  AUDIT_CHECKPOINT_ROOT: 16,
+  AUDIT_CHECKPOINT_LINK: 17,
+  AUDIT_CHECKPOINT_MISPLACED: 18,
+  AUDIT_CHECKPOINT_DEVICE: 19,
+  AUDIT_CHECKPOINT_MALFORMED: 20,
+  AUDIT_ROLLED_BACK: 21,
+  AUDIT_FORK: 22,
+  AUDIT_TREE_MISMATCH: 23,
+  AUDIT_PROOF_INVALID: 24,
 };
 /** The input could not be read: missing, not a database or export, no audit log, a bad key file. */
 export const EXIT_UNREADABLE = 3;
@@ -57,16 +58,16 @@ Commands:
       With --file, an export is checked on its own (chain within the range, every record's
       inclusion proof and every checkpoint's consistency proof against its newest checkpoint).
       Names the first bad seq. Exit status:
-         0  intact                         14  checkpoint signature bad or by another key
-         1  unexpected error               15  checkpoint root ≠ the records before it
-         2  usage                          16  checkpoint does not link to the previous one
-         3  input unreadable               17  checkpoint moved (size ≠ its seq − 1)
-        10  record edited (hash)           18  checkpoint of another device / origin
-        11  records reordered / replaced   19  checkpoint malformed
-        12  record deleted (seq gap)       20  log rolled back (shorter than --checkpoint)
-        13  log truncated at its end       21  fork (another history than --checkpoint)
-                                           22  stored tree disagrees with the records
-                                           23  inclusion / consistency proof invalid (export)
+         0  intact                          15  checkpoint signed by another key (re-signed)
+         1  unexpected error                16  checkpoint root ≠ the records before it
+         2  usage                           17  checkpoint does not link to the previous one
+         3  input unreadable                18  checkpoint moved (size ≠ its seq − 1)
+        10  record edited (hash)            19  checkpoint of another device / origin
+        11  records reordered / replaced    20  checkpoint malformed
+        12  record deleted (seq gap)        21  log rolled back (shorter than --checkpoint)
+        13  log truncated at its end        22  fork (another history than --checkpoint)
+        14  checkpoint signature forged     23  stored tree disagrees with the records
+                                            24  inclusion / consistency proof invalid (export)
   export --state-dir DIR --from SEQ [--to SEQ] --format jsonl|cbor [--out FILE]
       Records SEQ…SEQ (default: to the last) with their inclusion proofs against the newest
       checkpoint, which heads the export with the device keys. jsonl goes to standard output
