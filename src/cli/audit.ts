@@ -2,7 +2,7 @@
 // command opens the state database read-only, so it runs beside a running agent without ever
 // blocking it (WAL: readers and the writer do not wait on each other).
 import fs from 'node:fs';
-import { parseArgs as parseNodeArgs } from 'node:util';
+import { type ParseArgsConfig, parseArgs as parseNodeArgs } from 'node:util';
 import type { Database } from 'better-sqlite3';
 import { CryptoError } from '../crypto/errors.js';
 import { readPublicKeyFile } from '../crypto/key-files.js';
@@ -116,10 +116,8 @@ export const auditCommand: CommandGroup = {
   },
 };
 
-type Options = Parameters<typeof parseNodeArgs>[0] extends infer C ? (C extends { options?: infer O } ? O : never) : never;
-
 /** node:util parseArgs, strict: an unknown flag or a missing value is a usage error. */
-function parse<O extends NonNullable<Options>>(args: string[], options: O) {
+function parse<O extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: O) {
   try {
     return parseNodeArgs({ args, options, strict: true, allowPositionals: false });
   } catch (err) {
@@ -164,22 +162,19 @@ async function verify(args: string[], io: CliIo): Promise<number> {
   if (values.file !== undefined && values.checkpoint !== undefined) throw new UsageError('--checkpoint checks a state directory, not an export');
   const pinned = (values['device-key'] ?? []).map((file) => readPublicKeyFile(file));
 
+  const keysNote =
+    pinned.length > 0 ? 'pinned with --device-key' : `taken from the ${values.file === undefined ? 'database' : 'export'} itself (pin them with --device-key)`;
   let report: VerifyReport;
-  let keysNote: string;
   if (values.file !== undefined) {
     const parsed = parseExport(readBounded(values.file));
-    const keys = pinned.length > 0 ? pinned : parsed.header.keys;
-    keysNote = pinned.length > 0 ? 'pinned with --device-key' : 'taken from the export itself (pin them with --device-key)';
-    report = verifyExport(parsed, keys);
+    report = verifyExport(parsed, pinned.length > 0 ? pinned : parsed.header.keys);
   } else {
     report = withReader(values['state-dir']!, (reader) => {
       const keys = pinned.length > 0 ? pinned : reader.keys().map((k) => k.key);
-      keysNote = pinned.length > 0 ? 'pinned with --device-key' : 'taken from the database itself (pin them with --device-key)';
       const trusted = (values.checkpoint ?? []).map((file) => readTrustedCheckpoint(file, keys, reader));
-      return verifyStoredLog(reader, { keys, ...(values.device === undefined ? {} : { device: values.device }) , trusted });
+      return verifyStoredLog(reader, { keys, ...(values.device === undefined ? {} : { device: values.device }), trusted });
     });
   }
-  keysNote ??= '';
   if (values.json) io.stdout(JSON.stringify(jsonReport(report, keysNote), null, 2));
   if (report.failure !== undefined) {
     const { code, seq, message } = report.failure;
@@ -250,10 +245,10 @@ function exportCommand(args: string[], io: CliIo): number {
   return withReader(stateDir, (reader) =>
     reader.snapshot(() => {
       const last = reader.lastSeq();
-      const to = Math.min(toFlag ?? last, last);
+      const to = toFlag ?? last;
       const { prunedSeq } = reader.meta();
       if (from <= prunedSeq) throw new AuditReadError('AUDIT_BAD_RANGE', `records up to ${prunedSeq} were pruned after upstream sync`);
-      if (from > to) throw new AuditReadError('AUDIT_BAD_RANGE', `the log ends at ${last}`);
+      if (to > last || from > last) throw new AuditReadError('AUDIT_BAD_RANGE', `the log ends at ${last}`);
       const out = values.out === undefined ? undefined : fs.openSync(values.out, 'w', 0o600);
       let count = 0;
       try {
