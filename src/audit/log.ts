@@ -30,7 +30,7 @@ import { GroupCommit } from '../agent/group-commit.js';
 import { migrate } from '../agent/state-db.js';
 import type { PrivateKey } from '../crypto/keys.js';
 import { type AuditKind, type AuditRecord, type ChainBreak, AUDIT_KINDS, GENESIS_HASH, recordHash, verifyChain } from './chain.js';
-import { type Checkpoint, NO_PREVIOUS, checkOrigin, signCheckpoint } from './checkpoint.js';
+import { type Checkpoint, NO_PREVIOUS, checkOrigin, readUnverifiedCheckpoint, signCheckpoint } from './checkpoint.js';
 import { CompactRange, EMPTY_ROOT, leafHash } from './merkle.js';
 import { AUDIT_SCHEMA_VERSION, AuditReader, type StoredCheckpoint } from './reader.js';
 import { TILE_WIDTH, TREE_SCHEMA, storedNodes } from './tree-store.js';
@@ -363,9 +363,12 @@ export class SqliteAuditLog implements AuditSink {
     return { size: this.committed.seq, root: this.committed.tree.root() };
   }
 
-  /** The newest checkpoint record (unverified: this process wrote it). */
+  /** The newest committed checkpoint record, without a search (its seq is kept with the head). */
   latestCheckpoint(): StoredCheckpoint | undefined {
-    return this.reader.latestCheckpoint(this.committed.seq);
+    const { seq } = this.committed.checkpoint;
+    if (seq === 0) return undefined;
+    const record = this.reader.record(seq);
+    return record === undefined ? this.reader.latestCheckpoint(seq) : { seq, checkpoint: readUnverifiedCheckpoint(record.body), body: record.body };
   }
 
   /** Records from `fromSeq` on, at most `limit`. */

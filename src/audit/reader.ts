@@ -150,6 +150,16 @@ export class AuditReader {
     return { seq: row.seq, checkpoint: readUnverifiedCheckpoint(body), body };
   }
 
+  /** The first checkpoint record after `afterSeq` (unverified): the one covering record afterSeq + 1 … its seq − 1. */
+  nextCheckpoint(afterSeq: number): StoredCheckpoint | undefined {
+    const row = this.db
+      .prepare("SELECT seq, time_ms, kind, body, prev_hash, hash FROM audit WHERE kind = 'checkpoint' AND seq > ? ORDER BY seq LIMIT 1")
+      .get(afterSeq) as RecordRow | undefined;
+    if (row === undefined) return undefined;
+    const body = new Uint8Array(row.body);
+    return { seq: row.seq, checkpoint: readUnverifiedCheckpoint(body), body };
+  }
+
   /** A fresh view of the tree's perfect subtrees (one per proof: it memoizes). */
   tree(): StoredTree {
     return new StoredTree(this.db);

@@ -159,6 +159,8 @@ describe('checkpoints in the log', () => {
       prev = { size: checkpoint.size, root: checkpoint.root };
     }
     expect(log.latestCheckpoint()?.seq).toBe(33);
+    expect(log.latestCheckpoint()?.checkpoint.size).toBe(32);
+    expect([log.reader.nextCheckpoint(0)?.seq, log.reader.nextCheckpoint(11)?.seq, log.reader.nextCheckpoint(33)]).toEqual([11, 22, undefined]);
     expect(log.reader.keys().map((k) => k.key.raw)).toEqual([key.publicKey.raw]);
     const report = verifyStoredLog(log.reader, { keys: [key.publicKey], device: 'arm-1' });
     expect(report).toMatchObject({ records: 38, checkpoints: 3, uncovered: 5, lastCheckpoint: { seq: 33, size: 32 } });
