@@ -56,7 +56,8 @@ function expectFailure(result: { code: number | null; stderr: string }, code: st
   expect(result.code).toBe(exit);
 }
 
-describe('ztedge audit verify on a tampered log', () => {
+// Each case starts the CLI (a tsx child) once or a few times: seconds each on a loaded machine.
+describe('ztedge audit verify on a tampered log', { timeout: 180_000 }, () => {
   it('passes the untouched log', async () => {
     const result = await verify(pristine);
     expect(result.stderr).toBe('');
@@ -189,7 +190,7 @@ describe('ztedge audit verify on a tampered log', () => {
   });
 });
 
-describe('reading a log while it is written', () => {
+describe('reading a log while it is written', { timeout: 180_000 }, () => {
   it('verifies, tails and exports without blocking the writer', async () => {
     const t = tempStateDir('ztedge-live-');
     const db = openStateDb(t.dbPath);
