@@ -83,8 +83,12 @@ export interface LogVerifierOptions {
   keys: readonly PublicKey[];
   /** Expected device id; default: whatever the first checkpoint says (then all must agree). */
   device?: string;
-  /** Where the records start: seq 1 from genesis unless the log was pruned. */
-  start?: { seq: number; prevHash: Uint8Array; tree: CompactRange };
+  /**
+   * Where the records start: seq 1 from genesis unless the log was pruned, or a verifier resumes
+   * (the collector, batch after batch): the hash of record seq − 1, the tree of seq − 1 records
+   * and, to keep checking links, the newest checkpoint before it.
+   */
+  start?: { seq: number; prevHash: Uint8Array; tree: CompactRange; checkpoint?: { seq: number; size: number; root: Uint8Array } };
 }
 
 export class LogVerifier {
@@ -114,11 +118,18 @@ export class LogVerifier {
     this.startRoot = start.tree.root();
     this.keys = opts.keys;
     this.device = opts.device;
+    // From genesis, the first checkpoint links to the empty tree.
+    this.previous = start.checkpoint ?? (start.seq === 1 ? { seq: 0, size: 0, root: EMPTY_ROOT } : undefined);
   }
 
   /** The tree of every record pushed so far. */
   get size(): number {
     return this.tree.size;
+  }
+
+  /** Where a later verifier resumes after the records pushed so far (see `start`). */
+  resumePoint(): NonNullable<LogVerifierOptions['start']> {
+    return { seq: this.nextSeq, prevHash: this.prevHash, tree: this.tree, ...(this.previous === undefined ? {} : { checkpoint: this.previous }) };
   }
 
   root(): Uint8Array {
@@ -166,7 +177,7 @@ export class LogVerifier {
     if (!hashesEqual(cp.root, this.tree.root())) {
       return fail('AUDIT_CHECKPOINT_ROOT', r.seq, `checkpoint ${r.seq} does not match the records before it: records ${(this.previous?.seq ?? this.firstSeq - 1) + 1}…${r.seq - 1} were rewritten`);
     }
-    const link = this.previous ?? (this.firstSeq === 1 ? { seq: 0, size: 0, root: EMPTY_ROOT } : undefined);
+    const link = this.previous;
     if (link !== undefined && (cp.prevSize !== link.size || !hashesEqual(cp.prevRoot, link.root))) {
       return fail('AUDIT_CHECKPOINT_LINK', r.seq, `checkpoint ${r.seq} links to size ${cp.prevSize}, but the checkpoint before it covers ${link.size}`);
     }
