@@ -40,6 +40,18 @@ export interface AgentConfig {
     cacheEntries: number;
     outboxMaxMessages: number;
   };
+  audit: {
+    /** Unsynced audit bytes at which the agent fails closed (AUDIT_FULL). */
+    capBytes: number;
+    /** Part of the cap kept for AUDIT_FULL denials and lifecycle records; undefined: 1 % (≥ 256 KiB). */
+    reserveBytes?: number;
+    /** Synced records are pruned after this long. */
+    retentionMs: number;
+    /** A signed checkpoint after this many records… */
+    checkpointEvery: number;
+    /** …or this long after the first record it would cover. */
+    checkpointIntervalMs: number;
+  };
 }
 
 export interface ConfigProblem {
@@ -120,6 +132,11 @@ const ENV_OPTIONS: Array<{ path: string[]; list?: boolean }> = [
   { path: ['http', 'adminTokenFile'] },
   { path: ['posture'] },
   { path: ['bundleFile'] },
+  { path: ['audit', 'capBytes'] },
+  { path: ['audit', 'reserveBytes'] },
+  { path: ['audit', 'retention'] },
+  { path: ['audit', 'checkpointEvery'] },
+  { path: ['audit', 'checkpointInterval'] },
 ];
 
 function envName(path: string[]): string {
@@ -221,7 +238,7 @@ function join(section: string, key: string): string {
   return section === '' ? key : `${section}.${key}`;
 }
 
-const TOP_KEYS = ['device', 'stateDir', 'deviceKey', 'roots', 'broker', 'http', 'posture', 'bundleFile', 'executors', 'limits'] as const;
+const TOP_KEYS = ['device', 'stateDir', 'deviceKey', 'roots', 'broker', 'http', 'posture', 'bundleFile', 'executors', 'limits', 'audit'] as const;
 
 /** Validates a raw config tree (after the env overlay) into an AgentConfig, or throws ConfigError with every problem. */
 export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []): AgentConfig {
@@ -274,6 +291,12 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
     'envelopeMaxBytes', 'bundleMaxBytes', 'clockSkew', 'maxLifetime', 'maxPendingApprovals', 'cacheEntries', 'outboxMaxMessages',
   ]);
 
+  const audit = r.section(top.audit, 'audit', ['capBytes', 'reserveBytes', 'retention', 'checkpointEvery', 'checkpointInterval']);
+  const capBytes = r.integer(audit, 'audit', 'capBytes', 1024 * 1024 * 1024, 64 * 1024, Number.MAX_SAFE_INTEGER);
+  const reserveBytes = audit.reserveBytes === undefined || audit.reserveBytes === null ? undefined : r.integer(audit, 'audit', 'reserveBytes', 0, 0, capBytes);
+  const checkpointIntervalMs = r.duration(audit, 'audit', 'checkpointInterval', 60_000, 86_400_000);
+  if (checkpointIntervalMs === 0) r.problems.push({ option: 'audit.checkpointInterval', message: 'must be longer than 0' });
+
   const config: AgentConfig = {
     device: { id: deviceId, site, profile },
     stateDir,
@@ -306,6 +329,13 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
       maxPendingApprovals: r.integer(limits, 'limits', 'maxPendingApprovals', 1000, 1, 1_000_000),
       cacheEntries: r.integer(limits, 'limits', 'cacheEntries', 10_000, 0, 10_000_000),
       outboxMaxMessages: r.integer(limits, 'limits', 'outboxMaxMessages', 100_000, 100, 10_000_000),
+    },
+    audit: {
+      capBytes,
+      ...(reserveBytes === undefined ? {} : { reserveBytes }),
+      retentionMs: r.duration(audit, 'audit', 'retention', 7 * 86_400_000, 3650 * 86_400_000),
+      checkpointEvery: r.integer(audit, 'audit', 'checkpointEvery', 1000, 1, 1_000_000),
+      checkpointIntervalMs,
     },
   };
   if (r.problems.length > 0) throw new ConfigError(r.problems);

@@ -124,7 +124,13 @@ export class Agent {
     this.clock = new TrustedClock(this.db, now);
     this.commits = new GroupCommit(this.db);
     this.replay = new ReplayGuard(this.db, { clockSkewMs: config.limits.clockSkewMs, commits: this.commits });
-    this.audit = new SqliteAuditLog(this.db, { now: () => this.clock.now(), commits: this.commits });
+    this.audit = new SqliteAuditLog(this.db, {
+      now: () => this.clock.now(),
+      commits: this.commits,
+      checkpoints: { key: this.deviceKey, device: config.device.id, origin: `ztedge/${config.device.site}/${config.device.id}`, everyRecords: config.audit.checkpointEvery, everyMs: config.audit.checkpointIntervalMs },
+      cap: { capBytes: config.audit.capBytes, reserveBytes: config.audit.reserveBytes },
+      retentionMs: config.audit.retentionMs,
+    });
     this.rate = new RateLimiter(this.db, { commits: this.commits });
     this.grants = new GrantStore(this.db);
     this.pending = new PendingApprovals(this.db, config.limits.maxPendingApprovals);
@@ -203,6 +209,7 @@ export class Agent {
   private async startParts(): Promise<void> {
     const { config } = this;
     await this.auditSystem({ event: 'start', version: AGENT_VERSION, device: config.device.id });
+    await this.audit.checkpoint(); // signs what a crash may have left unsigned, and the start
     this.bundles.start();
 
     if (config.broker.url !== null) this.createMqtt(config.broker.url);
@@ -286,6 +293,7 @@ export class Agent {
     await this.drain(drainMs);
     for (const release of this.parked.splice(0)) release();
     await this.auditSystem({ event: 'stop' }).catch(() => undefined);
+    await this.audit.close().catch(() => undefined); // the shutdown checkpoint
     await this.outbox?.close();
     await this.link?.close();
     this.commits.flush(); // writes still queued (e.g. deletes of messages acknowledged just now)
@@ -510,7 +518,7 @@ export class Agent {
     } else if (event.kind === 'activated' || event.kind === 'loaded' || event.kind === 'rolled-back') {
       this.logger.info(`bundle ${event.kind}`, { revision: event.revision });
     }
-    this.track(this.audit.append('bundle', encodeCbor(body)), 'bundle audit record failed');
+    this.track(this.audit.append('bundle', encodeCbor(body), { area: 'reserve' }), 'bundle audit record failed');
     this.publishStatus();
   }
 
@@ -523,11 +531,12 @@ export class Agent {
     this.replay.prune(now);
     this.rate.prune(now);
     this.grants.prune(now);
+    this.track(this.audit.prune(now), 'audit pruning failed');
     this.clock.persist();
   }
 
   private auditSystem(body: Record<string, string>) {
-    return this.audit.append('system', encodeCbor(body));
+    return this.audit.append('system', encodeCbor(body), { area: 'reserve' });
   }
 
   /** Keeps background work visible to stop(); a failure is logged, never unhandled. */

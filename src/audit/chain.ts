@@ -5,10 +5,10 @@
 //
 // Fixed-width fields and a length-prefixed kind make the preimage unambiguous without a
 // serializer in the trusted path. The record hashes are also the leaves of an RFC 9162 Merkle
-// tree (see merkle.ts).
-import { sha256 } from '@noble/hashes/sha2.js';
+// tree (see merkle.ts); records of kind `checkpoint` are written by the log itself (checkpoint.ts).
+import { sha256 } from '../crypto/hash.js';
 
-export const AUDIT_KINDS = ['command', 'decision', 'execution', 'bundle', 'attestation', 'key', 'sync', 'system'] as const;
+export const AUDIT_KINDS = ['command', 'decision', 'execution', 'bundle', 'attestation', 'key', 'sync', 'system', 'checkpoint'] as const;
 export type AuditKind = (typeof AUDIT_KINDS)[number];
 
 /** The chain starts from 32 zero bytes. */
@@ -24,16 +24,21 @@ export interface AuditRecord {
   hash: Uint8Array;
 }
 
+const utf8 = new TextEncoder();
+
 export function recordHash(prevHash: Uint8Array, seq: number, timeMs: number, kind: AuditKind, body: Uint8Array): Uint8Array {
   if (prevHash.length !== 32) throw new RangeError('prevHash must be 32 bytes');
   if (!Number.isSafeInteger(seq) || seq < 1) throw new RangeError('seq must be a positive integer');
   if (!Number.isSafeInteger(timeMs) || timeMs < 0) throw new RangeError('timeMs must be a non-negative integer');
-  const kindBytes = new TextEncoder().encode(kind);
+  const kindBytes = utf8.encode(kind);
   const pre = new Uint8Array(32 + 8 + 8 + 1 + kindBytes.length + body.length);
   const view = new DataView(pre.buffer);
   pre.set(prevHash, 0);
-  view.setBigUint64(32, BigInt(seq));
-  view.setBigUint64(40, BigInt(timeMs));
+  // u64 big-endian as two u32 halves (both values are safe integers, below 2^53).
+  view.setUint32(32, Math.floor(seq / 2 ** 32));
+  view.setUint32(36, seq >>> 0);
+  view.setUint32(40, Math.floor(timeMs / 2 ** 32));
+  view.setUint32(44, timeMs >>> 0);
   pre[48] = kindBytes.length;
   pre.set(kindBytes, 49);
   pre.set(body, 49 + kindBytes.length);

@@ -2,6 +2,7 @@ import { openStateDb } from '../../src/store/state-db.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js';
 import { describe, expect, it } from 'vitest';
 import { GENESIS_HASH, recordHash, verifyChain } from '../../src/audit/chain.js';
 import { AuditError, SqliteAuditLog } from '../../src/audit/log.js';
@@ -13,7 +14,27 @@ function tempDb() {
 
 const body = (s: string) => new TextEncoder().encode(s);
 
+/** The preimage layout written out independently: prevHash || u64 seq || u64 time || u8 len || kind || body. */
+function referenceHash(prev: Uint8Array, seq: number, timeMs: number, kind: string, data: Uint8Array): Uint8Array {
+  const k = new TextEncoder().encode(kind);
+  const pre = new Uint8Array(49 + k.length + data.length);
+  pre.set(prev, 0);
+  new DataView(pre.buffer).setBigUint64(32, BigInt(seq));
+  new DataView(pre.buffer).setBigUint64(40, BigInt(timeMs));
+  pre[48] = k.length;
+  pre.set(k, 49);
+  pre.set(data, 49 + k.length);
+  return nobleSha256(pre);
+}
+
 describe('audit hash chain', () => {
+  it('hashes the documented preimage, for seq and time beyond 32 bits too', () => {
+    const prev = new Uint8Array(32).fill(9);
+    for (const [seq, time] of [[1, 0], [2 ** 32 + 5, 1_700_000_000_123], [2 ** 53 - 1, 2 ** 53 - 1], [4_294_967_295, 4_294_967_296]] as const) {
+      expect(recordHash(prev, seq, time, 'decision', body('x'))).toEqual(referenceHash(prev, seq, time, 'decision', body('x')));
+    }
+  });
+
   it('binds every field into the hash', () => {
     const h = recordHash(GENESIS_HASH, 1, 1000, 'command', body('x'));
     expect(recordHash(GENESIS_HASH, 2, 1000, 'command', body('x'))).not.toEqual(h);
