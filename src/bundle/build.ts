@@ -24,7 +24,7 @@ import { fromHex } from '../crypto/bytes.js';
 import { CryptoError } from '../crypto/errors.js';
 import { readPublicKeyFile } from '../crypto/key-files.js';
 import { type PublicKey, publicKeyFromPem } from '../crypto/keys.js';
-import { EntityUid, JsonError, type JsonValue, parseJson } from '../policy/index.js';
+import { EntityUid, JsonError, type JsonValue, extensionArityProblems, formatDiagnostic, parseJson } from '../policy/index.js';
 import { type TestOutcome, compileEntities, compileIssuers, compilePolicies, requireTestsPass, runBundleTests } from './content.js';
 import { type BundleProblem, BundleError } from './errors.js';
 import {
@@ -59,6 +59,17 @@ export interface BuiltBundle {
   readonly bytes: Uint8Array;
   readonly policyCount: number;
   readonly testOutcomes: readonly TestOutcome[];
+  /** Problems that did not stop the build (`file:line:col: warning: ...`). */
+  readonly warnings: readonly BundleProblem[];
+}
+
+export interface BuildOptions {
+  /**
+   * Build even when an extension function or method is called with the wrong number of
+   * arguments (Cedar loads such a policy; the call fails whenever it is evaluated): each such
+   * call becomes a warning instead of refusing the bundle. Default false.
+   */
+  readonly allowArityErrors?: boolean;
 }
 
 const SOURCE_FILES = new Set(['entities.json', 'issuers.json', 'attestation.json', 'settings.json', 'tests.json']);
@@ -66,15 +77,22 @@ const MAX_JSON_FILE_BYTES = 16 * 1024 * 1024;
 const ALG_NAMES: Readonly<Record<string, CoseAlgorithm>> = COSE_ALG;
 
 /** Compiles and tests `source` under `manifest`; returns the payload bytes to sign. */
-export function buildBundle(source: BundleSource, manifest: BundleManifest): BuiltBundle {
+export function buildBundle(source: BundleSource, manifest: BundleManifest, options: BuildOptions = {}): BuiltBundle {
   const payload: BundlePayload = { manifest, ...source };
   const bytes = encodeBundlePayload(payload);
   compileIssuers(payload.issuers);
   const entities = compileEntities(payload.entities);
   const policies = compilePolicies(payload.policies);
+  const arity = extensionArityProblems(policies.policies.map((p) => p.ast));
+  if (arity.length > 0 && options.allowArityErrors !== true) {
+    const problems = arity.map((d) => ({ code: d.code, message: formatDiagnostic(d) }));
+    const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
+    throw new BundleError('BUNDLE_POLICY_INVALID', `${problems[0]!.message}${more}`, { problems });
+  }
+  const warnings = arity.map((d) => ({ code: d.code, message: formatDiagnostic(d, 'warning') }));
   const testOutcomes = runBundleTests(policies, entities, payload.tests);
   requireTestsPass(testOutcomes);
-  return { payload, bytes, policyCount: policies.size, testOutcomes };
+  return { payload, bytes, policyCount: policies.size, testOutcomes, warnings };
 }
 
 /** Reads a source directory; BUNDLE_SOURCE_INVALID lists every problem found. */

@@ -28,9 +28,12 @@ const USAGE = `Usage: ztedge bundle <command> [options]
 Commands:
   build DIR --revision N --out FILE [--expires DURATION] [--not-before TIME] [--id ID]
         [--site S]... [--device D]... [--profile P]... [--min-agent-version V]
+        [--allow-arity-errors]
       Compile DIR (*.cedar, entities.json, issuers.json, attestation.json, settings.json,
       tests.json), run its tests, and write the unsigned bundle. Scope lists left out mean any.
-      --expires defaults to 30d; --id to the directory name.
+      --expires defaults to 30d; --id to the directory name. A call to an extension function
+      or method with the wrong number of arguments (it fails whenever it is evaluated) is an
+      error; --allow-arity-errors makes it a warning and builds the bundle.
   sign FILE --key KEY [--alg EdDSA|Ed25519|ES256|ESP256] [--out FILE]
       Add one signature by a root key (in place unless --out). Run once per root key.
   verify FILE --root PUB... --threshold K [--device D] [--site S] [--profile P]
@@ -59,7 +62,7 @@ export const bundleCommand: CommandGroup = {
     try {
       switch (command) {
         case 'build':
-          return build(parseArgs(rest), io);
+          return build(parseArgs(rest, ['allow-arity-errors']), io);
         case 'sign':
           return await sign(parseArgs(rest), io);
         case 'verify':
@@ -111,7 +114,8 @@ function build(parsed: ParsedArgs, io: CliIo): number {
     scope: { sites: flagList(parsed, 'site'), devices: flagList(parsed, 'device'), profiles: flagList(parsed, 'profile') },
     minAgentVersion: flag(parsed, 'min-agent-version') ?? '0.0.0',
   };
-  const built = buildBundle(readBundleSource(dir), manifest);
+  const built = buildBundle(readBundleSource(dir), manifest, { allowArityErrors: flag(parsed, 'allow-arity-errors') !== undefined });
+  for (const warning of built.warnings) io.stderr(warning.message);
   writeFileReplacing(out, built.bytes);
   io.stdout(
     `built ${manifest.id} revision ${manifest.revision}: ${built.policyCount} policies, ` +
@@ -181,7 +185,7 @@ function describePolicies(files: readonly { file: string; text: string }[]): unk
       }
     } catch (err) {
       if (!(err instanceof PolicyParseError)) throw err;
-      out.push({ file, errors: err.diagnostics.map(formatDiagnostic) });
+      out.push({ file, errors: err.diagnostics.map((d) => formatDiagnostic(d)) });
     }
   }
   return out;

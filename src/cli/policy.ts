@@ -9,6 +9,7 @@ import {
   PolicySetError,
   RequestError,
   enforce,
+  extensionArityProblems,
   formatDiagnostic,
   parsePolicies,
   requestFromJson,
@@ -32,9 +33,11 @@ Commands:
       reasons?, errors?}]) as the agent decides them; DIR is a bundle source directory
       (*.cedar, entities.json, tests.json). Prints each failure, then "N passed, N failed";
       exits 1 if any failed.
-  fmt [--check] PATH...
-      --check: report every parse error as file:line:col and exit 1 if there is any.
-      Otherwise print the policies in canonical form (comments are not kept).`;
+  fmt [--check [--allow-arity-errors]] PATH...
+      --check: report every parse error as file:line:col and exit 1 if there is any. A call
+      to an extension function or method with the wrong number of arguments (Cedar loads it;
+      it fails whenever it is evaluated) is an error too; --allow-arity-errors makes it a
+      warning. Otherwise print the policies in canonical form (comments are not kept).`;
 
 /** Policy, entity, request and test files are read whole; refuse anything absurdly large. */
 const MAX_FILE_BYTES = 64 * 1024 * 1024;
@@ -63,7 +66,7 @@ export const policyCommand: CommandGroup = {
         case 'test':
           return testCommand(parseArgs(rest), io);
         case 'fmt':
-          return fmtCommand(parseArgs(rest, ['check']), io);
+          return fmtCommand(parseArgs(rest, ['check', 'allow-arity-errors']), io);
         default:
           throw new UsageError(command === undefined ? 'missing command' : `unknown command '${command}'`);
       }
@@ -208,8 +211,11 @@ function testCommand(parsed: ParsedArgs, io: CliIo): number {
 function fmtCommand(parsed: ParsedArgs, io: CliIo): number {
   if (parsed.positionals.length === 0) throw new UsageError('fmt needs at least one policy file or directory');
   const check = flag(parsed, 'check') !== undefined;
+  const allowArityErrors = flag(parsed, 'allow-arity-errors') !== undefined;
+  if (allowArityErrors && !check) throw new UsageError('--allow-arity-errors goes with --check');
   const files = parsed.positionals.flatMap(policyFiles);
   let problems = 0;
+  let arityErrors = 0;
   let policyCount = 0;
   const formatted: string[] = [];
   for (const file of files) {
@@ -223,11 +229,19 @@ function fmtCommand(parsed: ParsedArgs, io: CliIo): number {
       continue;
     }
     policyCount += policies.length;
+    for (const d of check ? extensionArityProblems(policies) : []) {
+      io.stderr(formatDiagnostic(d, allowArityErrors ? 'warning' : 'error'));
+      if (!allowArityErrors) arityErrors++;
+    }
     const text = policies.map(formatPolicy).join('\n\n');
     formatted.push(files.length > 1 ? `// ${file}\n${text}` : text);
   }
   if (problems > 0) {
     io.stderr(`POLICY_PARSE: ${problems} error${problems === 1 ? '' : 's'} in ${files.length} file${files.length === 1 ? '' : 's'}`);
+    return 1;
+  }
+  if (arityErrors > 0) {
+    io.stderr(`POLICY_EXTENSION_ARITY: ${arityErrors} call${arityErrors === 1 ? '' : 's'} with the wrong number of arguments (--allow-arity-errors accepts them)`);
     return 1;
   }
   if (check) io.stdout(`${files.length} file${files.length === 1 ? '' : 's'}, ${policyCount} polic${policyCount === 1 ? 'y' : 'ies'}: ok`);

@@ -1,6 +1,8 @@
 // The public API of the Cedar engine.
 export type * from './ast.js';
 export { parsePolicies, parseExpression, parseEntityUid } from './parser.js';
+export { extensionArityProblems } from './lint.js';
+export type { LintCode, LintDiagnostic } from './lint.js';
 export type { ParseOptions } from './parser.js';
 export { PolicyParseError, formatDiagnostic } from './errors.js';
 export type { Diagnostic, ParseErrorCode } from './errors.js';

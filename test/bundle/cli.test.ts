@@ -127,6 +127,37 @@ describe('ztedge bundle', () => {
     expect((await ztedge('bundle', 'frobnicate')).code).toBe(2);
   });
 
+  it('refuses an extension call with the wrong number of arguments with file:line:col; --allow-arity-errors builds it', async () => {
+    const source = tempDir('cli-arity');
+    try {
+      fs.writeFileSync(
+        path.join(source, 'main.cedar'),
+        'permit (principal, action, resource);\nforbid (principal, action, resource)\nwhen { duration("1h", 2) > duration("0ms") };\n',
+      );
+      fs.writeFileSync(
+        path.join(source, 'tests.json'),
+        JSON.stringify([{ name: 'the broken forbid errors, strict mode denies', principal: 'U::"a"', action: 'Action::"x"', resource: 'R::"r"', decision: 'deny', errors: ['policy1'] }]),
+      );
+      const out = path.join(work, 'arity.bundle');
+      const refused = await ztedge('bundle', 'build', source, '--revision', '1', '--out', out);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toBe(
+        'BUNDLE_POLICY_INVALID: main.cedar:3:8: error: `duration` takes 1 argument, got 2: Cedar loads this policy, but the call fails whenever it is evaluated [POLICY_EXTENSION_ARITY]\n' +
+          '  main.cedar:3:8: error: `duration` takes 1 argument, got 2: Cedar loads this policy, but the call fails whenever it is evaluated [POLICY_EXTENSION_ARITY]\n',
+      );
+      expect(fs.existsSync(out)).toBe(false);
+      const built = await ztedge('bundle', 'build', source, '--revision', '1', '--out', out, '--allow-arity-errors');
+      expect(built.code).toBe(0);
+      expect(built.stderr).toContain('main.cedar:3:8: warning: `duration` takes 1 argument, got 2');
+      expect(readUnverifiedBundle(fs.readFileSync(out)).payload.policies.map((p) => p.file)).toEqual(['main.cedar']);
+      // A device loads it as Cedar would: the policy set is valid, the call errors when evaluated.
+      for (const key of roots.keys) expect((await ztedge('bundle', 'sign', out, '--key', key.privatePath)).code).toBe(0);
+      expect((await ztedge('bundle', 'verify', out, ...rootFlags, '--threshold', '2')).code).toBe(0);
+    } finally {
+      fs.rmSync(source, { recursive: true, force: true });
+    }
+  });
+
   it('rolls a state directory back to last-known-good, with flags or the agent config', async () => {
     const stateDir = path.join(work, 'state');
     const manager = new BundleManager({ store: new BundleStore(stateDir), trust: trustOf(roots, { profile: undefined }), clock: { now: () => Date.now() } });

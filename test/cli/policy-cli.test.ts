@@ -200,6 +200,19 @@ describe('ztedge policy fmt', () => {
     expect(errs[errs.length - 1]).toMatch(/^POLICY_PARSE: \d+ errors in 2 files$/);
   });
 
+  it('--check refuses an extension call with the wrong number of arguments, or warns with --allow-arity-errors', async () => {
+    const file = write('fmt/arity.cedar', 'permit (principal, action, resource)\nwhen { decimal("1.0").lessThan(decimal("2.0"), decimal("3.0")) };\n');
+    const refused = await ztedge(['policy', 'fmt', '--check', file]);
+    expect(refused.code).toBe(1);
+    expect(lines(refused.stderr)).toEqual([
+      `${file}:2:8: error: \`lessThan\` takes 1 argument, got 2: Cedar loads this policy, but the call fails whenever it is evaluated [POLICY_EXTENSION_ARITY]`,
+      'POLICY_EXTENSION_ARITY: 1 call with the wrong number of arguments (--allow-arity-errors accepts them)',
+    ]);
+    const allowed = await ztedge(['policy', 'fmt', '--check', '--allow-arity-errors', file]);
+    expect(allowed.code).toBe(0);
+    expect(lines(allowed.stderr)).toEqual([`${file}:2:8: warning: \`lessThan\` takes 1 argument, got 2: Cedar loads this policy, but the call fails whenever it is evaluated [POLICY_EXTENSION_ARITY]`]);
+  });
+
   it('prints canonical policies that parse back to the same policies', async () => {
     const source = path.join(robotCell, '40-forbids.cedar');
     const run = await ztedge(['policy', 'fmt', source]);
