@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { formatFailure, runCedarConformance } from '../../scripts/cedar-conformance.js';
 
-const root = fileURLToPath(new URL('../../../shared/conformance/cedar/', import.meta.url));
+const root = fileURLToPath(new URL('../vectors/cedar/', import.meta.url));
 const testsDir = path.join(root, 'tests');
 const files = readdirSync(testsDir, { withFileTypes: true })
   .filter((d) => d.isDirectory())

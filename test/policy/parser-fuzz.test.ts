@@ -13,7 +13,7 @@ import * as arb from './parser-support/arbitraries.js';
 import { stripLocs } from './parser-support/ast-tools.js';
 import { normalizePolicy, oracleParse } from './parser-support/cedar-est.js';
 
-const CEDAR_TESTS = new URL('../../../shared/conformance/cedar/tests/', import.meta.url);
+const CEDAR_TESTS = new URL('../vectors/cedar/tests/', import.meta.url);
 const EXAMPLES = new URL('../../policies/', import.meta.url);
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;

@@ -7,7 +7,7 @@ import { parsePolicies } from '../../src/policy/parser.js';
 import { normalizePolicy, oracleParse } from './parser-support/cedar-est.js';
 import { when } from './parser-support/ast-tools.js';
 
-const CEDAR_TESTS = new URL('../../../shared/conformance/cedar/tests/', import.meta.url);
+const CEDAR_TESTS = new URL('../vectors/cedar/tests/', import.meta.url);
 
 function ours(text: string): { ok: true; policies: ReturnType<typeof normalizePolicy>[] } | { ok: false; codes: string[] } {
   try {

@@ -7,7 +7,7 @@ import { PARSE_ERROR_CODES, PolicyParseError, formatDiagnostic } from '../../src
 import { parseEntityUid, parseExpression, parsePolicies } from '../../src/policy/parser.js';
 import { diagnosticsOf, expr, exprErrors, policy, policyErrors, stripLocs, when } from './parser-support/ast-tools.js';
 
-const CEDAR = new URL('../../../shared/conformance/cedar/', import.meta.url);
+const CEDAR = new URL('../vectors/cedar/', import.meta.url);
 
 const long = (value: bigint): Expr => ({ kind: 'long', value }) as Expr;
 const str = (value: string): Expr => ({ kind: 'string', value }) as Expr;
