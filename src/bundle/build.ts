@@ -3,7 +3,8 @@
 // embedded tests), so a failing bundle is caught before anyone signs it.
 //
 // Source directory:
-//   *.cedar           policies, in file-name order; ids policy0.. continue across files
+//   *.cedar           policies, in file-name order; a policy's id is its @id, else policyN
+//                     (N counted across files); ids are unique
 //   entities.json     Cedar entity JSON (default [])
 //   issuers.json      [{ principal, publicKey, alg?, kid?, notBefore?, notAfter?, roles? }]
 //                     principal `Type::"id"` or {type, id}; publicKey PEM text or the path of a
@@ -14,7 +15,7 @@
 //                     checkpointEvery?, checkpointInterval? } }, durations as "30s", "5m", ...
 //   tests.json        [{ name, principal, action, resource, context?, decision, reasons?, errors? }]
 //                     reasons: the determining policies, errors: the policies whose evaluation
-//                     errors, each by @id (or policy id); compared as sets when given
+//                     errors, each by id; compared as sets when given
 // Any other *.json file is refused (a misspelt settings file must not be silently ignored).
 import fs from 'node:fs';
 import path from 'node:path';

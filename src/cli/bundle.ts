@@ -16,7 +16,7 @@ import { sha256 } from '../crypto/hash.js';
 import { CryptoError } from '../crypto/errors.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
 import { type PublicKey, publicKeyFromPem } from '../crypto/keys.js';
-import { PolicyParseError, formatDiagnostic, parsePolicies } from '../policy/index.js';
+import { type PolicyAst, PolicyParseError, formatDiagnostic, idsFromAnnotations, parsePolicies } from '../policy/index.js';
 import { TransportError } from '../transport/errors.js';
 import { BROKER_USAGE, brokerTarget, openLink, publishWithin } from './broker-client.js';
 import { type CliIo, type CommandGroup, type ParsedArgs, UsageError, flag, flagList, parseArgs, requireFlag } from './command.js';
@@ -174,19 +174,21 @@ async function inspect(parsed: ParsedArgs, io: CliIo): Promise<number> {
   return 0;
 }
 
-/** Policy ids, names and annotations; parsed, never compiled or evaluated. */
+/** Policy ids (the `@id`, else the positional id), files and annotations; parsed, never evaluated. */
 function describePolicies(files: readonly { file: string; text: string }[]): unknown[] {
   const out: unknown[] = [];
+  const asts: PolicyAst[] = [];
   for (const { file, text } of files) {
     try {
-      for (const ast of parsePolicies(text, { source: file, startIndex: out.length })) {
-        const annotations = Object.fromEntries(ast.annotations.map((a) => [a.key, a.value]));
-        out.push({ id: ast.id, ...(annotations.id === undefined ? {} : { name: annotations.id }), effect: ast.effect, file, annotations });
-      }
+      asts.push(...parsePolicies(text, { source: file, startIndex: asts.length }));
     } catch (err) {
       if (!(err instanceof PolicyParseError)) throw err;
       out.push({ file, errors: err.diagnostics.map((d) => formatDiagnostic(d)) });
     }
+  }
+  for (const ast of idsFromAnnotations(asts).policies) {
+    const annotations = Object.fromEntries(ast.annotations.map((a) => [a.key, a.value]));
+    out.push({ id: ast.id, effect: ast.effect, file: ast.loc.source, line: ast.loc.line, annotations });
   }
   return out;
 }

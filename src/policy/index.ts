@@ -2,6 +2,8 @@
 export type * from './ast.js';
 export { parsePolicies, parseExpression, parseEntityUid } from './parser.js';
 export { extensionArityProblems } from './lint.js';
+export { idsFromAnnotations } from './policy-ids.js';
+export type { NamedPolicies, PolicyIdCode } from './policy-ids.js';
 export type { LintCode, LintDiagnostic } from './lint.js';
 export type { ParseOptions } from './parser.js';
 export { PolicyParseError, formatDiagnostic } from './errors.js';

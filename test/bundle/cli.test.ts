@@ -98,7 +98,7 @@ describe('ztedge bundle', () => {
       { kid: Buffer.from(roots.keys[1].key.publicKey.kid).toString('hex'), alg: 'ES256' },
     ]);
     expect(report.policies).toHaveLength(17);
-    expect(report.policies[0]).toMatchObject({ id: 'policy0', name: 'estop-anyone', effect: 'permit', file: '00-safety.cedar', annotations: { safety: 'true' } });
+    expect(report.policies[0]).toMatchObject({ id: 'estop-anyone', effect: 'permit', file: '00-safety.cedar', line: 7, annotations: { safety: 'true' } });
     expect(report.issuers.map((i: { principal: string }) => i.principal)).toEqual([
       'Operator::"olga"',
       'Operator::"omar"',
@@ -125,6 +125,24 @@ describe('ztedge bundle', () => {
     expect(noRevision.code).toBe(2);
     expect(noRevision.stderr).toMatch(/missing required option --revision/);
     expect((await ztedge('bundle', 'frobnicate')).code).toBe(2);
+  });
+
+  it('refuses a policy id used twice (a permit and a forbid sharing one), naming both places', async () => {
+    const source = tempDir('cli-dup');
+    try {
+      fs.writeFileSync(path.join(source, '10-permit.cedar'), '@id("move")\npermit (principal, action == Action::"move", resource);\n');
+      fs.writeFileSync(path.join(source, '20-forbid.cedar'), '// a guard\n\n@id("move")\nforbid (principal, action == Action::"move", resource) when { context.fast };\n');
+      const out = path.join(work, 'dup.bundle');
+      const refused = await ztedge('bundle', 'build', source, '--revision', '1', '--out', out);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toBe(
+        'BUNDLE_POLICY_INVALID: 20-forbid.cedar:3:1: error: policy id "move" is already used at 10-permit.cedar:1:1 [POLICY_DUPLICATE_ID]\n' +
+          '  20-forbid.cedar:3:1: error: policy id "move" is already used at 10-permit.cedar:1:1 [POLICY_DUPLICATE_ID]\n',
+      );
+      expect(fs.existsSync(out)).toBe(false);
+    } finally {
+      fs.rmSync(source, { recursive: true, force: true });
+    }
   });
 
   it('refuses an extension call with the wrong number of arguments with file:line:col; --allow-arity-errors builds it', async () => {
