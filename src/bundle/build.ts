@@ -13,6 +13,8 @@
 //   attestation.json  { "<profile>": { files: [{ path, sha256 }], composite } }
 //   settings.json     { cacheTtl?, replayWindow?, clockSkew?, audit?: { maxUnsynced?,
 //                     checkpointEvery?, checkpointInterval? } }, durations as "30s", "5m", ...
+//   *.cedarschema     at most one: a Cedar schema (human format) the policies, entities and
+//                     tests are validated against at build (schema.ts); not part of the bundle
 //   tests.json        [{ name, principal, action, resource, context?, decision, reasons?, errors? }]
 //                     reasons: the determining policies, errors: the policies whose evaluation
 //                     errors, each by id; compared as sets when given
@@ -25,9 +27,10 @@ import { fromHex } from '../crypto/bytes.js';
 import { CryptoError } from '../crypto/errors.js';
 import { readPublicKeyFile } from '../crypto/key-files.js';
 import { type PublicKey, publicKeyFromPem } from '../crypto/keys.js';
-import { EntityUid, JsonError, type JsonValue, extensionArityProblems, formatDiagnostic, parseJson } from '../policy/index.js';
+import { EntityUid, JsonError, type JsonValue, type PolicyAst, extensionArityProblems, formatDiagnostic, parseJson } from '../policy/index.js';
 import { type TestOutcome, compileEntities, compileIssuers, compilePolicies, requireTestsPass, runBundleTests } from './content.js';
 import { type BundleProblem, BundleError } from './errors.js';
+import type { SchemaSource } from './schema.js';
 import {
   BUNDLE_LIMITS,
   type AttestationReference,
@@ -75,6 +78,8 @@ export interface BuildOptions {
 
 const SOURCE_FILES = new Set(['entities.json', 'issuers.json', 'attestation.json', 'settings.json', 'tests.json']);
 const MAX_JSON_FILE_BYTES = 16 * 1024 * 1024;
+const MAX_SCHEMA_BYTES = 4 * 1024 * 1024;
+const SCHEMA_SUFFIX = '.cedarschema';
 const ALG_NAMES: Readonly<Record<string, CoseAlgorithm>> = COSE_ALG;
 
 /** Compiles and tests `source` under `manifest`; returns the payload bytes to sign. */
@@ -84,16 +89,24 @@ export function buildBundle(source: BundleSource, manifest: BundleManifest, opti
   compileIssuers(payload.issuers);
   const entities = compileEntities(payload.entities);
   const policies = compilePolicies(payload.policies);
-  const arity = extensionArityProblems(policies.policies.map((p) => p.ast));
+  const warnings = checkExtensionArity(policies.policies.map((p) => p.ast), options);
+  const testOutcomes = runBundleTests(policies, entities, payload.tests);
+  requireTestsPass(testOutcomes);
+  return { payload, bytes, policyCount: policies.size, testOutcomes, warnings };
+}
+
+/**
+ * Calls to extension functions or methods with the wrong number of arguments: refused
+ * (BUNDLE_POLICY_INVALID) unless `allowArityErrors`, then returned as warnings.
+ */
+export function checkExtensionArity(policies: readonly PolicyAst[], options: BuildOptions): BundleProblem[] {
+  const arity = extensionArityProblems(policies);
   if (arity.length > 0 && options.allowArityErrors !== true) {
     const problems = arity.map((d) => ({ code: d.code, message: formatDiagnostic(d) }));
     const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
     throw new BundleError('BUNDLE_POLICY_INVALID', `${problems[0]!.message}${more}`, { problems });
   }
-  const warnings = arity.map((d) => ({ code: d.code, message: formatDiagnostic(d, 'warning') }));
-  const testOutcomes = runBundleTests(policies, entities, payload.tests);
-  requireTestsPass(testOutcomes);
-  return { payload, bytes, policyCount: policies.size, testOutcomes, warnings };
+  return arity.map((d) => ({ code: d.code, message: formatDiagnostic(d, 'warning') }));
 }
 
 /** Reads a source directory; BUNDLE_SOURCE_INVALID lists every problem found. */
@@ -141,6 +154,24 @@ export function readBundleSource(dir: string): BundleSource {
     throw new BundleError('BUNDLE_SOURCE_INVALID', `${problems[0]!.message}${more}`, { problems });
   }
   return source;
+}
+
+/** The source directory's Cedar schema, if it has one; BUNDLE_SOURCE_INVALID for more than one. */
+export function readBundleSchema(dir: string): SchemaSource | undefined {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).filter((name) => name.endsWith(SCHEMA_SUFFIX)).sort();
+  } catch (err) {
+    throw new BundleError('BUNDLE_SOURCE_INVALID', `cannot read source directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  if (names.length === 0) return undefined;
+  if (names.length > 1) {
+    throw new BundleError('BUNDLE_SOURCE_INVALID', `${dir}: more than one schema (${names.join(', ')}); put every namespace in one ${SCHEMA_SUFFIX} file`);
+  }
+  const problems: BundleProblem[] = [];
+  const text = readText(dir, names[0]!, MAX_SCHEMA_BYTES, problems);
+  if (text === undefined) throw new BundleError('BUNDLE_SOURCE_INVALID', problems[0]!.message, { problems });
+  return { file: names[0]!, text };
 }
 
 const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/;

@@ -3,8 +3,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, loadConfig, parseDurationMs } from '../agent/config.js';
 import { BundleManager } from '../bundle/activation.js';
-import { buildBundle, isoToSeconds, readBundleSource } from '../bundle/build.js';
+import { buildBundle, isoToSeconds, readBundleSchema, readBundleSource } from '../bundle/build.js';
 import { BundleError } from '../bundle/errors.js';
+import { validateBundleSource } from '../bundle/schema.js';
 import { readBundleFile } from '../bundle/file-source.js';
 import { type BundleManifest, DEFAULT_BUNDLE_MAX_BYTES } from '../bundle/format.js';
 import { readUnverifiedBundle, signBundle } from '../bundle/sign.js';
@@ -31,6 +32,10 @@ Commands:
         [--allow-arity-errors]
       Compile DIR (*.cedar, entities.json, issuers.json, attestation.json, settings.json,
       tests.json), run its tests, and write the unsigned bundle. Scope lists left out mean any.
+      With a Cedar schema in DIR (one *.cedarschema file, Cedar's human format) the policies,
+      entities and test requests are validated against it with Cedar's validator (strict
+      mode), and any error refuses the bundle; without one the build warns that nothing is
+      validated.
       --expires defaults to 30d; --id to the directory name. A call to an extension function
       or method with the wrong number of arguments (it fails whenever it is evaluated) is an
       error; --allow-arity-errors makes it a warning and builds the bundle.
@@ -62,7 +67,7 @@ export const bundleCommand: CommandGroup = {
     try {
       switch (command) {
         case 'build':
-          return build(parseArgs(rest, ['allow-arity-errors']), io);
+          return await build(parseArgs(rest, ['allow-arity-errors']), io);
         case 'sign':
           return await sign(parseArgs(rest), io);
         case 'verify':
@@ -98,7 +103,7 @@ function describeError(err: BundleError | CryptoError | BundleStoreError | Confi
   return lines.join('\n');
 }
 
-function build(parsed: ParsedArgs, io: CliIo): number {
+async function build(parsed: ParsedArgs, io: CliIo): Promise<number> {
   const dir = onePositional(parsed, 'DIR');
   const out = requireFlag(parsed, 'out');
   const now = Math.floor(Date.now() / 1000);
@@ -114,12 +119,21 @@ function build(parsed: ParsedArgs, io: CliIo): number {
     scope: { sites: flagList(parsed, 'site'), devices: flagList(parsed, 'device'), profiles: flagList(parsed, 'profile') },
     minAgentVersion: flag(parsed, 'min-agent-version') ?? '0.0.0',
   };
-  const built = buildBundle(readBundleSource(dir), manifest, { allowArityErrors: flag(parsed, 'allow-arity-errors') !== undefined });
+  const source = readBundleSource(dir);
+  const schema = readBundleSchema(dir);
+  const options = { allowArityErrors: flag(parsed, 'allow-arity-errors') !== undefined };
+  if (schema === undefined) {
+    io.stderr(`warning: ${dir} has no *.cedarschema: policies, entities and tests are not validated (a mistyped action or entity type goes unnoticed)`);
+  } else {
+    for (const warning of (await validateBundleSource(source, schema, options)).warnings) io.stderr(warning.message);
+  }
+  const built = buildBundle(source, manifest, options);
   for (const warning of built.warnings) io.stderr(warning.message);
   writeFileReplacing(out, built.bytes);
   io.stdout(
     `built ${manifest.id} revision ${manifest.revision}: ${built.policyCount} policies, ` +
-      `${built.testOutcomes.length} tests passed, ${built.bytes.length} bytes, expires ${iso(manifest.expires)} → ${out} (unsigned)`,
+      `${built.testOutcomes.length} tests passed, ${schema === undefined ? 'not validated' : `validated against ${schema.file}`}, ` +
+      `${built.bytes.length} bytes, expires ${iso(manifest.expires)} → ${out} (unsigned)`,
   );
   return 0;
 }

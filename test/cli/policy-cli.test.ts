@@ -128,7 +128,7 @@ describe('ztedge policy test', () => {
 
 describe('ztedge policy eval', () => {
   const entities = path.join(robotCell, 'entities.json');
-  const malformedForce = readTests(robotCell).find((t) => t.errors !== undefined && t.errors.length > 0)!;
+  const grip = readTests(robotCell).find((t) => t.name === 'supervisor grips within the rated force')!;
 
   it('prints the decision with its determining policies and annotations', async () => {
     const jog = readTests(robotCell).find((t) => t.reasons?.[0] === 'operator-jog-slow')!;
@@ -144,11 +144,13 @@ describe('ztedge policy eval', () => {
   });
 
   it('denies on an errored forbid in strict mode and gives Cedar’s decision with --no-strict', async () => {
-    const request = write('force.json', requestOf(malformedForce));
-    const strict = JSON.parse((await ztedge(['policy', 'eval', '--policies', robotCell, '--entities', entities, '--request', request])).stdout) as { decision: string; errors: Array<{ policyName: string; code: string }> };
-    const plain = JSON.parse((await ztedge(['policy', 'eval', '--policies', robotCell, '--entities', entities, '--request', request, '--no-strict'])).stdout) as { decision: string; errors: unknown[] };
+    const dir = path.dirname(write('strict/permit.cedar', '@id("grip") permit (principal, action, resource);'));
+    write('strict/forbid.cedar', '@id("overforce") forbid (principal, action, resource) when { decimal(context.force).greaterThan(decimal("120.0")) };');
+    const request = ['--principal', 'U::"u"', '--action', 'Action::"grip"', '--resource', 'R::"r"', '--context', '{"force": "lots"}'];
+    const strict = JSON.parse((await ztedge(['policy', 'eval', dir, ...request])).stdout) as { decision: string; errors: Array<{ policyId: string; code: string }> };
+    const plain = JSON.parse((await ztedge(['policy', 'eval', dir, ...request, '--no-strict'])).stdout) as { decision: string; errors: unknown[] };
     expect(strict.decision).toBe('deny');
-    expect(strict.errors.map((e) => [e.policyName, e.code])).toEqual([['forbid-overforce', 'EVAL_EXTENSION']]);
+    expect(strict.errors.map((e) => [e.policyId, e.code])).toEqual([['overforce', 'EVAL_EXTENSION']]);
     expect(plain.decision).toBe('allow');
     expect(plain.errors).toHaveLength(1);
   });
@@ -163,7 +165,7 @@ describe('ztedge policy eval', () => {
   });
 
   it('reports broken inputs as one line with a stable code', async () => {
-    const request = write('ok-request.json', requestOf(malformedForce));
+    const request = write('ok-request.json', requestOf(grip));
     write('empty-dir/readme.txt', 'no policies here');
     const cases: Array<[string[], RegExp]> = [
       [['--policies', path.join(tmp, 'nope.cedar'), '--entities', entities, '--request', request], /^FILE_NOT_FOUND: policy path .*nope\.cedar does not exist$/],
@@ -253,7 +255,7 @@ describe('ztedge policy eval', () => {
   });
 
   it('reports every broken policy as file:line:col, then one summary line', async () => {
-    const request = write('ok-request-2.json', requestOf(malformedForce));
+    const request = write('ok-request-2.json', requestOf(grip));
     const broken = write('broken/a.cedar', 'permit (principal, action, resource) when { 1 + };\npermit (principal, action, resource) when { context.x.nope() };');
     write('broken/b.cedar', 'forbid (principal, actoin, resource);');
     const run = await ztedge(['policy', 'eval', '--policies', path.dirname(broken), '--entities', entities, '--request', request]);
