@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fsyncDirectory } from '../bundle/atomic-file.js';
 import { compileEntities, compilePolicies } from '../bundle/content.js';
 import { BundleError } from '../bundle/errors.js';
 import { readBundleFile } from '../bundle/file-source.js';
@@ -370,7 +371,8 @@ function fmtCommand(parsed: ParsedArgs, io: CliIo): number {
 
 /**
  * Replaces `file` with `text` atomically (a temporary sibling written, synced and renamed over
- * it), keeping its mode: an interrupted run leaves the old file or the new one, never half.
+ * it, then the directory synced), keeping its mode: an interrupted run leaves the old file or
+ * the new one, never half.
  */
 function replaceFile(file: string, text: string): void {
   const mode = fs.statSync(file).mode & 0o7777;
@@ -385,6 +387,7 @@ function replaceFile(file: string, text: string): void {
       fs.closeSync(fd);
     }
     fs.renameSync(temp, file);
+    fsyncDirectory(fs, path.dirname(file));
   } catch (err) {
     fs.rmSync(temp, { force: true });
     throw new CliFailure('FILE_UNWRITABLE', `cannot write ${file}: ${(err as Error).message}`);
