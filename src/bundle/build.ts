@@ -3,7 +3,8 @@
 // embedded tests), so a failing bundle is caught before anyone signs it.
 //
 // Source directory:
-//   *.cedar           policies, in file-name order; ids policy0.. continue across files
+//   *.cedar           policies, in file-name order; a policy's id is its @id, else policyN
+//                     (N counted across files); ids are unique
 //   entities.json     Cedar entity JSON (default [])
 //   issuers.json      [{ principal, publicKey, alg?, kid?, notBefore?, notAfter?, roles? }]
 //                     principal `Type::"id"` or {type, id}; publicKey PEM text or the path of a
@@ -12,9 +13,11 @@
 //   attestation.json  { "<profile>": { files: [{ path, sha256 }], composite } }
 //   settings.json     { cacheTtl?, replayWindow?, clockSkew?, audit?: { maxUnsynced?,
 //                     checkpointEvery?, checkpointInterval? } }, durations as "30s", "5m", ...
+//   *.cedarschema     at most one: a Cedar schema (human format) the policies, entities and
+//                     tests are validated against at build (schema.ts); not part of the bundle
 //   tests.json        [{ name, principal, action, resource, context?, decision, reasons?, errors? }]
 //                     reasons: the determining policies, errors: the policies whose evaluation
-//                     errors, each by @id (or policy id); compared as sets when given
+//                     errors, each by id; compared as sets when given
 // Any other *.json file is refused (a misspelt settings file must not be silently ignored).
 import fs from 'node:fs';
 import path from 'node:path';
@@ -24,7 +27,7 @@ import { fromHex } from '../crypto/bytes.js';
 import { CryptoError } from '../crypto/errors.js';
 import { readPublicKeyFile } from '../crypto/key-files.js';
 import { type PublicKey, publicKeyFromPem } from '../crypto/keys.js';
-import { EntityUid, JsonError, type JsonValue, parseJson } from '../policy/index.js';
+import { EntityUid, JsonError, type JsonValue, type PolicyAst, extensionArityProblems, formatDiagnostic, parseJson } from '../policy/index.js';
 import { type TestOutcome, compileEntities, compileIssuers, compilePolicies, requireTestsPass, runBundleTests } from './content.js';
 import { type BundleProblem, BundleError } from './errors.js';
 import {
@@ -59,22 +62,57 @@ export interface BuiltBundle {
   readonly bytes: Uint8Array;
   readonly policyCount: number;
   readonly testOutcomes: readonly TestOutcome[];
+  /** Problems that did not stop the build (`file:line:col: warning: ...`). */
+  readonly warnings: readonly BundleProblem[];
+}
+
+/** A bundle source's Cedar schema (validated against at build by schema.ts). */
+export interface SchemaSource {
+  /** The schema file's name in the source directory. */
+  readonly file: string;
+  readonly text: string;
+}
+
+export interface BuildOptions {
+  /**
+   * Build even when an extension function or method is called with the wrong number of
+   * arguments (Cedar loads such a policy; the call fails whenever it is evaluated): each such
+   * call becomes a warning instead of refusing the bundle. Default false.
+   */
+  readonly allowArityErrors?: boolean;
 }
 
 const SOURCE_FILES = new Set(['entities.json', 'issuers.json', 'attestation.json', 'settings.json', 'tests.json']);
 const MAX_JSON_FILE_BYTES = 16 * 1024 * 1024;
+const MAX_SCHEMA_BYTES = 4 * 1024 * 1024;
+const SCHEMA_SUFFIX = '.cedarschema';
 const ALG_NAMES: Readonly<Record<string, CoseAlgorithm>> = COSE_ALG;
 
 /** Compiles and tests `source` under `manifest`; returns the payload bytes to sign. */
-export function buildBundle(source: BundleSource, manifest: BundleManifest): BuiltBundle {
+export function buildBundle(source: BundleSource, manifest: BundleManifest, options: BuildOptions = {}): BuiltBundle {
   const payload: BundlePayload = { manifest, ...source };
   const bytes = encodeBundlePayload(payload);
   compileIssuers(payload.issuers);
   const entities = compileEntities(payload.entities);
   const policies = compilePolicies(payload.policies);
+  const warnings = checkExtensionArity(policies.policies.map((p) => p.ast), options);
   const testOutcomes = runBundleTests(policies, entities, payload.tests);
   requireTestsPass(testOutcomes);
-  return { payload, bytes, policyCount: policies.size, testOutcomes };
+  return { payload, bytes, policyCount: policies.size, testOutcomes, warnings };
+}
+
+/**
+ * Calls to extension functions or methods with the wrong number of arguments: refused
+ * (BUNDLE_POLICY_INVALID) unless `allowArityErrors`, then returned as warnings.
+ */
+export function checkExtensionArity(policies: readonly PolicyAst[], options: BuildOptions): BundleProblem[] {
+  const arity = extensionArityProblems(policies);
+  if (arity.length > 0 && options.allowArityErrors !== true) {
+    const problems = arity.map((d) => ({ code: d.code, message: formatDiagnostic(d) }));
+    const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
+    throw new BundleError('BUNDLE_POLICY_INVALID', `${problems[0]!.message}${more}`, { problems });
+  }
+  return arity.map((d) => ({ code: d.code, message: formatDiagnostic(d, 'warning') }));
 }
 
 /** Reads a source directory; BUNDLE_SOURCE_INVALID lists every problem found. */
@@ -122,6 +160,24 @@ export function readBundleSource(dir: string): BundleSource {
     throw new BundleError('BUNDLE_SOURCE_INVALID', `${problems[0]!.message}${more}`, { problems });
   }
   return source;
+}
+
+/** The source directory's Cedar schema, if it has one; BUNDLE_SOURCE_INVALID for more than one. */
+export function readBundleSchema(dir: string): SchemaSource | undefined {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).filter((name) => name.endsWith(SCHEMA_SUFFIX)).sort();
+  } catch (err) {
+    throw new BundleError('BUNDLE_SOURCE_INVALID', `cannot read source directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  if (names.length === 0) return undefined;
+  if (names.length > 1) {
+    throw new BundleError('BUNDLE_SOURCE_INVALID', `${dir}: more than one schema (${names.join(', ')}); put every namespace in one ${SCHEMA_SUFFIX} file`);
+  }
+  const problems: BundleProblem[] = [];
+  const text = readText(dir, names[0]!, MAX_SCHEMA_BYTES, problems);
+  if (text === undefined) throw new BundleError('BUNDLE_SOURCE_INVALID', problems[0]!.message, { problems });
+  return { file: names[0]!, text };
 }
 
 const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/;

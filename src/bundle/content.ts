@@ -16,6 +16,7 @@ import {
   RequestError,
   enforce,
   formatDiagnostic,
+  idsFromAnnotations,
   parseEntityUid,
   parsePolicies,
   requestFromJson,
@@ -92,8 +93,9 @@ export function compileEntities(text: string, source = 'entities.json'): Entitie
 }
 
 /**
- * Parses every file (collecting the diagnostics of all of them, as `file:line:col`), then
- * compiles the set. Ids are `policy0..` continuing across files, in file order.
+ * Parses every file (collecting the diagnostics of all of them, as `file:line:col`), names each
+ * policy by its `@id` (the positional id `policyN`, counted across files in file order, where it
+ * has none), then compiles the set. An id used twice is refused, naming both places.
  */
 export function compilePolicies(files: readonly PolicyFile[]): PolicySet {
   const asts: PolicyAst[] = [];
@@ -108,12 +110,16 @@ export function compilePolicies(files: readonly PolicyFile[]): PolicySet {
     }
   }
   if (problems.length === 0) {
-    try {
-      return PolicySet.fromPolicies(asts);
-    } catch (err) {
-      if (err instanceof PolicyParseError) problems.push(...err.diagnostics.map((d) => ({ code: d.code, message: formatDiagnostic(d) })));
-      else if (err instanceof PolicySetError) problems.push({ code: err.code, message: err.message });
-      else throw err;
+    const named = idsFromAnnotations(asts);
+    problems.push(...named.problems.map((d) => ({ code: d.code, message: formatDiagnostic(d) })));
+    if (problems.length === 0) {
+      try {
+        return PolicySet.fromPolicies(named.policies);
+      } catch (err) {
+        if (err instanceof PolicyParseError) problems.push(...err.diagnostics.map((d) => ({ code: d.code, message: formatDiagnostic(d) })));
+        else if (err instanceof PolicySetError) problems.push({ code: err.code, message: err.message });
+        else throw err;
+      }
     }
   }
   const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
@@ -126,9 +132,9 @@ export interface TestOutcome {
   readonly expected: Decision;
   /** Undefined when the request itself was invalid. */
   readonly actual?: Decision;
-  /** Determining policies (their `@id` when present, else the policy id). */
+  /** Determining policies, by id (`@id` when present). */
   readonly reasons: readonly string[];
-  /** Policies whose evaluation errored, named the same way. */
+  /** Policies whose evaluation errored, by id. */
   readonly errors: readonly string[];
   /** Why the case failed, in words. */
   readonly problem?: string;
@@ -168,8 +174,8 @@ function runTest(policies: PolicySet, entities: Entities, test: BundleTest): Tes
     return { ...base, passed: false, reasons: [], errors: [], problem: `invalid request: ${err.message}` };
   }
   const decision = enforce(policies, entities, request, { strict: true });
-  const reasons = decision.determining.map((p) => p.name ?? p.id);
-  const errors = decision.errors.map((e) => e.policyName ?? e.policyId);
+  const reasons = decision.determining.map((p) => p.id);
+  const errors = decision.errors.map((e) => e.policyId);
   const ran = { ...base, actual: decision.decision, reasons, errors };
   if (decision.decision !== test.decision) {
     return { ...ran, passed: false, problem: `expected ${test.decision}, got ${decision.decision}${reasons.length > 0 ? ` (by ${reasons.join(', ')})` : ''}` };

@@ -25,6 +25,9 @@ export const BUNDLE_ERROR_CODES = [
   'BUNDLE_ENTITIES_INVALID',
   'BUNDLE_ISSUERS_INVALID',
   'BUNDLE_TEST_FAILED',
+  // validation against the source's Cedar schema, at build
+  'BUNDLE_SCHEMA_INVALID',
+  'BUNDLE_VALIDATION_FAILED',
   // building from sources, and the verifier's own trust configuration
   'BUNDLE_SOURCE_INVALID',
   'BUNDLE_VERIFIER_CONFIG',

@@ -4,8 +4,9 @@ import path from 'node:path';
 import { ConfigError, loadConfig } from '../agent/config.js';
 import { parseDurationMs } from '../duration.js';
 import { BundleManager } from '../bundle/activation.js';
-import { buildBundle, isoToSeconds, readBundleSource } from '../bundle/build.js';
+import { buildBundle, isoToSeconds, readBundleSchema, readBundleSource } from '../bundle/build.js';
 import { BundleError } from '../bundle/errors.js';
+import { validateBundleSource } from '../bundle/schema.js';
 import { readBundleFile } from '../bundle/file-source.js';
 import { type BundleManifest, DEFAULT_BUNDLE_MAX_BYTES } from '../bundle/format.js';
 import { readUnverifiedBundle, signBundle } from '../bundle/sign.js';
@@ -17,7 +18,7 @@ import { sha256 } from '../crypto/hash.js';
 import { CryptoError } from '../crypto/errors.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
 import { type PublicKey, publicKeyFromPem } from '../crypto/keys.js';
-import { PolicyParseError, formatDiagnostic, parsePolicies } from '../policy/index.js';
+import { type PolicyAst, PolicyParseError, formatDiagnostic, idsFromAnnotations, parsePolicies } from '../policy/index.js';
 import { TransportError } from '../transport/errors.js';
 import { BROKER_USAGE, brokerTarget, openLink, publishWithin } from './broker-client.js';
 import { type CliIo, type CommandGroup, type ParsedArgs, UsageError, flag, flagList, parseArgs, requireFlag } from './command.js';
@@ -29,9 +30,16 @@ const USAGE = `Usage: ztedge bundle <command> [options]
 Commands:
   build DIR --revision N --out FILE [--expires DURATION] [--not-before TIME] [--id ID]
         [--site S]... [--device D]... [--profile P]... [--min-agent-version V]
+        [--allow-arity-errors]
       Compile DIR (*.cedar, entities.json, issuers.json, attestation.json, settings.json,
       tests.json), run its tests, and write the unsigned bundle. Scope lists left out mean any.
-      --expires defaults to 30d; --id to the directory name.
+      With a Cedar schema in DIR (one *.cedarschema file, Cedar's human format) the policies,
+      entities and test requests are validated against it with Cedar's validator (strict
+      mode), and any error refuses the bundle; without one the build warns that nothing is
+      validated.
+      --expires defaults to 30d; --id to the directory name. A call to an extension function
+      or method with the wrong number of arguments (it fails whenever it is evaluated) is an
+      error; --allow-arity-errors makes it a warning and builds the bundle.
   sign FILE --key KEY [--alg EdDSA|Ed25519|ES256|ESP256] [--out FILE]
       Add one signature by a root key (in place unless --out). Run once per root key.
   verify FILE --root PUB... --threshold K [--device D] [--site S] [--profile P]
@@ -60,7 +68,7 @@ export const bundleCommand: CommandGroup = {
     try {
       switch (command) {
         case 'build':
-          return build(parseArgs(rest), io);
+          return await build(parseArgs(rest, ['allow-arity-errors']), io);
         case 'sign':
           return await sign(parseArgs(rest), io);
         case 'verify':
@@ -96,7 +104,7 @@ function describeError(err: BundleError | CryptoError | BundleStoreError | Confi
   return lines.join('\n');
 }
 
-function build(parsed: ParsedArgs, io: CliIo): number {
+async function build(parsed: ParsedArgs, io: CliIo): Promise<number> {
   const dir = onePositional(parsed, 'DIR');
   const out = requireFlag(parsed, 'out');
   const now = Math.floor(Date.now() / 1000);
@@ -112,11 +120,21 @@ function build(parsed: ParsedArgs, io: CliIo): number {
     scope: { sites: flagList(parsed, 'site'), devices: flagList(parsed, 'device'), profiles: flagList(parsed, 'profile') },
     minAgentVersion: flag(parsed, 'min-agent-version') ?? '0.0.0',
   };
-  const built = buildBundle(readBundleSource(dir), manifest);
+  const source = readBundleSource(dir);
+  const schema = readBundleSchema(dir);
+  const options = { allowArityErrors: flag(parsed, 'allow-arity-errors') !== undefined };
+  if (schema === undefined) {
+    io.stderr(`warning: ${dir} has no *.cedarschema: policies, entities and tests are not validated (a mistyped action or entity type goes unnoticed)`);
+  } else {
+    for (const warning of (await validateBundleSource(source, schema, options)).warnings) io.stderr(warning.message);
+  }
+  const built = buildBundle(source, manifest, options);
+  for (const warning of built.warnings) io.stderr(warning.message);
   writeFileReplacing(out, built.bytes);
   io.stdout(
     `built ${manifest.id} revision ${manifest.revision}: ${built.policyCount} policies, ` +
-      `${built.testOutcomes.length} tests passed, ${built.bytes.length} bytes, expires ${iso(manifest.expires)} → ${out} (unsigned)`,
+      `${built.testOutcomes.length} tests passed, ${schema === undefined ? 'not validated' : `validated against ${schema.file}`}, ` +
+      `${built.bytes.length} bytes, expires ${iso(manifest.expires)} → ${out} (unsigned)`,
   );
   return 0;
 }
@@ -171,19 +189,21 @@ async function inspect(parsed: ParsedArgs, io: CliIo): Promise<number> {
   return 0;
 }
 
-/** Policy ids, names and annotations; parsed, never compiled or evaluated. */
+/** Policy ids (the `@id`, else the positional id), files and annotations; parsed, never evaluated. */
 function describePolicies(files: readonly { file: string; text: string }[]): unknown[] {
   const out: unknown[] = [];
+  const asts: PolicyAst[] = [];
   for (const { file, text } of files) {
     try {
-      for (const ast of parsePolicies(text, { source: file, startIndex: out.length })) {
-        const annotations = Object.fromEntries(ast.annotations.map((a) => [a.key, a.value]));
-        out.push({ id: ast.id, ...(annotations.id === undefined ? {} : { name: annotations.id }), effect: ast.effect, file, annotations });
-      }
+      asts.push(...parsePolicies(text, { source: file, startIndex: asts.length }));
     } catch (err) {
       if (!(err instanceof PolicyParseError)) throw err;
-      out.push({ file, errors: err.diagnostics.map(formatDiagnostic) });
+      out.push({ file, errors: err.diagnostics.map((d) => formatDiagnostic(d)) });
     }
+  }
+  for (const ast of idsFromAnnotations(asts).policies) {
+    const annotations = Object.fromEntries(ast.annotations.map((a) => [a.key, a.value]));
+    out.push({ id: ast.id, effect: ast.effect, file: ast.loc.source, line: ast.loc.line, annotations });
   }
   return out;
 }

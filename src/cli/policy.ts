@@ -1,51 +1,81 @@
 // `ztedge policy`: evaluate a request, run policy tests, and check or format Cedar policy files.
+// Policies load exactly as a bundle's do (bundle/content.ts): named by their `@id`, ids unique.
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fsyncDirectory } from '../bundle/atomic-file.js';
+import { compileEntities, compilePolicies } from '../bundle/content.js';
+import { BundleError } from '../bundle/errors.js';
+import { readBundleFile } from '../bundle/file-source.js';
+import { DEFAULT_BUNDLE_MAX_BYTES } from '../bundle/format.js';
+import { readUnverifiedBundle } from '../bundle/sign.js';
 import {
   Entities,
   EntitiesError,
+  JsonError,
+  type JsonValue,
   PolicyParseError,
-  PolicySet,
-  PolicySetError,
+  type PolicySet,
   RequestError,
   enforce,
+  extensionArityProblems,
   formatDiagnostic,
+  idsFromAnnotations,
+  parseEntityUid,
+  parseJson,
   parsePolicies,
   requestFromJson,
 } from '../policy/index.js';
-import type { PolicyAst } from '../policy/index.js';
-import { formatPolicy } from '../policy/format.js';
+import type { AuthzRequest, PolicyAst } from '../policy/index.js';
+import { formatPolicyText } from '../policy/format-text.js';
 import { PolicyTestsError, runPolicyTests, testCasesFromJson } from '../policy/policy-tests.js';
 import { type CliIo, type CommandGroup, type ParsedArgs, UsageError, flag, parseArgs, requireFlag } from './command.js';
+import { unifiedDiff } from './text-diff.js';
 
 const USAGE = `Usage: ztedge policy <command> [options]
 
 Commands:
-  eval --policies PATH --entities FILE --request FILE [--no-strict]
-      Decide one request; print {decision, reasons, determining, errors} as JSON. PATH is a
-      .cedar file or a directory of them (read in file-name order). FILE may be - for stdin.
-      Strict mode (the agent's default) denies when a matching forbid fails to evaluate;
-      --no-strict gives Cedar's plain decision.
-  test --policies PATH --entities FILE --tests FILE
+  eval SOURCE REQUEST [--no-strict] [--fail-on-deny]
+  eval --policies PATH --entities FILE REQUEST [--no-strict] [--fail-on-deny]
+      Decide one request; print {decision, reasons, determining, errors} as JSON. SOURCE is a
+      bundle source directory (*.cedar, entities.json) or a built bundle file (its signatures
+      are not checked: \`ztedge bundle verify\` does that). PATH is a .cedar file or a directory
+      of them (read in file-name order). REQUEST is --request FILE (JSON {principal, action,
+      resource, context}; - for stdin) or --principal UID --action UID --resource UID
+      [--context JSON], UIDs written as in policies, e.g. 'User::"alice"'. Policies are named by
+      their @id (policyN where there is none). Strict mode (the agent's default) denies when a
+      matching forbid fails to evaluate; --no-strict gives Cedar's plain decision.
+      --fail-on-deny exits 3 when the decision is deny (as \`ztedge cmd send\` does).
   test DIR
+  test --policies PATH --entities FILE --tests FILE
       Run test cases (tests.json: [{name, principal, action, resource, context?, decision,
       reasons?, errors?}]) as the agent decides them; DIR is a bundle source directory
-      (*.cedar, entities.json, tests.json). Prints each failure, then "N passed, N failed";
-      exits 1 if any failed.
-  fmt [--check] PATH...
-      --check: report every parse error as file:line:col and exit 1 if there is any.
-      Otherwise print the policies in canonical form (comments are not kept).`;
+      (*.cedar, entities.json, tests.json). reasons and errors name policies by id. Prints each
+      failure, then "N passed, N failed"; exits 1 if any failed.
+  fmt [--write | --diff] PATH...
+  fmt --check [--diff] [--allow-arity-errors] PATH...
+      Format Cedar policy files (a directory means its *.cedar files), keeping comments. By
+      default print the formatted text; --write rewrites each file that changes, in place and
+      atomically; --diff prints a unified diff of what would change. --check changes nothing:
+      it reports every problem as file:line:col (parse errors; policy ids used twice, the
+      files given read as one policy set; extension calls with the wrong number of arguments,
+      which Cedar loads but which fail whenever evaluated) and names every file whose
+      formatting would change; exit 1 if there is any. --allow-arity-errors reports those
+      calls as warnings.`;
 
 /** Policy, entity, request and test files are read whole; refuse anything absurdly large. */
 const MAX_FILE_BYTES = 64 * 1024 * 1024;
+/** The exit code of a deny under --fail-on-deny, the one `cmd send` uses. */
+const DENY_EXIT = 3;
 
-/** A failure reported as one line `CODE: message`, exit code 1. */
+/** A failure: `details` lines (each problem), then `CODE: message`; exit code 1. */
 class CliFailure extends Error {
   override name = 'CliFailure';
 
   constructor(
     readonly code: string,
     message: string,
+    readonly details: readonly string[] = [],
   ) {
     super(message);
   }
@@ -59,27 +89,34 @@ export const policyCommand: CommandGroup = {
     try {
       switch (command) {
         case 'eval':
-          return await evalCommand(parseArgs(rest, ['no-strict']), io);
+          return await evalCommand(parseArgs(rest, ['no-strict', 'fail-on-deny']), io);
         case 'test':
           return testCommand(parseArgs(rest), io);
         case 'fmt':
-          return fmtCommand(parseArgs(rest, ['check']), io);
+          return fmtCommand(parseArgs(rest, ['check', 'write', 'diff', 'allow-arity-errors']), io);
         default:
           throw new UsageError(command === undefined ? 'missing command' : `unknown command '${command}'`);
       }
     } catch (err) {
       const failure = asFailure(err);
       if (failure === undefined) throw err;
+      for (const line of failure.details) io.stderr(line);
       io.stderr(`${failure.code}: ${failure.message}`);
       return 1;
     }
   },
 };
 
-/** Maps the engine's typed errors to one-line failures; anything else is a defect and rethrown. */
+/** Maps typed errors to failures; anything else is a defect and rethrown. */
 function asFailure(err: unknown): CliFailure | undefined {
   if (err instanceof CliFailure) return err;
-  if (err instanceof PolicyParseError || err instanceof PolicySetError) return new CliFailure(err.code, err.message);
+  if (err instanceof BundleError) {
+    if (err.problems.length === 0) return new CliFailure(err.code, err.message);
+    const count = err.problems.length;
+    const what = err.code === 'BUNDLE_POLICY_INVALID' ? 'in the policies' : err.code === 'BUNDLE_ENTITIES_INVALID' ? 'in the entities' : 'in the bundle';
+    const code = err.code === 'BUNDLE_POLICY_INVALID' ? 'POLICY_INVALID' : err.code;
+    return new CliFailure(code, `${count} error${count === 1 ? '' : 's'} ${what}`, err.problems.map((p) => p.message));
+  }
   return undefined;
 }
 
@@ -116,15 +153,17 @@ async function readInput(file: string, what: string, io: CliIo): Promise<string>
   return data.toString('utf8');
 }
 
+function statOf(target: string, what: string): fs.Stats {
+  try {
+    return fs.statSync(target);
+  } catch (err) {
+    throw fileFailure(err, target, what);
+  }
+}
+
 /** A .cedar file, or every *.cedar file directly in a directory, in file-name order. */
 function policyFiles(target: string): string[] {
-  let stat: fs.Stats;
-  try {
-    stat = fs.statSync(target);
-  } catch (err) {
-    throw fileFailure(err, target, 'policy path');
-  }
-  if (!stat.isDirectory()) return [target];
+  if (!statOf(target, 'policy path').isDirectory()) return [target];
   const files = fs
     .readdirSync(target)
     .filter((f) => f.endsWith('.cedar'))
@@ -134,8 +173,9 @@ function policyFiles(target: string): string[] {
   return files;
 }
 
+/** Policies as a bundle loads them, files named by the paths given. */
 function loadPolicies(target: string): PolicySet {
-  return PolicySet.fromSources(policyFiles(target).map((file) => ({ text: readText(file, 'policy file'), source: file })));
+  return compilePolicies(policyFiles(target).map((file) => ({ file, text: readText(file, 'policy file') })));
 }
 
 function loadEntities(text: string, file: string): Entities {
@@ -147,6 +187,25 @@ function loadEntities(text: string, file: string): Entities {
   }
 }
 
+interface Loaded {
+  policies: PolicySet;
+  entities: Entities;
+}
+
+/** A bundle source directory (its entities.json may be left out), or a built bundle file. */
+async function loadSource(source: string, io: CliIo): Promise<Loaded> {
+  if (statOf(source, 'bundle source').isDirectory()) {
+    const entitiesFile = path.join(source, 'entities.json');
+    return {
+      policies: loadPolicies(source),
+      entities: fs.existsSync(entitiesFile) ? loadEntities(readText(entitiesFile, 'entities file'), entitiesFile) : Entities.empty(),
+    };
+  }
+  const { payload } = readUnverifiedBundle(await readBundleFile(source, DEFAULT_BUNDLE_MAX_BYTES));
+  io.stderr(`note: ${source} is read as a bundle; its signatures are not checked (use \`ztedge bundle verify\`)`);
+  return { policies: compilePolicies(payload.policies), entities: compileEntities(payload.entities, `${source}: entities`) };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Commands.
 
@@ -154,23 +213,73 @@ function noPositionals(parsed: ParsedArgs): void {
   if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument '${parsed.positionals[0]}'`);
 }
 
-async function evalCommand(parsed: ParsedArgs, io: CliIo): Promise<number> {
-  noPositionals(parsed);
-  const entitiesFile = requireFlag(parsed, 'entities');
-  const requestFile = requireFlag(parsed, 'request');
-  if (entitiesFile === '-' && requestFile === '-') throw new UsageError('only one of --entities and --request can read standard input');
-  const policies = loadPolicies(requireFlag(parsed, 'policies'));
-  const entities = loadEntities(await readInput(entitiesFile, 'entities file', io), entitiesFile);
-  let request;
+const REQUEST_FLAGS = ['principal', 'action', 'resource', 'context'] as const;
+
+/** The request from --request, or from --principal/--action/--resource/--context. */
+async function requestOf(parsed: ParsedArgs, io: CliIo, stdinTaken: boolean): Promise<AuthzRequest> {
+  const requestFile = flag(parsed, 'request');
+  const given = REQUEST_FLAGS.filter((name) => flag(parsed, name) !== undefined);
+  if (requestFile !== undefined) {
+    if (given.length > 0) throw new UsageError(`give either --request or --principal/--action/--resource/--context, not both (--${given[0]})`);
+    if (requestFile === '-' && stdinTaken) throw new UsageError('only one of --entities and --request can read standard input');
+    try {
+      return requestFromJson(await readInput(requestFile, 'request file', io));
+    } catch (err) {
+      if (err instanceof RequestError) throw new CliFailure(err.code, `${requestFile}: ${err.message}`);
+      throw err;
+    }
+  }
+  if (given.length === 0) throw new UsageError('missing the request: --request FILE, or --principal, --action and --resource');
+  const request = new Map<string, JsonValue>();
+  for (const name of ['principal', 'action', 'resource'] as const) {
+    const text = flag(parsed, name);
+    if (text === undefined) throw new UsageError(`missing required option --${name}`);
+    try {
+      const uid = parseEntityUid(text);
+      request.set(name, new Map<string, JsonValue>([['type', uid.type], ['id', uid.id]]));
+    } catch (err) {
+      if (!(err instanceof PolicyParseError)) throw err;
+      throw new UsageError(`--${name} must be an entity uid written as in policies, e.g. 'User::"alice"' (${err.diagnostics[0]!.message})`);
+    }
+  }
+  const context = flag(parsed, 'context');
+  if (context !== undefined) {
+    try {
+      // Read exactly: integers beyond 2^53 keep their digits.
+      request.set('context', parseJson(context));
+    } catch (err) {
+      if (err instanceof JsonError) throw new UsageError(`--context is not valid JSON: ${err.message}`);
+      throw err;
+    }
+  }
   try {
-    request = requestFromJson(await readInput(requestFile, 'request file', io));
+    return requestFromJson(request);
   } catch (err) {
-    if (err instanceof RequestError) throw new CliFailure(err.code, `${requestFile}: ${err.message}`);
+    if (err instanceof RequestError) throw new CliFailure(err.code, `the request: ${err.message}`);
     throw err;
   }
-  const { decision, reasons, determining, errors } = enforce(policies, entities, request, { strict: flag(parsed, 'no-strict') === undefined });
+}
+
+async function evalCommand(parsed: ParsedArgs, io: CliIo): Promise<number> {
+  let loaded: Loaded;
+  let entitiesFile: string | undefined;
+  if (parsed.positionals.length > 0) {
+    if (parsed.positionals.length > 1) throw new UsageError(`unexpected argument '${parsed.positionals[1]}'`);
+    const mixed = ['policies', 'entities'].find((name) => flag(parsed, name) !== undefined);
+    if (mixed !== undefined) throw new UsageError(`give either SOURCE or --policies/--entities, not both (--${mixed})`);
+    loaded = await loadSource(parsed.positionals[0]!, io);
+  } else {
+    const policiesPath = flag(parsed, 'policies');
+    if (policiesPath === undefined) throw new UsageError('missing the policies: SOURCE, or --policies PATH --entities FILE');
+    entitiesFile = requireFlag(parsed, 'entities');
+    const policies = loadPolicies(policiesPath);
+    loaded = { policies, entities: loadEntities(await readInput(entitiesFile, 'entities file', io), entitiesFile) };
+  }
+  const request = await requestOf(parsed, io, entitiesFile === '-');
+  const strict = flag(parsed, 'no-strict') === undefined;
+  const { decision, reasons, determining, errors } = enforce(loaded.policies, loaded.entities, request, { strict });
   io.stdout(JSON.stringify({ decision, reasons, determining, errors }, null, 2));
-  return 0;
+  return decision === 'deny' && flag(parsed, 'fail-on-deny') !== undefined ? DENY_EXIT : 0;
 }
 
 function testCommand(parsed: ParsedArgs, io: CliIo): number {
@@ -205,32 +314,82 @@ function testCommand(parsed: ParsedArgs, io: CliIo): number {
   return report.failures.length === 0 ? 0 : 1;
 }
 
+const plural = (n: number, noun: string, nouns = `${noun}s`) => `${n} ${n === 1 ? noun : nouns}`;
+
 function fmtCommand(parsed: ParsedArgs, io: CliIo): number {
   if (parsed.positionals.length === 0) throw new UsageError('fmt needs at least one policy file or directory');
   const check = flag(parsed, 'check') !== undefined;
+  const write = flag(parsed, 'write') !== undefined;
+  const diff = flag(parsed, 'diff') !== undefined;
+  const allowArityErrors = flag(parsed, 'allow-arity-errors') !== undefined;
+  if (write && (check || diff)) throw new UsageError('--write cannot be combined with --check or --diff');
+  if (allowArityErrors && !check) throw new UsageError('--allow-arity-errors goes with --check');
   const files = parsed.positionals.flatMap(policyFiles);
-  let problems = 0;
-  let policyCount = 0;
-  const formatted: string[] = [];
+  let errors = 0;
+  const report = (line: string) => {
+    io.stderr(line);
+    errors++;
+  };
+  const parsedPolicies: PolicyAst[] = [];
+  const changed: string[] = [];
+  const printed: string[] = [];
   for (const file of files) {
-    let policies: PolicyAst[];
+    const text = readText(file, 'policy file');
+    let formatted: string;
     try {
-      policies = parsePolicies(readText(file, 'policy file'), { source: file });
+      formatted = formatPolicyText(text, { source: file });
     } catch (err) {
       if (!(err instanceof PolicyParseError)) throw err;
-      for (const d of err.diagnostics) io.stderr(formatDiagnostic(d));
-      problems += err.diagnostics.length;
+      for (const d of err.diagnostics) report(formatDiagnostic(d));
       continue;
     }
-    policyCount += policies.length;
-    const text = policies.map(formatPolicy).join('\n\n');
-    formatted.push(files.length > 1 ? `// ${file}\n${text}` : text);
+    if (check) parsedPolicies.push(...parsePolicies(text, { source: file, startIndex: parsedPolicies.length }));
+    if (formatted !== text) changed.push(file);
+    if (diff && formatted !== text) io.stdout(unifiedDiff(text, formatted, file, `${file} (formatted)`).trimEnd());
+    else if (write && formatted !== text) replaceFile(file, formatted);
+    else if (!check && !write) printed.push(files.length > 1 ? `// ${file}\n${formatted}` : formatted);
   }
-  if (problems > 0) {
-    io.stderr(`POLICY_PARSE: ${problems} error${problems === 1 ? '' : 's'} in ${files.length} file${files.length === 1 ? '' : 's'}`);
+  if (check) {
+    for (const d of idsFromAnnotations(parsedPolicies).problems) report(formatDiagnostic(d));
+    for (const d of extensionArityProblems(parsedPolicies)) {
+      if (allowArityErrors) io.stderr(formatDiagnostic(d, 'warning'));
+      else report(formatDiagnostic(d));
+    }
+    if (!diff) for (const file of changed) io.stderr(`${file}: not formatted (\`ztedge policy fmt --write\` formats it)`);
+  }
+  if (printed.length > 0) io.stdout(printed.join('\n').trimEnd());
+  if (write) io.stdout(`${plural(files.length, 'file')}: ${changed.length} formatted${changed.map((f) => `\n  ${f}`).join('')}`);
+  const unformatted = check ? changed.length : 0;
+  if (errors > 0 || unformatted > 0) {
+    const parts = [...(errors > 0 ? [plural(errors, 'error')] : []), ...(unformatted > 0 ? [`${plural(unformatted, 'file')} not formatted`] : [])];
+    io.stderr(`POLICY_CHECK: ${parts.join(', ')} in ${plural(files.length, 'file')}`);
     return 1;
   }
-  if (check) io.stdout(`${files.length} file${files.length === 1 ? '' : 's'}, ${policyCount} polic${policyCount === 1 ? 'y' : 'ies'}: ok`);
-  else io.stdout(formatted.join('\n\n'));
+  if (check) io.stdout(`${plural(files.length, 'file')}, ${plural(parsedPolicies.length, 'policy', 'policies')}: ok`);
   return 0;
+}
+
+/**
+ * Replaces `file` with `text` atomically (a temporary sibling written, synced and renamed over
+ * it, then the directory synced), keeping its mode: an interrupted run leaves the old file or
+ * the new one, never half.
+ */
+function replaceFile(file: string, text: string): void {
+  const mode = fs.statSync(file).mode & 0o7777;
+  const temp = path.join(path.dirname(file), `.${path.basename(file)}.fmt-${randomBytes(4).toString('hex')}`);
+  try {
+    const fd = fs.openSync(temp, 'wx', mode);
+    try {
+      fs.writeFileSync(fd, text);
+      fs.fchmodSync(fd, mode);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(temp, file);
+    fsyncDirectory(fs, path.dirname(file));
+  } catch (err) {
+    fs.rmSync(temp, { force: true });
+    throw new CliFailure('FILE_UNWRITABLE', `cannot write ${file}: ${(err as Error).message}`);
+  }
 }

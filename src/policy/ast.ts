@@ -106,7 +106,10 @@ export interface Annotation {
 }
 
 export interface PolicyAst {
-  /** Cedar policy id: `policy0`, `policy1`, ... in source order (see the parser's `idPrefix`/`startIndex`). */
+  /**
+   * Cedar policy id: `policy0`, `policy1`, ... in source order (see the parser's `idPrefix`/
+   * `startIndex`); `idsFromAnnotations` replaces it by the `@id` annotation where there is one.
+   */
   id: string;
   effect: 'permit' | 'forbid';
   /** In source order; keys are unique (the parser rejects duplicates). */

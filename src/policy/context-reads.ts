@@ -3,6 +3,7 @@
 // whole, compared, indexed through something dynamic) reads it all. A decision cache keys on
 // exactly these paths.
 import type { Expr, PolicyAst } from './ast.js';
+import { children } from './ast-walk.js';
 
 /** 'all', or the attribute paths read (no path is a prefix of another; sorted). */
 export type ContextReads = 'all' | ReadonlyArray<ReadonlyArray<string>>;
@@ -16,40 +17,6 @@ function contextChain(e: Expr): string[] | undefined {
     cur = cur.target;
   }
   return cur.kind === 'var' && cur.name === 'context' ? chain.reverse() : undefined;
-}
-
-function children(e: Expr): Expr[] {
-  switch (e.kind) {
-    case 'bool':
-    case 'long':
-    case 'string':
-    case 'var':
-    case 'entity':
-      return [];
-    case 'if':
-      return [e.cond, e.then, e.else];
-    case 'and':
-    case 'or':
-    case 'binary':
-      return [e.left, e.right];
-    case 'not':
-    case 'neg':
-      return [e.arg];
-    case 'has':
-    case 'getAttr':
-    case 'like':
-      return [e.target];
-    case 'is':
-      return e.in ? [e.target, e.in] : [e.target];
-    case 'set':
-      return e.elements;
-    case 'record':
-      return e.entries.map(([, v]) => v);
-    case 'call':
-      return e.args;
-    case 'method':
-      return [e.target, ...e.args];
-  }
 }
 
 export function contextReadsOf(policy: PolicyAst): ContextReads {

@@ -31,9 +31,11 @@
  * - PARSE_RESERVED_IDENTIFIER  a reserved word (`if`, `in`, `__cedar`, ...) used as a name
  * - PARSE_UNKNOWN_VARIABLE     a bare name that is not `principal|action|resource|context`
  * - PARSE_UNKNOWN_FUNCTION     a call to a function Cedar does not define
- * - PARSE_INVALID_CALL         a call on something that is not a function name, or the wrong
- *                              number of arguments to an extension function
- * - PARSE_INVALID_METHOD       an unknown method name or the wrong number of arguments
+ * - PARSE_INVALID_CALL         a call on something that is not a function name
+ * - PARSE_INVALID_METHOD       an unknown method name, or the wrong number of arguments to a
+ *                              built-in method (`contains`, `isEmpty`, ...); a wrong count to an
+ *                              extension function or method parses and fails when evaluated, as
+ *                              in Cedar (`lintPolicies` reports it)
  * - PARSE_INVALID_ATTRIBUTE    `e[x]` without a string literal, a record key that is not an
  *                              identifier or string
  * - PARSE_DUPLICATE_KEY        the same key twice in a record literal
@@ -76,8 +78,8 @@ export const PARSE_ERROR_CODES = [
 export type ParseErrorCode = (typeof PARSE_ERROR_CODES)[number];
 
 /** One problem in policy text, located like the AST's `Loc`: 1-based line/column, 0-based offset. */
-export interface Diagnostic {
-  code: ParseErrorCode;
+export interface Diagnostic<Code extends string = ParseErrorCode> {
+  code: Code;
   message: string;
   source: string;
   line: number;
@@ -89,8 +91,8 @@ export interface Diagnostic {
 }
 
 /** `file.cedar:3:14: error: expected `;` [PARSE_EXPECTED_TOKEN]` */
-export function formatDiagnostic(d: Diagnostic): string {
-  return `${d.source}:${d.line}:${d.column}: error: ${d.message} [${d.code}]`;
+export function formatDiagnostic(d: Diagnostic<string>, severity: 'error' | 'warning' = 'error'): string {
+  return `${d.source}:${d.line}:${d.column}: ${severity}: ${d.message} [${d.code}]`;
 }
 
 /** Policy text that could not be parsed. Carries every diagnostic found, in source order. */

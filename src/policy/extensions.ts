@@ -1,6 +1,8 @@
-// Cedar's extension functions (ip, decimal, datetime, duration) and extension methods, in one
-// table shared by the policy compiler (calls and method calls) and the JSON `__extn` escape.
-// Each checks its argument types; bad literals and overflow become EVAL_EXTENSION errors.
+// Cedar's extension functions (ip, decimal, datetime, duration) and extension methods, in the one
+// table the parser (which names exist, and whether each is called as a function or a method),
+// the policy compiler, the argument-count lint and the JSON `__extn` escape all read. Each checks
+// its argument count and types when applied, as Cedar does: a call with the wrong number of
+// arguments parses, and fails when evaluated. Bad literals and overflow become EVAL_EXTENSION.
 import { EvalError, typeError } from './eval-error.js';
 import { ExtensionError } from './ext/error.js';
 import { Datetime, Decimal, Duration, IpAddr } from './value.js';
@@ -110,12 +112,20 @@ export function extensionFunction(name: string): ExtensionFunction | undefined {
   return BY_NAME.get(name);
 }
 
-/** Applies `fn` after checking the argument count (a Cedar evaluation error when it differs). */
+/** Every extension function and method, in a stable order. */
+export function extensionFunctions(): readonly ExtensionFunction[] {
+  return FUNCTIONS;
+}
+
+/**
+ * Applies `fn` after checking the argument count. Arguments are evaluated first, so an error in
+ * one of them wins; a wrong count is then an evaluation error of the policy, worded as Cedar's.
+ */
 export function applyExtension(fn: ExtensionFunction, args: readonly Value[]): Value {
   if (args.length !== fn.arity) {
     throw new EvalError(
       'EVAL_ARITY',
-      `wrong number of arguments to \`${fn.name}\`: expected ${fn.arity}, got ${args.length}`,
+      `wrong number of arguments provided to extension function \`${fn.name}\`: expected ${fn.arity}, got ${args.length}`,
     );
   }
   return fn.apply(args);

@@ -1,8 +1,14 @@
 // Canonical Cedar text for parsed policies (`ztedge policy fmt`). Parsing the output gives back
 // the same AST, locations aside. Parentheses are printed only where precedence needs them, plus
 // where Cedar's grammar would otherwise read the text differently (unary runs, negative literals).
-// Comments are not part of the AST and are not reproduced.
-import type { ActionConstraint, EntityUidLit, Expr, PatternElem, PolicyAst, ScopeConstraint } from './ast.js';
+// A condition that does not fit in LINE_WIDTH gets its body on lines of its own, one operand of a
+// top-level `&&` / `||` chain per line. Comments are not part of the AST: format-text.ts places
+// them on the lines built here.
+import type { ActionConstraint, Condition, EntityUidLit, Expr, PatternElem, PolicyAst, ScopeConstraint } from './ast.js';
+
+/** Conditions longer than this on one line are broken over several. */
+export const LINE_WIDTH = 80;
+const INDENT = '  ';
 
 // Binding strength, loosest first; an operand printed below its required level is parenthesized.
 const IF = 0, OR = 1, AND = 2, RELATION = 3, ADD = 4, MULT = 5, UNARY = 6, MEMBER = 7, PRIMARY = 8;
@@ -165,20 +171,80 @@ function formatActionScope(c: ActionConstraint): string {
   }
 }
 
+/**
+ * One line of a formatted policy. `part` names the piece of the policy it shows, so comments can
+ * be placed by where that piece starts in the source; `inner` lines sit inside brackets (comments
+ * before them are indented like them).
+ */
+export interface PolicyLine {
+  code: string;
+  part: PolicyPart;
+  inner: boolean;
+}
+
+export type PolicyPart =
+  | { kind: 'annotation'; index: number }
+  | { kind: 'effect' }
+  | { kind: 'scope'; slot: 'principal' | 'action' | 'resource' }
+  | { kind: 'scope-close' }
+  | { kind: 'condition'; index: number }
+  | { kind: 'condition-open'; index: number }
+  | { kind: 'operand'; condition: number; expr: Expr }
+  | { kind: 'condition-close'; index: number };
+
+/** The operands of a top-level `&&` (or `||`) chain, `a && b && c` as [a, b, c], with the operator. */
+function chain(body: Expr): { op: '&&' | '||'; operands: Expr[] } | undefined {
+  if (body.kind !== 'and' && body.kind !== 'or') return undefined;
+  const operands: Expr[] = [];
+  let e: Expr = body;
+  // Only the left spine: `a && (b && c)` is a different tree and keeps its parentheses.
+  while (e.kind === body.kind) {
+    operands.push(e.right);
+    e = e.left;
+  }
+  operands.push(e);
+  return { op: body.kind === 'and' ? '&&' : '||', operands: operands.reverse() };
+}
+
+function conditionLines(c: Condition, index: number, last: boolean, breakLines: boolean): PolicyLine[] {
+  const oneLine = `${c.kind} { ${formatExpr(c.body)} }`;
+  if (!breakLines && oneLine.length + (last ? 1 : 0) <= LINE_WIDTH) return [{ code: oneLine, part: { kind: 'condition', index }, inner: false }];
+  const lines: PolicyLine[] = [{ code: `${c.kind} {`, part: { kind: 'condition-open', index }, inner: false }];
+  const ch = chain(c.body);
+  const operands = ch === undefined ? [c.body] : ch.operands;
+  operands.forEach((expr, i) => {
+    const text = ch === undefined ? formatExpr(expr) : operand(expr, ch.op === '&&' ? RELATION : AND);
+    const more = ch !== undefined && i < operands.length - 1 ? ` ${ch.op}` : '';
+    lines.push({ code: `${INDENT}${text}${more}`, part: { kind: 'operand', condition: index, expr }, inner: true });
+  });
+  lines.push({ code: '}', part: { kind: 'condition-close', index }, inner: true });
+  return lines;
+}
+
+/**
+ * The lines of one policy, the last without its `;`. `breakCondition(i)` forces condition i onto
+ * several lines (format-text.ts asks for it when comments sit inside the condition).
+ */
+export function policyLines(p: PolicyAst, breakCondition: (index: number) => boolean = () => false): PolicyLine[] {
+  const lines: PolicyLine[] = p.annotations.map((a, index) => ({
+    code: a.value === '' ? `@${a.key}` : `@${a.key}(${formatString(a.value)})`,
+    part: { kind: 'annotation', index },
+    inner: false,
+  }));
+  lines.push(
+    { code: `${p.effect} (`, part: { kind: 'effect' }, inner: false },
+    { code: `${INDENT}${formatScope('principal', p.principal)},`, part: { kind: 'scope', slot: 'principal' }, inner: true },
+    { code: `${INDENT}${formatActionScope(p.action)},`, part: { kind: 'scope', slot: 'action' }, inner: true },
+    { code: `${INDENT}${formatScope('resource', p.resource)}`, part: { kind: 'scope', slot: 'resource' }, inner: true },
+    { code: ')', part: { kind: 'scope-close' }, inner: false },
+  );
+  p.conditions.forEach((c, i) => lines.push(...conditionLines(c, i, i === p.conditions.length - 1, breakCondition(i))));
+  return lines;
+}
+
 /** One policy as canonical Cedar text, ending in `;` (no trailing newline). */
 export function formatPolicy(p: PolicyAst): string {
-  const lines: string[] = [];
-  for (const a of p.annotations) lines.push(a.value === '' ? `@${a.key}` : `@${a.key}(${formatString(a.value)})`);
-  lines.push(
-    `${p.effect} (`,
-    `  ${formatScope('principal', p.principal)},`,
-    `  ${formatActionScope(p.action)},`,
-    `  ${formatScope('resource', p.resource)}`,
-    ')',
-  );
-  for (const c of p.conditions) lines.push(`${c.kind} { ${formatExpr(c.body)} }`);
-  lines[lines.length - 1] += ';';
-  return lines.join('\n');
+  return `${policyLines(p).map((l) => l.code).join('\n')};`;
 }
 
 /** A policy set: policies separated by blank lines, with a final newline. */

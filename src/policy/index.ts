@@ -1,6 +1,10 @@
 // The public API of the Cedar engine.
 export type * from './ast.js';
 export { parsePolicies, parseExpression, parseEntityUid } from './parser.js';
+export { extensionArityProblems } from './lint.js';
+export { idsFromAnnotations } from './policy-ids.js';
+export type { NamedPolicies, PolicyIdCode } from './policy-ids.js';
+export type { LintCode, LintDiagnostic } from './lint.js';
 export type { ParseOptions } from './parser.js';
 export { PolicyParseError, formatDiagnostic } from './errors.js';
 export type { Diagnostic, ParseErrorCode } from './errors.js';

@@ -33,6 +33,9 @@ export interface Token extends Span {
 
 export type LexReport = (code: ParseErrorCode, message: string, at: Span) => void;
 
+/** Told each `//` comment skipped (its span runs to the end of its line, the break excluded). */
+export type CommentSink = (comment: Span) => void;
+
 const CH_TAB = 9, CH_LF = 10, CH_CR = 13, CH_SPACE = 32, CH_QUOTE = 34, CH_SLASH = 47,
   CH_BACKSLASH = 92, CH_QUESTION = 63, CH_UNDERSCORE = 95, CH_STAR = 42;
 
@@ -86,6 +89,7 @@ export class Lexer {
   constructor(
     private readonly text: string,
     private readonly report: LexReport,
+    private readonly onComment?: CommentSink,
   ) {}
 
   /** The next token; `eof` forever once the text is exhausted. */
@@ -153,12 +157,14 @@ export class Lexer {
       } else if (isBlank(c)) {
         pos++;
       } else if (c === CH_SLASH && text.charCodeAt(pos + 1) === CH_SLASH) {
+        const start = pos;
         pos += 2;
         while (pos < text.length) {
           const d = text.charCodeAt(pos);
           if (d === CH_LF || d === CH_CR) break;
           pos++;
         }
+        this.onComment?.({ offset: start, length: pos - start, line: this.line, column: start - this.lineStart + 1 });
       } else {
         break;
       }

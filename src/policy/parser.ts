@@ -17,6 +17,7 @@ import type {
   VarName,
 } from './ast.js';
 import { type Diagnostic, type ParseErrorCode, PolicyParseError } from './errors.js';
+import { extensionFunction } from './extensions.js';
 import { Lexer, decodePattern, decodeString, type Span, type Token, type TokenKind } from './lexer.js';
 
 export interface ParseOptions {
@@ -32,20 +33,17 @@ export interface ParseOptions {
   maxDepth?: number;
 }
 
-/** Built-in and extension methods with their argument counts (the receiver not counted). */
-export const METHOD_ARITY: ReadonlyMap<string, number> = new Map([
-  ['contains', 1], ['containsAll', 1], ['containsAny', 1], ['isEmpty', 0],
-  ['hasTag', 1], ['getTag', 1],
-  ['isIpv4', 0], ['isIpv6', 0], ['isLoopback', 0], ['isMulticast', 0], ['isInRange', 1],
-  ['lessThan', 1], ['lessThanOrEqual', 1], ['greaterThan', 1], ['greaterThanOrEqual', 1],
-  ['offset', 1], ['durationSince', 1], ['toDate', 0], ['toTime', 0],
-  ['toMilliseconds', 0], ['toSeconds', 0], ['toMinutes', 0], ['toHours', 0], ['toDays', 0],
+/**
+ * Built-in methods with their argument counts (the receiver not counted). A wrong count is a
+ * parse error, as in Cedar. Extension functions and methods come from the extension registry:
+ * their argument counts are checked when a call is evaluated, as Cedar does.
+ */
+export const BUILTIN_METHOD_ARITY: ReadonlyMap<string, number> = new Map([
+  ['contains', 1], ['containsAll', 1], ['containsAny', 1], ['isEmpty', 0], ['hasTag', 1], ['getTag', 1],
 ]);
 
-/** Extension functions (constructors) Cedar defines, with their argument counts. */
-export const FUNCTION_ARITY: ReadonlyMap<string, number> = new Map([
-  ['ip', 1], ['decimal', 1], ['datetime', 1], ['duration', 1],
-]);
+const isExtensionMethod = (name: string): boolean => extensionFunction(name)?.style === 'method';
+const isExtensionFunction = (name: string): boolean => extensionFunction(name)?.style === 'function';
 
 /** Words Cedar never accepts as attribute, record key or type name components. */
 const RESERVED_WORDS = new Set(['true', 'false', 'if', 'then', 'else', 'in', 'has', 'like', 'is']);
@@ -702,12 +700,12 @@ class Parser {
   }
 
   private checkMethod(name: Token, argCount: number): void {
-    const arity = METHOD_ARITY.get(name.text);
-    if (arity === undefined) {
-      const hint = FUNCTION_ARITY.has(name.text) ? ` (\`${name.text}\` is a function, not a method)` : '';
+    const arity = BUILTIN_METHOD_ARITY.get(name.text);
+    if (arity !== undefined) {
+      if (arity !== argCount) this.report('PARSE_INVALID_METHOD', `\`${name.text}\` takes ${plural(arity, 'argument')}, got ${argCount}`, name);
+    } else if (!isExtensionMethod(name.text)) {
+      const hint = isExtensionFunction(name.text) ? ` (\`${name.text}\` is a function, not a method)` : '';
       this.report('PARSE_INVALID_METHOD', `unknown method \`${clip(name.text)}\`${hint}`, name);
-    } else if (arity !== argCount) {
-      this.report('PARSE_INVALID_METHOD', `\`${name.text}\` takes ${plural(arity, 'argument')}, got ${argCount}`, name);
     }
   }
 
@@ -799,15 +797,12 @@ class Parser {
     if (!this.at('(')) {
       this.fail('PARSE_UNKNOWN_VARIABLE', `unknown variable \`${clip(name)}\`: expected principal, action, resource or context`, this.locFrom(t));
     }
-    const arity = FUNCTION_ARITY.get(name);
-    if (arity === undefined) {
-      const hint = METHOD_ARITY.has(name) ? ` (\`${name}\` is a method: write \`e.${name}(...)\`)` : '';
+    if (!isExtensionFunction(name)) {
+      const method = BUILTIN_METHOD_ARITY.has(name) || isExtensionMethod(name);
+      const hint = method ? ` (\`${name}\` is a method: write \`e.${name}(...)\`)` : '';
       this.report('PARSE_UNKNOWN_FUNCTION', `unknown function \`${clip(name)}\`${hint}`, this.locFrom(t));
     }
     const args = this.args();
-    if (arity !== undefined && arity !== args.length) {
-      this.report('PARSE_INVALID_CALL', `\`${name}\` takes ${plural(arity, 'argument')}, got ${args.length}`, this.locFrom(t));
-    }
     return this.make({ kind: 'call', fn: name, args, loc: this.locFrom(t) }, args);
   }
 

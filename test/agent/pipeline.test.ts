@@ -9,7 +9,8 @@ describe('command pipeline', () => {
     const core = makeCore();
     const bytes = command(core.keys.planner, core.clock.ms, 'move', { speed: 50 });
     const out = await core.pipeline.handleCommand({ bytes, source: 'mqtt' });
-    expect(out).toMatchObject({ decision: 'allow', policies: ['policy0'], reasons: ['PERMITTED'], outcome: 'executed', detail: { done: true } });
+    // Policies are named by their @id in the result and in the audit record.
+    expect(out).toMatchObject({ decision: 'allow', policies: ['operators-move'], reasons: ['PERMITTED'], outcome: 'executed', detail: { done: true } });
     expect(core.executor.calls).toEqual([
       { commandId: out.ctiHex, action: 'move', principal: 'Agent::"planner"', resource: 'Arm::"arm-01"', args: { speed: 50 } },
     ]);
@@ -18,6 +19,7 @@ describe('command pipeline', () => {
     const decision = decodeCbor(records[0]!.body, limits) as Map<string, unknown>;
     expect(decision.get('decision')).toBe('allow');
     expect(decision.get('principal')).toBe('Agent::"planner"');
+    expect(decision.get('policies')).toEqual(['operators-move']);
     // The same envelope again is a replay, also after a restart.
     expect((await core.pipeline.handleCommand({ bytes, source: 'mqtt' })).reasons).toEqual(['ENVELOPE_REPLAY']);
     const after = core.restart();

@@ -39,6 +39,13 @@ async function ztedge(...argv: string[]): Promise<{ code: number; stdout: string
   return { code, stdout, stderr };
 }
 
+/** The warning of a build from a source without a schema (the line is checked, then dropped). */
+function withoutSchemaWarning(stderr: string): string {
+  const [first, ...rest] = stderr.split('\n');
+  expect(first).toMatch(/^warning: .* has no \*\.cedarschema: policies, entities and tests are not validated/);
+  return rest.join('\n');
+}
+
 async function buildSigned(name: string, revision: number, ...extra: string[]): Promise<string> {
   const out = path.join(work, `${name}-${revision}.bundle`);
   expect((await ztedge('bundle', 'build', path.join(EXAMPLES, name), '--revision', String(revision), '--out', out, ...extra)).code).toBe(0);
@@ -52,7 +59,8 @@ describe('ztedge bundle', () => {
     const out = path.join(work, 'robot-cell.bundle');
     const built = await ztedge('bundle', 'build', path.join(EXAMPLES, 'robot-cell'), '--revision', '3', '--expires', '7d', '--site', 'site-1', '--out', out);
     expect(built.code, built.stderr).toBe(0);
-    expect(built.stdout).toMatch(/^built robot-cell revision 3: 17 policies, 40 tests passed, \d+ bytes/);
+    expect(built.stdout).toMatch(/^built robot-cell revision 3: 17 policies, 39 tests passed, validated against schema\.cedarschema, \d+ bytes/);
+    expect(built.stderr).toBe('');
 
     const unsigned = await ztedge('bundle', 'verify', out, ...rootFlags, '--threshold', '2');
     expect(unsigned.code).toBe(1);
@@ -98,14 +106,14 @@ describe('ztedge bundle', () => {
       { kid: Buffer.from(roots.keys[1].key.publicKey.kid).toString('hex'), alg: 'ES256' },
     ]);
     expect(report.policies).toHaveLength(17);
-    expect(report.policies[0]).toMatchObject({ id: 'policy0', name: 'estop-anyone', effect: 'permit', file: '00-safety.cedar', annotations: { safety: 'true' } });
+    expect(report.policies[0]).toMatchObject({ id: 'estop-anyone', effect: 'permit', file: '00-safety.cedar', line: 7, annotations: { safety: 'true' } });
     expect(report.issuers.map((i: { principal: string }) => i.principal)).toEqual([
       'Operator::"olga"',
       'Operator::"omar"',
       'Agent::"planner-7"',
       'Agent::"vision-2"',
     ]);
-    expect(report.tests).toBe(40);
+    expect(report.tests).toBe(39);
     expect(result.stderr).toMatch(/not verified/);
   });
 
@@ -115,7 +123,7 @@ describe('ztedge bundle', () => {
       fs.writeFileSync(path.join(source, 'main.cedar'), 'permit (principal, action, resource)\nwhen { principal.level >= };\n');
       const failed = await ztedge('bundle', 'build', source, '--revision', '1', '--out', path.join(work, 'x.bundle'));
       expect(failed.code).toBe(1);
-      expect(failed.stderr).toMatch(/^BUNDLE_POLICY_INVALID: /);
+      expect(withoutSchemaWarning(failed.stderr)).toMatch(/^BUNDLE_POLICY_INVALID: /);
       expect(failed.stderr).toMatch(/\n {2}main\.cedar:2:\d+: error: /);
       expect(fs.existsSync(path.join(work, 'x.bundle'))).toBe(false);
     } finally {
@@ -125,6 +133,55 @@ describe('ztedge bundle', () => {
     expect(noRevision.code).toBe(2);
     expect(noRevision.stderr).toMatch(/missing required option --revision/);
     expect((await ztedge('bundle', 'frobnicate')).code).toBe(2);
+  });
+
+  it('refuses a policy id used twice (a permit and a forbid sharing one), naming both places', async () => {
+    const source = tempDir('cli-dup');
+    try {
+      fs.writeFileSync(path.join(source, '10-permit.cedar'), '@id("move")\npermit (principal, action == Action::"move", resource);\n');
+      fs.writeFileSync(path.join(source, '20-forbid.cedar'), '// a guard\n\n@id("move")\nforbid (principal, action == Action::"move", resource) when { context.fast };\n');
+      const out = path.join(work, 'dup.bundle');
+      const refused = await ztedge('bundle', 'build', source, '--revision', '1', '--out', out);
+      expect(refused.code).toBe(1);
+      expect(withoutSchemaWarning(refused.stderr)).toBe(
+        'BUNDLE_POLICY_INVALID: 20-forbid.cedar:3:1: error: policy id "move" is already used at 10-permit.cedar:1:1 [POLICY_DUPLICATE_ID]\n' +
+          '  20-forbid.cedar:3:1: error: policy id "move" is already used at 10-permit.cedar:1:1 [POLICY_DUPLICATE_ID]\n',
+      );
+      expect(fs.existsSync(out)).toBe(false);
+    } finally {
+      fs.rmSync(source, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses an extension call with the wrong number of arguments with file:line:col; --allow-arity-errors builds it', async () => {
+    const source = tempDir('cli-arity');
+    try {
+      fs.writeFileSync(
+        path.join(source, 'main.cedar'),
+        'permit (principal, action, resource);\nforbid (principal, action, resource)\nwhen { duration("1h", 2) > duration("0ms") };\n',
+      );
+      fs.writeFileSync(
+        path.join(source, 'tests.json'),
+        JSON.stringify([{ name: 'the broken forbid errors, strict mode denies', principal: 'U::"a"', action: 'Action::"x"', resource: 'R::"r"', decision: 'deny', errors: ['policy1'] }]),
+      );
+      const out = path.join(work, 'arity.bundle');
+      const refused = await ztedge('bundle', 'build', source, '--revision', '1', '--out', out);
+      expect(refused.code).toBe(1);
+      expect(withoutSchemaWarning(refused.stderr)).toBe(
+        'BUNDLE_POLICY_INVALID: main.cedar:3:8: error: `duration` takes 1 argument, got 2: Cedar loads this policy, but the call fails whenever it is evaluated [POLICY_EXTENSION_ARITY]\n' +
+          '  main.cedar:3:8: error: `duration` takes 1 argument, got 2: Cedar loads this policy, but the call fails whenever it is evaluated [POLICY_EXTENSION_ARITY]\n',
+      );
+      expect(fs.existsSync(out)).toBe(false);
+      const built = await ztedge('bundle', 'build', source, '--revision', '1', '--out', out, '--allow-arity-errors');
+      expect(built.code).toBe(0);
+      expect(built.stderr).toContain('main.cedar:3:8: warning: `duration` takes 1 argument, got 2');
+      expect(readUnverifiedBundle(fs.readFileSync(out)).payload.policies.map((p) => p.file)).toEqual(['main.cedar']);
+      // A device loads it as Cedar would: the policy set is valid, the call errors when evaluated.
+      for (const key of roots.keys) expect((await ztedge('bundle', 'sign', out, '--key', key.privatePath)).code).toBe(0);
+      expect((await ztedge('bundle', 'verify', out, ...rootFlags, '--threshold', '2')).code).toBe(0);
+    } finally {
+      fs.rmSync(source, { recursive: true, force: true });
+    }
   });
 
   it('rolls a state directory back to last-known-good, with flags or the agent config', async () => {

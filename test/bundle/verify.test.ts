@@ -64,7 +64,9 @@ describe('verifyBundle accepts', () => {
       [roots.keys[0], roots.keys[1]].map((k) => Buffer.from(k.key.publicKey.kid).toString('hex')),
     );
     expect(bundle.policies.size).toBe(2);
-    expect(bundle.policies.get('policy1')?.name).toBe('write-admin');
+    // Policies are named by their @id: the positional id is used only where there is none.
+    expect(bundle.policies.get('write-admin')?.position).toBe(1);
+    expect(bundle.policies.get('policy1')).toBeUndefined();
     expect(bundle.expired).toBe(false);
   });
 

@@ -24,7 +24,7 @@ interface WycheproofGroup {
 }
 
 function load(name: string): WycheproofGroup[] {
-  const url = new URL(`../../../shared/conformance/wycheproof/${name}`, import.meta.url);
+  const url = new URL(`../vectors/wycheproof/${name}`, import.meta.url);
   return (JSON.parse(readFileSync(url, 'utf8')) as { testGroups: WycheproofGroup[] }).testGroups;
 }
 

@@ -48,7 +48,7 @@ describe('commands over MQTT, end to end', () => {
     expect(sent.stderr).toEqual([]);
     expect(sent.code).toBe(0);
     const result = JSON.parse(sent.stdout[0]!);
-    expect(result).toMatchObject({ decision: 'allow', outcome: 'executed', reasons: ['PERMITTED'], policies: ['policy0'], device: DEVICE, verified: true });
+    expect(result).toMatchObject({ decision: 'allow', outcome: 'executed', reasons: ['PERMITTED'], policies: ['operators-move'], device: DEVICE, verified: true });
     expect(arm.executed).toEqual([{ commandId: result.cti, action: 'move', principal: 'Agent::"planner"', resource: ARM, args: { speed: 40, x: 120 } }]);
     expect(arm.state.position.x).toBe(120);
     // Decision before execution in the audit log, both naming the command.
@@ -67,7 +67,7 @@ describe('commands over MQTT, end to end', () => {
     const [tooFast, overCap] = [await send('{"speed": 150}'), await send('{"speed": 300}')];
     expect([tooFast.code, overCap.code]).toEqual([3, 3]);
     expect(JSON.parse(tooFast.stdout[0]!)).toMatchObject({ decision: 'deny', reasons: ['NO_PERMIT'], outcome: 'not_executed', verified: true });
-    expect(JSON.parse(overCap.stdout[0]!)).toMatchObject({ decision: 'deny', reasons: ['FORBIDDEN'], policies: ['policy4'], verified: true });
+    expect(JSON.parse(overCap.stdout[0]!)).toMatchObject({ decision: 'deny', reasons: ['FORBIDDEN'], policies: ['speed-cap'], verified: true });
     const mallory = await cli(['cmd', 'send', ...brokerArgs(broker), '--key', site.keyFile('mallory'), '--act', 'grip', '--res', ARM]);
     expect(mallory.code).toBe(3);
     expect(JSON.parse(mallory.stdout[0]!)).toMatchObject({ decision: 'deny', reasons: ['NO_PERMIT'], verified: false });

@@ -42,7 +42,7 @@ describe('an agent without its broker', () => {
     expect(await (await fetch(`${base}/v1/status`)).json()).toMatchObject({ online: false, bundle: { revision: 1 } });
 
     const forbidden = await decide(command(site.keys.planner, 'move', { speed: 300 }));
-    expect(forbidden).toMatchObject({ status: 403, body: { decision: 'deny', reasons: ['FORBIDDEN'], outcome: 'not_executed' } });
+    expect(forbidden).toMatchObject({ status: 403, body: { decision: 'deny', reasons: ['FORBIDDEN'], policies: ['speed-cap'], outcome: 'not_executed' } });
     const signed = verifyResult(Buffer.from(String(forbidden.body.result), 'base64'), {
       keyResolver: () => site.keys.device.publicKey,
       deviceId: DEVICE,

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { formatFailure, runCedarConformance } from '../../scripts/cedar-conformance.js';
 
-const root = fileURLToPath(new URL('../../../shared/conformance/cedar/', import.meta.url));
+const root = fileURLToPath(new URL('../vectors/cedar/', import.meta.url));
 const testsDir = path.join(root, 'tests');
 const files = readdirSync(testsDir, { withFileTypes: true })
   .filter((d) => d.isDirectory())
@@ -59,6 +59,41 @@ describe('Cedar integration tests', () => {
     expect(report.passed).toBe(0);
     expect(report.failures).toHaveLength(count);
     expect(report.failures[0]!.got).toContain('ENOENT');
+  });
+
+  it('accepts every field of the format, ignoring the ones it does not implement', () => {
+    const target = files.find((f) => readText(f).includes('"shouldValidate": true'))!;
+    const doc = JSON.parse(readText(target)) as Record<string, unknown> & { requests: Array<Record<string, unknown>> };
+    const full = JSON.stringify({
+      ...doc,
+      policyFormat: 'cedar',
+      schemaFormat: 'cedar',
+      shouldValidate: false,
+      requests: doc.requests.map((r, i) => ({ ...r, validateRequest: i % 2 === 0 })),
+    });
+    const report = runCedarConformance(root, [target], (f) => (f === target ? full : readText(f)));
+    expect(report.failures.map(formatFailure)).toEqual([]);
+    expect(report.passed).toBe(doc.requests.length);
+  });
+
+  it('skips, and counts, a file whose policies are in Cedar JSON syntax', () => {
+    const target = files[0]!;
+    const doc = JSON.parse(readText(target)) as { requests: unknown[] };
+    const report = runCedarConformance(root, [target], (f) => (f === target ? JSON.stringify({ ...doc, policyFormat: 'json' }) : readText(f)));
+    expect(report).toMatchObject({ requests: 0, passed: 0, failures: [], skipped: [{ file: target, requests: doc.requests.length }] });
+  });
+
+  it('refuses fields the format does not have, and ill-typed ignored fields', () => {
+    const target = files[0]!;
+    const doc = JSON.parse(readText(target)) as Record<string, unknown> & { requests: Array<Record<string, unknown>> };
+    const run = (text: string) => runCedarConformance(root, [target], (f) => (f === target ? text : readText(f)));
+    expect(run(JSON.stringify({ ...doc, extra: 1 })).failures[0]!.got).toContain('"extra"');
+    expect(run(JSON.stringify({ ...doc, shouldValidate: 'yes' })).failures[0]!.got).toContain('"shouldValidate" has the wrong type');
+    const badRequest = run(JSON.stringify({ ...doc, requests: [{ ...doc.requests[0], validateRequest: 'no' }, { ...doc.requests[0], note: 'x' }] }));
+    expect(badRequest.failures.map((f) => f.got)).toEqual([
+      'the request field "validateRequest" has the wrong type',
+      'the request has a field the format does not have: "note"',
+    ]);
   });
 
   it('reports an unreadable test file as one failure', () => {

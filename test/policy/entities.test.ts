@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { CedarRecord, CedarSet, Decimal, Entities, EntitiesError, EntityUid, IpAddr, valueKey } from '../../src/policy/index.js';
 import type { EntitiesOptions, Value } from '../../src/policy/index.js';
 
-const sampleEntities = readFileSync(new URL('../../../shared/conformance/cedar/sample-data/sandbox_b/entities.json', import.meta.url), 'utf8');
+const sampleEntities = readFileSync(new URL('../vectors/cedar/sample-data/sandbox_b/entities.json', import.meta.url), 'utf8');
 
 const u = (type: string, id: string) => new EntityUid(type, id);
 const one = (attrs: unknown, extra: Record<string, unknown> = {}) => [{ uid: { type: 'User', id: 'a' }, attrs, parents: [], ...extra }];

@@ -7,7 +7,7 @@ import { parseExpression, parsePolicies } from '../../src/policy/parser.js';
 import * as arb from './parser-support/arbitraries.js';
 import { stripLocs } from './parser-support/ast-tools.js';
 
-const CEDAR_TESTS = new URL('../../../shared/conformance/cedar/tests/', import.meta.url);
+const CEDAR_TESTS = new URL('../vectors/cedar/tests/', import.meta.url);
 
 function roundTrips(text: string): void {
   const first = parsePolicies(text);

@@ -1,9 +1,9 @@
 // The RFC 9162 inclusion and consistency vectors (transparency-dev/merkle's testdata), read
-// from one place. Repoint MERKLE_VECTORS_DIR when the vectors move into the repository.
+// from their copy in the repository (test/vectors/merkle, with its provenance and licence).
 import fs from 'node:fs';
 import path from 'node:path';
 
-export const MERKLE_VECTORS_DIR = path.resolve(new URL('../..', import.meta.url).pathname, '../shared/conformance/merkle/testdata');
+export const MERKLE_VECTORS_DIR = path.resolve(new URL('../..', import.meta.url).pathname, 'test/vectors/merkle/testdata');
 
 export interface InclusionVector {
   file: string;

@@ -1,8 +1,8 @@
-// Loads the COSE working group examples from the shared conformance data.
+// Loads the COSE working group examples (test/vectors/cose).
 import { readFileSync, readdirSync } from 'node:fs';
 import { type PublicKey, publicKeyFromRaw } from '../../../src/crypto/keys.js';
 
-export const coseExamplesRoot = new URL('../../../../shared/conformance/cose/', import.meta.url);
+export const coseExamplesRoot = new URL('../../vectors/cose/', import.meta.url);
 
 export interface ExampleKey {
   kty: string;

@@ -2,7 +2,8 @@
 // literals, names that need quoting), and the policy texts the fuzz test mutates.
 import fc from 'fast-check';
 import type { EntityUidLit, Expr, PatternElem, PolicyAst } from '../../../src/policy/ast.js';
-import { FUNCTION_ARITY, METHOD_ARITY } from '../../../src/policy/parser.js';
+import { extensionFunctions } from '../../../src/policy/extensions.js';
+import { BUILTIN_METHOD_ARITY } from '../../../src/policy/parser.js';
 
 const RESERVED = new Set(['true', 'false', 'if', 'then', 'else', 'in', 'has', 'like', 'is', '__cedar']);
 
@@ -42,8 +43,12 @@ const pattern: fc.Arbitrary<PatternElem[]> = fc
     return merged;
   });
 
-const methods = [...METHOD_ARITY.entries()];
-const functions = [...FUNCTION_ARITY.entries()];
+// Argument counts as written (a method's receiver not counted); calls get the right count.
+const methods: Array<[string, number]> = [
+  ...BUILTIN_METHOD_ARITY.entries(),
+  ...extensionFunctions().filter((f) => f.style === 'method').map((f): [string, number] => [f.name, f.arity - 1]),
+];
+const functions = extensionFunctions().filter((f) => f.style === 'function').map((f): [string, number] => [f.name, f.arity]);
 
 /** Expressions without locations (the shape `stripLocs` gives), up to a small depth. */
 export const expr: fc.Arbitrary<Expr> = fc.letrec<{ e: Expr }>((tie) => {

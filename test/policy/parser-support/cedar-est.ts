@@ -5,7 +5,7 @@
 // through JSON numbers), multi-level `has` desugared as our parser does.
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import type { Expr, PolicyAst } from '../../../src/policy/ast.js';
-import { FUNCTION_ARITY } from '../../../src/policy/parser.js';
+import { extensionFunction } from '../../../src/policy/extensions.js';
 import { stripLocs } from './ast-tools.js';
 
 type Json = Record<string, unknown>;
@@ -168,7 +168,7 @@ function fromEstExpr(j: Json): Expr {
   if (ONE_ARG_BUILTINS.has(key)) return { kind: 'method', target: sub(v.left), method: key, args: [sub(v.right)] } as Expr;
   if (key === 'isEmpty') return { kind: 'method', target: sub(v.arg), method: key, args: [] as Expr[] } as Expr;
   if (Array.isArray(v)) {
-    if (FUNCTION_ARITY.has(key)) return { kind: 'call', fn: key, args: v.map(sub) } as Expr;
+    if (extensionFunction(key)?.style === 'function') return { kind: 'call', fn: key, args: v.map(sub) } as Expr;
     return { kind: 'method', target: sub(v[0]), method: key, args: v.slice(1).map(sub) } as Expr;
   }
   throw new Error(`unexpected EST node ${JSON.stringify(j)}`);

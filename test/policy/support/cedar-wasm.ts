@@ -57,6 +57,20 @@ export function oracleIsAuthorized(policies: string, entities: EntityJson[], req
   );
 }
 
+/** The evaluation errors cedar-wasm reports, with their messages. */
+export function oracleErrors(policies: string, entities: EntityJson[], request: OracleRequest): Array<{ policyId: string; message: string }> {
+  const answer = cedar.isAuthorized({
+    principal: uid(request.principal),
+    action: uid(request.action),
+    resource: uid(request.resource),
+    context: request.context,
+    policies: { staticPolicies: policies },
+    entities,
+  });
+  if (answer.type === 'failure') throw new OracleFailure(answer.errors.map((e) => e.message).join('; '));
+  return answer.response.diagnostics.errors.map((e) => ({ policyId: e.policyId, message: e.error.message }));
+}
+
 /** Returns cedar-wasm's parse errors for a policy text, or an empty list when it parses. */
 export function oracleParseErrors(policies: string): string[] {
   const answer = cedar.checkParsePolicySet({ staticPolicies: policies });

@@ -399,6 +399,11 @@ function composites(t: Ty, d: number): fc.Arbitrary<Gen> {
         ),
         w(1, fc.tuple(e('decimal'), pick(['<', '>=']), e('decimal')).map(([a, op, b]) => rel(a, op, b))),
         w(1, fc.tuple(e('record'), pick(ATTR_NAMES)).map(([r, a]) => access(r, a, false))),
+        // Wrong argument counts: Cedar loads these and reports an error when they are evaluated.
+        w(1, fc.tuple(e('decimal'), pick(['lessThan', 'greaterThanOrEqual']), fc.array(e('decimal'), { maxLength: 3 }))
+          .filter(([, , args]) => args.length !== 1)
+          .map(([a, m, args]) => call(a, m, args))),
+        w(1, fc.tuple(e('ip'), pick(['isLoopback', 'isInRange']), anyTyped).map(([a, m, x]) => call(a, m, m === 'isInRange' ? [x, x] : [x]))),
       );
     case 'long':
       return fc.oneof(
@@ -413,6 +418,7 @@ function composites(t: Ty, d: number): fc.Arbitrary<Gen> {
         ),
         w(1, fc.tuple(e('entity'), e('string')).map(([a, k]) => call(a, 'getTag', [k]))),
         w(1, fc.tuple(pick(ATTR_NAMES), e('long'), anyTyped, fc.boolean()).map(([k, v, other, q]) => recordAccess(k, v, other, q))),
+        w(1, fc.tuple(e('duration'), e('long')).map(([a, x]) => call(a, 'toHours', [x]))),
       );
     case 'string':
       return fc.oneof(
@@ -441,20 +447,29 @@ function composites(t: Ty, d: number): fc.Arbitrary<Gen> {
         w(1, fc.tuple(e('record'), pick(['args', 'meta', 'nested'])).map(([r, a]) => access(r, a, false))),
       );
     case 'ip':
-      return fc.oneof(e('string').map((s) => primary(`ip(${s.text})`)));
+      return fc.oneof(
+        w(6, e('string').map((s) => primary(`ip(${s.text})`))),
+        w(1, fc.array(e('string'), { maxLength: 3 }).filter((xs) => xs.length !== 1).map((xs) => primary(`ip(${xs.map((x) => x.text).join(', ')})`))),
+      );
     case 'decimal':
-      return fc.oneof(e('string').map((s) => primary(`decimal(${s.text})`)));
+      return fc.oneof(
+        w(6, e('string').map((s) => primary(`decimal(${s.text})`))),
+        w(1, fc.tuple(e('string'), anyTyped).map(([s, x]) => primary(`decimal(${s.text}, ${x.text})`))),
+      );
     case 'datetime':
       return fc.oneof(
         w(2, fc.tuple(e('datetime'), e('duration')).map(([a, b]) => call(a, 'offset', [b]))),
         w(2, e('datetime').map((a) => call(a, 'toDate'))),
         w(1, e('string').map((s) => primary(`datetime(${s.text})`))),
+        w(1, fc.tuple(e('datetime'), fc.array(e('duration'), { maxLength: 2 }).filter((xs) => xs.length !== 1)).map(([a, xs]) => call(a, 'offset', xs))),
       );
     case 'duration':
       return fc.oneof(
         w(2, e('datetime').map((a) => call(a, 'toTime'))),
         w(2, fc.tuple(e('datetime'), e('datetime')).map(([a, b]) => call(a, 'durationSince', [b]))),
         w(1, e('string').map((s) => primary(`duration(${s.text})`))),
+        w(1, fc.tuple(e('string'), e('long')).map(([s, n]) => primary(`duration(${s.text}, ${n.text})`))),
+        w(1, fc.tuple(e('datetime'), e('datetime'), e('datetime')).map(([a, b, c]) => call(a, 'durationSince', [b, c]))),
       );
   }
 }
