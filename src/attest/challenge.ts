@@ -2,8 +2,11 @@
 // rate limit, so a flood of challenges cannot keep the device signing (and its TPM quoting).
 // Pure: the clock is passed in.
 import { toHex } from '../crypto/bytes.js';
+import { decodeCbor, encodeCbor } from '../envelope/cbor.js';
+import { decodeSign1 } from '../envelope/cose.js';
+import { EnvelopeError } from '../envelope/errors.js';
 import { AttestError } from './errors.js';
-import { checkNonce } from './evidence.js';
+import { EAT, EVIDENCE_MAX_BYTES, checkNonce } from './evidence.js';
 
 export interface ChallengeGuardOptions {
   /** Challenges answered per window (a token bucket of that size, refilled evenly). Default 10. */
@@ -68,5 +71,38 @@ export class ChallengeGuard {
       if (now - at <= this.#rememberMs) break;
       this.#answered.delete(key);
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// On the wire: a challenge on `attest/challenge` is the nonce itself (8-64 raw bytes); the
+// answer on `attest/evidence` (or the MQTT 5 response topic, with the correlation data) is the
+// evidence, or — when the challenge is refused — a small unsigned CBOR map
+// { "error": code, "message": text, "nonce": bytes } so the challenger need not wait for nothing.
+
+export function encodeRefusal(code: string, message: string, nonce: Uint8Array): Uint8Array {
+  return encodeCbor({ error: code, message: message.slice(0, 300), nonce: nonce.slice(0, 64) });
+}
+
+export type ChallengeReply =
+  | { readonly kind: 'evidence'; readonly nonce: Uint8Array }
+  | { readonly kind: 'refusal'; readonly nonce: Uint8Array; readonly code: string; readonly message: string };
+
+/** Recognizes a reply and the nonce it answers, without verifying anything; null if neither. */
+export function readChallengeReply(bytes: Uint8Array): ChallengeReply | null {
+  try {
+    const value = decodeCbor(bytes, { maxBytes: EVIDENCE_MAX_BYTES, maxDepth: 8, allowRootTag: true });
+    if (value instanceof Map) {
+      const [code, message, nonce] = [value.get('error'), value.get('message'), value.get('nonce')];
+      if (typeof code !== 'string' || typeof message !== 'string' || !(nonce instanceof Uint8Array)) return null;
+      return { kind: 'refusal', code, message, nonce };
+    }
+    const message = decodeSign1(bytes, { maxBytes: EVIDENCE_MAX_BYTES, maxDepth: 8 });
+    const claims = decodeCbor(message.payload, { maxBytes: EVIDENCE_MAX_BYTES, maxDepth: 4 });
+    const nonce = claims instanceof Map ? claims.get(EAT.nonce) : undefined;
+    return nonce instanceof Uint8Array ? { kind: 'evidence', nonce } : null;
+  } catch (err) {
+    if (err instanceof EnvelopeError) return null;
+    throw err;
   }
 }

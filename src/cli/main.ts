@@ -6,6 +6,7 @@ export const VERSION = '0.1.0';
 /** Command groups by name. Each group lives in its own module under src/cli/. */
 const COMMANDS: Record<string, () => Promise<CommandGroup>> = {
   approve: async () => (await import('./approve.js')).approveCommand,
+  attest: async () => (await import('./attest.js')).attestCommand,
   bundle: async () => (await import('./bundle.js')).bundleCommand,
   cmd: async () => (await import('./cmd.js')).cmdCommand,
   envelope: async () => (await import('./envelope.js')).envelopeCommand,

@@ -38,3 +38,16 @@ export function writeTree(root: string, files: Record<string, string>): void {
 export function profileText(name: string, entries: Array<{ path: string; critical: boolean; limit?: number }>, interval = '1h'): string {
   return JSON.stringify({ profile: name, measure: entries, interval });
 }
+
+/** Runs the `ztedge` CLI in-process; output is collected. */
+export async function ztedge(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const { main } = await import('../../src/cli/main.js');
+  let stdout = '';
+  let stderr = '';
+  const code = await main(argv, {
+    stdout: (text) => void (stdout += `${text}\n`),
+    stderr: (text) => void (stderr += `${text}\n`),
+    readStdin: async () => Buffer.alloc(0),
+  });
+  return { code, stdout, stderr };
+}
