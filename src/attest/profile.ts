@@ -15,9 +15,13 @@
 //   }
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { type JsonValue, JsonError, JsonNumber, parseJson } from '../policy/index.js';
 import { AttestError } from './errors.js';
 import { type DevicePath, parseDevicePath } from './glob.js';
+
+/** The profiles shipped with ztedge (firmware-profiles/ at the top of the package). */
+export const SHIPPED_PROFILES_DIR = fileURLToPath(new URL('../../firmware-profiles/', import.meta.url));
 
 export const PROFILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const ACTION_ID = /^[A-Za-z0-9_.:-]{1,128}$/;

@@ -4,14 +4,13 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { readChallengeReply } from '../attest/challenge.js';
 import type { ReferenceValues } from '../attest/compare.js';
 import { AttestError } from '../attest/errors.js';
 import { DEFAULT_MAX_AGE_MS, EVIDENCE_MAX_BYTES, type VerifiedEvidence, verifyEvidence } from '../attest/evidence.js';
 import { measureTargets } from '../attest/measure.js';
-import { type FirmwareProfile, loadProfile, parseDuration, parseProfile } from '../attest/profile.js';
+import { type FirmwareProfile, SHIPPED_PROFILES_DIR, loadProfile, parseDuration, parseProfile } from '../attest/profile.js';
 import { formatReferences, parseReferences, referencesFromRecords } from '../attest/references.js';
 import { compositeDigest } from '../attest/record.js';
 import { bytesEqual, fromHex, toHex } from '../crypto/bytes.js';
@@ -22,8 +21,6 @@ import { TransportError } from '../transport/errors.js';
 import { BROKER_USAGE, brokerTarget, openLink, publishWithin } from './broker-client.js';
 import { type CliIo, type CommandGroup, type ParsedArgs, UsageError } from './command.js';
 
-/** The profiles shipped with ztedge; --profile also takes the path of a profile file. */
-export const FIRMWARE_PROFILES_DIR = fileURLToPath(new URL('../../firmware-profiles/', import.meta.url));
 
 /** Exit codes of `attest verify` and `attest challenge`: one per reason a verification fails. */
 export const VERIFY_EXIT_CODES: Readonly<Record<string, number>> = {
@@ -142,7 +139,7 @@ export function resolveProfile(spec: string): FirmwareProfile {
     }
     return parseProfile(text, spec);
   }
-  return loadProfile(FIRMWARE_PROFILES_DIR, spec);
+  return loadProfile(SHIPPED_PROFILES_DIR, spec);
 }
 
 function rootOf(values: Record<string, string | boolean | undefined>): string {

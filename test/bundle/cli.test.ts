@@ -52,7 +52,7 @@ describe('ztedge bundle', () => {
     const out = path.join(work, 'robot-cell.bundle');
     const built = await ztedge('bundle', 'build', path.join(EXAMPLES, 'robot-cell'), '--revision', '3', '--expires', '7d', '--site', 'site-1', '--out', out);
     expect(built.code, built.stderr).toBe(0);
-    expect(built.stdout).toMatch(/^built robot-cell revision 3: 17 policies, 40 tests passed, \d+ bytes/);
+    expect(built.stdout).toMatch(/^built robot-cell revision 3: 18 policies, 44 tests passed, \d+ bytes/);
 
     const unsigned = await ztedge('bundle', 'verify', out, ...rootFlags, '--threshold', '2');
     expect(unsigned.code).toBe(1);
@@ -100,7 +100,7 @@ describe('ztedge bundle', () => {
       { kid: Buffer.from(roots.keys[0].key.publicKey.kid).toString('hex'), alg: 'EdDSA' },
       { kid: Buffer.from(roots.keys[1].key.publicKey.kid).toString('hex'), alg: 'ES256' },
     ]);
-    expect(report.policies).toHaveLength(17);
+    expect(report.policies).toHaveLength(18);
     expect(report.policies[0]).toMatchObject({ id: 'policy0', name: 'estop-anyone', effect: 'permit', file: '00-safety.cedar', annotations: { safety: 'true' } });
     expect(report.issuers.map((i: { principal: string }) => i.principal)).toEqual([
       'Operator::"olga"',
@@ -108,7 +108,7 @@ describe('ztedge bundle', () => {
       'Agent::"planner-7"',
       'Agent::"vision-2"',
     ]);
-    expect(report.tests).toBe(40);
+    expect(report.tests).toBe(44);
     expect(result.stderr).toMatch(/not verified/);
   });
 
