@@ -12,8 +12,8 @@
 import { type FSWatcher, watch } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { bytesEqual, fromHex } from '../crypto/bytes.js';
-import type { PrivateKey } from '../crypto/keys.js';
+import { bytesEqual, fromHex, toHex } from '../crypto/bytes.js';
+import { type PrivateKey, publicKeyToPem } from '../crypto/keys.js';
 import { ChallengeGuard } from './challenge.js';
 import { type Assessment, type Mismatch, type Posture, type ReferenceValues, assess } from './compare.js';
 import { AttestError } from './errors.js';
@@ -194,7 +194,8 @@ export class AttestationService {
       referenced: state?.assessment.referenced ?? false,
       mismatches: state?.assessment.mismatches.map((m) => ({ path: m.path, reason: m.reason, critical: m.critical })) ?? [],
       error: state?.error === null || state === null ? null : { code: state.error.code, message: state.error.message },
-      ...(this.#tpm === null ? {} : { tpm: { pcr: this.#tpm.pcr, logLength: this.#tpm.log.length } }),
+      // The AK's public key, for enrolment (a verifier pins it with `attest verify --ak`).
+      ...(this.#tpm === null ? {} : { tpm: { pcr: this.#tpm.pcr, logLength: this.#tpm.log.length, akKid: toHex(this.#tpm.ak.kid), ak: publicKeyToPem(this.#tpm.ak) } }),
     };
   }
 

@@ -229,6 +229,6 @@ describe('attestation in the agent', () => {
     const challenged = await cli(['attest', 'challenge', ...brokerArgs(broker), '--device-key', site.pubFile('device'), '--ak', akFile]);
     expect(challenged.code, challenged.stderr.join('\n')).toBe(0);
     expect(JSON.parse(challenged.stdout.join('\n'))).toMatchObject({ rootOfTrust: 'tpm2', tpm: { pcr: 23, ak: toHex(agent.attestation!.ak!.kid), logLength: 1 } });
-    expect(agent.status().attestation).toMatchObject({ rootOfTrust: 'tpm2', tpm: { pcr: 23, logLength: 1 } });
+    expect(agent.status().attestation).toMatchObject({ rootOfTrust: 'tpm2', tpm: { pcr: 23, logLength: 1, akKid: toHex(agent.attestation!.ak!.kid), ak: fs.readFileSync(akFile, 'utf8') } });
   });
 });
