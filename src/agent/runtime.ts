@@ -562,6 +562,7 @@ export class Agent {
       challenges: { limit: settings.challengesPerMinute, windowMs: 60_000 },
     });
     service.on((event) => this.onAttestationEvent(event));
+    this.posture = service.posture; // untrusted until the first measurement
     // Every bundle that comes into force brings its reference values (or none) and a measurement.
     const useBundle = () => {
       const bundle = this.bundles.current;
