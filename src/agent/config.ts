@@ -29,6 +29,8 @@ export interface AgentConfig {
   };
   http: { enabled: boolean; host: string; port: number; adminTokenFile?: string };
   posture: Posture;
+  /** Measured posture (src/attest/): when set, `posture` is not configured but measured. */
+  attestation?: AttestationConfig;
   bundleFile?: string;
   executors: Record<string, ExecutorConfig>;
   limits: {
@@ -52,6 +54,21 @@ export interface AgentConfig {
     /** …or this long after the first record it would cover. */
     checkpointIntervalMs: number;
   };
+}
+
+export interface AttestationConfig {
+  /** Directory of firmware profiles; default the profiles shipped with ztedge. */
+  profiles?: string;
+  /** Prefix under which the profile's device paths are found (default "/"). */
+  measureRoot: string;
+  /** TCTI of a TPM 2.0 (`device:/dev/tpmrm0`, `swtpm:host=H,port=P`); none: software-only. */
+  tpm?: string;
+  /** The PCR composites are extended into (16 or 23). */
+  pcr: number;
+  /** Re-measure at least this often; default the profile's interval. */
+  intervalMs?: number;
+  /** Challenges answered per minute. */
+  challengesPerMinute: number;
 }
 
 export interface ConfigProblem {
@@ -131,6 +148,12 @@ const ENV_OPTIONS: Array<{ path: string[]; list?: boolean }> = [
   { path: ['http', 'port'] },
   { path: ['http', 'adminTokenFile'] },
   { path: ['posture'] },
+  { path: ['attestation', 'profiles'] },
+  { path: ['attestation', 'measureRoot'] },
+  { path: ['attestation', 'tpm'] },
+  { path: ['attestation', 'pcr'] },
+  { path: ['attestation', 'interval'] },
+  { path: ['attestation', 'challengesPerMinute'] },
   { path: ['bundleFile'] },
   { path: ['audit', 'capBytes'] },
   { path: ['audit', 'reserveBytes'] },
@@ -238,7 +261,7 @@ function join(section: string, key: string): string {
   return section === '' ? key : `${section}.${key}`;
 }
 
-const TOP_KEYS = ['device', 'stateDir', 'deviceKey', 'roots', 'broker', 'http', 'posture', 'bundleFile', 'executors', 'limits', 'audit'] as const;
+const TOP_KEYS = ['device', 'stateDir', 'deviceKey', 'roots', 'broker', 'http', 'posture', 'attestation', 'bundleFile', 'executors', 'limits', 'audit'] as const;
 
 /** Validates a raw config tree (after the env overlay) into an AgentConfig, or throws ConfigError with every problem. */
 export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []): AgentConfig {
@@ -285,6 +308,11 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
     r.problems.push({ option: 'posture', message: `must be one of ${POSTURES.join(', ')}` });
   }
 
+  const attestation = top.attestation === undefined ? undefined : readAttestation(r, top.attestation);
+  if (attestation !== undefined && top.posture !== undefined) {
+    r.problems.push({ option: 'posture', message: 'is measured when attestation is configured; remove posture' });
+  }
+
   const executors = readExecutors(r, top.executors);
 
   const limits = r.section(top.limits, 'limits', [
@@ -319,6 +347,7 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
       adminTokenFile: r.string(http, 'http', 'adminTokenFile'),
     },
     posture: postureText as Posture,
+    ...(attestation === undefined ? {} : { attestation }),
     bundleFile: r.string(top, '', 'bundleFile'),
     executors,
     limits: {
@@ -340,6 +369,25 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
   };
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return config;
+}
+
+const TCTI = /^(device:\/dev\/tpm(rm)?\d{1,3}|(swtpm|mssim):host=[A-Za-z0-9.:-]{1,253},port=\d{1,5})$/;
+
+function readAttestation(r: Reader, raw: unknown): AttestationConfig {
+  const a = r.section(raw, 'attestation', ['profiles', 'measureRoot', 'tpm', 'pcr', 'interval', 'challengesPerMinute']);
+  const tpm = r.string(a, 'attestation', 'tpm', { pattern: TCTI });
+  const pcr = r.integer(a, 'attestation', 'pcr', 23, 16, 23);
+  if (pcr !== 16 && pcr !== 23) r.problems.push({ option: 'attestation.pcr', message: 'must be 16 or 23 (the PCRs an application may reset)' });
+  const intervalMs = a.interval === undefined ? undefined : r.duration(a, 'attestation', 'interval', 0, 86_400_000);
+  if (intervalMs !== undefined && intervalMs < 1000) r.problems.push({ option: 'attestation.interval', message: 'must be at least 1s' });
+  return {
+    ...(a.profiles === undefined ? {} : { profiles: r.string(a, 'attestation', 'profiles') }),
+    measureRoot: r.string(a, 'attestation', 'measureRoot', { fallback: '/' }) ?? '/',
+    ...(tpm === undefined ? {} : { tpm }),
+    pcr,
+    ...(intervalMs === undefined ? {} : { intervalMs }),
+    challengesPerMinute: r.integer(a, 'attestation', 'challengesPerMinute', 10, 1, 600),
+  };
 }
 
 function readExecutors(r: Reader, raw: unknown): Record<string, ExecutorConfig> {

@@ -12,6 +12,7 @@
 // I/O is injected: the bundle in force, the replay guard, trusted clock, audit sink, SQLite
 // stores and executors. Replies (signed results) are the caller's job: this module returns what
 // happened.
+import type { AttestationFacts } from '../attest/service.js';
 import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
 import type { SignatureVerifier } from '../crypto/verifier.js';
@@ -71,6 +72,8 @@ export interface PipelineDeps {
   replay: ReplayReserver & ReplayRecorder;
   clock: { now(): number; observe(signedTimeMs: number): void };
   posture: () => Posture;
+  /** `context.attestation`, when the device measures itself. */
+  attestation?: () => AttestationFacts;
   online: () => boolean;
   failClosed: () => FailClosedState;
   audit: AuditSink;
@@ -420,6 +423,7 @@ export class CommandPipeline {
     return {
       nowMs: now,
       posture: this.deps.posture(),
+      ...(this.deps.attestation === undefined ? {} : { attestation: this.deps.attestation() }),
       online: this.deps.online(),
       bundle: { revision: bundle.manifest.revision, stale: Math.floor(now / 1000) >= bundle.manifest.expires },
       source,

@@ -1,6 +1,8 @@
 // Builds the Cedar request for a verified command: principal from the issuer's bundle entry,
 // action and resource from the signed claims, and the context the agent vouches for
-// (args, now, posture, online, bundle, source). Pure.
+// (args, now, posture, online, bundle, source, and attestation when the device measures itself).
+// Pure.
+import type { AttestationFacts } from '../attest/service.js';
 import type { CommandArgs, ArgValue } from '../envelope/command.js';
 import { CedarRecord, CedarSet, Datetime, EntityUid, I64_MAX, I64_MIN, parseEntityUid, type Value } from '../policy/index.js';
 import type { AuthzRequest } from '../policy/index.js';
@@ -14,6 +16,8 @@ export interface ContextFacts {
   online: boolean;
   bundle: { revision: number; stale: boolean };
   source: CommandSource;
+  /** Present when attestation is configured: `context.attestation`. */
+  attestation?: AttestationFacts;
 }
 
 export class RequestBuildError extends Error {
@@ -80,6 +84,21 @@ function standardContext(args: CommandArgs, facts: ContextFacts): CedarRecord {
     ['online', facts.online],
     ['bundle', CedarRecord.fromEntries([['revision', BigInt(facts.bundle.revision)], ['stale', facts.bundle.stale]])],
     ['source', facts.source],
+    ...(facts.attestation === undefined ? [] : [['attestation', attestationRecord(facts.attestation)] as const]),
+  ]);
+}
+
+/**
+ * `context.attestation`: { mismatches: Set<String> of paths, composite, referenced, rootOfTrust,
+ * error? } — so a policy can say `context.attestation.mismatches.contains("/etc/robot/safety-zones.conf")`.
+ */
+function attestationRecord(facts: AttestationFacts): CedarRecord {
+  return CedarRecord.fromEntries([
+    ['mismatches', CedarSet.of(facts.mismatches)],
+    ['composite', facts.composite],
+    ['referenced', facts.referenced],
+    ['rootOfTrust', facts.rootOfTrust],
+    ...(facts.error === null ? [] : [['error', facts.error] as const]),
   ]);
 }
 

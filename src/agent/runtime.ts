@@ -30,7 +30,12 @@ import { TrustedClock } from '../store/trusted-clock.js';
 import { MqttLink, type InboundMessage } from '../transport/mqtt-link.js';
 import { Outbox } from '../transport/outbox.js';
 import { deviceTopics, type DeviceTopics } from '../transport/topics.js';
-import { createApi, type DecideResult } from '../api/app.js';
+import { type AttestAnswer, createApi, type DecideResult } from '../api/app.js';
+import { encodeRefusal } from '../attest/challenge.js';
+import { referencesFor } from '../attest/compare.js';
+import { AttestError } from '../attest/errors.js';
+import { SHIPPED_PROFILES_DIR, loadProfile } from '../attest/profile.js';
+import { type AttestationEvent, AttestationService } from '../attest/service.js';
 import { type AgentConfig, ConfigError, type Posture } from './config.js';
 import { ExecExecutor } from './executors/exec.js';
 import { HttpExecutor } from './executors/http.js';
@@ -83,6 +88,8 @@ export class Agent {
   readonly pipeline: CommandPipeline;
   readonly bundles: BundleManager;
   readonly audit: SqliteAuditLog;
+  /** Measures this device and answers challenges; null when attestation is not configured. */
+  readonly attestation: AttestationService | null;
   private readonly logger: AgentLogger;
   private readonly db: Database;
   /** One transaction per turn for the replay guard, audit log, rate limiter and outbox. */
@@ -148,6 +155,7 @@ export class Agent {
       clock: this.clock,
     });
     this.bundles.on((event) => this.onBundleEvent(event));
+    this.attestation = config.attestation === undefined ? null : this.createAttestation();
 
     this.pipeline = new CommandPipeline({
       deviceId: config.device.id,
@@ -155,6 +163,7 @@ export class Agent {
       replay: this.replay,
       clock: this.clock,
       posture: () => this.posture,
+      ...(this.attestation === null ? {} : { attestation: () => this.attestation!.facts() }),
       online: () => this.link?.online ?? false,
       failClosed: () => this.failClosed,
       audit: {
@@ -213,7 +222,8 @@ export class Agent {
     this.bundles.start();
 
     if (config.broker.url !== null) this.createMqtt(config.broker.url);
-    for (const [action, spec] of Object.entries(config.executors)) {
+    // The firmware profile's executors are defaults for actions the configuration does not name.
+    for (const [action, spec] of Object.entries({ ...this.attestation?.profile.executors, ...config.executors })) {
       if (spec.kind === 'exec') this.executors.set(action, new ExecExecutor(spec.command, spec.timeoutMs));
       else if (spec.kind === 'http') this.executors.set(action, new HttpExecutor(spec.url, spec.timeoutMs));
       else if (spec.kind === 'mqtt' && this.link !== null) {
@@ -226,6 +236,8 @@ export class Agent {
       // Looked at once now, so a bundle placed there before the start is enforced from the start.
       await this.watcher.check().catch(onError);
     }
+    // Measured before the first command is taken, against the active bundle's references.
+    await this.attestation?.start();
     if (this.bundles.current === null) this.logger.warn('no policy bundle is active: every command is denied until one arrives');
     // The API first: a port already in use stops the start before the agent appears on the broker.
     if (config.http.enabled) await this.startHttp();
@@ -270,6 +282,7 @@ export class Agent {
       lastRejection: bundle.lastRejection,
       pendingApprovals: this.pending.size(),
       audit: { headSeq: this.audit.head().seq },
+      attestation: this.attestation?.status() ?? null,
     };
   }
 
@@ -285,6 +298,7 @@ export class Agent {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     await this.watcher?.stop();
+    await this.attestation?.stop();
     if (this.server !== null) {
       const server = this.server;
       this.server = null;
@@ -356,6 +370,7 @@ export class Agent {
       ready: () => this.bundles.current !== null,
       metrics: () => this.metrics.render(),
       maxBodyBytes: this.config.limits.envelopeMaxBytes,
+      ...(this.attestation === null ? {} : { attest: (nonce: Uint8Array) => this.answerChallenge(nonce) }),
     });
     await new Promise<void>((resolve, reject) => {
       const server = serve({ fetch: app.fetch, hostname: this.config.http.host, port: this.config.http.port }, () => resolve());
@@ -393,7 +408,7 @@ export class Agent {
         // Recorded by the manager (store rejection + event → audit, status).
       }
     }
-    // attest/challenge is answered by the attestation module once it exists.
+    else if (message.topic === topics.attestChallenge) this.onChallenge(message);
   }
 
   /** Resolves once the decision is recorded; execution and the result follow in the background. */
@@ -537,6 +552,95 @@ export class Agent {
 
   private auditSystem(body: Record<string, string>) {
     return this.audit.append('system', encodeCbor(body), { area: 'reserve' });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Attestation
+
+  private createAttestation(): AttestationService {
+    const { config } = this;
+    const settings = config.attestation!;
+    const service = new AttestationService({
+      deviceId: config.device.id,
+      profile: loadProfile(settings.profiles ?? SHIPPED_PROFILES_DIR, config.device.profile),
+      root: settings.measureRoot,
+      key: this.deviceKey,
+      agentVersion: AGENT_VERSION,
+      ...(settings.tpm === undefined ? {} : { tpm: { tcti: settings.tpm, pcr: settings.pcr, stateDir: path.join(config.stateDir, 'tpm') } }),
+      ...(settings.intervalMs === undefined ? {} : { intervalMs: settings.intervalMs }),
+      challenges: { limit: settings.challengesPerMinute, windowMs: 60_000 },
+    });
+    service.on((event) => this.onAttestationEvent(event));
+    this.posture = service.posture; // untrusted until the first measurement
+    // Every bundle that comes into force brings its reference values (or none) and a measurement.
+    const useBundle = () => {
+      const bundle = this.bundles.current;
+      service.setReferences(
+        referencesFor(bundle?.attestation, config.device.profile),
+        bundle === null ? null : { revision: bundle.manifest.revision, digest: bundle.digest },
+      );
+    };
+    this.bundles.on((event) => {
+      if (event.kind === 'loaded' || event.kind === 'activated' || event.kind === 'rolled-back') useBundle();
+    });
+    this.metrics.collect(() => {
+      const facts = service.facts();
+      for (const posture of ['trusted', 'degraded', 'untrusted'] as const) {
+        this.metrics.set('ztedge_attestation_posture', 'Measured posture (1 for the current one)', facts.posture === posture ? 1 : 0, { posture });
+      }
+      this.metrics.set('ztedge_attestation_mismatches', 'Measured files that differ from their references', facts.mismatches.length);
+      this.metrics.set('ztedge_attestation_measured_timestamp_seconds', 'When the files were last measured', Math.floor(facts.measuredAtMs / 1000));
+    });
+    return service;
+  }
+
+  /** Posture follows the measurement; every change is audited with paths and digests. */
+  private onAttestationEvent(event: AttestationEvent): void {
+    if (event.kind === 'problem') {
+      this.logger.warn('attestation problem', { code: event.code, error: event.message.slice(0, 300) });
+      return;
+    }
+    const shown = event.mismatches.slice(0, 64);
+    const body = {
+      event: 'measured',
+      trigger: event.trigger,
+      atMs: event.atMs,
+      from: event.previous,
+      posture: event.posture,
+      composite: event.composite,
+      previousComposite: event.previousComposite,
+      mismatches: shown.map((m) => ({ path: m.path, reason: m.reason, critical: m.critical, expected: [...m.expected], found: m.found })),
+      ...(event.mismatches.length > shown.length ? { moreMismatches: event.mismatches.length - shown.length } : {}),
+      ...(event.error === null ? {} : { error: event.error.code, message: event.error.message.slice(0, 300) }),
+    };
+    this.track(this.audit.append('attestation', encodeCbor(body)), 'attestation audit record failed');
+    if (event.previous !== event.posture) {
+      const log = event.posture === 'trusted' ? this.logger.info : this.logger.warn;
+      log.call(this.logger, `posture ${event.posture}`, { from: event.previous, mismatches: shown.map((m) => `${m.path} (${m.reason})`), ...(event.error === null ? {} : { error: event.error.code }) });
+    }
+    this.setPosture(event.posture);
+  }
+
+  /** attest/challenge: answered on the response topic (MQTT 5) or attest/evidence, never queued. */
+  private onChallenge(message: InboundMessage): void {
+    const nonce = new Uint8Array(message.payload);
+    const topic = message.responseTopic ?? this.topics.attestEvidence;
+    const options = { qos: 1 as const, ...(message.correlationData === undefined ? {} : { correlationData: message.correlationData }) };
+    const answered = this.answerChallenge(nonce).then((answer) => {
+      this.metrics.inc('ztedge_attest_challenges_total', 'Attestation challenges, by result', { code: answer.ok ? 'EVIDENCE' : answer.code });
+      return this.link?.publish(topic, answer.ok ? answer.evidence : encodeRefusal(answer.code, answer.message, nonce), options);
+    });
+    this.track(answered, 'answering an attestation challenge failed');
+  }
+
+  private async answerChallenge(nonce: Uint8Array): Promise<AttestAnswer> {
+    if (this.attestation === null) return { ok: false, code: 'ATTEST_NOT_CONFIGURED', message: 'this device does not attest' };
+    try {
+      return { ok: true, evidence: await this.attestation.evidence(nonce), posture: this.attestation.posture };
+    } catch (err) {
+      if (err instanceof AttestError) return { ok: false, code: err.code, message: err.message };
+      throw err;
+    }
   }
 
   /** Keeps background work visible to stop(); a failure is logged, never unhandled. */

@@ -5,6 +5,8 @@
 //   GET  /healthz     liveness
 //   GET  /readyz      ready when a policy bundle is active
 //   GET  /metrics     Prometheus text
+//   POST /v1/attest   body {"nonce": "<hex, 8-64 bytes>"} → {"evidence": base64 COSE_Sign1 EAT,
+//                     "posture"}; a nonce is answered once, challenges are rate-limited
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { toHex } from '../crypto/bytes.js';
@@ -30,7 +32,16 @@ export interface ApiDeps {
   metrics(): string;
   /** Largest accepted request body (the envelope size cap). */
   maxBodyBytes?: number;
+  /** Evidence for a challenge nonce; absent when the device does not attest. */
+  attest?(nonce: Uint8Array): Promise<AttestAnswer>;
 }
+
+export type AttestAnswer =
+  | { readonly ok: true; readonly evidence: Uint8Array; readonly posture: string }
+  | { readonly ok: false; readonly code: string; readonly message: string };
+
+/** HTTP status of each refusal of a challenge; anything else is 503 (the TPM, not ready). */
+const ATTEST_STATUS: Record<string, 400 | 409 | 429> = { ATTEST_NONCE_INVALID: 400, ATTEST_NONCE_REUSED: 409, ATTEST_RATE_LIMITED: 429 };
 
 const COSE_TYPES = new Set(['application/cose', 'application/cose; cose-type="cose-sign1"', 'application/octet-stream']);
 
@@ -45,6 +56,31 @@ export function createApi(deps: ApiDeps): Hono {
   app.get('/readyz', (c) => (deps.ready() ? c.json({ status: 'ready' }) : c.json({ status: 'not_ready', error: { code: 'NO_ACTIVE_BUNDLE', message: 'no policy bundle is active' } }, 503)));
   app.get('/v1/status', (c) => c.json(deps.status() as object));
   app.get('/metrics', (c) => c.text(deps.metrics(), 200, { 'content-type': 'text/plain; version=0.0.4' }));
+
+  app.post(
+    '/v1/attest',
+    bodyLimit({ maxSize: 1024, onError: (c) => c.json({ error: { code: 'BODY_TOO_LARGE', message: 'body exceeds 1024 bytes' } }, 413) }),
+    async (c) => {
+      if (deps.attest === undefined) return c.json({ error: { code: 'ATTEST_NOT_CONFIGURED', message: 'this device does not attest (no attestation section in its configuration)' } }, 503);
+      if (!(c.req.header('content-type') ?? '').toLowerCase().startsWith('application/json')) {
+        return c.json({ error: { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'send {"nonce": "<hex>"} as application/json' } }, 415);
+      }
+      let body: unknown;
+      try {
+        body = JSON.parse(await c.req.text());
+      } catch {
+        return c.json({ error: { code: 'BODY_MALFORMED', message: 'the body is not JSON' } }, 400);
+      }
+      const keys = typeof body === 'object' && body !== null && !Array.isArray(body) ? Object.keys(body) : null;
+      const nonce = keys !== null && keys.length === 1 && keys[0] === 'nonce' ? (body as { nonce: unknown }).nonce : undefined;
+      if (typeof nonce !== 'string' || !/^([0-9a-fA-F]{2}){1,64}$/.test(nonce)) {
+        return c.json({ error: { code: 'ATTEST_NONCE_INVALID', message: 'the body must be exactly {"nonce": "<hex>"}' } }, 400);
+      }
+      const answer = await deps.attest(new Uint8Array(Buffer.from(nonce, 'hex')));
+      if (!answer.ok) return c.json({ error: { code: answer.code, message: answer.message } }, ATTEST_STATUS[answer.code] ?? 503);
+      return c.json({ evidence: Buffer.from(answer.evidence).toString('base64'), posture: answer.posture });
+    },
+  );
 
   app.post(
     '/v1/decide',

@@ -10,7 +10,8 @@
 //                     principal `Type::"id"` or {type, id}; publicKey PEM text or the path of a
 //                     .pub file (relative to the directory); alg EdDSA|Ed25519|ES256|ESP256
 //                     (default by key type); kid hex (default derived); times ISO 8601
-//   attestation.json  { "<profile>": { files: [{ path, sha256 }], composite } }
+//   attestation.json  { "<profile>": { files: [{ path, sha256 | [sha256...] | symlink }], composite? } }
+//                     profile names as in firmware-profiles/ (`ztedge attest references` writes one)
 //   settings.json     { cacheTtl?, replayWindow?, clockSkew?, audit?: { maxUnsynced?,
 //                     checkpointEvery?, checkpointInterval? } }, durations as "30s", "5m", ...
 //   *.cedarschema     at most one: a Cedar schema (human format) the policies, entities and
@@ -41,6 +42,7 @@ import {
   DEFAULT_SETTINGS,
   type IssuerEntry,
   type PolicyFile,
+  type ReferenceFile,
   SETTINGS_BOUNDS,
   encodeBundlePayload,
 } from './format.js';
@@ -331,14 +333,18 @@ function readAttestation(value: JsonValue | undefined, r: Reporter): Attestation
     const at = `$[${JSON.stringify(profile)}]`;
     const o = r.object(item, at, ['files', 'composite']);
     if (o === undefined) continue;
-    const files = (r.array(o.get('files'), `${at}.files`) ?? []).map((file, i) => {
-      const f = r.object(file, `${at}.files[${i}]`, ['path', 'sha256']);
-      const filePath = r.string(f?.get('path'), `${at}.files[${i}].path`);
-      const sha256 = r.string(f?.get('sha256'), `${at}.files[${i}].sha256`);
-      return { path: filePath ?? '', sha256: sha256?.toLowerCase() ?? '' };
+    const files = (r.array(o.get('files'), `${at}.files`) ?? []).map((file, i): ReferenceFile => {
+      const where = `${at}.files[${i}]`;
+      const f = r.object(file, where, ['path', 'sha256', 'symlink']);
+      const filePath = r.string(f?.get('path'), `${where}.path`) ?? '';
+      if (f?.has('symlink')) return { path: filePath, symlink: r.string(f.get('symlink'), `${where}.symlink`) ?? '' };
+      const digests = f?.get('sha256');
+      // One digest as a string, or the acceptable ones as a list (rolling updates).
+      if (Array.isArray(digests)) return { path: filePath, sha256: (r.strings(digests, `${where}.sha256`) ?? []).map((d) => d.toLowerCase()) };
+      return { path: filePath, sha256: r.string(digests, `${where}.sha256`)?.toLowerCase() ?? '' };
     });
-    const composite = r.string(o.get('composite'), `${at}.composite`);
-    references.push({ profile, files, composite: composite?.toLowerCase() ?? '' });
+    const composite = o.has('composite') ? r.string(o.get('composite'), `${at}.composite`)?.toLowerCase() : undefined;
+    references.push({ profile, files, ...(composite === undefined ? {} : { composite }) });
   }
   return references;
 }

@@ -12,8 +12,11 @@
 //   entities     text                          Cedar entity JSON, kept as text so integers
 //                                              beyond 2^53 survive (CBOR → JS would round them)
 //   issuers      [ { kid, alg, publicKey, principal, notBefore?, notAfter?, roles? } ]
-//   attestation  [ { profile, files: [ { path, sha256 } ], composite } ]  lists, not maps:
-//                the order of files is the order of the composite digest
+//   attestation  [ { profile, files: [ { path, sha256 | symlink } ], composite? } ]
+//                reference values per firmware profile: sha256 is one lowercase hex digest or
+//                a list of acceptable ones (rolling updates), symlink the target a link must
+//                have; composite (only with one digest per file) pins a reference device's
+//                composite measurement too
 //   settings     { cacheTtlMs, replayWindowMs, clockSkewMs,
 //                  audit: { maxUnsynced, checkpointEvery, checkpointIntervalMs } }
 //   tests        [ { name, principal, action, resource, context, decision, reasons?, errors? } ]
@@ -49,6 +52,7 @@ export const BUNDLE_LIMITS = {
   maxScopeEntries: 1024,
   maxProfiles: 256,
   maxFilesPerProfile: 4096,
+  maxDigestsPerFile: 16,
   maxPathLength: 1024,
   maxTests: 10_000,
   maxContextLength: 64 * 1024,
@@ -96,17 +100,22 @@ export interface IssuerEntry {
   readonly roles?: readonly string[];
 }
 
+/** Exactly one of `sha256` and `symlink`. */
 export interface ReferenceFile {
+  /** An absolute device path. */
   readonly path: string;
-  /** Lowercase hex SHA-256. */
-  readonly sha256: string;
+  /** Lowercase hex SHA-256, or the acceptable ones during a rolling update. */
+  readonly sha256?: string | readonly string[];
+  /** The target a symbolic link at `path` must have. */
+  readonly symlink?: string;
 }
 
 export interface AttestationReference {
+  /** A firmware profile name (firmware-profiles/<profile>.json). */
   readonly profile: string;
   readonly files: readonly ReferenceFile[];
-  /** Lowercase hex composite digest over `files` in order. */
-  readonly composite: string;
+  /** Lowercase hex composite measurement of a reference device; requires one digest per file. */
+  readonly composite?: string;
 }
 
 export interface AuditSettings {
@@ -222,8 +231,12 @@ export function encodeBundlePayload(payload: BundlePayload): Uint8Array {
     })),
     attestation: payload.attestation.map((a) => ({
       profile: a.profile,
-      files: a.files.map((f) => ({ path: f.path, sha256: f.sha256 })),
-      composite: a.composite,
+      files: a.files.map((f) => ({
+        path: f.path,
+        ...(f.sha256 === undefined ? {} : { sha256: typeof f.sha256 === 'string' ? f.sha256 : [...f.sha256] }),
+        ...(f.symlink === undefined ? {} : { symlink: f.symlink }),
+      })),
+      ...(a.composite === undefined ? {} : { composite: a.composite }),
     })),
     settings: {
       cacheTtlMs: payload.settings.cacheTtlMs,
@@ -348,13 +361,34 @@ function readIssuer(value: CborValue, at: string): IssuerEntry {
 }
 
 function readAttestation(value: CborValue, at: string): AttestationReference {
-  const a = record(value, at, ['profile', 'files', 'composite']);
-  const files = list(a.get('files'), `${at}.files`, BUNDLE_LIMITS.maxFilesPerProfile, (f, where) => {
-    const file = record(f, where, ['path', 'sha256']);
-    return { path: text(file.get('path'), `${where}.path`, BUNDLE_LIMITS.maxPathLength, 1), sha256: sha256Hex(file.get('sha256'), `${where}.sha256`) };
+  const a = record(value, at, ['profile', 'files'], ['composite']);
+  const files = list(a.get('files'), `${at}.files`, BUNDLE_LIMITS.maxFilesPerProfile, (f, where): ReferenceFile => {
+    const file = record(f, where, ['path'], ['sha256', 'symlink']);
+    const path = devicePath(file.get('path'), `${where}.path`);
+    if (file.has('sha256') === file.has('symlink')) throw malformed(`${where} must have exactly one of sha256 and symlink`);
+    if (file.has('symlink')) return { path, symlink: text(file.get('symlink'), `${where}.symlink`, BUNDLE_LIMITS.maxPathLength, 1) };
+    const digests = file.get('sha256');
+    if (!Array.isArray(digests)) return { path, sha256: sha256Hex(digests, `${where}.sha256`) };
+    const accepted = list(digests, `${where}.sha256`, BUNDLE_LIMITS.maxDigestsPerFile, (d, w) => sha256Hex(d, w));
+    if (accepted.length === 0) throw malformed(`${where}.sha256 must list at least one digest`);
+    unique(accepted, `${where}.sha256`);
+    return { path, sha256: accepted };
   });
   unique(files.map((f) => f.path), `${at}.files[].path`);
-  return { profile: name(a.get('profile'), `${at}.profile`), files, composite: sha256Hex(a.get('composite'), `${at}.composite`) };
+  const composite = optional(a, 'composite', (v) => sha256Hex(v, `${at}.composite`));
+  if (composite !== undefined && files.some((f) => f.symlink === undefined && typeof f.sha256 !== 'string')) {
+    throw malformed(`${at}.composite pins one state, so every file needs exactly one sha256`);
+  }
+  return { profile: name(a.get('profile'), `${at}.profile`), files, ...(composite === undefined ? {} : { composite }) };
+}
+
+/** An absolute, normalized, concrete device path (no glob characters). */
+function devicePath(value: CborValue | undefined, at: string): string {
+  const s = text(value, at, BUNDLE_LIMITS.maxPathLength, 2);
+  if (!s.startsWith('/') || s.endsWith('/') || /\/\/|\/\.\.?(\/|$)|[*?\u0000]/.test(s)) {
+    throw malformed(`${at} ${JSON.stringify(s)} must be an absolute, normalized path without glob characters`);
+  }
+  return s;
 }
 
 function readSettings(value: CborValue | undefined): BundleSettings {

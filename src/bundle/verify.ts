@@ -12,6 +12,7 @@
 //   4. content type and payload shape             BUNDLE_MALFORMED / _TRUNCATED
 //   5. manifest against the device                BUNDLE_ROLLBACK / _EXPIRED / _NOT_YET_VALID /
 //                                                 _SCOPE / _AGENT_VERSION
+//      attestation references for this profile    BUNDLE_ATTESTATION_PROFILE
 //   6. issuers, entities, policies, tests         BUNDLE_ISSUERS_INVALID / _ENTITIES_INVALID /
 //                                                 _POLICY_INVALID / _TEST_FAILED
 import type { CoseAlgorithm } from '../crypto/algorithms.js';
@@ -131,6 +132,7 @@ export function verifyBundle(bytes: Uint8Array, options: VerifyOptions): Verifie
   const { manifest } = payload;
   try {
     const expired = checkManifest(manifest, options);
+    checkAttestationProfiles(payload.attestation, options.profile);
     const issuers = compileIssuers(payload.issuers);
     const entities = compileEntities(payload.entities);
     const policies = compilePolicies(payload.policies);
@@ -256,6 +258,19 @@ function checkManifest(manifest: BundleManifest, options: VerifyOptions): boolea
     throw new BundleError('BUNDLE_AGENT_VERSION', `bundle needs agent ${manifest.minAgentVersion} or later; this is ${options.agentVersion}`);
   }
   return expired;
+}
+
+/**
+ * Reference values that name no profile of this device are a bundle built for another device
+ * class (or a misspelt profile): enforcing its policies with posture judged against nothing
+ * would be wrong, so it is refused. A bundle without references is fine (posture: degraded).
+ */
+function checkAttestationProfiles(references: readonly AttestationReference[], profile: string | undefined): void {
+  if (references.length === 0 || references.some((r) => r.profile === profile)) return;
+  throw new BundleError(
+    'BUNDLE_ATTESTATION_PROFILE',
+    `attestation references name the firmware profile${references.length === 1 ? '' : 's'} ${references.map((r) => r.profile).join(', ')}; this device's profile is ${profile ?? 'not configured'}`,
+  );
 }
 
 function checkScope(what: string, allowed: readonly string[], mine: string | undefined): void {

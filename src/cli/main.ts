@@ -7,6 +7,7 @@ export const VERSION = AGENT_VERSION;
 /** Command groups by name. Each group lives in its own module under src/cli/. */
 const COMMANDS: Record<string, () => Promise<CommandGroup>> = {
   approve: async () => (await import('./approve.js')).approveCommand,
+  attest: async () => (await import('./attest.js')).attestCommand,
   audit: async () => (await import('./audit.js')).auditCommand,
   bundle: async () => (await import('./bundle.js')).bundleCommand,
   cmd: async () => (await import('./cmd.js')).cmdCommand,

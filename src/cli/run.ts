@@ -76,6 +76,9 @@ function resolvePaths(config: AgentConfig, base: string): AgentConfig {
     broker: { ...config.broker, passwordFile: maybe(config.broker.passwordFile), ca: maybe(config.broker.ca), cert: maybe(config.broker.cert), key: maybe(config.broker.key) },
     http: { ...config.http, adminTokenFile: maybe(config.http.adminTokenFile) },
     bundleFile: maybe(config.bundleFile),
+    ...(config.attestation === undefined
+      ? {}
+      : { attestation: { ...config.attestation, measureRoot: at(config.attestation.measureRoot), profiles: maybe(config.attestation.profiles) } }),
   };
 }
 

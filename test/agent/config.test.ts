@@ -96,3 +96,20 @@ limits: { clockSkew: "forever" }
     expect(parseDurationMs('10')).toBeUndefined();
   });
 });
+
+describe('agent config: attestation', () => {
+  it('reads the section with defaults; environment options set it too', () => {
+    expect(loadConfig(minimal, {}).attestation).toBeUndefined();
+    const c = loadConfig(`${minimal}attestation: { measureRoot: /srv/root, tpm: "swtpm:host=127.0.0.1,port=2321", interval: 30s }\n`, {});
+    expect(c.attestation).toEqual({ measureRoot: '/srv/root', tpm: 'swtpm:host=127.0.0.1,port=2321', pcr: 23, intervalMs: 30_000, challengesPerMinute: 10 });
+    expect(loadConfig(minimal, { ZTEDGE_ATTESTATION_TPM: 'device:/dev/tpmrm0', ZTEDGE_ATTESTATION_PCR: '16' }).attestation).toMatchObject({ tpm: 'device:/dev/tpmrm0', pcr: 16, measureRoot: '/' });
+  });
+
+  it('refuses unknown keys, a bad TCTI or PCR, and a configured posture beside measured attestation', () => {
+    expect(problemsOf(`${minimal}attestation: { measureroot: /x }\n`)).toEqual(['attestation.measureroot: unknown option']);
+    expect(problemsOf(`${minimal}attestation: { tpm: "tabrmd; rm -rf /" }\n`)[0]).toMatch(/^attestation\.tpm: must match/);
+    expect(problemsOf(`${minimal}attestation: { pcr: 7 }\n`)[0]).toMatch(/^attestation\.pcr: must be an integer from 16 to 23/);
+    expect(problemsOf(`${minimal}attestation: { pcr: 20 }\n`)).toEqual(['attestation.pcr: must be 16 or 23 (the PCRs an application may reset)']);
+    expect(problemsOf(`${minimal}posture: trusted\nattestation: {}\n`)).toEqual(['posture: is measured when attestation is configured; remove posture']);
+  });
+});

@@ -59,7 +59,7 @@ describe('ztedge bundle', () => {
     const out = path.join(work, 'robot-cell.bundle');
     const built = await ztedge('bundle', 'build', path.join(EXAMPLES, 'robot-cell'), '--revision', '3', '--expires', '7d', '--site', 'site-1', '--out', out);
     expect(built.code, built.stderr).toBe(0);
-    expect(built.stdout).toMatch(/^built robot-cell revision 3: 17 policies, 39 tests passed, validated against schema\.cedarschema, \d+ bytes/);
+    expect(built.stdout).toMatch(/^built robot-cell revision 3: 18 policies, 43 tests passed, validated against schema\.cedarschema, \d+ bytes/);
     expect(built.stderr).toBe('');
 
     const unsigned = await ztedge('bundle', 'verify', out, ...rootFlags, '--threshold', '2');
@@ -76,7 +76,7 @@ describe('ztedge bundle', () => {
     expect(again.stderr).toMatch(/^BUNDLE_ALREADY_SIGNED: /);
 
     expect((await ztedge('bundle', 'sign', out, '--key', roots.keys[1].privatePath, '--alg', 'ESP256')).stdout).toMatch(/2 signatures →/);
-    const ok = await ztedge('bundle', 'verify', out, ...rootFlags, '--threshold', '2', '--site', 'site-1');
+    const ok = await ztedge('bundle', 'verify', out, ...rootFlags, '--threshold', '2', '--site', 'site-1', '--profile', 'robot-arm');
     expect(ok.code, ok.stderr).toBe(0);
     const printed = JSON.parse(ok.stdout);
     expect(printed).toMatchObject({ id: 'robot-cell', revision: 3, scope: { sites: ['site-1'], devices: [], profiles: [] } });
@@ -85,8 +85,11 @@ describe('ztedge bundle', () => {
 
   it('verify exits 1 with the refusal code for scope, rollback and threshold', async () => {
     const file = await buildSigned('plc-gateway', 4, '--device', 'gw-1');
-    const verify = (...flags: string[]) => ztedge('bundle', 'verify', file, ...rootFlags, ...flags);
+    const verify = (...flags: string[]) => ztedge('bundle', 'verify', file, ...rootFlags, '--profile', 'plc-gateway', ...flags);
     expect((await verify('--threshold', '2', '--device', 'gw-1')).code).toBe(0);
+    // Its reference values are for plc-gateway devices only.
+    const otherClass = await ztedge('bundle', 'verify', file, ...rootFlags, '--threshold', '2', '--device', 'gw-1', '--profile', 'robot-arm');
+    expect(otherClass.stderr).toMatch(/^BUNDLE_ATTESTATION_PROFILE: .*plc-gateway.*robot-arm/);
     expect((await verify('--threshold', '2', '--device', 'gw-2')).stderr).toMatch(/^BUNDLE_SCOPE: /);
     expect((await verify('--threshold', '2')).stderr).toMatch(/^BUNDLE_SCOPE: .*not configured/);
     expect((await verify('--threshold', '2', '--device', 'gw-1', '--after-revision', '4')).stderr).toMatch(/^BUNDLE_ROLLBACK: /);
@@ -105,7 +108,7 @@ describe('ztedge bundle', () => {
       { kid: Buffer.from(roots.keys[0].key.publicKey.kid).toString('hex'), alg: 'EdDSA' },
       { kid: Buffer.from(roots.keys[1].key.publicKey.kid).toString('hex'), alg: 'ES256' },
     ]);
-    expect(report.policies).toHaveLength(17);
+    expect(report.policies).toHaveLength(18);
     expect(report.policies[0]).toMatchObject({ id: 'estop-anyone', effect: 'permit', file: '00-safety.cedar', line: 7, annotations: { safety: 'true' } });
     expect(report.issuers.map((i: { principal: string }) => i.principal)).toEqual([
       'Operator::"olga"',
@@ -113,7 +116,7 @@ describe('ztedge bundle', () => {
       'Agent::"planner-7"',
       'Agent::"vision-2"',
     ]);
-    expect(report.tests).toBe(39);
+    expect(report.tests).toBe(43);
     expect(result.stderr).toMatch(/not verified/);
   });
 
@@ -186,11 +189,11 @@ describe('ztedge bundle', () => {
 
   it('rolls a state directory back to last-known-good, with flags or the agent config', async () => {
     const stateDir = path.join(work, 'state');
-    const manager = new BundleManager({ store: new BundleStore(stateDir), trust: trustOf(roots, { profile: undefined }), clock: { now: () => Date.now() } });
+    const manager = new BundleManager({ store: new BundleStore(stateDir), trust: trustOf(roots, { profile: 'robot-arm' }), clock: { now: () => Date.now() } });
     manager.start();
     for (const revision of [10, 11, 12]) manager.activate(fs.readFileSync(await buildSigned('robot-cell', revision)));
 
-    const byFlags = await ztedge('bundle', 'rollback', '--state-dir', stateDir, ...rootFlags, '--threshold', '2');
+    const byFlags = await ztedge('bundle', 'rollback', '--state-dir', stateDir, ...rootFlags, '--threshold', '2', '--profile', 'robot-arm');
     expect(byFlags.code, byFlags.stderr).toBe(0);
     expect(byFlags.stdout).toMatch(/^rolled back from revision 12 to revision 11 /);
     expect(new BundleStore(stateDir).open().status).toMatchObject({ active: { revision: 11 }, lkg: null, floor: 12 });
@@ -199,13 +202,13 @@ describe('ztedge bundle', () => {
     fs.writeFileSync(
       config,
       [
-        'device: { id: dev-1, site: site-1, profile: robot }',
+        'device: { id: dev-1, site: site-1, profile: robot-arm }',
         `stateDir: ${work}`,
         'deviceKey: device.key',
         'roots: { keys: [root-a.pub, root-b.pub, root-c.pub], threshold: 2 }',
       ].join('\n'),
     );
-    const restarted = new BundleManager({ store: new BundleStore(stateDir), trust: trustOf(roots, { profile: undefined }), clock: { now: () => Date.now() } });
+    const restarted = new BundleManager({ store: new BundleStore(stateDir), trust: trustOf(roots, { profile: 'robot-arm' }), clock: { now: () => Date.now() } });
     restarted.start();
     restarted.activate(fs.readFileSync(await buildSigned('robot-cell', 13)));
     const byConfig = await ztedge('bundle', 'rollback', '--state-dir', stateDir, '--config', config);

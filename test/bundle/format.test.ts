@@ -39,6 +39,11 @@ function edited(edit: (top: CborMap) => void): Uint8Array {
   return encodeCbor(top);
 }
 
+/** Plain objects as the decoder returns them: CBOR maps. */
+function encodeAndDecode(value: unknown): CborValue {
+  return decodeCbor(encodeCbor(value as CborValue), { maxBytes: 1 << 20, maxDepth: 8 });
+}
+
 function at(map: CborMap, key: string): CborMap {
   return map.get(key) as CborMap;
 }
@@ -101,6 +106,22 @@ describe('bundle payload', () => {
     const test = (key: string, value: CborValue) => refused(edited((top) => ((top.get('tests') as CborMap[])[0]!).set(key, value)));
     expect(test('decision', 'maybe').message).toMatch(/"allow" or "deny"/);
     expect(test('name', 'alice writes').message).toMatch(/tests\[\]\.name lists "alice writes" twice/);
+  });
+
+  it('reads reference values: a set of digests per path, symlink targets, an optional composite', () => {
+    const references = (attestation: BundlePayload['attestation']) => decodeBundlePayload(encodeBundlePayload({ ...payload, attestation })).attestation;
+    const rolling = [{ profile: 'robot', files: [{ path: '/bin/z', sha256: ['ab'.repeat(32), 'cd'.repeat(32)] }, { path: '/etc/l', symlink: '/opt/x' }] }];
+    expect(references(rolling)).toEqual(rolling);
+    const refuse = (attestation: unknown) => refused(edited((top) => top.set('attestation', encodeAndDecode(attestation))));
+    const entry = (file: Record<string, unknown>, extra: Record<string, unknown> = {}) => [{ profile: 'robot', files: [file], ...extra }];
+    expect(refuse(entry({ path: '/bin/z', sha256: ['ab'.repeat(32), 'cd'.repeat(32)] }, { composite: 'ef'.repeat(32) })).message).toMatch(/composite pins one state/);
+    expect(refuse(entry({ path: '/bin/z', sha256: [] })).message).toMatch(/at least one digest/);
+    expect(refuse(entry({ path: '/bin/z', sha256: ['ab'.repeat(32), 'ab'.repeat(32)] })).message).toMatch(/twice/);
+    expect(refuse(entry({ path: '/bin/z', sha256: 'ab'.repeat(32), symlink: '/x' })).message).toMatch(/exactly one of sha256 and symlink/);
+    expect(refuse(entry({ path: '/bin/z' })).message).toMatch(/exactly one of sha256 and symlink/);
+    for (const bad of ['etc/a', '/etc/../a', '/etc//a', '/etc/', '/etc/*.conf']) {
+      expect(refuse(entry({ path: bad, sha256: 'ab'.repeat(32) })).message).toMatch(/absolute, normalized path without glob/);
+    }
   });
 
   it('refuses floats anywhere', () => {

@@ -13,6 +13,7 @@ import { EntityUid } from '../../src/policy/index.js';
 import fs from 'node:fs';
 import {
   NOW_MS,
+  SOURCE,
   NOW_S,
   DAY_S,
   type Roots,
@@ -159,6 +160,21 @@ describe('verifyBundle refuses', () => {
     expectCode(scope({ sites: ['site-1'] }), 'BUNDLE_SCOPE', { site: undefined });
     const mine = scope({ devices: ['dev-0', 'dev-1'], sites: ['site-1'], profiles: ['robot'] });
     expect(verifyBundle(mine, options).manifest.scope.devices).toEqual(['dev-0', 'dev-1']);
+  });
+
+  it('a bundle whose attestation references name no profile of this device', () => {
+    const withReferences = (...profiles: string[]) =>
+      signWith(
+        buildPayload({}, { ...SOURCE, attestation: profiles.map((profile) => ({ profile, files: [{ path: '/etc/a', sha256: 'ab'.repeat(32) }] })) }),
+        roots.keys[0].key,
+        roots.keys[1].key,
+      );
+    expect(expectCode(withReferences('robot-controller'), 'BUNDLE_ATTESTATION_PROFILE').message).toMatch(/robot-controller; this device's profile is robot/);
+    expectCode(withReferences('robot'), 'BUNDLE_ATTESTATION_PROFILE', { profile: undefined });
+    // References for several device classes are fine as long as one is this device's.
+    expect(verifyBundle(withReferences('plc', 'robot'), options).attestation.map((a) => a.profile)).toEqual(['plc', 'robot']);
+    // No references at all: accepted (posture stays degraded until a bundle brings some).
+    expect(verifyBundle(signedBundle(roots), options).attestation).toEqual([]);
   });
 
   it('a bundle for a newer agent', () => {
