@@ -3,7 +3,8 @@
 //                    run by plain Node: package.json's `bin`, needing only production dependencies
 //   dist/ztedge      a Node single executable application: Node itself, that file as its main
 //                    script and better-sqlite3's addon as an asset (nothing else to install)
-// `--js-only` stops after dist/ztedge.cjs. The executable carries the Node that runs this script.
+// `--js-only` stops after dist/ztedge.cjs; `--out-dir DIR` writes to DIR instead of dist/ (tests).
+// The executable carries the Node that runs this script.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -16,9 +17,6 @@ import { AGENT_VERSION } from '../src/agent/runtime.js';
 import { VERSION } from '../src/cli/main.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const DIST = path.join(ROOT, 'dist');
-const SCRIPT = path.join(DIST, 'ztedge.cjs');
-const EXECUTABLE = path.join(DIST, 'ztedge');
 /** The asset name src/cli/entry.ts reads the addon from. */
 const SQLITE_ADDON_ASSET = 'better_sqlite3.node';
 /** The fuse Node's single-executable support looks for (Node's documentation). */
@@ -34,7 +32,14 @@ const LEFT_OUT: Record<string, string> = {
   'supports-color': 'terminal colours for debug, which the agent never enables',
 };
 
-const { values: options } = parseArgs({ options: { 'js-only': { type: 'boolean', default: false } }, strict: true, allowPositionals: false });
+const { values: options } = parseArgs({
+  options: { 'js-only': { type: 'boolean', default: false }, 'out-dir': { type: 'string' } },
+  strict: true,
+  allowPositionals: false,
+});
+const DIST = path.resolve(options['out-dir'] ?? path.join(ROOT, 'dist'));
+const SCRIPT = path.join(DIST, 'ztedge.cjs');
+const EXECUTABLE = path.join(DIST, 'ztedge');
 const require = createRequire(import.meta.url);
 const started = performance.now();
 
