@@ -6,18 +6,15 @@
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { getRawAsset, isSea } from 'node:sea';
-import { setDefaultNativeBinding } from '../agent/state-db.js';
 import { adoptRelaunch, boundedNodeOptions, relaunch } from './heap.js';
-import { main } from './main.js';
-import { type EmbeddedAddon, addonBase, loadEmbeddedAddon, preferredStateDirForAddons } from './native-addon.js';
-import { setProgram } from './program.js';
+import type { EmbeddedAddon } from './native-addon.js';
 
 /** SHA-256 of better-sqlite3's addon, put in by the build. */
 declare const ZTEDGE_SQLITE_ADDON_SHA256: string;
 /** The SEA asset name the build stores the addon under. */
 const SQLITE_ADDON_ASSET = 'better_sqlite3.node';
 
-function start(): void {
+async function start(): Promise<void> {
   const inExecutable = isSea();
   const args = process.argv.slice(2);
   const relaunchedWith = adoptRelaunch();
@@ -27,6 +24,13 @@ function start(): void {
     relaunch(nodeOptions, { execPath: process.execPath, args: [...script, ...args] });
     return;
   }
+  // Loaded only here, so that a launcher evaluates none of the program it relaunches.
+  const [{ setDefaultNativeBinding }, { main }, { addonBase, loadEmbeddedAddon, preferredStateDirForAddons }, { setProgram }] = await Promise.all([
+    import('../agent/state-db.js'),
+    import('./main.js'),
+    import('./native-addon.js'),
+    import('./program.js'),
+  ]);
 
   let addon: object | undefined;
   if (inExecutable) {
@@ -51,17 +55,12 @@ function start(): void {
     nodeOptions: relaunchedWith ?? [...process.execArgv, process.env.NODE_OPTIONS ?? ''].join(' ').trim(),
   });
 
-  main(args).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err: unknown) => {
-      const code = (err as { code?: unknown } | null)?.code;
-      const label = typeof code === 'string' && /^[A-Z][A-Z0-9_]*$/.test(code) ? code : 'ERROR';
-      process.stderr.write(`ztedge: ${label}: ${(err as Error)?.message ?? String(err)}\n`);
-      process.exitCode = 1;
-    },
-  );
+  process.exitCode = await main(args);
 }
 
-start();
+start().catch((err: unknown) => {
+  const code = (err as { code?: unknown } | null)?.code;
+  const label = typeof code === 'string' && /^[A-Z][A-Z0-9_]*$/.test(code) ? code : 'ERROR';
+  process.stderr.write(`ztedge: ${label}: ${(err as Error)?.message ?? String(err)}\n`);
+  process.exitCode = 1;
+});
