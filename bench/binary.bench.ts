@@ -83,7 +83,7 @@ async function main(): Promise<void> {
   for (const variant of VARIANTS) {
     const t = times.get(variant.name)!;
     const m = memory.get(variant.name)!;
-    const rss = m.launcherKiB > 0 ? `, PSS ${mib(m.agentKiB)} MiB agent + ${mib(m.launcherKiB)} MiB launcher` : `, PSS ${mib(m.agentKiB)} MiB`;
+    const rss = `, agent RSS ${mib(m.agentKiB)} MiB${m.launcherKiB > 0 ? ` + launcher ${mib(m.launcherKiB)} MiB private` : ''}`;
     console.log(
       `  ${variant.name.padEnd(22)} first ${String(Math.round(median(t.first))).padStart(4)} ms (${range(t.first)})   restart ${String(Math.round(median(t.restart))).padStart(4)} ms (${range(t.restart)})${rss}`,
     );
@@ -124,14 +124,16 @@ async function stop(child: ChildProcess): Promise<void> {
 }
 
 /**
- * Proportional resident memory (PSS, KiB: pages shared by the two processes count half to each)
- * of the process and, when it relaunched itself, of its launcher.
+ * Resident memory (KiB) of the agent and, when it relaunched itself, the launcher's private memory
+ * (what the launcher adds: the pages of the binary it maps are shared with the agent).
  */
 function residentKiB(pid: number): { launcherKiB: number; agentKiB: number } {
   const children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
-  const pss = (p: number) => Number(/^Pss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'))![1]);
-  if (children === '') return { launcherKiB: 0, agentKiB: pss(pid) };
-  return { launcherKiB: pss(pid), agentKiB: pss(Number(children.split(/\s+/)[0])) };
+  const rollup = (p: number) => fs.readFileSync(`/proc/${p}/smaps_rollup`, 'utf8');
+  const rss = (p: number) => Number(/^Rss:\s+(\d+) kB/m.exec(rollup(p))![1]);
+  const own = (p: number) => [...rollup(p).matchAll(/^Private_(?:Clean|Dirty):\s+(\d+) kB/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+  if (children === '') return { launcherKiB: 0, agentKiB: rss(pid) };
+  return { launcherKiB: own(pid), agentKiB: rss(Number(children.split(/\s+/)[0])) };
 }
 
 function freePort(): Promise<number> {
