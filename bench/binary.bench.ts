@@ -104,6 +104,7 @@ async function main(): Promise<void> {
   const direct = median(times.get('binary, no relaunch')!.restart);
   const cpu = (name: string) => median(times.get(name)!.cpu);
   console.log(`binary / node (restart): ${(binary / node).toFixed(2)}× wall, ${(cpu('binary') / cpu('node dist/ztedge.cjs')).toFixed(2)}× CPU; the relaunch costs ${Math.round(binary - direct)} ms, ${Math.round(cpu('binary') - cpu('binary, no relaunch'))} ms CPU`);
+  console.log(`binary ready in ${(binary / median(bareNode)).toFixed(1)}× Node's own start (node -e 0), node dist/ztedge.cjs in ${(node / median(bareNode)).toFixed(1)}×`);
   console.log(`load average during the run: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} on ${os.availableParallelism()} cores`);
   console.log(`binary size: ${mb(size)} MB`);
   console.log(`ready: ${Math.round(binary)} ms`);
