@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Development entry for `npx ztedge`: runs the TypeScript sources through tsx.
-// (No single-executable build exists yet: package.json has no build script until it does.)
+// Development entry (`npm run ztedge -- ...`): runs the TypeScript sources through tsx. The built
+// program is dist/ztedge.cjs (package.json's bin) and dist/ztedge: `npm run build`.
 import { register } from 'tsx/esm/api';
 
 register();

@@ -51,7 +51,12 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
     return name === undefined ? 2 : 0;
   }
   if (name === '--version' || name === 'version') {
-    io.stdout(VERSION);
+    if (rest.length === 0) io.stdout(VERSION);
+    else if (rest.length === 1 && rest[0] === '--verbose') io.stdout(await (await import('./program.js')).versionReport(VERSION));
+    else {
+      io.stderr(`ztedge --version: unexpected argument '${rest[0]}' (only --verbose is accepted)`);
+      return 2;
+    }
     return 0;
   }
   const load = COMMANDS[name];

@@ -6,6 +6,7 @@ import { type AgentConfig, ConfigError, loadConfig } from '../agent/config.js';
 import { Agent, jsonLogger } from '../agent/runtime.js';
 import { CryptoError } from '../crypto/errors.js';
 import { type CliIo, type CommandGroup, UsageError, flag, parseArgs } from './command.js';
+import { preferStateDirForAddons } from './native-addon.js';
 
 const USAGE = `Usage: ztedge run [--config FILE]
 
@@ -25,6 +26,8 @@ export const runCommand: CommandGroup = {
     let agent: Agent;
     try {
       const config = readAgentConfig(flag(parsed, 'config') ?? process.env.ZTEDGE_CONFIG, process.env);
+      // The single executable writes its SQLite addon under the agent's own state directory.
+      preferStateDirForAddons(config.stateDir);
       agent = new Agent({ config, logger: jsonLogger(io.stdout) });
     } catch (err) {
       io.stderr(`${codeOf(err)}: ${(err as Error).message}`);

@@ -37,6 +37,22 @@ export interface StateDbOptions {
   nativeBinding?: string | object;
 }
 
+/**
+ * Where openStateDb gets the addon when its caller passes none. The built program registers one
+ * (the single executable's embedded, digest-checked addon); unset, better-sqlite3 finds its own.
+ */
+let defaultNativeBinding: (() => object) | undefined;
+
+/** Registers (or clears) the process-wide addon source for databases opened without `nativeBinding`. */
+export function setDefaultNativeBinding(source: (() => object) | undefined): void {
+  defaultNativeBinding = source;
+}
+
+/** The registered addon, loading it on first use; undefined when none is registered. */
+export function resolveDefaultNativeBinding(): object | undefined {
+  return defaultNativeBinding?.();
+}
+
 const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 const SQLITE_SYNCHRONOUS_FULL = 2;
 const MODULE_NAME = /^[a-z][a-z0-9_]{0,63}$/;
@@ -52,6 +68,8 @@ export function openStateDb(dbPath: string, opts: StateDbOptions = {}): SqliteDa
   if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
     throw new StateDbError('STATE_DB_BAD_VALUE', `busyTimeoutMs must be a non-negative integer, got ${busyTimeoutMs}`);
   }
+  // Outside the try below: a refused addon keeps its own error code rather than becoming an open failure.
+  const nativeBinding = opts.nativeBinding ?? resolveDefaultNativeBinding();
   if (dbPath !== MEMORY) prepareFile(dbPath);
 
   let db: SqliteDatabase;
@@ -59,7 +77,7 @@ export function openStateDb(dbPath: string, opts: StateDbOptions = {}): SqliteDa
     db = new Database(dbPath, {
       timeout: busyTimeoutMs,
       // The typings say string; the runtime also takes a loaded addon object.
-      ...(opts.nativeBinding === undefined ? {} : { nativeBinding: opts.nativeBinding as string }),
+      ...(nativeBinding === undefined ? {} : { nativeBinding: nativeBinding as string }),
     });
   } catch (err) {
     throw toStateDbError(err, dbPath);

@@ -1,0 +1,188 @@
+// bench:binary — the single executable against the same agent under Node, in the same run.
+// Builds dist/ (npm run build), then times `ztedge run` from spawn to GET /readyz answering 200
+// (a signed bundle active), on a private broker, in rounds that alternate which goes first:
+//   binary       dist/ztedge, as shipped (it relaunches itself once with its heap bounds)
+//   binary, no relaunch   dist/ztedge with both bounds already in NODE_OPTIONS
+//   node         node dist/ztedge.cjs (the built JavaScript, same bounds through NODE_OPTIONS)
+// "first" starts on an empty state directory (database created, bundle activated, the binary's
+// SQLite addon written out); "restart" starts again on that state, as after a reboot. Beside the
+// wall-clock times, the CPU time the processes used until ready (launcher included), which a busy
+// machine inflates less, and Node's own start (`node -e 0`) as this machine's yardstick.
+//   npm run bench:binary -- --rounds 7 [--no-build: measure the dist/ already built]
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { startBroker } from '../test/support/broker.js';
+import { HEAP_DEFAULTS } from '../src/cli/heap.js';
+import { REPO_ROOT, cpuSeconds, makeBenchSite } from './pipeline-load.js';
+
+const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, 'no-build': { type: 'boolean', default: false } }, strict: true });
+const rounds = Number(values.rounds);
+if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a positive integer, got ${values.rounds}`);
+
+const DIST = path.join(REPO_ROOT, 'dist');
+const BINARY = path.join(DIST, 'ztedge');
+const SCRIPT = path.join(DIST, 'ztedge.cjs');
+
+interface Variant {
+  name: string;
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+}
+
+const bounds = HEAP_DEFAULTS.join(' ');
+const baseEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ZTEDGE_') && k !== 'NODE_OPTIONS')) as Record<string, string>;
+const VARIANTS: Variant[] = [
+  { name: 'binary', command: BINARY, args: [], env: baseEnv },
+  { name: 'binary, no relaunch', command: BINARY, args: [], env: { ...baseEnv, NODE_OPTIONS: bounds } },
+  { name: 'node dist/ztedge.cjs', command: process.execPath, args: [SCRIPT], env: { ...baseEnv, NODE_OPTIONS: bounds } },
+];
+
+async function main(): Promise<void> {
+  if (values['no-build']) {
+    console.log(`measuring the dist/ built ${Math.round((Date.now() - fs.statSync(BINARY).mtimeMs) / 60_000)} min ago`);
+  } else {
+    console.log('building dist/ (npm run build)…');
+    const buildStart = performance.now();
+    execFileSync(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'scripts/build.ts')], { cwd: REPO_ROOT, stdio: 'inherit' });
+    console.log(`build: ${((performance.now() - buildStart) / 1000).toFixed(1)} s`);
+  }
+  const size = fs.statSync(BINARY).size;
+  const scriptSize = fs.statSync(SCRIPT).size;
+  const nodeSize = fs.statSync(process.execPath).size;
+
+  const broker = await startBroker();
+  const site = makeBenchSite(broker.url, 1);
+  const config = JSON.parse(fs.readFileSync(site.configFile, 'utf8')) as Record<string, unknown>;
+  const times = new Map<string, { first: number[]; restart: number[]; cpu: number[] }>(VARIANTS.map((v) => [v.name, { first: [], restart: [], cpu: [] }]));
+  const memory = new Map<string, { launcherKiB: number; agentKiB: number }>();
+  const bareNode: number[] = [];
+  try {
+    for (let round = 0; round < rounds; round++) {
+      // Alternate the order so that neither always runs on a warmer machine.
+      const order = round % 2 === 0 ? VARIANTS : [...VARIANTS].reverse();
+      bareNode.push(await timeExit(process.execPath, ['-e', '0']));
+      for (const variant of order) {
+        const stateDir = path.join(site.dir, `state-${round}-${variant.name.replace(/\W+/g, '-')}`);
+        const file = path.join(site.dir, `agent-${round}.json`);
+        const port = await freePort();
+        fs.writeFileSync(file, JSON.stringify({ ...config, stateDir, http: { port }, broker: { ...(config.broker as object), clientId: `bench-binary-${round}` } }));
+        const first = await startToReady(variant, file, port);
+        await stop(first.child);
+        const restart = await startToReady(variant, file, port);
+        if (round === 0) memory.set(variant.name, residentKiB(restart.child.pid!));
+        await stop(restart.child);
+        times.get(variant.name)!.first.push(first.ms);
+        times.get(variant.name)!.restart.push(restart.ms);
+        times.get(variant.name)!.cpu.push(restart.cpuMs);
+      }
+    }
+  } finally {
+    site.remove();
+    await broker.stop();
+  }
+
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const range = (xs: number[]) => `${Math.round(Math.min(...xs))}–${Math.round(Math.max(...xs))}`;
+  console.log(`\nbinary: ${mb(size)} MB (${(size / 2 ** 20).toFixed(1)} MiB); Node's own binary ${mb(nodeSize)} MB, unstripped; the bundled JavaScript ${mb(scriptSize)} MB`);
+  console.log(`Node's own start on this machine (node -e 0): ${Math.round(median(bareNode))} ms`);
+  console.log(`start to /readyz 200, median of ${rounds} (min–max):`);
+  for (const variant of VARIANTS) {
+    const t = times.get(variant.name)!;
+    const m = memory.get(variant.name)!;
+    const rss = `, agent RSS ${mib(m.agentKiB)} MiB${m.launcherKiB > 0 ? ` + launcher ${mib(m.launcherKiB)} MiB private` : ''}`;
+    console.log(
+      `  ${variant.name.padEnd(22)} first ${String(Math.round(median(t.first))).padStart(4)} ms (${range(t.first)})   restart ${String(Math.round(median(t.restart))).padStart(4)} ms (${range(t.restart)}), CPU ${Math.round(median(t.cpu))} ms${rss}`,
+    );
+  }
+  const binary = median(times.get('binary')!.restart);
+  const node = median(times.get('node dist/ztedge.cjs')!.restart);
+  const direct = median(times.get('binary, no relaunch')!.restart);
+  const cpu = (name: string) => median(times.get(name)!.cpu);
+  console.log(`binary / node (restart): ${(binary / node).toFixed(2)}× wall, ${(cpu('binary') / cpu('node dist/ztedge.cjs')).toFixed(2)}× CPU; the relaunch costs ${Math.round(binary - direct)} ms, ${Math.round(cpu('binary') - cpu('binary, no relaunch'))} ms CPU`);
+  console.log(`binary ready in ${(binary / median(bareNode)).toFixed(1)}× Node's own start (node -e 0), node dist/ztedge.cjs in ${(node / median(bareNode)).toFixed(1)}×`);
+  console.log(`load average during the run: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} on ${os.availableParallelism()} cores`);
+  console.log(`binary size: ${mb(size)} MB`);
+  console.log(`ready: ${Math.round(binary)} ms`);
+}
+
+/** Spawns the agent and polls /readyz until it answers 200; ms from spawn. */
+async function startToReady(variant: Variant, configFile: string, port: number): Promise<{ ms: number; cpuMs: number; child: ChildProcess }> {
+  const started = performance.now();
+  const child = spawn(variant.command, [...variant.args, 'run', '--config', configFile], { cwd: path.dirname(configFile), env: variant.env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${variant.name} exited ${child.exitCode}: ${stderr}`);
+    if (performance.now() - started > 30_000) throw new Error(`${variant.name} not ready within 30 s: ${stderr}`);
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/readyz`);
+      await response.arrayBuffer();
+      if (response.status === 200) {
+        const ms = performance.now() - started;
+        const pids = [child.pid!, ...fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)];
+        return { ms, cpuMs: pids.reduce((sum, pid) => sum + cpuSeconds(pid) * 1000, 0), child };
+      }
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+async function timeExit(command: string, args: string[]): Promise<number> {
+  const started = performance.now();
+  const child = spawn(command, args, { stdio: 'ignore' });
+  await new Promise((resolve) => child.once('exit', resolve));
+  return performance.now() - started;
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+/**
+ * Resident memory (KiB) of the agent and, when it relaunched itself, the launcher's private memory
+ * (what the launcher adds: the pages of the binary it maps are shared with the agent).
+ */
+function residentKiB(pid: number): { launcherKiB: number; agentKiB: number } {
+  const children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+  const rollup = (p: number) => fs.readFileSync(`/proc/${p}/smaps_rollup`, 'utf8');
+  const rss = (p: number) => Number(/^Rss:\s+(\d+) kB/m.exec(rollup(p))![1]);
+  const own = (p: number) => [...rollup(p).matchAll(/^Private_(?:Clean|Dirty):\s+(\d+) kB/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+  if (children === '') return { launcherKiB: 0, agentKiB: rss(pid) };
+  return { launcherKiB: own(pid), agentKiB: rss(Number(children.split(/\s+/)[0])) };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+function mb(bytes: number): string {
+  return (bytes / 1e6).toFixed(1);
+}
+
+function mib(kib: number): string {
+  return (kib / 1024).toFixed(1);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
