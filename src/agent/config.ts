@@ -3,6 +3,7 @@
 // before anything starts.
 import { parse as parseYaml } from 'yaml';
 import { parseDurationMs } from '../duration.js';
+import { ZtedgeError } from '../errors.js';
 
 export type Posture = 'trusted' | 'degraded' | 'untrusted';
 
@@ -48,14 +49,13 @@ export interface ConfigProblem {
   message: string;
 }
 
-export class ConfigError extends Error {
-  readonly code = 'CONFIG_INVALID';
+export class ConfigError extends ZtedgeError<'CONFIG_INVALID'> {
   constructor(readonly problems: ConfigProblem[]) {
     super(
+      'CONFIG_INVALID',
       `invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n` +
         problems.map((p) => `  ${p.option}: ${p.message}`).join('\n'),
     );
-    this.name = 'ConfigError';
   }
 }
 

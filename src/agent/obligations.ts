@@ -6,6 +6,7 @@
 // non-safety permit cannot ride along into fail-closed mode.
 import { parseDurationMs } from '../duration.js';
 import type { RateLimit } from '../store/rate-limiter.js';
+import { ZtedgeError } from '../errors.js';
 
 export type { RateLimit };
 
@@ -25,11 +26,9 @@ export interface ObligationProblem {
   message: string;
 }
 
-export class ObligationError extends Error {
-  readonly code = 'OBLIGATION_INVALID';
+export class ObligationError extends ZtedgeError<'OBLIGATION_INVALID'> {
   constructor(readonly problems: ObligationProblem[]) {
-    super(problems.map((p) => `${p.policyId} @${p.annotation}: ${p.message}`).join('; '));
-    this.name = 'ObligationError';
+    super('OBLIGATION_INVALID', problems.map((p) => `${p.policyId} @${p.annotation}: ${p.message}`).join('; '));
   }
 }
 

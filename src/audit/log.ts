@@ -10,6 +10,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import { GroupCommit } from '../store/group-commit.js';
 import { migrate } from '../store/state-db.js';
 import { type AuditKind, type AuditRecord, type ChainBreak, AUDIT_KINDS, GENESIS_HASH, recordHash, verifyChain } from './chain.js';
+import { ZtedgeError } from '../errors.js';
 
 export interface AuditRef {
   seq: number;
@@ -22,15 +23,9 @@ export interface AuditSink {
   append(kind: AuditKind, body: Uint8Array): Promise<AuditRef>;
 }
 
-export class AuditError extends Error {
-  override name = 'AuditError';
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export type AuditErrorCode = 'AUDIT_BAD_KIND' | 'AUDIT_BODY_TOO_LARGE' | 'AUDIT_WRITE_FAILED';
+
+export class AuditError extends ZtedgeError<AuditErrorCode> {}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS audit (
