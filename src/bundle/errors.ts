@@ -65,6 +65,10 @@ export class BundleError extends ZtedgeError<BundleErrorCode> {
     this.failedTests = details.failedTests ?? [];
   }
 
+  override details(): readonly string[] {
+    return this.problems.map((problem) => problem.message);
+  }
+
   /** The same refusal, known to concern `revision`. */
   withRevision(revision: number): BundleError {
     if (this.revision !== undefined) return this;

@@ -1,103 +1,148 @@
 // `ztedge bundle`: build, sign, verify, inspect, roll back and push signed policy bundles.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ConfigError, loadConfig } from '../agent/config.js';
+import { loadConfig } from '../agent/config.js';
 import { parseDurationMs } from '../duration.js';
 import { BundleManager } from '../bundle/activation.js';
 import { buildBundle, isoToSeconds, readBundleSource } from '../bundle/build.js';
-import { BundleError } from '../bundle/errors.js';
 import { readBundleFile } from '../bundle/file-source.js';
 import { type BundleManifest, DEFAULT_BUNDLE_MAX_BYTES } from '../bundle/format.js';
 import { readUnverifiedBundle, signBundle } from '../bundle/sign.js';
-import { BundleStore, BundleStoreError } from '../bundle/store.js';
+import { BundleStore } from '../bundle/store.js';
 import { type RootKey, type TrustOptions, verifyBundle } from '../bundle/verify.js';
 import { COSE_ALG, type CoseAlgorithm, algorithmInfo } from '../crypto/algorithms.js';
 import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
-import { CryptoError } from '../crypto/errors.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
 import { type PublicKey, publicKeyFromPem } from '../crypto/keys.js';
 import { PolicyParseError, formatDiagnostic, parsePolicies } from '../policy/index.js';
-import { TransportError } from '../transport/errors.js';
-import { BROKER_USAGE, brokerTarget, openLink, publishWithin } from './broker-client.js';
-import { type CliIo, type CommandGroup, type ParsedArgs, UsageError, flag, flagList, parseArgs, requireFlag } from './command.js';
+import { BROKER_OPTIONS, BROKER_USAGE, brokerTarget, openLink, publishWithin } from './broker-client.js';
+import { type CliIo, type OptionSpecs, type ParsedArgs, UsageError, defineGroup, flag, flagList, requireFlag } from './command.js';
 import { AGENT_VERSION as VERSION } from '../version.js';
 import { durationFlag } from './command-args.js';
 
-const USAGE = `Usage: ztedge bundle <command> [options]
+const BUILD_USAGE = `Usage: ztedge bundle build DIR --revision N --out FILE [--expires DURATION] [--not-before TIME]
+                           [--id ID] [--site S]... [--device D]... [--profile P]...
+                           [--min-agent-version V]
 
-Commands:
-  build DIR --revision N --out FILE [--expires DURATION] [--not-before TIME] [--id ID]
-        [--site S]... [--device D]... [--profile P]... [--min-agent-version V]
-      Compile DIR (*.cedar, entities.json, issuers.json, attestation.json, settings.json,
-      tests.json), run its tests, and write the unsigned bundle. Scope lists left out mean any.
-      --expires defaults to 30d; --id to the directory name.
-  sign FILE --key KEY [--alg EdDSA|Ed25519|ES256|ESP256] [--out FILE]
-      Add one signature by a root key (in place unless --out). Run once per root key.
-  verify FILE --root PUB... --threshold K [--device D] [--site S] [--profile P]
-        [--after-revision N] [--agent-version V]
-      Check the bundle as a device would, now; print its manifest as JSON. Exit 1 with the
-      refusal code on stderr when a device would refuse it.
-  inspect FILE
-      Print manifest, signers, policies and issuers as JSON (signatures not verified).
-  rollback --state-dir DIR (--config FILE | --root PUB... --threshold K [--device D]
-        [--site S] [--profile P])
-      Make the device's last-known-good bundle active again, after re-verifying it. For a
-      stopped agent: the running agent owns its state directory.
-  push FILE --mqtt URL --site S --device D [--prefix P] [--timeout 10s]
-      Publish the signed bundle, retained, to the device's bundle topic. The device verifies
-      it and reports the outcome in its retained status (bundle, lastRejection).
+Compiles DIR (*.cedar, entities.json, issuers.json, attestation.json, settings.json,
+tests.json), runs its tests, and writes the unsigned bundle to FILE. Scope lists left out
+mean any. --expires defaults to 30d; --id to the directory name.`;
+
+const SIGN_USAGE = `Usage: ztedge bundle sign FILE --key KEY [--alg EdDSA|Ed25519|ES256|ESP256] [--out FILE]
+
+Adds one signature by a root key (in place unless --out). Run once per root key (k-of-n).`;
+
+const VERIFY_USAGE = `Usage: ztedge bundle verify FILE --root PUB... --threshold K [--device D] [--site S] [--profile P]
+                            [--after-revision N] [--agent-version V]
+
+Checks the bundle as a device would, now, and prints its manifest as JSON. Exit 1 with the
+refusal code on standard error when a device would refuse it.`;
+
+const INSPECT_USAGE = `Usage: ztedge bundle inspect FILE
+
+Prints manifest, signers, policies and issuers as JSON (signatures not verified).`;
+
+const ROLLBACK_USAGE = `Usage: ztedge bundle rollback --state-dir DIR (--config FILE | --root PUB... --threshold K
+                              [--device D] [--site S] [--profile P])
+
+Makes the device's last-known-good bundle active again, after re-verifying it. For a stopped
+agent: the running agent owns its state directory.`;
+
+const PUSH_USAGE = `Usage: ztedge bundle push FILE --mqtt URL --site S --device D [--prefix P] [--timeout 10s]
+
+Publishes the signed bundle, retained, to the device's bundle topic. The device verifies it
+and reports the outcome in its retained status (bundle, lastRejection).
 
 ${BROKER_USAGE}`;
 
 const DEFAULT_EXPIRY = '30d';
 
-export const bundleCommand: CommandGroup = {
-  summary: 'build, sign, verify, inspect, roll back and push signed policy bundles',
-  usage: USAGE,
-  run: async (args, io) => {
-    const [command, ...rest] = args;
-    try {
-      switch (command) {
-        case 'build':
-          return build(parseArgs(rest), io);
-        case 'sign':
-          return await sign(parseArgs(rest), io);
-        case 'verify':
-          return await verify(parseArgs(rest), io);
-        case 'inspect':
-          return await inspect(parseArgs(rest), io);
-        case 'rollback':
-          return rollback(parseArgs(rest), io);
-        case 'push':
-          return await push(parseArgs(rest), io);
-        default:
-          throw new UsageError(command === undefined ? 'missing command' : `unknown command '${command}'`);
-      }
-    } catch (err) {
-      if (
-        err instanceof BundleError ||
-        err instanceof CryptoError ||
-        err instanceof BundleStoreError ||
-        err instanceof ConfigError ||
-        err instanceof TransportError
-      ) {
-        io.stderr(describeError(err));
-        return 1;
-      }
-      throw err;
-    }
-  },
-};
+const TRUST_OPTIONS = {
+  root: { type: 'string', multiple: true },
+  threshold: { type: 'string' },
+  device: { type: 'string' },
+  site: { type: 'string' },
+  profile: { type: 'string' },
+  'agent-version': { type: 'string' },
+} as const satisfies OptionSpecs;
 
-function describeError(err: BundleError | CryptoError | BundleStoreError | ConfigError | TransportError): string {
-  const lines = [`${err.code}: ${err.message}`];
-  if (err instanceof BundleError) for (const problem of err.problems) lines.push(`  ${problem.message}`);
-  return lines.join('\n');
-}
+const ONE_FILE = { min: 1, max: 1, name: 'FILE' } as const;
+
+export const bundleCommand = defineGroup({
+  name: 'bundle',
+  summary: 'build, sign, verify, inspect, roll back and push signed policy bundles',
+  commands: [
+    {
+      name: 'build',
+      summary: 'compile a bundle source directory, run its tests, write the unsigned bundle',
+      usage: BUILD_USAGE,
+      options: {
+        revision: { type: 'string' },
+        out: { type: 'string' },
+        expires: { type: 'string' },
+        'not-before': { type: 'string' },
+        id: { type: 'string' },
+        site: { type: 'string', multiple: true },
+        device: { type: 'string', multiple: true },
+        profile: { type: 'string', multiple: true },
+        'min-agent-version': { type: 'string' },
+      },
+      positionals: { min: 1, max: 1, name: 'DIR' },
+      run: build,
+    },
+    {
+      name: 'sign',
+      summary: 'add one root signature to a bundle',
+      usage: SIGN_USAGE,
+      options: { key: { type: 'string' }, alg: { type: 'string' }, out: { type: 'string' } },
+      positionals: ONE_FILE,
+      run: sign,
+    },
+    {
+      name: 'verify',
+      summary: 'check a bundle as a device would and print its manifest',
+      usage: VERIFY_USAGE,
+      options: { ...TRUST_OPTIONS, 'after-revision': { type: 'string' } },
+      positionals: ONE_FILE,
+      run: verify,
+    },
+    {
+      name: 'inspect',
+      summary: 'print a bundle as JSON without verifying it',
+      usage: INSPECT_USAGE,
+      options: {},
+      positionals: ONE_FILE,
+      run: inspect,
+    },
+    {
+      name: 'rollback',
+      summary: "make a stopped agent's last-known-good bundle active again",
+      usage: ROLLBACK_USAGE,
+      options: {
+        root: TRUST_OPTIONS.root,
+        threshold: TRUST_OPTIONS.threshold,
+        device: TRUST_OPTIONS.device,
+        site: TRUST_OPTIONS.site,
+        profile: TRUST_OPTIONS.profile,
+        'state-dir': { type: 'string' },
+        config: { type: 'string' },
+      },
+      run: rollback,
+    },
+    {
+      name: 'push',
+      summary: "publish a signed bundle to a device's bundle topic",
+      usage: PUSH_USAGE,
+      options: { ...BROKER_OPTIONS, timeout: { type: 'string' } },
+      positionals: ONE_FILE,
+      run: push,
+    },
+  ],
+});
 
 function build(parsed: ParsedArgs, io: CliIo): number {
-  const dir = onePositional(parsed, 'DIR');
+  const dir = onePositional(parsed);
   const out = requireFlag(parsed, 'out');
   const now = Math.floor(Date.now() / 1000);
   const expiresMs = parseDurationMs(flag(parsed, 'expires') ?? DEFAULT_EXPIRY);
@@ -122,7 +167,7 @@ function build(parsed: ParsedArgs, io: CliIo): number {
 }
 
 async function sign(parsed: ParsedArgs, io: CliIo): Promise<number> {
-  const file = onePositional(parsed, 'FILE');
+  const file = onePositional(parsed);
   const key = readPrivateKeyFile(requireFlag(parsed, 'key'));
   const algName = flag(parsed, 'alg');
   const alg = algName === undefined ? undefined : algorithmByName(algName);
@@ -135,7 +180,7 @@ async function sign(parsed: ParsedArgs, io: CliIo): Promise<number> {
 }
 
 async function verify(parsed: ParsedArgs, io: CliIo): Promise<number> {
-  const file = onePositional(parsed, 'FILE');
+  const file = onePositional(parsed);
   const trust = trustFromFlags(parsed);
   const after = flag(parsed, 'after-revision');
   const bundle = verifyBundle(await readBundleFile(file, DEFAULT_BUNDLE_MAX_BYTES), {
@@ -148,7 +193,7 @@ async function verify(parsed: ParsedArgs, io: CliIo): Promise<number> {
 }
 
 async function inspect(parsed: ParsedArgs, io: CliIo): Promise<number> {
-  const file = onePositional(parsed, 'FILE');
+  const file = onePositional(parsed);
   const { payload, signatures } = readUnverifiedBundle(await readBundleFile(file, DEFAULT_BUNDLE_MAX_BYTES));
   const report = {
     manifest: payload.manifest,
@@ -211,7 +256,7 @@ function rollback(parsed: ParsedArgs, io: CliIo): number {
  * not a bundle is refused before it reaches the broker); the device does the verification.
  */
 async function push(parsed: ParsedArgs, io: CliIo): Promise<number> {
-  const file = onePositional(parsed, 'FILE');
+  const file = onePositional(parsed);
   const target = brokerTarget(parsed);
   const timeoutMs = durationFlag(parsed, 'timeout', '10s', 1);
   const bytes = await readBundleFile(file, DEFAULT_BUNDLE_MAX_BYTES);
@@ -285,8 +330,7 @@ function writeFileReplacing(file: string, bytes: Uint8Array): void {
   fs.renameSync(temp, file);
 }
 
-function onePositional(parsed: ParsedArgs, name: string): string {
-  if (parsed.positionals.length !== 1) throw new UsageError(`expected exactly one ${name}`);
+function onePositional(parsed: ParsedArgs): string {
   return parsed.positionals[0]!;
 }
 

@@ -3,9 +3,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { type AgentConfig, ConfigError, loadConfig } from '../agent/config.js';
+import { AgentError } from '../agent/errors.js';
 import { Agent, jsonLogger } from '../agent/runtime.js';
-import { CryptoError } from '../crypto/errors.js';
-import { type CliIo, type CommandGroup, UsageError, flag, parseArgs } from './command.js';
+import { ZtedgeError } from '../errors.js';
+import { type CliIo, defineCommand, flag } from './command.js';
 
 const USAGE = `Usage: ztedge run [--config FILE]
 
@@ -16,40 +17,41 @@ comes from the environment alone. Relative paths in FILE are relative to FILE's 
 Exit status: 0 after a clean stop, 2 when the configuration or a key file is refused (every
 configuration problem is listed), 1 when the agent fails to start or stop.`;
 
-export const runCommand: CommandGroup = {
+export const runCommand = defineCommand({
+  name: 'run',
   summary: 'run the agent',
   usage: USAGE,
-  run: async (args, io) => {
-    const parsed = parseArgs(args);
-    if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument '${parsed.positionals[0]}'`);
-    let agent: Agent;
-    try {
-      const config = readAgentConfig(flag(parsed, 'config') ?? process.env.ZTEDGE_CONFIG, process.env);
-      agent = new Agent({ config, logger: jsonLogger(io.stdout) });
-    } catch (err) {
-      io.stderr(`${codeOf(err)}: ${(err as Error).message}`);
-      return err instanceof ConfigError || err instanceof CryptoError ? 2 : 1;
-    }
+  options: { config: { type: 'string' } },
+  // A key file the configuration names is part of the configuration.
+  exitCodes: { KEY_FILE_PERMISSIONS: 2, KEY_FILE_UNREADABLE: 2, KEY_INVALID: 2, KEY_TYPE_UNSUPPORTED: 2 },
+  run: async (parsed, io) => {
+    const config = readAgentConfig(flag(parsed, 'config') ?? process.env.ZTEDGE_CONFIG, process.env);
+    const agent = new Agent({ config, logger: jsonLogger(io.stdout) });
     const signals = untilSignal(io);
     try {
       await agent.start();
     } catch (err) {
       signals.dispose();
-      io.stderr(`${codeOf(err)}: agent failed to start: ${(err as Error).message}`);
-      return err instanceof ConfigError ? 2 : 1;
+      throw asAgentError(err, 'AGENT_START_FAILED', 'agent failed to start');
     }
     const signal = await signals.first;
     try {
       await agent.stop();
     } catch (err) {
-      io.stderr(`${codeOf(err)}: agent failed to stop cleanly after ${signal}: ${(err as Error).message}`);
-      return 1;
+      throw asAgentError(err, 'AGENT_STOP_FAILED', `agent failed to stop cleanly after ${signal}`);
     } finally {
       signals.dispose();
     }
     return 0;
   },
-};
+});
+
+/** A typed error passes through; anything else (a port in use, ...) is reported as a start or stop failure. */
+function asAgentError(err: unknown, code: 'AGENT_START_FAILED' | 'AGENT_STOP_FAILED', what: string): unknown {
+  if (err instanceof ZtedgeError) return err;
+  const detail = (err as NodeJS.ErrnoException | null)?.code;
+  return new AgentError(code, `${what}: ${detail === undefined ? '' : `${detail}: `}${(err as Error).message}`, { cause: err });
+}
 
 /** Reads the file (if any), overlays ZTEDGE_* variables, validates, resolves relative paths. */
 export function readAgentConfig(file: string | undefined, env: Record<string, string | undefined>): AgentConfig {
@@ -108,9 +110,4 @@ function untilSignal(io: CliIo): { first: Promise<NodeJS.Signals>; dispose: () =
       process.off('SIGTERM', onSignal);
     },
   };
-}
-
-function codeOf(err: unknown): string {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^[A-Z][A-Z0-9_]*$/.test(code) ? code : 'AGENT_ERROR';
 }
