@@ -6,7 +6,6 @@ import {
   EntitiesError,
   PolicyParseError,
   PolicySet,
-  PolicySetError,
   RequestError,
   enforce,
   formatDiagnostic,
@@ -16,72 +15,60 @@ import {
 import type { PolicyAst } from '../policy/index.js';
 import { formatPolicy } from '../policy/format.js';
 import { PolicyTestsError, runPolicyTests, testCasesFromJson } from '../policy/policy-tests.js';
-import { type CliIo, type CommandGroup, type ParsedArgs, UsageError, flag, parseArgs, requireFlag } from './command.js';
+import { CliError, type CliIo, type ParsedArgs, UsageError, defineGroup, flag, requireFlag } from './command.js';
 
-const USAGE = `Usage: ztedge policy <command> [options]
+const EVAL_USAGE = `Usage: ztedge policy eval --policies PATH --entities FILE --request FILE [--no-strict]
 
-Commands:
-  eval --policies PATH --entities FILE --request FILE [--no-strict]
-      Decide one request; print {decision, reasons, determining, errors} as JSON. PATH is a
-      .cedar file or a directory of them (read in file-name order). FILE may be - for stdin.
-      Strict mode (the agent's default) denies when a matching forbid fails to evaluate;
-      --no-strict gives Cedar's plain decision.
-  test --policies PATH --entities FILE --tests FILE
-  test DIR
-      Run test cases (tests.json: [{name, principal, action, resource, context?, decision,
-      reasons?, errors?}]) as the agent decides them; DIR is a bundle source directory
-      (*.cedar, entities.json, tests.json). Prints each failure, then "N passed, N failed";
-      exits 1 if any failed.
-  fmt [--check] PATH...
-      --check: report every parse error as file:line:col and exit 1 if there is any.
-      Otherwise print the policies in canonical form (comments are not kept).`;
+Decides one request; prints {decision, reasons, determining, errors} as JSON. PATH is a .cedar
+file or a directory of them (read in file-name order). FILE may be - for stdin. Strict mode
+(the agent's default) denies when a matching forbid fails to evaluate; --no-strict gives
+Cedar's plain decision.`;
+
+const TEST_USAGE = `Usage: ztedge policy test --policies PATH --entities FILE --tests FILE
+       ztedge policy test DIR
+
+Runs test cases (tests.json: [{name, principal, action, resource, context?, decision,
+reasons?, errors?}]) as the agent decides them; DIR is a bundle source directory (*.cedar,
+entities.json, tests.json). Prints each failure, then "N passed, N failed"; exits 1 if any
+failed.`;
+
+const FMT_USAGE = `Usage: ztedge policy fmt [--check] PATH...
+
+--check: reports every parse error as file:line:col and exits 1 if there is any.
+Otherwise prints the policies in canonical form (comments are not kept).`;
 
 /** Policy, entity, request and test files are read whole; refuse anything absurdly large. */
 const MAX_FILE_BYTES = 64 * 1024 * 1024;
 
-/** A failure reported as one line `CODE: message`, exit code 1. */
-class CliFailure extends Error {
-  override name = 'CliFailure';
-
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-export const policyCommand: CommandGroup = {
+export const policyCommand = defineGroup({
+  name: 'policy',
   summary: 'evaluate requests, run policy tests, check and format Cedar policies',
-  usage: USAGE,
-  run: async (args, io) => {
-    const [command, ...rest] = args;
-    try {
-      switch (command) {
-        case 'eval':
-          return await evalCommand(parseArgs(rest, ['no-strict']), io);
-        case 'test':
-          return testCommand(parseArgs(rest), io);
-        case 'fmt':
-          return fmtCommand(parseArgs(rest, ['check']), io);
-        default:
-          throw new UsageError(command === undefined ? 'missing command' : `unknown command '${command}'`);
-      }
-    } catch (err) {
-      const failure = asFailure(err);
-      if (failure === undefined) throw err;
-      io.stderr(`${failure.code}: ${failure.message}`);
-      return 1;
-    }
-  },
-};
-
-/** Maps the engine's typed errors to one-line failures; anything else is a defect and rethrown. */
-function asFailure(err: unknown): CliFailure | undefined {
-  if (err instanceof CliFailure) return err;
-  if (err instanceof PolicyParseError || err instanceof PolicySetError) return new CliFailure(err.code, err.message);
-  return undefined;
-}
+  commands: [
+    {
+      name: 'eval',
+      summary: 'decide one request against policies and entities',
+      usage: EVAL_USAGE,
+      options: { policies: { type: 'string' }, entities: { type: 'string' }, request: { type: 'string' }, 'no-strict': { type: 'boolean' } },
+      run: evalCommand,
+    },
+    {
+      name: 'test',
+      summary: "run a bundle source's test cases",
+      usage: TEST_USAGE,
+      options: { policies: { type: 'string' }, entities: { type: 'string' }, tests: { type: 'string' } },
+      positionals: { min: 0, max: 1, name: 'DIR' },
+      run: testCommand,
+    },
+    {
+      name: 'fmt',
+      summary: 'check or print Cedar policy files in canonical form',
+      usage: FMT_USAGE,
+      options: { check: { type: 'boolean' } },
+      positionals: { min: 1, max: Infinity, name: 'PATH' },
+      run: fmtCommand,
+    },
+  ],
+});
 
 // ---------------------------------------------------------------------------------------------
 // Files.
@@ -93,8 +80,8 @@ function readText(file: string, what: string): string {
   } catch (err) {
     throw fileFailure(err, file, what);
   }
-  if (stat.isDirectory()) throw new CliFailure('FILE_IS_DIRECTORY', `${what} ${file} is a directory`);
-  if (stat.size > MAX_FILE_BYTES) throw new CliFailure('FILE_TOO_LARGE', `${what} ${file} is larger than ${MAX_FILE_BYTES} bytes`);
+  if (stat.isDirectory()) throw new CliError('FILE_IS_DIRECTORY', `${what} ${file} is a directory`);
+  if (stat.size > MAX_FILE_BYTES) throw new CliError('FILE_TOO_LARGE', `${what} ${file} is larger than ${MAX_FILE_BYTES} bytes`);
   try {
     return fs.readFileSync(file, 'utf8');
   } catch (err) {
@@ -102,17 +89,17 @@ function readText(file: string, what: string): string {
   }
 }
 
-function fileFailure(err: unknown, file: string, what: string): CliFailure {
+function fileFailure(err: unknown, file: string, what: string): CliError {
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT') return new CliFailure('FILE_NOT_FOUND', `${what} ${file} does not exist`);
-  return new CliFailure('FILE_UNREADABLE', `cannot read ${what} ${file}: ${(err as Error).message}`);
+  if (code === 'ENOENT') return new CliError('FILE_NOT_FOUND', `${what} ${file} does not exist`);
+  return new CliError('FILE_UNREADABLE', `cannot read ${what} ${file}: ${(err as Error).message}`);
 }
 
 /** A file's text, or standard input for `-`. */
 async function readInput(file: string, what: string, io: CliIo): Promise<string> {
   if (file !== '-') return readText(file, what);
   const data = await io.readStdin();
-  if (data.length > MAX_FILE_BYTES) throw new CliFailure('FILE_TOO_LARGE', `${what} on standard input is larger than ${MAX_FILE_BYTES} bytes`);
+  if (data.length > MAX_FILE_BYTES) throw new CliError('FILE_TOO_LARGE', `${what} on standard input is larger than ${MAX_FILE_BYTES} bytes`);
   return data.toString('utf8');
 }
 
@@ -130,7 +117,7 @@ function policyFiles(target: string): string[] {
     .filter((f) => f.endsWith('.cedar'))
     .sort()
     .map((f) => path.join(target, f));
-  if (files.length === 0) throw new CliFailure('POLICY_NONE', `no *.cedar files in ${target}`);
+  if (files.length === 0) throw new CliError('POLICY_NONE', `no *.cedar files in ${target}`);
   return files;
 }
 
@@ -142,7 +129,7 @@ function loadEntities(text: string, file: string): Entities {
   try {
     return Entities.fromJson(text);
   } catch (err) {
-    if (err instanceof EntitiesError) throw new CliFailure(err.code, `${file}: ${err.message}`);
+    if (err instanceof EntitiesError) throw new EntitiesError(err.code, `${file}: ${err.message}`, err.path, err.line, err.column);
     throw err;
   }
 }
@@ -150,12 +137,7 @@ function loadEntities(text: string, file: string): Entities {
 // ---------------------------------------------------------------------------------------------
 // Commands.
 
-function noPositionals(parsed: ParsedArgs): void {
-  if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument '${parsed.positionals[0]}'`);
-}
-
 async function evalCommand(parsed: ParsedArgs, io: CliIo): Promise<number> {
-  noPositionals(parsed);
   const entitiesFile = requireFlag(parsed, 'entities');
   const requestFile = requireFlag(parsed, 'request');
   if (entitiesFile === '-' && requestFile === '-') throw new UsageError('only one of --entities and --request can read standard input');
@@ -165,7 +147,7 @@ async function evalCommand(parsed: ParsedArgs, io: CliIo): Promise<number> {
   try {
     request = requestFromJson(await readInput(requestFile, 'request file', io));
   } catch (err) {
-    if (err instanceof RequestError) throw new CliFailure(err.code, `${requestFile}: ${err.message}`);
+    if (err instanceof RequestError) throw new RequestError(err.code, `${requestFile}: ${err.message}`, err.path, err.line, err.column);
     throw err;
   }
   const { decision, reasons, determining, errors } = enforce(policies, entities, request, { strict: flag(parsed, 'no-strict') === undefined });
@@ -178,7 +160,6 @@ function testCommand(parsed: ParsedArgs, io: CliIo): number {
   let entitiesFile: string | undefined;
   let testsFile: string;
   if (parsed.positionals.length > 0) {
-    if (parsed.positionals.length > 1) throw new UsageError(`unexpected argument '${parsed.positionals[1]}'`);
     if (parsed.flags.size > 0) throw new UsageError('give either a bundle source directory or --policies/--entities/--tests');
     const dir = parsed.positionals[0]!;
     policiesPath = dir;
@@ -196,7 +177,7 @@ function testCommand(parsed: ParsedArgs, io: CliIo): number {
   try {
     tests = testCasesFromJson(readText(testsFile, 'tests file'));
   } catch (err) {
-    if (err instanceof PolicyTestsError) throw new CliFailure(err.code, `${testsFile}: ${err.message}`);
+    if (err instanceof PolicyTestsError) throw new PolicyTestsError(err.code, `${testsFile}: ${err.message}`, err.path);
     throw err;
   }
   const report = runPolicyTests(policies, entities, tests);
@@ -206,7 +187,6 @@ function testCommand(parsed: ParsedArgs, io: CliIo): number {
 }
 
 function fmtCommand(parsed: ParsedArgs, io: CliIo): number {
-  if (parsed.positionals.length === 0) throw new UsageError('fmt needs at least one policy file or directory');
   const check = flag(parsed, 'check') !== undefined;
   const files = parsed.positionals.flatMap(policyFiles);
   let problems = 0;
