@@ -30,7 +30,7 @@ import { TrustedClock } from '../store/trusted-clock.js';
 import { MqttLink, type InboundMessage } from '../transport/mqtt-link.js';
 import { Outbox } from '../transport/outbox.js';
 import { deviceTopics, type DeviceTopics } from '../transport/topics.js';
-import { createApi, type DecideResult } from '../api/app.js';
+import { createApi, type DecideResult, type Readiness } from '../api/app.js';
 import { type AgentConfig, ConfigError, type Posture } from './config.js';
 import { ExecExecutor } from './executors/exec.js';
 import { HttpExecutor } from './executors/http.js';
@@ -41,6 +41,8 @@ import { type FirstArrival, RecentResults } from './recent-results.js';
 import { type CommandOutcome, CommandPipeline, type FailClosedState } from './pipeline.js';
 import { GroupCommit } from '../store/group-commit.js';
 import { openStateDb, type Database } from '../store/state-db.js';
+import { StateDirLock } from '../store/state-lock.js';
+import { readAdminToken } from './admin-token.js';
 import { AGENT_VERSION } from '../version.js';
 
 /** How long stop() waits for commands in progress (an execution waits for its controller). */
@@ -85,6 +87,11 @@ export class Agent {
   readonly audit: SqliteAuditLog;
   private readonly logger: AgentLogger;
   private readonly db: Database;
+  /** This process's hold on the state directory, released by stop(). */
+  private readonly lock: StateDirLock;
+  private readonly adminToken: Uint8Array | undefined;
+  /** The readiness last logged, so that each change is logged once. */
+  private readinessLogged = '';
   /** One transaction per turn for the replay guard, audit log, rate limiter and outbox. */
   private readonly commits: GroupCommit;
   private readonly deviceKey: PrivateKey;
@@ -118,9 +125,17 @@ export class Agent {
     this.topics = deviceTopics({ site: config.device.site, device: config.device.id, prefix: config.broker.topicPrefix });
     this.deviceKey = readPrivateKeyFile(config.deviceKey);
     const roots = config.roots.keys.map((file) => ({ publicKey: readPublicKeyFile(file) }));
+    this.adminToken = config.http.adminTokenFile === undefined ? undefined : readAdminToken(config.http.adminTokenFile);
 
+    // The state directory is locked before anything in it is opened: a second agent on it stops here.
     fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
-    this.db = openStateDb(path.join(config.stateDir, 'state.db'));
+    this.lock = StateDirLock.acquire(config.stateDir, 'ztedge run');
+    try {
+      this.db = openStateDb(path.join(config.stateDir, 'state.db'));
+    } catch (err) {
+      this.lock.release();
+      throw err;
+    }
     this.clock = new TrustedClock(this.db, now);
     this.commits = new GroupCommit(this.db);
     this.replay = new ReplayGuard(this.db, { clockSkewMs: config.limits.clockSkewMs, commits: this.commits });
@@ -156,12 +171,16 @@ export class Agent {
         append: (kind, body) =>
           this.audit.append(kind, body).then(
             (ref) => {
-              if (this.failClosed.active && this.failClosed.reason === 'AUDIT_WRITE_FAILED') this.failClosed.active = false;
+              if (this.failClosed.active && this.failClosed.reason === 'AUDIT_WRITE_FAILED') {
+                this.failClosed.active = false;
+                this.noteReadiness();
+              }
               return ref;
             },
             (err: unknown) => {
               this.failClosed.active = true;
               this.failClosed.reason = 'AUDIT_WRITE_FAILED';
+              this.noteReadiness();
               throw err;
             },
           ),
@@ -219,15 +238,20 @@ export class Agent {
       // Looked at once now, so a bundle placed there before the start is enforced from the start.
       await this.watcher.check().catch(onError);
     }
-    if (this.bundles.current === null) this.logger.warn('no policy bundle is active: every command is denied until one arrives');
     // The API first: a port already in use stops the start before the agent appears on the broker.
     if (config.http.enabled) await this.startHttp();
     this.outbox?.start();
     this.link?.start();
-    this.timers.push(setInterval(() => this.track(this.expirePending(), 'expiring held commands failed'), 1000));
+    this.timers.push(
+      setInterval(() => {
+        this.track(this.expirePending(), 'expiring held commands failed');
+        this.noteReadiness();
+      }, 1000),
+    );
     this.timers.push(setInterval(() => this.housekeeping(), 60_000));
     for (const t of this.timers) t.unref();
     this.publishStatus();
+    this.noteReadiness();
     this.logger.info('agent started', {
       device: config.device.id,
       site: config.device.site,
@@ -258,12 +282,39 @@ export class Agent {
       version: AGENT_VERSION,
       online: this.link?.online ?? false,
       posture: this.posture,
+      ready: this.readiness(),
       failClosed: this.failClosed.active ? { reason: this.failClosed.reason ?? 'UNKNOWN' } : null,
       bundle: bundle.active === null ? null : { id: bundle.active.id, revision: bundle.active.revision, digest: bundle.active.digest, stale: bundle.active.stale },
+      lastKnownGood: bundle.lkg,
       lastRejection: bundle.lastRejection,
       pendingApprovals: this.pending.size(),
       audit: { headSeq: this.audit.head().seq },
     };
+  }
+
+  /**
+   * Ready to enforce: a policy bundle is active and the agent is not fail-closed (its audit log
+   * takes records). Every reason it is not is listed.
+   */
+  readiness(): Readiness {
+    const reasons: Readiness['reasons'] = [];
+    if (this.bundles.current === null) reasons.push({ code: 'NO_ACTIVE_BUNDLE', message: 'no policy bundle is active: every command is denied' });
+    if (this.failClosed.active) {
+      const why = this.failClosed.reason ?? 'UNKNOWN';
+      const detail = why === 'AUDIT_WRITE_FAILED' ? 'the audit log cannot be written' : why;
+      reasons.push({ code: 'FAIL_CLOSED', message: `fail-closed (${why}): ${detail}; only @safety actions pass` });
+    }
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  /** Logs a change of readiness (checked on every bundle event, audit failure and each second). */
+  private noteReadiness(): void {
+    const readiness = this.readiness();
+    const key = JSON.stringify(readiness.reasons);
+    if (key === this.readinessLogged) return;
+    this.readinessLogged = key;
+    if (readiness.ready) this.logger.info('agent ready');
+    else this.logger.warn('agent not ready', { reasons: readiness.reasons });
   }
 
   /**
@@ -291,6 +342,7 @@ export class Agent {
     this.commits.flush(); // writes still queued (e.g. deletes of messages acknowledged just now)
     this.clock.persist();
     this.db.close();
+    this.lock.release();
     this.started = false;
     this.logger.info('agent stopped', { device: this.config.device.id });
   }
@@ -345,8 +397,10 @@ export class Agent {
     const app = createApi({
       decide: (bytes) => this.handleHttpCommand(bytes),
       status: () => this.status(),
-      ready: () => this.bundles.current !== null,
+      ready: () => this.readiness(),
       metrics: () => this.metrics.render(),
+      audit: (from, limit) => ({ records: this.audit.read(from, limit), headSeq: this.audit.head().seq }),
+      ...(this.adminToken === undefined ? {} : { adminToken: this.adminToken }),
       maxBodyBytes: this.config.limits.envelopeMaxBytes,
     });
     await new Promise<void>((resolve, reject) => {
@@ -512,6 +566,7 @@ export class Agent {
     }
     this.track(this.audit.append('bundle', encodeCbor(body)), 'bundle audit record failed');
     this.publishStatus();
+    if (this.started) this.noteReadiness();
   }
 
   private async expirePending(): Promise<void> {

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type AgentConfig, ConfigError, loadConfig } from '../agent/config.js';
 import { AgentError } from '../agent/errors.js';
-import { Agent, jsonLogger } from '../agent/runtime.js';
+import { type AgentLogger, Agent, jsonLogger } from '../agent/runtime.js';
 import { ZtedgeError } from '../errors.js';
 import { type CliIo, defineCommand, flag } from './command.js';
 
@@ -14,6 +14,8 @@ Runs the agent until SIGINT or SIGTERM, then stops cleanly (exit 0). FILE is YAM
 ZTEDGE_* environment variables override its options (ZTEDGE_BROKER_URL sets broker.url, ...).
 Without --config the file named by ZTEDGE_CONFIG is read, and without that the configuration
 comes from the environment alone. Relative paths in FILE are relative to FILE's directory.
+SIGHUP is ignored (logged): the configuration is read once, at start. One agent runs on a
+state directory at a time: a second one exits with STATE_DIR_LOCKED before touching it.
 Exit status: 0 after a clean stop, 2 when the configuration or a key file is refused (every
 configuration problem is listed), 1 when the agent fails to start or stop.`;
 
@@ -26,8 +28,9 @@ export const runCommand = defineCommand({
   exitCodes: { KEY_FILE_PERMISSIONS: 2, KEY_FILE_UNREADABLE: 2, KEY_INVALID: 2, KEY_TYPE_UNSUPPORTED: 2 },
   run: async (parsed, io) => {
     const config = readAgentConfig(flag(parsed, 'config') ?? process.env.ZTEDGE_CONFIG, process.env);
-    const agent = new Agent({ config, logger: jsonLogger(io.stdout) });
-    const signals = untilSignal(io);
+    const logger = jsonLogger(io.stdout);
+    const agent = new Agent({ config, logger });
+    const signals = untilSignal(io, logger);
     try {
       await agent.start();
     } catch (err) {
@@ -83,9 +86,11 @@ function resolvePaths(config: AgentConfig, base: string): AgentConfig {
 
 /**
  * The first SIGINT or SIGTERM. A second one while stopping ends the process at once (exit 130),
- * for an operator who will not wait for commands in progress.
+ * for an operator who will not wait for commands in progress. SIGHUP (which would otherwise end
+ * the process: a closed terminal, or a reload sent by habit) is ignored with a log line until the
+ * agent can reload its configuration.
  */
-function untilSignal(io: CliIo): { first: Promise<NodeJS.Signals>; dispose: () => void } {
+function untilSignal(io: CliIo, logger: AgentLogger): { first: Promise<NodeJS.Signals>; dispose: () => void } {
   // Signal listeners do not keep the event loop alive; an agent with neither broker nor API would exit.
   const keepAlive = setInterval(() => {}, 1 << 30);
   let received: NodeJS.Signals | null = null;
@@ -100,14 +105,17 @@ function untilSignal(io: CliIo): { first: Promise<NodeJS.Signals>; dispose: () =
     clearInterval(keepAlive);
     resolve(signal);
   };
+  const onHangup = () => logger.warn('SIGHUP ignored: the agent does not reload its configuration; restart it to apply changes');
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onHangup);
   return {
     first,
     dispose: () => {
       clearInterval(keepAlive);
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      process.off('SIGHUP', onHangup);
     },
   };
 }
