@@ -32,6 +32,7 @@ import { Outbox } from '../transport/outbox.js';
 import { deviceTopics, type DeviceTopics } from '../transport/topics.js';
 import { createApi, type DecideResult, type Readiness } from '../api/app.js';
 import { type AgentConfig, ConfigError, type Posture } from './config.js';
+import type { LogLevel } from './config-options.js';
 import { ExecExecutor } from './executors/exec.js';
 import { HttpExecutor } from './executors/http.js';
 import { MqttAckRouter, MqttExecutor } from './executors/mqtt.js';
@@ -43,6 +44,7 @@ import { GroupCommit } from '../store/group-commit.js';
 import { openStateDb, type Database } from '../store/state-db.js';
 import { StateDirLock } from '../store/state-lock.js';
 import { readAdminToken } from './admin-token.js';
+import { permittedActions } from './permitted-actions.js';
 import { AGENT_VERSION } from '../version.js';
 
 /** How long stop() waits for commands in progress (an execution waits for its controller). */
@@ -60,6 +62,11 @@ export function jsonLogger(writeLine: (line: string) => void): AgentLogger {
   const line = (level: string, message: string, fields?: Record<string, unknown>) =>
     writeLine(JSON.stringify({ level, time: new Date().toISOString(), message, ...fields }));
   return { info: (message, fields) => line('info', message, fields), warn: (message, fields) => line('warn', message, fields) };
+}
+
+/** `logger` without the lines below `level` (the `logLevel` option). */
+export function atLevel(logger: AgentLogger, level: LogLevel): AgentLogger {
+  return level === 'warn' ? { info: () => {}, warn: (message, fields) => logger.warn(message, fields) } : logger;
 }
 
 export const stdoutLogger: AgentLogger = jsonLogger((line) => process.stdout.write(`${line}\n`));
@@ -118,7 +125,7 @@ export class Agent {
 
   constructor(opts: AgentOptions) {
     this.config = opts.config;
-    this.logger = opts.logger ?? stdoutLogger;
+    this.logger = atLevel(opts.logger ?? stdoutLogger, opts.config.logLevel);
     const now = opts.now ?? Date.now;
     const { config } = this;
     this.posture = config.posture;
@@ -563,10 +570,27 @@ export class Agent {
       this.logger.warn('bundle rejected', { code: event.code, revision: event.revision });
     } else if (event.kind === 'activated' || event.kind === 'loaded' || event.kind === 'rolled-back') {
       this.logger.info(`bundle ${event.kind}`, { revision: event.revision });
+      this.warnUnexecutable();
     }
     this.track(this.audit.append('bundle', encodeCbor(body)), 'bundle audit record failed');
     this.publishStatus();
     if (this.started) this.noteReadiness();
+  }
+
+  /** Names the actions the active bundle permits that no configured executor runs. */
+  private warnUnexecutable(): void {
+    const bundle = this.bundles.current;
+    if (bundle === null) return;
+    const { executors, broker } = this.config;
+    const runs = (action: string) => executors[action] !== undefined && (executors[action].kind !== 'mqtt' || broker.url !== null);
+    const { actions, anyAction } = permittedActions(bundle);
+    const missing = actions.filter((action) => !runs(action));
+    if (missing.length === 0 && anyAction.length === 0) return;
+    this.logger.warn('permitted actions have no executor: such commands are allowed and audited, then fail with NO_EXECUTOR', {
+      revision: bundle.manifest.revision,
+      actions: missing,
+      ...(anyAction.length === 0 ? {} : { anyActionPolicies: anyAction }),
+    });
   }
 
   private async expirePending(): Promise<void> {

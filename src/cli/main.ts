@@ -11,6 +11,7 @@ const COMMANDS: Record<string, () => Promise<CommandGroup>> = {
   approve: async () => (await import('./approve.js')).approveCommand,
   bundle: async () => (await import('./bundle.js')).bundleCommand,
   cmd: async () => (await import('./cmd.js')).cmdCommand,
+  config: async () => (await import('./config.js')).configCommand,
   envelope: async () => (await import('./envelope.js')).envelopeCommand,
   keygen: async () => (await import('./keys.js')).keygenCommand,
   policy: async () => (await import('./policy.js')).policyCommand,

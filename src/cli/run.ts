@@ -1,8 +1,6 @@
 // `ztedge run`: the agent in the foreground, logging JSON lines to standard output, until SIGINT
 // or SIGTERM. The configuration is checked whole before anything starts.
-import fs from 'node:fs';
-import path from 'node:path';
-import { type AgentConfig, ConfigError, loadConfig } from '../agent/config.js';
+import { readAgentConfig } from '../agent/config-file.js';
 import { AgentError } from '../agent/errors.js';
 import { type AgentLogger, Agent, jsonLogger } from '../agent/runtime.js';
 import { ZtedgeError } from '../errors.js';
@@ -54,34 +52,6 @@ function asAgentError(err: unknown, code: 'AGENT_START_FAILED' | 'AGENT_STOP_FAI
   if (err instanceof ZtedgeError) return err;
   const detail = (err as NodeJS.ErrnoException | null)?.code;
   return new AgentError(code, `${what}: ${detail === undefined ? '' : `${detail}: `}${(err as Error).message}`, { cause: err });
-}
-
-/** Reads the file (if any), overlays ZTEDGE_* variables, validates, resolves relative paths. */
-export function readAgentConfig(file: string | undefined, env: Record<string, string | undefined>): AgentConfig {
-  let text: string | undefined;
-  if (file !== undefined) {
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new ConfigError([{ option: 'config', message: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
-    }
-  }
-  const config = loadConfig(text, env, file ?? 'environment');
-  return resolvePaths(config, file === undefined ? process.cwd() : path.dirname(path.resolve(file)));
-}
-
-function resolvePaths(config: AgentConfig, base: string): AgentConfig {
-  const at = (p: string) => path.resolve(base, p);
-  const maybe = (p: string | undefined) => (p === undefined ? undefined : at(p));
-  return {
-    ...config,
-    stateDir: at(config.stateDir),
-    deviceKey: at(config.deviceKey),
-    roots: { ...config.roots, keys: config.roots.keys.map(at) },
-    broker: { ...config.broker, passwordFile: maybe(config.broker.passwordFile), ca: maybe(config.broker.ca), cert: maybe(config.broker.cert), key: maybe(config.broker.key) },
-    http: { ...config.http, adminTokenFile: maybe(config.http.adminTokenFile) },
-    bundleFile: maybe(config.bundleFile),
-  };
 }
 
 /**
