@@ -8,11 +8,10 @@
 // what must be durable is durable — a command's decision record, an approval's count — and
 // execution, which waits for the controller's acknowledgement over the same link, runs after.
 import fs from 'node:fs';
-import path from 'node:path';
 import type { ServerType } from '@hono/node-server';
 import { serve } from '@hono/node-server';
 import { SqliteAuditLog } from '../audit/log.js';
-import { BundleManager, type BundleEvent } from '../bundle/activation.js';
+import { BundleManager, type BundleEvent, bundleEventRecord } from '../bundle/activation.js';
 import { BundleError } from '../bundle/errors.js';
 import { watchBundleFile, type BundleFileWatcher } from '../bundle/file-source.js';
 import { BundleStore } from '../bundle/store.js';
@@ -45,6 +44,7 @@ import { openStateDb, type Database } from '../store/state-db.js';
 import { StateDirLock } from '../store/state-lock.js';
 import { readAdminToken } from './admin-token.js';
 import { permittedActions } from './permitted-actions.js';
+import { bundleStoreDir, stateDbPath } from './state-dir.js';
 import { AGENT_VERSION } from '../version.js';
 
 /** How long stop() waits for commands in progress (an execution waits for its controller). */
@@ -138,7 +138,7 @@ export class Agent {
     fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
     this.lock = StateDirLock.acquire(config.stateDir, 'ztedge run');
     try {
-      this.db = openStateDb(path.join(config.stateDir, 'state.db'));
+      this.db = openStateDb(stateDbPath(config.stateDir));
     } catch (err) {
       this.lock.release();
       throw err;
@@ -151,7 +151,7 @@ export class Agent {
     this.grants = new GrantStore(this.db);
     this.pending = new PendingApprovals(this.db, config.limits.maxPendingApprovals);
     this.bundles = new BundleManager({
-      store: new BundleStore(path.join(config.stateDir, 'bundles'), { maxBundleBytes: config.limits.bundleMaxBytes }),
+      store: new BundleStore(bundleStoreDir(config.stateDir), { maxBundleBytes: config.limits.bundleMaxBytes }),
       trust: {
         roots,
         threshold: config.roots.threshold,
@@ -445,6 +445,14 @@ export class Agent {
         if (!(err instanceof BundleError)) throw err;
         // Recorded by the manager (store rejection + event → audit, status).
       }
+    } else if (message.topic === topics.rollback) {
+      if (message.payload.length === 0) return;
+      try {
+        this.bundles.applyRollback(message.payload);
+      } catch (err) {
+        if (!(err instanceof BundleError)) throw err;
+        // Recorded by the manager, as for bundles.
+      }
     }
     // attest/challenge is answered by the attestation module once it exists.
   }
@@ -561,12 +569,8 @@ export class Agent {
   }
 
   private onBundleEvent(event: BundleEvent): void {
-    const body: Record<string, string | number | boolean | null> = { event: event.kind, atMs: event.atMs };
-    if ('revision' in event) body.revision = event.revision;
-    if ('digest' in event) body.digest = event.digest;
+    const body = bundleEventRecord(event);
     if (event.kind === 'rejected') {
-      body.code = event.code;
-      body.message = event.message.slice(0, 300);
       this.logger.warn('bundle rejected', { code: event.code, revision: event.revision });
     } else if (event.kind === 'activated' || event.kind === 'loaded' || event.kind === 'rolled-back') {
       this.logger.info(`bundle ${event.kind}`, { revision: event.revision });

@@ -32,6 +32,12 @@ export const BUNDLE_ERROR_CODES = [
   // activation
   'BUNDLE_NO_ACTIVE',
   'BUNDLE_NO_LKG',
+  // signed rollback instructions (rollback.ts)
+  'ROLLBACK_EXPIRED',
+  /** The instruction's `from` is not the device's active bundle (stale, or replayed). */
+  'ROLLBACK_NOT_ACTIVE',
+  /** The instruction's `to` is not the device's last-known-good bundle. */
+  'ROLLBACK_NOT_LKG',
 ] as const;
 
 export type BundleErrorCode = (typeof BUNDLE_ERROR_CODES)[number];

@@ -50,7 +50,7 @@ export class StateDirLock {
         const by = readHolder(dir);
         throw new StateLockError(
           'STATE_DIR_LOCKED',
-          `state directory ${dir} is in use by another process${by === undefined ? '' : ` (${by})`}; one agent or command at a time`,
+          `state directory ${dir} is in use by another process${by === undefined ? '' : ` (${by})`}`,
         );
       }
       throw new StateLockError('STATE_DIR_LOCK_FAILED', `cannot lock state directory ${dir}: ${(err as Error).message}`, { cause: err });
