@@ -3,7 +3,7 @@
 //
 //   state.db       the SQLite state database (audit log, replay guard, trusted clock, ...)
 //   bundles/       the bundle store (active and last-known-good bundles, revision floor)
-//   lock           the lock one owner at a time holds (store/state-lock.ts)
+//   lock           while an owner (the agent, or a command) holds it (store/state-lock.ts)
 //
 // A command pointed anywhere else — a directory that does not exist, or the bundle store inside
 // a state directory — is refused before it creates or changes anything there.

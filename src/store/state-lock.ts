@@ -6,7 +6,8 @@
 // by the first write, kept until the connection closes). It is an OS file lock, so the kernel
 // drops it when its holder dies, kill -9 included: there is no stale lock to clean up. SQLite
 // also keeps connections of one process apart, so a second owner in the same process is refused
-// as well. Who holds it is written beside it (`lock.holder`) for the refusal message only.
+// as well. Who holds it is written beside it (`lock.holder`) for the refusal message only. Both
+// files exist only while the lock is held.
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -63,10 +64,16 @@ export class StateDirLock {
     return new StateDirLock(db, dir);
   }
 
+  /**
+   * Lets go, removing the lock files first: a stopped agent's directory holds only its state, and
+   * a command that failed on it leaves nothing behind. (Whoever opened the file before it was
+   * removed finds it still locked and gives up at once; it never waits on the old file.)
+   */
   release(): void {
     if (this.db === null) return;
     try {
       fs.rmSync(path.join(this.dir, HOLDER_FILE), { force: true });
+      fs.rmSync(path.join(this.dir, LOCK_FILE), { force: true });
     } finally {
       this.db.close();
       this.db = null;

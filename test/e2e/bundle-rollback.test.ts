@@ -120,3 +120,23 @@ describe('rollback', () => {
     expect(running.agent.audit.verify()).toBeUndefined();
   });
 });
+
+describe('a failed rollback of a stopped agent', () => {
+  it('leaves its state directory as it was, and audits the attempt', async () => {
+    const site = makeSite();
+    cleanups.push(() => site.remove());
+    const config = site.config(null, { http: { enabled: false } });
+    const running = await startAgent(config);
+    running.agent.bundles.activate(site.bundle(1));
+    await running.stop();
+    const listing = () => fs.readdirSync(site.stateDir, { recursive: true }).map(String).sort();
+    const before = listing();
+    const failed = await cli(['bundle', 'rollback', '--state-dir', site.stateDir, '--root', site.pubFile('root'), '--threshold', '1', '--device', DEVICE, '--site', SITE]);
+    expect([failed.code, failed.stderr[0]]).toEqual([1, expect.stringMatching(/^BUNDLE_NO_LKG: there is no last-known-good bundle/)]);
+    expect(listing()).toEqual(before);
+    const again = await startAgent(config);
+    cleanups.push(() => again.stop());
+    const attempts = auditTrail(again.agent).filter(({ body }) => body.get('event') === 'rollback-requested');
+    expect(attempts).toHaveLength(1);
+  });
+});
