@@ -97,7 +97,7 @@ const ONE_FILE = { min: 1, max: 1, name: 'FILE' } as const;
 
 export const bundleCommand = defineGroup({
   name: 'bundle',
-  summary: 'build, sign, verify, inspect, roll back and push signed policy bundles',
+  summary: 'build, sign, verify, inspect, roll back and push signed policy bundles (and rollback instructions)',
   commands: [
     {
       name: 'build',
@@ -119,7 +119,7 @@ export const bundleCommand = defineGroup({
     },
     {
       name: 'sign',
-      summary: 'add one root signature to a bundle',
+      summary: 'add one root signature to a bundle or a rollback instruction',
       usage: SIGN_USAGE,
       options: { key: { type: 'string' }, alg: { type: 'string' }, out: { type: 'string' } },
       positionals: ONE_FILE,
@@ -127,7 +127,7 @@ export const bundleCommand = defineGroup({
     },
     {
       name: 'verify',
-      summary: 'check a bundle as a device would and print its manifest',
+      summary: 'check a bundle or rollback instruction as a device would, and print it',
       usage: VERIFY_USAGE,
       options: { ...TRUST_OPTIONS, 'after-revision': { type: 'string' } },
       positionals: ONE_FILE,
@@ -135,7 +135,7 @@ export const bundleCommand = defineGroup({
     },
     {
       name: 'inspect',
-      summary: 'print a bundle as JSON without verifying it',
+      summary: 'print a bundle or rollback instruction as JSON without verifying it',
       usage: INSPECT_USAGE,
       options: {},
       positionals: ONE_FILE,

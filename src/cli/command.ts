@@ -165,7 +165,7 @@ function withUsage(err: UsageError, command: string, usage: string): UsageError 
 
 function unknownCommand(name: string, known: string[]): UsageError {
   const near = closest(name, known);
-  return new UsageError(`unknown command '${name}'${near === undefined ? '' : ` (did you mean '${near}'?)`}`);
+  return new UsageError(`unknown command '${name}' ${near === undefined ? `(the commands are ${known.join(', ')})` : `(did you mean '${near}'?)`}`);
 }
 
 /**
@@ -185,7 +185,8 @@ export function parseStrict(
     const spec = options[token.name];
     if (spec === undefined || token.rawName !== `--${token.name}`) {
       const near = closest(token.name, known);
-      throw new UsageError(`unknown option ${token.rawName}${near === undefined ? '' : ` (did you mean --${near}?)`}`);
+      const hint = near !== undefined ? `did you mean --${near}?` : known.length === 0 ? 'this command takes no options' : `this command takes ${known.map((k) => `--${k}`).join(', ')}`;
+      throw new UsageError(`unknown option ${token.rawName} (${hint})`);
     }
     if (spec.type === 'string') {
       if (token.value === undefined) throw new UsageError(`option --${token.name} needs a value`);

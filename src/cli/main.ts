@@ -83,7 +83,7 @@ async function group(name: string): Promise<CommandGroup> {
   const load = COMMANDS[name];
   if (load === undefined) {
     const near = closest(name, Object.keys(COMMANDS));
-    throw new UsageError(`unknown command '${name}'${near === undefined ? '' : ` (did you mean '${near}'?)`}`);
+    throw new UsageError(`unknown command '${name}' ${near === undefined ? `(the commands are ${Object.keys(COMMANDS).join(', ')})` : `(did you mean '${near}'?)`}`);
   }
   return load();
 }

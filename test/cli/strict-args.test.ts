@@ -111,3 +111,12 @@ describe('usage errors', () => {
     expect(run.stderr).not.toContain('Commands:');
   });
 });
+
+describe('an option nothing resembles', () => {
+  it('is named with the options the command takes', async () => {
+    const run = await ztedge('keygen', '--frobnicate', 'x');
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/^ztedge keygen: unknown option --frobnicate \(this command takes --alg, --out\)/);
+    expect((await ztedge('config', 'example', '--verbose')).stderr).toMatch(/^ztedge config example: unknown option --verbose \(this command takes no options\)/);
+  });
+});
