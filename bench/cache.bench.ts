@@ -93,13 +93,9 @@ function decisionText(d: EnforcedDecision): string {
   return JSON.stringify([d.decision, d.strictDeny, [...d.reasons].sort(), d.reasonCodes, d.errors.map((e) => `${e.policyId}:${e.code}`).sort()]);
 }
 
-/** How long the agent would keep a decision: its determining permits' @cache_ttl, else the bundle default. */
-function ttlOf(d: EnforcedDecision): number {
-  try {
-    return obligationsOf(d.determining.filter((p) => p.effect === 'permit')).cacheTtlMs ?? DEFAULT_SETTINGS.cacheTtlMs;
-  } catch {
-    return DEFAULT_SETTINGS.cacheTtlMs;
-  }
+/** How long the cache would keep a decision: the bundle's cache TTL (policies cannot set one). */
+function ttlOf(_d: EnforcedDecision): number {
+  return DEFAULT_SETTINGS.cacheTtlMs;
 }
 
 /** Replays the stream in order through a fresh cache; every hit is checked against deciding again. */

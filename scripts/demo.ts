@@ -6,6 +6,10 @@
 // decided and whether its signed result verifies.
 //
 //   npm run demo            (add -- --keep to leave everything running afterwards)
+//
+// Its keys and state live in a temporary directory that is deleted when the demo ends, however it
+// ends. With --keep it keeps running until Ctrl-C, with every key written there and the commands
+// to try it printed ready to paste; Ctrl-C stops it and deletes the directory.
 import fs from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -25,15 +29,21 @@ import { signApproval } from '../src/envelope/approval.js';
 import { signCommand } from '../src/envelope/command.js';
 import { RESULT_TOPIC, verifyResult } from '../src/envelope/result.js';
 import { deviceTopics } from '../src/transport/topics.js';
+import { UsageError, parseStrict } from '../src/cli/command.js';
 import { startSimArm } from './sim-arm.js';
 
 const SITE = 'plant-north';
 const DEVICE = 'arm-1';
-const keep = process.argv.includes('--keep');
 const say = (text: string) => process.stdout.write(text + '\n');
+/** What Ctrl-C does now: stop a kept demo cleanly; otherwise (unset) end the process. */
+let onInterrupt: (() => void) | null = null;
 
-async function main(): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-demo-'));
+const USAGE = `Usage: npm run demo [-- --keep]
+
+Plays the demo story against a fresh agent and deletes its keys and state afterwards. --keep
+leaves it running (Ctrl-C to stop), with the keys on disk and commands to try printed.`;
+
+async function main(keep: boolean, dir: string): Promise<void> {
   const broker = await startAedes();
   say(`ztedge demo — state in ${dir}, in-process MQTT broker (aedes, MQTT 3.1.1) at ${broker.url}\n`);
 
@@ -46,7 +56,10 @@ async function main(): Promise<void> {
   const roots = [keyFile('root-a', generatePrivateKey('ed25519')), keyFile('root-b', generatePrivateKey('p256'))];
   keyFile('device', generatePrivateKey('ed25519'));
   const people: Record<string, PrivateKey> = {};
-  for (const who of ['Agent::planner-7', 'Operator::olga', 'Operator::sam', 'Operator::sara', 'Operator::sven']) people[who] = generatePrivateKey('ed25519');
+  for (const who of ['Agent::planner-7', 'Operator::olga', 'Operator::sam', 'Operator::sara', 'Operator::sven']) {
+    // With --keep, on disk too, so that the printed commands can sign with them.
+    people[who] = keep ? keyFile(who.split('::')[1]!, generatePrivateKey('ed25519')) : generatePrivateKey('ed25519');
+  }
   const rogue = generatePrivateKey('ed25519');
 
   // The robot-cell bundle, with this run's issuer keys, signed by both roots.
@@ -162,8 +175,17 @@ async function main(): Promise<void> {
   say(`status: bundle r${status.bundle?.revision}, posture ${status.posture}, online ${status.online}`);
 
   if (keep) {
-    say(`\nstill running (Ctrl-C to stop): broker ${broker.url}, API http://127.0.0.1:${agent.httpPort()}/v1/status`);
-    await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
+    const at = (name: string) => path.join(dir, name);
+    const target = `--mqtt ${broker.url} --site ${SITE} --device ${DEVICE}`;
+    // The story ends with the e-stop latched; reset at the arm, as a technician on site would.
+    arm.state.estop = false;
+    say(`\nstill running (the e-stop reset at the arm): broker ${broker.url}, API http://127.0.0.1:${agent.httpPort()}/v1/status`);
+    say(`keys in ${dir} (planner-7, olga, sam, sara, sven, device); Ctrl-C stops the demo and deletes them. Try:\n`);
+    say(`npx ztedge cmd send ${target} --key ${at('planner-7.key')} --act move --res 'Arm::"arm-1"' --args '{"speed":300,"zone":"A"}' --device-key ${at('device.pub')}`);
+    say(`npx ztedge cmd send ${target} --key ${at('sam.key')} --act override_limits --res 'Arm::"arm-1"' --device-key ${at('device.pub')} --no-wait`);
+    say(`npx ztedge approve ${target} --key ${at('sara.key')} --command DIGEST    # DIGEST: the "command" of the pending result; then again with sven.key`);
+    say(`curl http://127.0.0.1:${agent.httpPort()}/v1/status`);
+    await new Promise<void>((resolve) => (onInterrupt = resolve));
   }
   await arm.stop();
   await client.endAsync();
@@ -201,7 +223,26 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-main().then(
+let keep: boolean;
+try {
+  keep = parseStrict(process.argv.slice(2), { keep: { type: 'boolean' } }).flags.has('keep');
+} catch (err) {
+  if (!(err instanceof UsageError)) throw err;
+  process.stderr.write(`demo: ${err.message}\n\n${USAGE}\n`);
+  process.exit(2);
+}
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-demo-'));
+// Private keys never outlive the demo: removed on success, failure and a second Ctrl-C alike.
+const cleanUp = () => fs.rmSync(dir, { recursive: true, force: true });
+process.once('exit', cleanUp);
+process.on('SIGINT', () => {
+  const stop = onInterrupt;
+  onInterrupt = null;
+  if (stop === null) process.exit(130);
+  else stop();
+});
+process.on('SIGTERM', () => process.exit(143));
+main(keep, dir).then(
   () => process.exit(0),
   (err: unknown) => {
     process.stderr.write(`demo failed: ${(err as Error).stack ?? String(err)}\n`);

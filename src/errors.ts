@@ -13,4 +13,9 @@ export class ZtedgeError<Code extends string = string> extends Error {
   override get name(): string {
     return this.constructor.name;
   }
+
+  /** Further lines for a person (e.g. each located problem behind the message); none by default. */
+  details(): readonly string[] {
+    return [];
+  }
 }

@@ -1,16 +1,25 @@
 // Agent configuration: read from a YAML or JSON file, overlaid with ZTEDGE_* environment
 // variables, validated as a whole. Every problem is reported at once, with the option's name,
-// before anything starts.
+// before anything starts. The options themselves are described once, in config-options.ts.
 import { parse as parseYaml } from 'yaml';
 import { parseDurationMs } from '../duration.js';
+import { ZtedgeError } from '../errors.js';
+import {
+  CONFIG_OPTIONS,
+  type LogLevel,
+  type OptionDescription,
+  REFUSED_OPTIONS,
+  envName,
+  fromEnvText,
+  typeText,
+} from './config-options.js';
 
 export type Posture = 'trusted' | 'degraded' | 'untrusted';
 
 export type ExecutorConfig =
   | { kind: 'mqtt'; timeoutMs: number }
   | { kind: 'http'; url: string; timeoutMs: number }
-  | { kind: 'exec'; command: string[]; timeoutMs: number }
-  | { kind: 'none' };
+  | { kind: 'exec'; command: string[]; timeoutMs: number };
 
 export interface AgentConfig {
   device: { id: string; site: string; profile: string };
@@ -29,9 +38,10 @@ export interface AgentConfig {
   };
   http: { enabled: boolean; host: string; port: number; adminTokenFile?: string };
   posture: Posture;
-  /** Measured posture (src/attest/): when set, `posture` is not configured but measured. */
+  /** Measured posture (src/attest/); when set, `posture` is not configured. */
   attestation?: AttestationConfig;
   bundleFile?: string;
+  logLevel: LogLevel;
   executors: Record<string, ExecutorConfig>;
   limits: {
     envelopeMaxBytes: number;
@@ -39,7 +49,6 @@ export interface AgentConfig {
     clockSkewMs: number;
     maxLifetimeMs: number;
     maxPendingApprovals: number;
-    cacheEntries: number;
     outboxMaxMessages: number;
   };
   audit: {
@@ -77,20 +86,22 @@ export interface ConfigProblem {
   message: string;
 }
 
-export class ConfigError extends Error {
-  readonly code = 'CONFIG_INVALID';
+export class ConfigError extends ZtedgeError<'CONFIG_INVALID'> {
   constructor(readonly problems: ConfigProblem[]) {
     super(
+      'CONFIG_INVALID',
       `invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n` +
         problems.map((p) => `  ${p.option}: ${p.message}`).join('\n'),
     );
-    this.name = 'ConfigError';
   }
 }
 
 const MAX_CONFIG_BYTES = 256 * 1024;
-const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-const POSTURES: readonly Posture[] = ['trusted', 'degraded', 'untrusted'];
+const EXECUTOR_TIMEOUT_MS = 5000;
+const BY_PATH = new Map(CONFIG_OPTIONS.map((o) => [o.path, o]));
+const BY_ENV = new Map(CONFIG_OPTIONS.map((o) => [envName(o.path), o]));
+/** Mappings that group options (`device`, `limits`, …). */
+const SECTIONS = new Set(CONFIG_OPTIONS.filter((o) => o.path.includes('.')).map((o) => o.path.split('.')[0]!));
 
 /** Parses config text (YAML is a superset of JSON, so one parser reads both). */
 export function parseConfigText(text: string, source = 'config'): unknown {
@@ -106,64 +117,32 @@ export function parseConfigText(text: string, source = 'config'): unknown {
 }
 
 /**
- * Overlays `ZTEDGE_*` variables: `ZTEDGE_BROKER_URL` sets `broker.url`,
- * `ZTEDGE_ROOTS_KEYS` (comma separated) sets `roots.keys`, `ZTEDGE_DEVICE_ID` sets `device.id`.
- * Only known options are mapped; an unknown ZTEDGE_ variable is a problem, not ignored silently.
+ * Overlays `ZTEDGE_*` variables, one per option (config-options.ts names them): the value as
+ * the file would hold it, lists comma-separated, `ZTEDGE_EXECUTORS` a JSON object that replaces
+ * the file's executors. An unknown ZTEDGE_ variable is a problem, not ignored silently.
  */
 export function overlayEnv(raw: unknown, env: Record<string, string | undefined>): { value: unknown; problems: ConfigProblem[] } {
   const value = isRecord(raw) ? structuredClone(raw) : {};
   const problems: ConfigProblem[] = [];
-  const byEnv = new Map(ENV_OPTIONS.map((o) => [envName(o.path), o]));
   for (const [name, text] of Object.entries(env)) {
     if (!name.startsWith('ZTEDGE_') || text === undefined) continue;
     if (name === 'ZTEDGE_CONFIG') continue;
-    const option = byEnv.get(name);
+    const option = BY_ENV.get(name);
     if (option === undefined) {
-      problems.push({ option: name, message: 'unknown environment option' });
+      const refused = Object.keys(REFUSED_OPTIONS).find((path) => envName(path) === name);
+      problems.push({ option: name, message: refused === undefined ? 'unknown environment option' : REFUSED_OPTIONS[refused]! });
       continue;
     }
-    setPath(value, option.path, option.list ? text.split(',').map((s) => s.trim()).filter(Boolean) : text);
+    const parsed = fromEnvText(option, text);
+    if ('problem' in parsed) problems.push({ option: name, message: parsed.problem });
+    else setPath(value, option.path.split('.'), parsed.value);
   }
   return { value, problems };
 }
 
-const ENV_OPTIONS: Array<{ path: string[]; list?: boolean }> = [
-  { path: ['device', 'id'] },
-  { path: ['device', 'site'] },
-  { path: ['device', 'profile'] },
-  { path: ['stateDir'] },
-  { path: ['deviceKey'] },
-  { path: ['roots', 'keys'], list: true },
-  { path: ['roots', 'threshold'] },
-  { path: ['broker', 'url'] },
-  { path: ['broker', 'username'] },
-  { path: ['broker', 'passwordFile'] },
-  { path: ['broker', 'ca'] },
-  { path: ['broker', 'cert'] },
-  { path: ['broker', 'key'] },
-  { path: ['broker', 'clientId'] },
-  { path: ['broker', 'topicPrefix'] },
-  { path: ['http', 'enabled'] },
-  { path: ['http', 'host'] },
-  { path: ['http', 'port'] },
-  { path: ['http', 'adminTokenFile'] },
-  { path: ['posture'] },
-  { path: ['attestation', 'profiles'] },
-  { path: ['attestation', 'measureRoot'] },
-  { path: ['attestation', 'tpm'] },
-  { path: ['attestation', 'pcr'] },
-  { path: ['attestation', 'interval'] },
-  { path: ['attestation', 'challengesPerMinute'] },
-  { path: ['bundleFile'] },
-  { path: ['audit', 'capBytes'] },
-  { path: ['audit', 'reserveBytes'] },
-  { path: ['audit', 'retention'] },
-  { path: ['audit', 'checkpointEvery'] },
-  { path: ['audit', 'checkpointInterval'] },
-];
-
-function envName(path: string[]): string {
-  return 'ZTEDGE_' + path.map((p) => p.replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase()).join('_');
+/** The names of the ZTEDGE_* variables in `env` that set options. */
+export function envOverrides(env: Record<string, string | undefined>): string[] {
+  return Object.keys(env).filter((name) => BY_ENV.has(name) && env[name] !== undefined).sort();
 }
 
 function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
@@ -179,246 +158,201 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Collects problems while reading a raw config tree; unknown keys are problems too. */
+/** Reads one described option's raw value; a problem is recorded and `undefined` returned. */
 class Reader {
   readonly problems: ConfigProblem[] = [];
 
-  section(raw: unknown, name: string, known: readonly string[]): Record<string, unknown> {
-    if (raw === undefined || raw === null) return {};
-    if (!isRecord(raw)) {
-      this.problems.push({ option: name, message: 'must be a mapping' });
-      return {};
-    }
-    for (const key of Object.keys(raw)) {
-      if (!known.includes(key)) this.problems.push({ option: join(name, key), message: 'unknown option' });
-    }
-    return raw;
+  problem(option: string, message: string): undefined {
+    this.problems.push({ option, message });
+    return undefined;
   }
 
-  string(raw: Record<string, unknown>, section: string, key: string, opts: { required?: boolean; pattern?: RegExp; fallback?: string } = {}): string | undefined {
-    const value = raw[key];
-    const option = join(section, key);
-    if (value === undefined || value === null || value === '') {
-      if (opts.required && opts.fallback === undefined) this.problems.push({ option, message: 'is required' });
-      return opts.fallback;
+  read(option: OptionDescription, raw: unknown): unknown {
+    const { path, type } = option;
+    if (raw === undefined || raw === null || raw === '') {
+      if (option.required) return this.problem(path, 'is required');
+      return option.default === undefined ? undefined : this.read({ ...option, required: false }, option.default);
     }
-    if (typeof value !== 'string') {
-      this.problems.push({ option, message: 'must be a string' });
-      return opts.fallback;
+    switch (type.kind) {
+      case 'string':
+      case 'path':
+        if (typeof raw !== 'string') return this.problem(path, 'must be a string');
+        if (type.kind === 'string' && type.pattern !== undefined && !type.pattern.test(raw)) return this.problem(path, `must match ${type.pattern}`);
+        return raw;
+      case 'url':
+        if (typeof raw !== 'string' || !new RegExp(`^(${type.schemes.join('|')})://[^\\s]+$`).test(raw)) return this.problem(path, `must be an ${typeText(type)}`);
+        return raw;
+      case 'paths':
+        if (!Array.isArray(raw) || raw.some((v) => typeof v !== 'string' || v === '')) return this.problem(path, 'must be a list of non-empty strings');
+        if (raw.length === 0 && option.required) return this.problem(path, 'at least one is required');
+        return raw as string[];
+      case 'integer': {
+        const n = typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : raw;
+        if (typeof n !== 'number' || !Number.isInteger(n) || n < type.min || n > type.max) return this.problem(path, `must be an integer from ${type.min} to ${type.max}`);
+        return n;
+      }
+      case 'duration': {
+        const ms = typeof raw === 'number' ? raw : typeof raw === 'string' ? parseDurationMs(raw) : undefined;
+        if (ms === undefined || !Number.isInteger(ms) || ms < 0 || ms > type.maxMs) return this.problem(path, `must be a duration like "30s", "5m", "250ms" up to ${type.maxMs} ms`);
+        return ms;
+      }
+      case 'boolean':
+        if (raw === true || raw === 'true') return true;
+        if (raw === false || raw === 'false') return false;
+        return this.problem(path, 'must be true or false');
+      case 'enum':
+        if (typeof raw !== 'string' || !type.values.includes(raw)) return this.problem(path, `must be one of ${type.values.join(', ')}`);
+        return raw;
+      case 'executors':
+        return this.executors(raw);
     }
-    if (opts.pattern && !opts.pattern.test(value)) {
-      this.problems.push({ option, message: `must match ${opts.pattern}` });
-    }
-    return value;
   }
 
-  integer(raw: Record<string, unknown>, section: string, key: string, fallback: number, min: number, max: number): number {
-    const value = raw[key];
-    const option = join(section, key);
-    if (value === undefined || value === null) return fallback;
-    const n = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
-      this.problems.push({ option, message: `must be an integer from ${min} to ${max}` });
-      return fallback;
+  /** Keys of a mapping that no option describes (or that are refused). */
+  unknownKeys(raw: Record<string, unknown>, prefix: string): void {
+    for (const [key, value] of Object.entries(raw)) {
+      const path = prefix === '' ? key : `${prefix}.${key}`;
+      if (REFUSED_OPTIONS[path] !== undefined) this.problem(path, REFUSED_OPTIONS[path]!);
+      else if (prefix === '' && SECTIONS.has(key)) {
+        if (value === undefined || value === null) continue;
+        if (!isRecord(value)) this.problem(path, 'must be a mapping');
+        else this.unknownKeys(value, key);
+      } else if (!BY_PATH.has(path)) this.problem(path, 'unknown option');
     }
-    return n;
   }
 
-  duration(raw: Record<string, unknown>, section: string, key: string, fallbackMs: number, maxMs: number): number {
-    const value = raw[key];
-    const option = join(section, key);
-    if (value === undefined || value === null) return fallbackMs;
-    const ms = typeof value === 'number' ? value : typeof value === 'string' ? parseDurationMs(value) : undefined;
-    if (ms === undefined || !Number.isInteger(ms) || ms < 0 || ms > maxMs) {
-      this.problems.push({ option, message: `must be a duration like "30s", "5m", "250ms" up to ${maxMs} ms` });
-      return fallbackMs;
+  private executors(raw: unknown): Record<string, ExecutorConfig> | undefined {
+    if (!isRecord(raw)) return this.problem('executors', 'must be a mapping from action id to executor');
+    const out: Record<string, ExecutorConfig> = {};
+    for (const [action, spec] of Object.entries(raw)) {
+      const name = `executors.${action}`;
+      if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(action)) {
+        this.problem(name, 'action id may hold letters, digits and _ . : - only');
+        continue;
+      }
+      if (!isRecord(spec)) {
+        this.problem(name, 'must be a mapping {kind, url, command, timeout}');
+        continue;
+      }
+      for (const key of Object.keys(spec)) if (!['kind', 'url', 'command', 'timeout'].includes(key)) this.problem(`${name}.${key}`, 'unknown option');
+      const timeout = spec.timeout ?? `${EXECUTOR_TIMEOUT_MS}ms`;
+      const timeoutMs = typeof timeout === 'string' ? parseDurationMs(timeout) : undefined;
+      if (timeoutMs === undefined || timeoutMs < 1 || timeoutMs > 600_000) this.problem(`${name}.timeout`, 'must be a duration like "5s", up to 10m');
+      const kind = spec.kind;
+      if (kind === 'mqtt') out[action] = { kind, timeoutMs: timeoutMs ?? EXECUTOR_TIMEOUT_MS };
+      else if (kind === 'http') {
+        if (typeof spec.url !== 'string' || !/^https?:\/\/\S+$/.test(spec.url)) this.problem(`${name}.url`, 'must be an http:// or https:// URL');
+        else out[action] = { kind, url: spec.url, timeoutMs: timeoutMs ?? EXECUTOR_TIMEOUT_MS };
+      } else if (kind === 'exec') {
+        const command = spec.command;
+        if (!Array.isArray(command) || command.length === 0 || command.some((c) => typeof c !== 'string' || c === '')) {
+          this.problem(`${name}.command`, 'must be a non-empty argv list (no shell)');
+        } else out[action] = { kind, command: command as string[], timeoutMs: timeoutMs ?? EXECUTOR_TIMEOUT_MS };
+      } else if (kind === undefined) this.problem(`${name}.kind`, 'is required');
+      else this.problem(`${name}.kind`, 'must be mqtt, http or exec (leave an action out to have no executor)');
     }
-    return ms;
-  }
-
-  boolean(raw: Record<string, unknown>, section: string, key: string, fallback: boolean): boolean {
-    const value = raw[key];
-    if (value === undefined || value === null) return fallback;
-    if (value === true || value === 'true') return true;
-    if (value === false || value === 'false') return false;
-    this.problems.push({ option: join(section, key), message: 'must be true or false' });
-    return fallback;
-  }
-
-  stringList(raw: Record<string, unknown>, section: string, key: string): string[] {
-    const value = raw[key];
-    const option = join(section, key);
-    if (value === undefined || value === null) return [];
-    if (!Array.isArray(value) || value.some((v) => typeof v !== 'string' || v === '')) {
-      this.problems.push({ option, message: 'must be a list of non-empty strings' });
-      return [];
-    }
-    return value as string[];
+    return out;
   }
 }
 
-function join(section: string, key: string): string {
-  return section === '' ? key : `${section}.${key}`;
+function rawAt(raw: Record<string, unknown>, path: string): unknown {
+  let node: unknown = raw;
+  for (const key of path.split('.')) {
+    if (!isRecord(node)) return undefined;
+    node = node[key];
+  }
+  return node;
 }
-
-const TOP_KEYS = ['device', 'stateDir', 'deviceKey', 'roots', 'broker', 'http', 'posture', 'attestation', 'bundleFile', 'executors', 'limits', 'audit'] as const;
 
 /** Validates a raw config tree (after the env overlay) into an AgentConfig, or throws ConfigError with every problem. */
 export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []): AgentConfig {
   const r = new Reader();
   r.problems.push(...extraProblems);
-  const top = r.section(raw, '', TOP_KEYS);
+  const top = raw === undefined || raw === null ? {} : raw;
+  if (!isRecord(top)) throw new ConfigError([...r.problems, { option: 'config', message: 'must be a mapping of options' }]);
+  r.unknownKeys(top, '');
+  const value = new Map<string, unknown>();
+  for (const option of CONFIG_OPTIONS) {
+    // A section given as something other than a mapping has been reported already.
+    const section = option.path.includes('.') ? top[option.path.split('.')[0]!] : undefined;
+    if (section !== undefined && section !== null && !isRecord(section)) continue;
+    value.set(option.path, r.read(option, rawAt(top, option.path)));
+  }
+  const get = <T>(path: string) => value.get(path) as T;
 
-  const device = r.section(top.device, 'device', ['id', 'site', 'profile']);
-  const deviceId = r.string(device, 'device', 'id', { required: true, pattern: ID_PATTERN }) ?? '';
-  const site = r.string(device, 'device', 'site', { required: true, pattern: ID_PATTERN }) ?? '';
-  const profile = r.string(device, 'device', 'profile', { fallback: 'default', pattern: ID_PATTERN }) ?? 'default';
-
-  const stateDir = r.string(top, '', 'stateDir', { required: true }) ?? '';
-  const deviceKey = r.string(top, '', 'deviceKey', { required: true }) ?? '';
-
-  const roots = r.section(top.roots, 'roots', ['keys', 'threshold']);
-  const rootKeys = r.stringList(roots, 'roots', 'keys');
-  if (rootKeys.length === 0) r.problems.push({ option: 'roots.keys', message: 'at least one root public key is required' });
-  const threshold = r.integer(roots, 'roots', 'threshold', 1, 1, 16);
+  const rootKeys = get<string[] | undefined>('roots.keys') ?? [];
+  const threshold = get<number | undefined>('roots.threshold') ?? 1;
   if (rootKeys.length > 0 && threshold > rootKeys.length) {
-    r.problems.push({ option: 'roots.threshold', message: `is ${threshold} but only ${rootKeys.length} root keys are configured` });
+    r.problem('roots.threshold', `is ${threshold} but only ${rootKeys.length} root keys are configured`);
   }
+  const cert = get<string | undefined>('broker.cert');
+  const key = get<string | undefined>('broker.key');
+  if ((cert === undefined) !== (key === undefined)) r.problem(cert === undefined ? 'broker.cert' : 'broker.key', 'broker.cert and broker.key go together');
+  const deviceId = get<string | undefined>('device.id') ?? '';
+  const site = get<string | undefined>('device.site') ?? '';
+  const topicPrefix = get<string | undefined>('broker.topicPrefix') ?? `ztedge/${site}/${deviceId}/`;
+  if (/[+#]/.test(topicPrefix) || !topicPrefix.endsWith('/')) r.problem('broker.topicPrefix', 'must end with "/" and contain no MQTT wildcards');
+  const attesting = isRecord(top.attestation);
+  if (attesting && top.posture !== undefined) r.problem('posture', 'is measured when attestation is configured; remove posture');
+  const pcr = get<number>('attestation.pcr');
+  if (pcr !== undefined && pcr !== 16 && pcr !== 23) r.problem('attestation.pcr', 'must be 16 or 23 (the PCRs an application may reset)');
+  const attestIntervalMs = get<number | undefined>('attestation.interval');
+  if (attestIntervalMs !== undefined && attestIntervalMs < 1000) r.problem('attestation.interval', 'must be at least 1s');
+  const capBytes = get<number>('audit.capBytes');
+  const reserveBytes = get<number | undefined>('audit.reserveBytes');
+  if (reserveBytes !== undefined && capBytes !== undefined && reserveBytes > capBytes) r.problem('audit.reserveBytes', `must not exceed audit.capBytes (${capBytes})`);
+  const checkpointIntervalMs = get<number>('audit.checkpointInterval');
+  if (checkpointIntervalMs === 0) r.problem('audit.checkpointInterval', 'must be longer than 0');
 
-  const broker = r.section(top.broker, 'broker', ['url', 'username', 'passwordFile', 'ca', 'cert', 'key', 'clientId', 'topicPrefix']);
-  const brokerUrl = r.string(broker, 'broker', 'url') ?? null;
-  if (brokerUrl !== null && !/^mqtts?:\/\/[^\s]+$/.test(brokerUrl)) {
-    r.problems.push({ option: 'broker.url', message: 'must be an mqtt:// or mqtts:// URL' });
-  }
-  const topicPrefix = r.string(broker, 'broker', 'topicPrefix') ?? `ztedge/${site}/${deviceId}/`;
-  if (/[+#]/.test(topicPrefix) || !topicPrefix.endsWith('/')) {
-    r.problems.push({ option: 'broker.topicPrefix', message: 'must end with "/" and contain no MQTT wildcards' });
-  }
-  const cert = r.string(broker, 'broker', 'cert');
-  const key = r.string(broker, 'broker', 'key');
-  if ((cert === undefined) !== (key === undefined)) {
-    r.problems.push({ option: cert === undefined ? 'broker.cert' : 'broker.key', message: 'broker.cert and broker.key go together' });
-  }
-
-  const http = r.section(top.http, 'http', ['enabled', 'host', 'port', 'adminTokenFile']);
-  const httpHost = r.string(http, 'http', 'host', { fallback: '127.0.0.1' }) ?? '127.0.0.1';
-
-  const postureText = r.string(top, '', 'posture', { fallback: 'degraded' }) ?? 'degraded';
-  if (!POSTURES.includes(postureText as Posture)) {
-    r.problems.push({ option: 'posture', message: `must be one of ${POSTURES.join(', ')}` });
-  }
-
-  const attestation = top.attestation === undefined ? undefined : readAttestation(r, top.attestation);
-  if (attestation !== undefined && top.posture !== undefined) {
-    r.problems.push({ option: 'posture', message: 'is measured when attestation is configured; remove posture' });
-  }
-
-  const executors = readExecutors(r, top.executors);
-
-  const limits = r.section(top.limits, 'limits', [
-    'envelopeMaxBytes', 'bundleMaxBytes', 'clockSkew', 'maxLifetime', 'maxPendingApprovals', 'cacheEntries', 'outboxMaxMessages',
-  ]);
-
-  const audit = r.section(top.audit, 'audit', ['capBytes', 'reserveBytes', 'retention', 'checkpointEvery', 'checkpointInterval']);
-  const capBytes = r.integer(audit, 'audit', 'capBytes', 1024 * 1024 * 1024, 64 * 1024, Number.MAX_SAFE_INTEGER);
-  const reserveBytes = audit.reserveBytes === undefined || audit.reserveBytes === null ? undefined : r.integer(audit, 'audit', 'reserveBytes', 0, 0, capBytes);
-  const checkpointIntervalMs = r.duration(audit, 'audit', 'checkpointInterval', 60_000, 86_400_000);
-  if (checkpointIntervalMs === 0) r.problems.push({ option: 'audit.checkpointInterval', message: 'must be longer than 0' });
-
-  const config: AgentConfig = {
-    device: { id: deviceId, site, profile },
-    stateDir,
-    deviceKey,
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return {
+    device: { id: deviceId, site, profile: get('device.profile') },
+    stateDir: get('stateDir'),
+    deviceKey: get('deviceKey'),
     roots: { keys: rootKeys, threshold },
     broker: {
-      url: brokerUrl,
-      username: r.string(broker, 'broker', 'username'),
-      passwordFile: r.string(broker, 'broker', 'passwordFile'),
-      ca: r.string(broker, 'broker', 'ca'),
+      url: get<string | undefined>('broker.url') ?? null,
+      username: get('broker.username'),
+      passwordFile: get('broker.passwordFile'),
+      ca: get('broker.ca'),
       cert,
       key,
-      clientId: r.string(broker, 'broker', 'clientId'),
+      clientId: get('broker.clientId'),
       topicPrefix,
     },
-    http: {
-      enabled: r.boolean(http, 'http', 'enabled', true),
-      host: httpHost,
-      port: r.integer(http, 'http', 'port', 8181, 0, 65535),
-      adminTokenFile: r.string(http, 'http', 'adminTokenFile'),
-    },
-    posture: postureText as Posture,
-    ...(attestation === undefined ? {} : { attestation }),
-    bundleFile: r.string(top, '', 'bundleFile'),
-    executors,
+    http: { enabled: get('http.enabled'), host: get('http.host'), port: get('http.port'), adminTokenFile: get('http.adminTokenFile') },
+    posture: get('posture'),
+    ...(attesting
+      ? {
+          attestation: {
+            ...(get('attestation.profiles') === undefined ? {} : { profiles: get<string>('attestation.profiles') }),
+            measureRoot: get('attestation.measureRoot'),
+            ...(get('attestation.tpm') === undefined ? {} : { tpm: get<string>('attestation.tpm') }),
+            pcr,
+            ...(attestIntervalMs === undefined ? {} : { intervalMs: attestIntervalMs }),
+            challengesPerMinute: get('attestation.challengesPerMinute'),
+          },
+        }
+      : {}),
+    bundleFile: get('bundleFile'),
+    logLevel: get('logLevel'),
+    executors: get<Record<string, ExecutorConfig> | undefined>('executors') ?? {},
     limits: {
-      envelopeMaxBytes: r.integer(limits, 'limits', 'envelopeMaxBytes', 64 * 1024, 256, 16 * 1024 * 1024),
-      bundleMaxBytes: r.integer(limits, 'limits', 'bundleMaxBytes', 16 * 1024 * 1024, 1024, 256 * 1024 * 1024),
-      clockSkewMs: r.duration(limits, 'limits', 'clockSkew', 30_000, 3_600_000),
-      maxLifetimeMs: r.duration(limits, 'limits', 'maxLifetime', 3_600_000, 7 * 86_400_000),
-      maxPendingApprovals: r.integer(limits, 'limits', 'maxPendingApprovals', 1000, 1, 1_000_000),
-      cacheEntries: r.integer(limits, 'limits', 'cacheEntries', 10_000, 0, 10_000_000),
-      outboxMaxMessages: r.integer(limits, 'limits', 'outboxMaxMessages', 100_000, 100, 10_000_000),
+      envelopeMaxBytes: get('limits.envelopeMaxBytes'),
+      bundleMaxBytes: get('limits.bundleMaxBytes'),
+      clockSkewMs: get('limits.clockSkew'),
+      maxLifetimeMs: get('limits.maxLifetime'),
+      maxPendingApprovals: get('limits.maxPendingApprovals'),
+      outboxMaxMessages: get('limits.outboxMaxMessages'),
     },
     audit: {
       capBytes,
       ...(reserveBytes === undefined ? {} : { reserveBytes }),
-      retentionMs: r.duration(audit, 'audit', 'retention', 7 * 86_400_000, 3650 * 86_400_000),
-      checkpointEvery: r.integer(audit, 'audit', 'checkpointEvery', 1000, 1, 1_000_000),
+      retentionMs: get('audit.retention'),
+      checkpointEvery: get('audit.checkpointEvery'),
       checkpointIntervalMs,
     },
   };
-  if (r.problems.length > 0) throw new ConfigError(r.problems);
-  return config;
-}
-
-const TCTI = /^(device:\/dev\/tpm(rm)?\d{1,3}|(swtpm|mssim):host=[A-Za-z0-9.:-]{1,253},port=\d{1,5})$/;
-
-function readAttestation(r: Reader, raw: unknown): AttestationConfig {
-  const a = r.section(raw, 'attestation', ['profiles', 'measureRoot', 'tpm', 'pcr', 'interval', 'challengesPerMinute']);
-  const tpm = r.string(a, 'attestation', 'tpm', { pattern: TCTI });
-  const pcr = r.integer(a, 'attestation', 'pcr', 23, 16, 23);
-  if (pcr !== 16 && pcr !== 23) r.problems.push({ option: 'attestation.pcr', message: 'must be 16 or 23 (the PCRs an application may reset)' });
-  const intervalMs = a.interval === undefined ? undefined : r.duration(a, 'attestation', 'interval', 0, 86_400_000);
-  if (intervalMs !== undefined && intervalMs < 1000) r.problems.push({ option: 'attestation.interval', message: 'must be at least 1s' });
-  return {
-    ...(a.profiles === undefined ? {} : { profiles: r.string(a, 'attestation', 'profiles') }),
-    measureRoot: r.string(a, 'attestation', 'measureRoot', { fallback: '/' }) ?? '/',
-    ...(tpm === undefined ? {} : { tpm }),
-    pcr,
-    ...(intervalMs === undefined ? {} : { intervalMs }),
-    challengesPerMinute: r.integer(a, 'attestation', 'challengesPerMinute', 10, 1, 600),
-  };
-}
-
-function readExecutors(r: Reader, raw: unknown): Record<string, ExecutorConfig> {
-  const out: Record<string, ExecutorConfig> = {};
-  if (raw === undefined || raw === null) return out;
-  if (!isRecord(raw)) {
-    r.problems.push({ option: 'executors', message: 'must be a mapping from action id to executor' });
-    return out;
-  }
-  for (const [action, spec] of Object.entries(raw)) {
-    const name = `executors.${action}`;
-    if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(action)) {
-      r.problems.push({ option: name, message: 'action id may hold letters, digits and _ . : - only' });
-      continue;
-    }
-    const s = r.section(spec, name, ['kind', 'url', 'command', 'timeout']);
-    const kind = r.string(s, name, 'kind', { required: true });
-    const timeoutMs = r.duration(s, name, 'timeout', 5000, 600_000);
-    if (kind === 'mqtt') out[action] = { kind, timeoutMs };
-    else if (kind === 'http') {
-      const url = r.string(s, name, 'url', { required: true }) ?? '';
-      if (url !== '' && !/^https?:\/\//.test(url)) r.problems.push({ option: `${name}.url`, message: 'must be an http:// or https:// URL' });
-      out[action] = { kind, url, timeoutMs };
-    } else if (kind === 'exec') {
-      const command = r.stringList(s, name, 'command');
-      if (command.length === 0) r.problems.push({ option: `${name}.command`, message: 'must be a non-empty argv list (no shell)' });
-      out[action] = { kind, command, timeoutMs };
-    } else if (kind === 'none') out[action] = { kind };
-    else if (kind !== undefined) r.problems.push({ option: `${name}.kind`, message: 'must be mqtt, http, exec or none' });
-  }
-  return out;
 }
 
 /** Reads, overlays and validates: the one entry point the agent uses. */

@@ -1,11 +1,12 @@
 // Enforcement obligations carried by Cedar annotations on the determining permit policies.
 //
 // Cedar allows a request when any one permit is satisfied, so several permits may determine a
-// decision. ztedge applies the strictest combination: the most approvals, every rate limit, the
-// shortest cache TTL. `@safety("true")` holds only if every determining permit says so, so a
-// non-safety permit cannot ride along into fail-closed mode.
+// decision. ztedge applies the strictest combination: the most approvals, every rate limit.
+// `@safety("true")` holds only if every determining permit says so, so a non-safety permit
+// cannot ride along into fail-closed mode.
 import { parseDurationMs } from '../duration.js';
 import type { RateLimit } from '../store/rate-limiter.js';
+import { ZtedgeError } from '../errors.js';
 
 export type { RateLimit };
 
@@ -14,8 +15,6 @@ export interface Obligations {
   /** Entity uids (Cedar text, e.g. `Role::"supervisor"`) an approver must be `in`; empty = any permitted approver. */
   approvers: string[];
   rates: RateLimit[];
-  /** Undefined: use the bundle default. */
-  cacheTtlMs: number | undefined;
   safety: boolean;
 }
 
@@ -25,11 +24,9 @@ export interface ObligationProblem {
   message: string;
 }
 
-export class ObligationError extends Error {
-  readonly code = 'OBLIGATION_INVALID';
+export class ObligationError extends ZtedgeError<'OBLIGATION_INVALID'> {
   constructor(readonly problems: ObligationProblem[]) {
-    super(problems.map((p) => `${p.policyId} @${p.annotation}: ${p.message}`).join('; '));
-    this.name = 'ObligationError';
+    super('OBLIGATION_INVALID', problems.map((p) => `${p.policyId} @${p.annotation}: ${p.message}`).join('; '));
   }
 }
 
@@ -46,7 +43,7 @@ const MAX_APPROVALS = 16;
  */
 export function obligationsOf(permits: readonly AnnotatedPolicy[]): Obligations {
   const problems: ObligationProblem[] = [];
-  const result: Obligations = { approvals: 0, approvers: [], rates: [], cacheTtlMs: undefined, safety: permits.length > 0 };
+  const result: Obligations = { approvals: 0, approvers: [], rates: [], safety: permits.length > 0 };
   for (const p of permits) {
     const a = p.annotations;
     const bad = (annotation: string, message: string) => problems.push({ policyId: p.id, annotation, message });
@@ -70,11 +67,8 @@ export function obligationsOf(permits: readonly AnnotatedPolicy[]): Obligations 
       if (m === null || periodMs === undefined || periodMs <= 0 || count < 1) bad('rate', 'must look like "20/60s" (count/period)');
       else result.rates.push({ policyId: p.id, count, periodMs });
     }
-    if (a.cache_ttl !== undefined) {
-      const ms = parseDurationMs(a.cache_ttl);
-      if (ms === undefined) bad('cache_ttl', 'must be a duration like "30s"');
-      else result.cacheTtlMs = result.cacheTtlMs === undefined ? ms : Math.min(result.cacheTtlMs, ms);
-    }
+    // Refused when the bundle is built or activated (bundle/content.ts); never enforced as if it were.
+    if (a.cache_ttl !== undefined) bad('cache_ttl', 'is not supported: decisions are not cached');
     if (a.safety !== undefined && a.safety !== 'true' && a.safety !== 'false') bad('safety', 'must be "true" or "false"');
     if (a.safety !== 'true') result.safety = false;
   }

@@ -498,7 +498,7 @@ function once<A extends unknown[], R>(fn: ((...args: A) => R) | undefined): (...
   };
 }
 
-const NO_OBLIGATIONS: Obligations = { approvals: 0, approvers: [], rates: [], cacheTtlMs: undefined, safety: false };
+const NO_OBLIGATIONS: Obligations = { approvals: 0, approvers: [], rates: [], safety: false };
 
 function grantTtl(decision: EnforcedDecision): number {
   for (const d of decision.determining) {

@@ -7,6 +7,7 @@ import type { CommandArgs, ArgValue } from '../envelope/command.js';
 import { CedarRecord, CedarSet, Datetime, EntityUid, I64_MAX, I64_MIN, parseEntityUid, type Value } from '../policy/index.js';
 import type { AuthzRequest } from '../policy/index.js';
 import type { Posture } from './config.js';
+import { ZtedgeError } from '../errors.js';
 
 export type CommandSource = 'mqtt' | 'http';
 
@@ -20,15 +21,7 @@ export interface ContextFacts {
   attestation?: AttestationFacts;
 }
 
-export class RequestBuildError extends Error {
-  override name = 'RequestBuildError';
-  constructor(
-    readonly code: 'ARGS_INVALID' | 'RESOURCE_INVALID' | 'ACTION_INVALID',
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export class RequestBuildError extends ZtedgeError<'ARGS_INVALID' | 'RESOURCE_INVALID' | 'ACTION_INVALID'> {}
 
 /** Action ids are Cedar `Action::"<id>"`; keep them to a safe alphabet (they also name MQTT topics). */
 const ACTION_ID = /^[A-Za-z0-9_.:-]{1,128}$/;

@@ -12,7 +12,7 @@ import path from 'node:path';
 import type { ServerType } from '@hono/node-server';
 import { serve } from '@hono/node-server';
 import { SqliteAuditLog } from '../audit/log.js';
-import { BundleManager, type BundleEvent } from '../bundle/activation.js';
+import { BundleManager, type BundleEvent, bundleEventRecord } from '../bundle/activation.js';
 import { BundleError } from '../bundle/errors.js';
 import { watchBundleFile, type BundleFileWatcher } from '../bundle/file-source.js';
 import { BundleStore } from '../bundle/store.js';
@@ -30,13 +30,14 @@ import { TrustedClock } from '../store/trusted-clock.js';
 import { MqttLink, type InboundMessage } from '../transport/mqtt-link.js';
 import { Outbox } from '../transport/outbox.js';
 import { deviceTopics, type DeviceTopics } from '../transport/topics.js';
-import { type AttestAnswer, createApi, type DecideResult } from '../api/app.js';
+import { type AttestAnswer, createApi, type DecideResult, type Readiness } from '../api/app.js';
 import { encodeRefusal } from '../attest/challenge.js';
 import { referencesFor } from '../attest/compare.js';
 import { AttestError } from '../attest/errors.js';
 import { SHIPPED_PROFILES_DIR, loadProfile } from '../attest/profile.js';
 import { type AttestationEvent, AttestationService } from '../attest/service.js';
 import { type AgentConfig, ConfigError, type Posture } from './config.js';
+import type { LogLevel } from './config-options.js';
 import { ExecExecutor } from './executors/exec.js';
 import { HttpExecutor } from './executors/http.js';
 import { MqttAckRouter, MqttExecutor } from './executors/mqtt.js';
@@ -46,6 +47,10 @@ import { type FirstArrival, RecentResults } from './recent-results.js';
 import { type CommandOutcome, CommandPipeline, type FailClosedState } from './pipeline.js';
 import { GroupCommit } from '../store/group-commit.js';
 import { openStateDb, type Database } from '../store/state-db.js';
+import { StateDirLock } from '../store/state-lock.js';
+import { readAdminToken } from './admin-token.js';
+import { permittedActions } from './permitted-actions.js';
+import { bundleStoreDir, stateDbPath } from './state-dir.js';
 import { AGENT_VERSION } from '../version.js';
 
 /** How long stop() waits for commands in progress (an execution waits for its controller). */
@@ -63,6 +68,11 @@ export function jsonLogger(writeLine: (line: string) => void): AgentLogger {
   const line = (level: string, message: string, fields?: Record<string, unknown>) =>
     writeLine(JSON.stringify({ level, time: new Date().toISOString(), message, ...fields }));
   return { info: (message, fields) => line('info', message, fields), warn: (message, fields) => line('warn', message, fields) };
+}
+
+/** `logger` without the lines below `level` (the `logLevel` option). */
+export function atLevel(logger: AgentLogger, level: LogLevel): AgentLogger {
+  return level === 'warn' ? { info: () => {}, warn: (message, fields) => logger.warn(message, fields) } : logger;
 }
 
 export const stdoutLogger: AgentLogger = jsonLogger((line) => process.stdout.write(`${line}\n`));
@@ -92,6 +102,11 @@ export class Agent {
   readonly attestation: AttestationService | null;
   private readonly logger: AgentLogger;
   private readonly db: Database;
+  /** This process's hold on the state directory, released by stop(). */
+  private readonly lock: StateDirLock;
+  private readonly adminToken: Uint8Array | undefined;
+  /** The readiness last logged, so that each change is logged once. */
+  private readinessLogged = '';
   /** One transaction per turn for the replay guard, audit log, rate limiter and outbox. */
   private readonly commits: GroupCommit;
   private readonly deviceKey: PrivateKey;
@@ -118,16 +133,24 @@ export class Agent {
 
   constructor(opts: AgentOptions) {
     this.config = opts.config;
-    this.logger = opts.logger ?? stdoutLogger;
+    this.logger = atLevel(opts.logger ?? stdoutLogger, opts.config.logLevel);
     const now = opts.now ?? Date.now;
     const { config } = this;
     this.posture = config.posture;
     this.topics = deviceTopics({ site: config.device.site, device: config.device.id, prefix: config.broker.topicPrefix });
     this.deviceKey = readPrivateKeyFile(config.deviceKey);
     const roots = config.roots.keys.map((file) => ({ publicKey: readPublicKeyFile(file) }));
+    this.adminToken = config.http.adminTokenFile === undefined ? undefined : readAdminToken(config.http.adminTokenFile);
 
+    // The state directory is locked before anything in it is opened: a second agent on it stops here.
     fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
-    this.db = openStateDb(path.join(config.stateDir, 'state.db'));
+    this.lock = StateDirLock.acquire(config.stateDir, 'ztedge run');
+    try {
+      this.db = openStateDb(stateDbPath(config.stateDir));
+    } catch (err) {
+      this.lock.release();
+      throw err;
+    }
     this.clock = new TrustedClock(this.db, now);
     this.commits = new GroupCommit(this.db);
     this.replay = new ReplayGuard(this.db, { clockSkewMs: config.limits.clockSkewMs, commits: this.commits });
@@ -142,7 +165,7 @@ export class Agent {
     this.grants = new GrantStore(this.db);
     this.pending = new PendingApprovals(this.db, config.limits.maxPendingApprovals);
     this.bundles = new BundleManager({
-      store: new BundleStore(path.join(config.stateDir, 'bundles'), { maxBundleBytes: config.limits.bundleMaxBytes }),
+      store: new BundleStore(bundleStoreDir(config.stateDir), { maxBundleBytes: config.limits.bundleMaxBytes }),
       trust: {
         roots,
         threshold: config.roots.threshold,
@@ -171,12 +194,16 @@ export class Agent {
         append: (kind, body) =>
           this.audit.append(kind, body).then(
             (ref) => {
-              if (this.failClosed.active && this.failClosed.reason === 'AUDIT_WRITE_FAILED') this.failClosed.active = false;
+              if (this.failClosed.active && this.failClosed.reason === 'AUDIT_WRITE_FAILED') {
+                this.failClosed.active = false;
+                this.noteReadiness();
+              }
               return ref;
             },
             (err: unknown) => {
               this.failClosed.active = true;
               this.failClosed.reason = 'AUDIT_WRITE_FAILED';
+              this.noteReadiness();
               throw err;
             },
           ),
@@ -238,15 +265,20 @@ export class Agent {
     }
     // Measured before the first command is taken, against the active bundle's references.
     await this.attestation?.start();
-    if (this.bundles.current === null) this.logger.warn('no policy bundle is active: every command is denied until one arrives');
     // The API first: a port already in use stops the start before the agent appears on the broker.
     if (config.http.enabled) await this.startHttp();
     this.outbox?.start();
     this.link?.start();
-    this.timers.push(setInterval(() => this.track(this.expirePending(), 'expiring held commands failed'), 1000));
+    this.timers.push(
+      setInterval(() => {
+        this.track(this.expirePending(), 'expiring held commands failed');
+        this.noteReadiness();
+      }, 1000),
+    );
     this.timers.push(setInterval(() => this.housekeeping(), 60_000));
     for (const t of this.timers) t.unref();
     this.publishStatus();
+    this.noteReadiness();
     this.logger.info('agent started', {
       device: config.device.id,
       site: config.device.site,
@@ -277,13 +309,40 @@ export class Agent {
       version: AGENT_VERSION,
       online: this.link?.online ?? false,
       posture: this.posture,
+      ready: this.readiness(),
       failClosed: this.failClosed.active ? { reason: this.failClosed.reason ?? 'UNKNOWN' } : null,
       bundle: bundle.active === null ? null : { id: bundle.active.id, revision: bundle.active.revision, digest: bundle.active.digest, stale: bundle.active.stale },
+      lastKnownGood: bundle.lkg,
       lastRejection: bundle.lastRejection,
       pendingApprovals: this.pending.size(),
       audit: { headSeq: this.audit.head().seq },
       attestation: this.attestation?.status() ?? null,
     };
+  }
+
+  /**
+   * Ready to enforce: a policy bundle is active and the agent is not fail-closed (its audit log
+   * takes records). Every reason it is not is listed.
+   */
+  readiness(): Readiness {
+    const reasons: Readiness['reasons'] = [];
+    if (this.bundles.current === null) reasons.push({ code: 'NO_ACTIVE_BUNDLE', message: 'no policy bundle is active: every command is denied' });
+    if (this.failClosed.active) {
+      const why = this.failClosed.reason ?? 'UNKNOWN';
+      const detail = why === 'AUDIT_WRITE_FAILED' ? 'the audit log cannot be written' : why;
+      reasons.push({ code: 'FAIL_CLOSED', message: `fail-closed (${why}): ${detail}; only @safety actions pass` });
+    }
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  /** Logs a change of readiness (checked on every bundle event, audit failure and each second). */
+  private noteReadiness(): void {
+    const readiness = this.readiness();
+    const key = JSON.stringify(readiness.reasons);
+    if (key === this.readinessLogged) return;
+    this.readinessLogged = key;
+    if (readiness.ready) this.logger.info('agent ready');
+    else this.logger.warn('agent not ready', { reasons: readiness.reasons });
   }
 
   /**
@@ -313,6 +372,7 @@ export class Agent {
     this.commits.flush(); // writes still queued (e.g. deletes of messages acknowledged just now)
     this.clock.persist();
     this.db.close();
+    this.lock.release();
     this.started = false;
     this.logger.info('agent stopped', { device: this.config.device.id });
   }
@@ -367,8 +427,10 @@ export class Agent {
     const app = createApi({
       decide: (bytes) => this.handleHttpCommand(bytes),
       status: () => this.status(),
-      ready: () => this.bundles.current !== null,
+      ready: () => this.readiness(),
       metrics: () => this.metrics.render(),
+      audit: (from, limit) => ({ records: this.audit.read(from, limit), headSeq: this.audit.head().seq }),
+      ...(this.adminToken === undefined ? {} : { adminToken: this.adminToken }),
       maxBodyBytes: this.config.limits.envelopeMaxBytes,
       ...(this.attestation === null ? {} : { attest: (nonce: Uint8Array) => this.answerChallenge(nonce) }),
     });
@@ -406,6 +468,14 @@ export class Agent {
       } catch (err) {
         if (!(err instanceof BundleError)) throw err;
         // Recorded by the manager (store rejection + event → audit, status).
+      }
+    } else if (message.topic === topics.rollback) {
+      if (message.payload.length === 0) return;
+      try {
+        this.bundles.applyRollback(message.payload);
+      } catch (err) {
+        if (!(err instanceof BundleError)) throw err;
+        // Recorded by the manager, as for bundles.
       }
     }
     else if (message.topic === topics.attestChallenge) this.onChallenge(message);
@@ -523,18 +593,32 @@ export class Agent {
   }
 
   private onBundleEvent(event: BundleEvent): void {
-    const body: Record<string, string | number | boolean | null> = { event: event.kind, atMs: event.atMs };
-    if ('revision' in event) body.revision = event.revision;
-    if ('digest' in event) body.digest = event.digest;
+    const body = bundleEventRecord(event);
     if (event.kind === 'rejected') {
-      body.code = event.code;
-      body.message = event.message.slice(0, 300);
       this.logger.warn('bundle rejected', { code: event.code, revision: event.revision });
     } else if (event.kind === 'activated' || event.kind === 'loaded' || event.kind === 'rolled-back') {
       this.logger.info(`bundle ${event.kind}`, { revision: event.revision });
+      this.warnUnexecutable();
     }
     this.track(this.audit.append('bundle', encodeCbor(body), { area: 'reserve' }), 'bundle audit record failed');
     this.publishStatus();
+    if (this.started) this.noteReadiness();
+  }
+
+  /** Names the actions the active bundle permits that no configured executor runs. */
+  private warnUnexecutable(): void {
+    const bundle = this.bundles.current;
+    if (bundle === null) return;
+    const { executors, broker } = this.config;
+    const runs = (action: string) => executors[action] !== undefined && (executors[action].kind !== 'mqtt' || broker.url !== null);
+    const { actions, anyAction } = permittedActions(bundle);
+    const missing = actions.filter((action) => !runs(action));
+    if (missing.length === 0 && anyAction.length === 0) return;
+    this.logger.warn('permitted actions have no executor: such commands are allowed and audited, then fail with NO_EXECUTOR', {
+      revision: bundle.manifest.revision,
+      actions: missing,
+      ...(anyAction.length === 0 ? {} : { anyActionPolicies: anyAction }),
+    });
   }
 
   private async expirePending(): Promise<void> {

@@ -1,15 +1,50 @@
-// The local HTTP API (Hono). Loopback by default. Errors are JSON with a stable code.
+// The local HTTP API (Hono). Loopback by default. Every error is JSON `{ error: { code, message } }`
+// with a stable code: any ZtedgeError a handler raises is mapped in one place (onError), with the
+// HTTP status its code calls for.
 //   POST /v1/decide   body: a signed command envelope (application/cose) → decision, outcome and
 //                     the signed result (base64); the same pipeline as MQTT, with source "http".
-//   GET  /v1/status   agent, bundle and posture status
+//   GET  /v1/status   agent, bundle, readiness and posture status
+//   GET  /v1/audit    audit records (admin token): ?from=SEQ&limit=N
 //   GET  /healthz     liveness
-//   GET  /readyz      ready when a policy bundle is active
+//   GET  /readyz      ready when a policy bundle is active, the agent is not fail-closed and its
+//                     audit log is writable; otherwise 503 with every reason
 //   GET  /metrics     Prometheus text
 //   POST /v1/attest   body {"nonce": "<hex, 8-64 bytes>"} → {"evidence": base64 COSE_Sign1 EAT,
 //                     "posture"}; a nonce is answered once, challenges are rate-limited
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import type { AuditRecord } from '../audit/chain.js';
 import { toHex } from '../crypto/bytes.js';
+import { EnvelopeError } from '../envelope/errors.js';
+import { ZtedgeError } from '../errors.js';
+
+export type ApiErrorCode =
+  | 'NOT_FOUND'
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'BAD_REQUEST'
+  | 'ADMIN_DISABLED'
+  | 'ADMIN_TOKEN_REQUIRED'
+  | 'ADMIN_TOKEN_INVALID';
+
+/** A request the API itself refuses. */
+export class ApiError extends ZtedgeError<ApiErrorCode> {}
+
+/** HTTP status by error code; a ZtedgeError not listed is a 500 that still says its code. */
+const STATUS_BY_CODE: Readonly<Record<string, ContentfulStatusCode>> = {
+  NOT_FOUND: 404,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  BAD_REQUEST: 400,
+  ENVELOPE_MALFORMED: 400,
+  ENVELOPE_TOO_LARGE: 413,
+  ADMIN_DISABLED: 403,
+  ADMIN_TOKEN_REQUIRED: 401,
+  ADMIN_TOKEN_INVALID: 401,
+  AUDIT_WRITE_FAILED: 503,
+  STATE_COMMIT_FAILED: 503,
+};
 
 /** What the API reports of one decided command (the agent's outcome, as the API shows it). */
 export interface DecideResult {
@@ -25,11 +60,21 @@ export interface DecideResult {
   result: Uint8Array;
 }
 
+/** Why the agent is not ready to enforce; empty when it is. */
+export interface Readiness {
+  ready: boolean;
+  reasons: Array<{ code: string; message: string }>;
+}
+
 export interface ApiDeps {
   decide(bytes: Uint8Array): Promise<DecideResult>;
   status(): unknown;
-  ready(): boolean;
+  ready(): Readiness;
   metrics(): string;
+  /** Audit records from `fromSeq`, at most `limit` (an admin endpoint). */
+  audit?(fromSeq: number, limit: number): { records: AuditRecord[]; headSeq: number };
+  /** The admin token's bytes; without one, admin endpoints answer ADMIN_DISABLED. */
+  adminToken?: Uint8Array;
   /** Largest accepted request body (the envelope size cap). */
   maxBodyBytes?: number;
   /** Evidence for a challenge nonce; absent when the device does not attest. */
@@ -44,18 +89,34 @@ export type AttestAnswer =
 const ATTEST_STATUS: Record<string, 400 | 409 | 429> = { ATTEST_NONCE_INVALID: 400, ATTEST_NONCE_REUSED: 409, ATTEST_RATE_LIMITED: 429 };
 
 const COSE_TYPES = new Set(['application/cose', 'application/cose; cose-type="cose-sign1"', 'application/octet-stream']);
+const MAX_AUDIT_PAGE = 500;
 
 export function createApi(deps: ApiDeps): Hono {
   const app = new Hono();
   const maxBodyBytes = deps.maxBodyBytes ?? 64 * 1024;
 
-  app.onError((_err, c) => c.json({ error: { code: 'INTERNAL', message: 'internal error' } }, 500));
-  app.notFound((c) => c.json({ error: { code: 'NOT_FOUND', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
+  app.onError((err, c) => errorResponse(c, err));
+  app.notFound((c) => errorResponse(c, new ApiError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
-  app.get('/readyz', (c) => (deps.ready() ? c.json({ status: 'ready' }) : c.json({ status: 'not_ready', error: { code: 'NO_ACTIVE_BUNDLE', message: 'no policy bundle is active' } }, 503)));
+  app.get('/readyz', (c) => {
+    const readiness = deps.ready();
+    if (readiness.ready) return c.json({ status: 'ready' });
+    return c.json({ status: 'not_ready', error: readiness.reasons[0], reasons: readiness.reasons }, 503);
+  });
   app.get('/v1/status', (c) => c.json(deps.status() as object));
   app.get('/metrics', (c) => c.text(deps.metrics(), 200, { 'content-type': 'text/plain; version=0.0.4' }));
+
+  app.get('/v1/audit', adminOnly(deps.adminToken), (c) => {
+    if (deps.audit === undefined) throw new ApiError('NOT_FOUND', 'this agent keeps no audit log');
+    const from = queryInteger(c.req.query('from'), 'from', 1, 1, Number.MAX_SAFE_INTEGER);
+    const limit = queryInteger(c.req.query('limit'), 'limit', 100, 1, MAX_AUDIT_PAGE);
+    const { records, headSeq } = deps.audit(from, limit);
+    return c.json({
+      headSeq,
+      records: records.map((r) => ({ seq: r.seq, timeMs: r.timeMs, kind: r.kind, body: toHex(r.body), prevHash: toHex(r.prevHash), hash: toHex(r.hash) })),
+    });
+  });
 
   app.post(
     '/v1/attest',
@@ -86,15 +147,13 @@ export function createApi(deps: ApiDeps): Hono {
     '/v1/decide',
     bodyLimit({
       maxSize: maxBodyBytes,
-      onError: (c) => c.json({ error: { code: 'ENVELOPE_TOO_LARGE', message: `body exceeds ${maxBodyBytes} bytes` } }, 413),
+      onError: (c) => errorResponse(c, new EnvelopeError('ENVELOPE_TOO_LARGE', `body exceeds ${maxBodyBytes} bytes`)),
     }),
     async (c) => {
       const type = (c.req.header('content-type') ?? '').toLowerCase();
-      if (!COSE_TYPES.has(type)) {
-        return c.json({ error: { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'send the signed command envelope as application/cose' } }, 415);
-      }
+      if (!COSE_TYPES.has(type)) throw new ApiError('UNSUPPORTED_MEDIA_TYPE', 'send the signed command envelope as application/cose');
       const bytes = new Uint8Array(await c.req.arrayBuffer());
-      if (bytes.length === 0) return c.json({ error: { code: 'ENVELOPE_MALFORMED', message: 'empty body' } }, 400);
+      if (bytes.length === 0) throw new EnvelopeError('ENVELOPE_MALFORMED', 'empty body');
       const decided = await deps.decide(bytes);
       const status = decided.outcome === 'rejected' ? 400 : decided.decision === 'deny' ? 403 : decided.decision === 'pending' ? 202 : 200;
       return c.json(
@@ -112,4 +171,36 @@ export function createApi(deps: ApiDeps): Hono {
     },
   );
   return app;
+}
+
+/** The one mapping from an error to a response; anything but a ZtedgeError is a defect, shown as INTERNAL. */
+function errorResponse(c: Context, err: unknown): Response {
+  if (!(err instanceof ZtedgeError)) return c.json({ error: { code: 'INTERNAL', message: 'internal error' } }, 500);
+  const headers: Record<string, string> = err.code === 'ADMIN_TOKEN_REQUIRED' || err.code === 'ADMIN_TOKEN_INVALID' ? { 'www-authenticate': 'Bearer' } : {};
+  return c.json({ error: { code: err.code, message: err.message } }, STATUS_BY_CODE[err.code] ?? 500, headers);
+}
+
+/** Admin endpoints: a bearer token equal to the configured one, compared in constant time. */
+function adminOnly(token: Uint8Array | undefined): MiddlewareHandler {
+  const expected = token === undefined ? undefined : digest(token);
+  return async (c, next) => {
+    if (expected === undefined) throw new ApiError('ADMIN_DISABLED', 'admin endpoints are disabled: no admin token is configured (http.adminTokenFile)');
+    const header = c.req.header('authorization');
+    const match = header === undefined ? null : /^Bearer (\S+)$/.exec(header);
+    if (match === null) throw new ApiError('ADMIN_TOKEN_REQUIRED', 'this endpoint needs the admin token: Authorization: Bearer <token>');
+    // Hashing first gives equal lengths, so the comparison time says nothing about the token.
+    if (!timingSafeEqual(digest(Buffer.from(match[1]!, 'utf8')), expected)) throw new ApiError('ADMIN_TOKEN_INVALID', 'the admin token does not match');
+    await next();
+  };
+}
+
+function digest(bytes: Uint8Array): Buffer {
+  return createHash('sha256').update(bytes).digest();
+}
+
+function queryInteger(text: string | undefined, name: string, fallback: number, min: number, max: number): number {
+  if (text === undefined) return fallback;
+  const n = /^\d{1,16}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= min && n <= max)) throw new ApiError('BAD_REQUEST', `query parameter ${name} must be an integer from ${min} to ${max}`);
+  return n;
 }

@@ -1,6 +1,8 @@
 // Every refusal in attestation — a bad firmware profile, a glob that matches too much, a
 // challenge refused, evidence or a TPM quote that does not verify — is an AttestError with a
 // stable UPPER_SNAKE code, so the CLI maps codes to exit codes and tests match on reasons.
+import { ZtedgeError } from '../errors.js';
+
 
 export const ATTEST_ERROR_CODES = [
   // firmware profiles and reference files
@@ -38,14 +40,4 @@ export const ATTEST_ERROR_CODES = [
 
 export type AttestErrorCode = (typeof ATTEST_ERROR_CODES)[number];
 
-export class AttestError extends Error {
-  override readonly name = 'AttestError';
-
-  constructor(
-    readonly code: AttestErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
+export class AttestError extends ZtedgeError<AttestErrorCode> {}

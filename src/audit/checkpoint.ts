@@ -29,6 +29,7 @@ import { type CborMap, decodeCbor, encodeCbor } from '../envelope/cbor.js';
 import { decodeSign1, signSign1, verifySign1 } from '../envelope/cose.js';
 import { EnvelopeError } from '../envelope/errors.js';
 import { EMPTY_ROOT, HASH_BYTES } from './merkle.js';
+import { ZtedgeError } from '../errors.js';
 
 export const CHECKPOINT_AAD = new TextEncoder().encode('ztedge audit checkpoint v1');
 const MAX_CHECKPOINT_BYTES = 4096;
@@ -51,15 +52,7 @@ export interface Checkpoint {
 
 export type CheckpointErrorCode = 'CHECKPOINT_MALFORMED' | 'CHECKPOINT_UNKNOWN_KEY' | 'CHECKPOINT_BAD_SIGNATURE' | 'CHECKPOINT_BAD_NOTE';
 
-export class CheckpointError extends Error {
-  override readonly name = 'CheckpointError';
-  constructor(
-    readonly code: CheckpointErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export class CheckpointError extends ZtedgeError<CheckpointErrorCode> {}
 
 export function checkOrigin(origin: string): string {
   if (origin.length === 0 || origin.length > MAX_ORIGIN_LENGTH || !ORIGIN_PATTERN.test(origin)) {

@@ -13,6 +13,7 @@ import { type Checkpoint, CheckpointError, verifyCheckpointBody } from './checkp
 import { consistencyProof, hashesEqual, inclusionProof, leafHash, MerkleError, verifyConsistency, verifyInclusion } from './merkle.js';
 import { type AuditReader, isKnownKind } from './reader.js';
 import { type CheckpointSummary, type VerifyFailure, type VerifyFailureCode, type VerifyReport, checkpointFailure } from './verify.js';
+import { ZtedgeError } from '../errors.js';
 
 export const EXPORT_FORMAT = 'ztedge-audit-export';
 export type ExportFormat = 'jsonl' | 'cbor';
@@ -39,9 +40,10 @@ export interface ExportedRecord extends AuditRecord {
   consistency?: Uint8Array[];
 }
 
-export class ExportError extends Error {
-  override readonly name = 'ExportError';
-  readonly code = 'AUDIT_EXPORT_MALFORMED';
+export class ExportError extends ZtedgeError<'AUDIT_EXPORT_MALFORMED'> {
+  constructor(message: string) {
+    super('AUDIT_EXPORT_MALFORMED', message);
+  }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import { type Checkpoint, NO_PREVIOUS, checkOrigin, readUnverifiedCheckpoint, si
 import { CompactRange, EMPTY_ROOT, leafHash } from './merkle.js';
 import { AUDIT_SCHEMA_VERSION, AuditReader, type StoredCheckpoint } from './reader.js';
 import { TILE_WIDTH, TREE_SCHEMA, storedNodes } from './tree-store.js';
+import { ZtedgeError } from '../errors.js';
 
 export interface AuditRef {
   seq: number;
@@ -59,15 +60,23 @@ export interface AuditSink {
   append(kind: AuditKind, body: Uint8Array, options?: AppendOptions): Promise<AuditRef>;
 }
 
-export class AuditError extends Error {
-  override name = 'AuditError';
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export type AuditErrorCode =
+  | 'AUDIT_BAD_AREA'
+  | 'AUDIT_BAD_KIND'
+  | 'AUDIT_BAD_OPTION'
+  | 'AUDIT_BAD_SEQ'
+  | 'AUDIT_BODY_TOO_LARGE'
+  | 'AUDIT_FULL'
+  | 'AUDIT_NO_CHECKPOINT_KEY'
+  | 'AUDIT_PRUNE_FAILED'
+  | 'AUDIT_SEQ_GAP'
+  | 'AUDIT_SYNC_AHEAD'
+  | 'AUDIT_SYNC_BACKWARDS'
+  | 'AUDIT_TREE_INCOMPLETE'
+  | 'AUDIT_TRUNCATED'
+  | 'AUDIT_WRITE_FAILED';
+
+export class AuditError extends ZtedgeError<AuditErrorCode> {}
 
 /** Bytes a record counts for against the cap: its body and kind plus seq, time and two hashes. */
 export const RECORD_OVERHEAD_BYTES = 80;

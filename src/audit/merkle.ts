@@ -14,20 +14,13 @@
 //
 // Sizes and indices are JS numbers: exact up to 2^53, so no bitwise operators (32-bit) here.
 import { sha256 } from '../crypto/hash.js';
+import { ZtedgeError } from '../errors.js';
 
 export const HASH_BYTES = 32;
 /** MTH({}) = SHA-256 of the empty string. */
 export const EMPTY_ROOT: Uint8Array = sha256(new Uint8Array(0));
 
-export class MerkleError extends Error {
-  override readonly name = 'MerkleError';
-  constructor(
-    readonly code: MerkleErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export class MerkleError extends ZtedgeError<MerkleErrorCode> {}
 
 export type MerkleErrorCode =
   | 'MERKLE_BAD_ARGUMENT'

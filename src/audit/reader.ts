@@ -12,19 +12,12 @@ import { type AuditKind, type AuditRecord, AUDIT_KINDS, GENESIS_HASH } from './c
 import { type Checkpoint, readUnverifiedCheckpoint } from './checkpoint.js';
 import { CompactRange, consistencyProof, inclusionProof, treeRoot } from './merkle.js';
 import { StoredTree } from './tree-store.js';
+import { ZtedgeError } from '../errors.js';
 
 /** The audit module's schema version this code reads and writes. */
 export const AUDIT_SCHEMA_VERSION = 2;
 
-export class AuditReadError extends Error {
-  override readonly name = 'AuditReadError';
-  constructor(
-    readonly code: 'AUDIT_DB_UNREADABLE' | 'AUDIT_SCHEMA_MISMATCH' | 'AUDIT_NOT_FOUND' | 'AUDIT_BAD_RANGE' | 'AUDIT_NO_CHECKPOINT',
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export class AuditReadError extends ZtedgeError<'AUDIT_DB_UNREADABLE' | 'AUDIT_SCHEMA_MISMATCH' | 'AUDIT_NOT_FOUND' | 'AUDIT_BAD_RANGE' | 'AUDIT_NO_CHECKPOINT'> {}
 
 export interface AuditMeta {
   syncedSeq: number;

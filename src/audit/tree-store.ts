@@ -18,6 +18,7 @@
 // needs stays derivable.
 import type { Database, Statement } from 'better-sqlite3';
 import { type CompletedNode, HASH_BYTES, MerkleError, type NodeSource, leafHash, nodeHash } from './merkle.js';
+import { ZtedgeError } from '../errors.js';
 
 /** Levels stored: multiples of TILE_HEIGHT (level 0, the leaves, is the audit table itself). */
 export const TILE_HEIGHT = 8;
@@ -51,15 +52,7 @@ export function storedNodes(completed: readonly CompletedNode[]): CompletedNode[
   return completed.filter((n) => n.level % TILE_HEIGHT === 0);
 }
 
-export class TreeStoreError extends Error {
-  override readonly name = 'TreeStoreError';
-  constructor(
-    readonly code: 'AUDIT_TREE_INCOMPLETE',
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export class TreeStoreError extends ZtedgeError<'AUDIT_TREE_INCOMPLETE'> {}
 
 /**
  * Perfect subtrees from the database (read-only connections included). One instance per proof

@@ -17,6 +17,7 @@ import { sha256 } from '../crypto/hash.js';
 import type { BundleRef, BundleRejection, BundleStore, RecoveryAction, StoredBundle } from './store.js';
 import { BundleError } from './errors.js';
 import { DEFAULT_BUNDLE_MAX_BYTES } from './format.js';
+import { ROLLBACK_MAX_BYTES, verifyRollback } from './rollback.js';
 import { type TrustOptions, type VerifiedBundle, verifyBundle } from './verify.js';
 
 /** Trusted time (e.g. TrustedClock): never earlier than times seen in verified signed data. */
@@ -34,14 +35,37 @@ export type BundleEvent =
   | {
       kind: 'rolled-back';
       atMs: number;
-      /** `operator`: on demand; `active-invalid`: the active bundle no longer verified at start. */
-      reason: 'operator' | 'active-invalid';
+      /**
+       * `operator`: on demand on the device (`ztedge bundle rollback`); `instruction`: a signed
+       * rollback instruction; `active-invalid`: the active bundle no longer verified at start.
+       */
+      reason: 'operator' | 'instruction' | 'active-invalid';
       fromRevision: number | null;
       revision: number;
       digest: string;
     };
 
 export type BundleListener = (event: BundleEvent) => void;
+
+/**
+ * The audit record body of a bundle event (kind `bundle`), the same whether the running agent or
+ * an operator command on a stopped agent's state directory changed the bundle.
+ */
+export function bundleEventRecord(event: BundleEvent): Record<string, string | number | boolean | null> {
+  const body: Record<string, string | number | boolean | null> = { event: event.kind, atMs: event.atMs };
+  if ('revision' in event) body.revision = event.revision;
+  if ('digest' in event) body.digest = event.digest;
+  if (event.kind === 'rejected') {
+    body.code = event.code;
+    body.message = event.message.slice(0, 300);
+  } else if (event.kind === 'rolled-back') {
+    body.reason = event.reason;
+    body.fromRevision = event.fromRevision;
+  } else if (event.kind === 'activated') {
+    body.previousRevision = event.previousRevision;
+  }
+  return body;
+}
 
 export interface ActiveStatus {
   readonly id: string;
@@ -166,7 +190,7 @@ export class BundleManager {
   }
 
   /** Operator rollback to the last-known-good bundle, re-verified first (expiry aside). */
-  rollback(): VerifiedBundle {
+  rollback(reason: 'operator' | 'instruction' = 'operator'): VerifiedBundle {
     const now = this.#clock.now();
     const lkg = this.#store.readLkg();
     if (lkg === null) throw new BundleError('BUNDLE_NO_LKG', 'there is no last-known-good bundle to roll back to');
@@ -174,8 +198,41 @@ export class BundleManager {
     const from = this.#store.status().active;
     this.#store.rollback();
     this.#current = bundle;
-    this.#emit({ kind: 'rolled-back', atMs: now, reason: 'operator', fromRevision: from?.revision ?? null, revision: lkg.revision, digest: lkg.digest });
+    this.#emit({ kind: 'rolled-back', atMs: now, reason, fromRevision: from?.revision ?? null, revision: lkg.revision, digest: lkg.digest });
     return bundle;
+  }
+
+  /**
+   * Carries out a signed rollback instruction (rollback.ts): verified against the roots at
+   * trusted time, and only from the active bundle it names to the last-known-good it names; the
+   * target is re-verified as for any rollback. A refusal is recorded (status, audit) under the
+   * instruction's digest and thrown; nothing changes then.
+   */
+  applyRollback(bytes: Uint8Array): VerifiedBundle {
+    const digest = bytes.length <= ROLLBACK_MAX_BYTES ? toHex(sha256(bytes)) : null;
+    try {
+      const { instruction } = verifyRollback(bytes, { ...this.#trust, now: this.#clock.now() });
+      const { active, lkg } = this.#store.status();
+      const same = (a: BundleRef | null, b: BundleRef) => a !== null && a.revision === b.revision && a.digest === b.digest;
+      if (!same(active, instruction.from)) {
+        throw new BundleError(
+          'ROLLBACK_NOT_ACTIVE',
+          `the instruction rolls back from revision ${instruction.from.revision} (${instruction.from.digest.slice(0, 12)}…); the active bundle is ${describeRef(active)}`,
+          { revision: instruction.to.revision },
+        );
+      }
+      if (!same(lkg, instruction.to)) {
+        throw new BundleError(
+          'ROLLBACK_NOT_LKG',
+          `the instruction's target revision ${instruction.to.revision} (${instruction.to.digest.slice(0, 12)}…) is not the last-known-good bundle, which is ${describeRef(lkg)}`,
+          { revision: instruction.to.revision },
+        );
+      }
+    } catch (err) {
+      if (err instanceof BundleError) this.recordRefusal(err, digest);
+      throw err;
+    }
+    return this.rollback('instruction');
   }
 
   /**
@@ -227,6 +284,10 @@ export class BundleManager {
   #emit(event: BundleEvent): void {
     for (const listener of this.#listeners) listener(event);
   }
+}
+
+function describeRef(ref: BundleRef | null): string {
+  return ref === null ? 'none' : `revision ${ref.revision} (${ref.digest.slice(0, 12)}…)`;
 }
 
 /**

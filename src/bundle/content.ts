@@ -109,6 +109,7 @@ export function compilePolicies(files: readonly PolicyFile[]): PolicySet {
       problems.push(...err.diagnostics.map((d) => ({ code: d.code, message: formatDiagnostic(d) })));
     }
   }
+  problems.push(...unsupportedAnnotations(asts));
   if (problems.length === 0) {
     const named = idsFromAnnotations(asts);
     problems.push(...named.problems.map((d) => ({ code: d.code, message: formatDiagnostic(d) })));
@@ -124,6 +125,25 @@ export function compilePolicies(files: readonly PolicyFile[]): PolicySet {
   }
   const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
   throw new BundleError('BUNDLE_POLICY_INVALID', `${problems[0]!.message}${more}`, { problems });
+}
+
+/**
+ * Annotations the agent does not enforce are refused rather than carried as if they did
+ * something: an operator reading the policy must be able to trust every annotation in it.
+ */
+const UNSUPPORTED_ANNOTATIONS: Readonly<Record<string, string>> = {
+  cache_ttl: 'the agent decides every command anew and keeps no decision cache in the command path; remove the annotation',
+};
+
+function unsupportedAnnotations(asts: readonly PolicyAst[]): BundleProblem[] {
+  const problems: BundleProblem[] = [];
+  for (const ast of asts) {
+    for (const { key, loc } of ast.annotations) {
+      const why = UNSUPPORTED_ANNOTATIONS[key];
+      if (why !== undefined) problems.push({ code: 'ANNOTATION_UNSUPPORTED', message: `${loc.source}:${loc.line}:${loc.column}: error: @${key} is not supported: ${why} [ANNOTATION_UNSUPPORTED]` });
+    }
+  }
+  return problems;
 }
 
 export interface TestOutcome {

@@ -1,6 +1,7 @@
 // Every refusal of a policy bundle — while building, signing, verifying or activating it — is a
 // BundleError with a stable UPPER_SNAKE code, so the store, the audit log, the status API and
 // tests match on the reason without parsing messages.
+import { ZtedgeError } from '../errors.js';
 
 export const BUNDLE_ERROR_CODES = [
   // reading and decoding
@@ -35,6 +36,12 @@ export const BUNDLE_ERROR_CODES = [
   // activation
   'BUNDLE_NO_ACTIVE',
   'BUNDLE_NO_LKG',
+  // signed rollback instructions (rollback.ts)
+  'ROLLBACK_EXPIRED',
+  /** The instruction's `from` is not the device's active bundle (stale, or replayed). */
+  'ROLLBACK_NOT_ACTIVE',
+  /** The instruction's `to` is not the device's last-known-good bundle. */
+  'ROLLBACK_NOT_LKG',
 ] as const;
 
 export type BundleErrorCode = (typeof BUNDLE_ERROR_CODES)[number];
@@ -56,22 +63,20 @@ export interface BundleErrorDetails {
   failedTests?: readonly string[];
 }
 
-export class BundleError extends Error {
-  override readonly name = 'BundleError';
+export class BundleError extends ZtedgeError<BundleErrorCode> {
   readonly revision: number | undefined;
   readonly problems: readonly BundleProblem[];
   readonly failedTests: readonly string[];
 
-  constructor(
-    readonly code: BundleErrorCode,
-    message: string,
-    details: BundleErrorDetails = {},
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
+  constructor(code: BundleErrorCode, message: string, details: BundleErrorDetails = {}, options?: { cause?: unknown }) {
+    super(code, message, options);
     this.revision = details.revision;
     this.problems = details.problems ?? [];
     this.failedTests = details.failedTests ?? [];
+  }
+
+  override details(): readonly string[] {
+    return this.problems.map((problem) => problem.message);
   }
 
   /** The same refusal, known to concern `revision`. */

@@ -33,18 +33,38 @@ export interface SignOptions {
 
 /** Adds one signature by `key`; BUNDLE_ALREADY_SIGNED when that key has signed already. */
 export function signBundle(file: Uint8Array, key: PrivateKey, options: SignOptions = {}): Uint8Array {
-  const opened = openUnverified(file, options.maxBytes ?? DEFAULT_BUNDLE_MAX_BYTES);
+  return addRootSignature(file, key, BUNDLE_KIND, options);
+}
+
+/** A kind of root-signed message: bundles, and rollback instructions (rollback.ts). */
+export interface RootSignedKind<P> {
+  /** The signed body header's content type: what the roots signed, so one kind never passes for another. */
+  readonly contentType: string;
+  /** Its name in messages. */
+  readonly what: string;
+  /** Strict decoding of the payload; throws BundleError. */
+  decode(payload: Uint8Array): P;
+}
+
+const BUNDLE_KIND: RootSignedKind<BundlePayload> = { contentType: BUNDLE_CONTENT_TYPE, what: 'bundle', decode: decodeBundlePayload };
+
+/**
+ * Adds one signature by `key` to an unsigned payload (which becomes a COSE_Sign whose signed
+ * body header names `kind`'s content type) or to a COSE_Sign of that kind.
+ */
+export function addRootSignature<P>(file: Uint8Array, key: PrivateKey, kind: RootSignedKind<P>, options: SignOptions = {}): Uint8Array {
+  const opened = openUnverified(file, options.maxBytes ?? DEFAULT_BUNDLE_MAX_BYTES, kind);
   const signer = { key, ...(options.alg === undefined ? {} : { alg: options.alg }) };
   if (opened.signatures === undefined) {
     return signSign({
       payload: opened.payloadBytes,
       signers: [signer],
-      protectedHeader: new Map([[HEADER.contentType, BUNDLE_CONTENT_TYPE]]),
+      protectedHeader: new Map([[HEADER.contentType, kind.contentType]]),
     });
   }
   const kid = key.publicKey.kid;
   if (opened.signatures.some((s) => s.kid !== undefined && bytesEqual(s.kid, kid))) {
-    throw new BundleError('BUNDLE_ALREADY_SIGNED', `key ${toHex(kid)} has already signed this bundle`);
+    throw new BundleError('BUNDLE_ALREADY_SIGNED', `key ${toHex(kid)} has already signed this ${kind.what}`);
   }
   try {
     return addSignSignature(file, { signer, maxBytes: options.maxBytes ?? DEFAULT_BUNDLE_MAX_BYTES, maxDepth: BUNDLE_LIMITS.coseMaxDepth });
@@ -55,24 +75,31 @@ export function signBundle(file: Uint8Array, key: PrivateKey, options: SignOptio
 
 /** Opens an unsigned payload or a signed bundle, checking its shape but not its signatures. */
 export function readUnverifiedBundle(file: Uint8Array, maxBytes = DEFAULT_BUNDLE_MAX_BYTES): UnverifiedBundle {
-  const opened = openUnverified(file, maxBytes);
+  const opened = openUnverified(file, maxBytes, BUNDLE_KIND);
   return { payloadBytes: opened.payloadBytes, payload: opened.payload, signatures: opened.signatures ?? [] };
 }
 
-function openUnverified(
+/** Opens a message of `kind` WITHOUT verifying signatures: for signing and inspection only. */
+export function readUnverified<P>(file: Uint8Array, maxBytes: number, kind: RootSignedKind<P>): { payloadBytes: Uint8Array; payload: P; signatures: readonly SignatureInfo[] } {
+  const opened = openUnverified(file, maxBytes, kind);
+  return { payloadBytes: opened.payloadBytes, payload: opened.payload, signatures: opened.signatures ?? [] };
+}
+
+function openUnverified<P>(
   file: Uint8Array,
   maxBytes: number,
-): { payloadBytes: Uint8Array; payload: BundlePayload; signatures: SignatureInfo[] | undefined } {
-  if (file.length > maxBytes) throw new BundleError('BUNDLE_TOO_LARGE', `bundle is ${file.length} bytes, the limit is ${maxBytes}`);
+  kind: RootSignedKind<P>,
+): { payloadBytes: Uint8Array; payload: P; signatures: SignatureInfo[] | undefined } {
+  if (file.length > maxBytes) throw new BundleError('BUNDLE_TOO_LARGE', `${kind.what} is ${file.length} bytes, the limit is ${maxBytes}`);
   let root: CborValue;
   try {
     root = decodeCbor(file, { maxBytes, maxDepth: BUNDLE_LIMITS.coseMaxDepth, allowRootTag: true });
   } catch (err) {
-    throw fromCborError(err, 'bundle');
+    throw fromCborError(err, kind.what);
   }
-  if (root instanceof Map) return { payloadBytes: file, payload: decodeBundlePayload(file), signatures: undefined };
+  if (root instanceof Map) return { payloadBytes: file, payload: kind.decode(file), signatures: undefined };
   if (!(root instanceof CborTagged) || root.tag !== COSE_SIGN_TAG) {
-    throw new BundleError('BUNDLE_MALFORMED', `not a bundle: expected a payload map or a COSE_Sign message (tag ${COSE_SIGN_TAG})`);
+    throw new BundleError('BUNDLE_MALFORMED', `not a ${kind.what}: expected a payload map or a COSE_Sign message (tag ${COSE_SIGN_TAG})`);
   }
   let opened;
   try {
@@ -82,12 +109,12 @@ function openUnverified(
     throw fromCborError(err, 'COSE_Sign');
   }
   const contentType = opened.protectedHeader.get(HEADER.contentType);
-  if (contentType !== BUNDLE_CONTENT_TYPE) {
-    throw new BundleError('BUNDLE_MALFORMED', `content type is ${JSON.stringify(contentType ?? null)}, not ${BUNDLE_CONTENT_TYPE}`);
+  if (contentType !== kind.contentType) {
+    throw new BundleError('BUNDLE_MALFORMED', `content type is ${JSON.stringify(contentType ?? null)}, not ${kind.contentType}`);
   }
   return {
     payloadBytes: opened.payload,
-    payload: decodeBundlePayload(opened.payload),
+    payload: kind.decode(opened.payload),
     signatures: opened.signers.map(({ kid, alg }) => ({ kid, alg })),
   };
 }

@@ -46,6 +46,7 @@ import {
   readFileBounded,
   writeFileAtomic,
 } from './atomic-file.js';
+import { ZtedgeError } from '../errors.js';
 
 export interface BundleRef {
   readonly revision: number;
@@ -108,17 +109,7 @@ export type BundleStoreErrorCode =
   | 'BUNDLE_STORE_FLOOR_CORRUPT'
   | 'BUNDLE_STORE_IO';
 
-export class BundleStoreError extends Error {
-  override readonly name = 'BundleStoreError';
-
-  constructor(
-    readonly code: BundleStoreErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
+export class BundleStoreError extends ZtedgeError<BundleStoreErrorCode> {}
 
 export interface BundleStoreOptions {
   /** Injected for failure tests; defaults to node:fs. */

@@ -107,27 +107,8 @@ export function verifyBundle(bytes: Uint8Array, options: VerifyOptions): Verifie
   if (bytes.length > maxBytes) {
     throw new BundleError('BUNDLE_TOO_LARGE', `bundle is ${bytes.length} bytes, the limit is ${maxBytes}`);
   }
-  // A structural pass first (cheap: the payload is one byte string) so that an unsigned bundle
-  // is named as such, not as a malformed COSE_Sign.
-  requireSignatures(bytes, maxBytes);
-
-  let checked;
-  try {
-    checked = verifySign(bytes, {
-      maxBytes,
-      maxDepth: BUNDLE_LIMITS.coseMaxDepth,
-      keys: (kid) => roots.byKid.get(toHex(kid))?.publicKey,
-      ...(options.verifier === undefined ? {} : { verifier: options.verifier }),
-    });
-  } catch (err) {
-    throw fromCborError(err, 'COSE_Sign');
-  }
-  const signers = countSignatures(checked.signers, roots, options.threshold);
-
-  const contentType = checked.protectedHeader.get(HEADER.contentType);
-  if (contentType !== BUNDLE_CONTENT_TYPE) {
-    throw new BundleError('BUNDLE_MALFORMED', `signed content type is ${JSON.stringify(contentType ?? null)}, not ${BUNDLE_CONTENT_TYPE}`);
-  }
+  const checked = verifyRootSigned(bytes, options, roots, maxBytes, BUNDLE_CONTENT_TYPE, 'bundle');
+  const signers = checked.signers;
   const payload = decodeBundlePayload(checked.payload);
   const { manifest } = payload;
   try {
@@ -156,13 +137,48 @@ export function verifyBundle(bytes: Uint8Array, options: VerifyOptions): Verifie
   }
 }
 
-interface RootIndex {
+/**
+ * The root-signature part of verification, shared by bundles and rollback instructions: k
+ * distinct root keys signed, and the signed content type is `contentType`. Returns the payload
+ * bytes (not yet decoded) and the counted signers.
+ */
+export function verifyRootSigned(
+  bytes: Uint8Array,
+  options: Pick<TrustOptions, 'threshold' | 'verifier'>,
+  roots: RootIndex,
+  maxBytes: number,
+  contentType: string,
+  what: string,
+): { payload: Uint8Array; signers: BundleSigner[] } {
+  // A structural pass first (cheap: the payload is one byte string) so that an unsigned message
+  // is named as such, not as a malformed COSE_Sign.
+  requireSignatures(bytes, maxBytes, what);
+  let checked;
+  try {
+    checked = verifySign(bytes, {
+      maxBytes,
+      maxDepth: BUNDLE_LIMITS.coseMaxDepth,
+      keys: (kid) => roots.byKid.get(toHex(kid))?.publicKey,
+      ...(options.verifier === undefined ? {} : { verifier: options.verifier }),
+    });
+  } catch (err) {
+    throw fromCborError(err, 'COSE_Sign');
+  }
+  const signers = countSignatures(checked.signers, roots, options.threshold);
+  const signedType = checked.protectedHeader.get(HEADER.contentType);
+  if (signedType !== contentType) {
+    throw new BundleError('BUNDLE_MALFORMED', `signed content type is ${JSON.stringify(signedType ?? null)}, not ${contentType}`);
+  }
+  return { payload: checked.payload, signers };
+}
+
+export interface RootIndex {
   readonly byKid: ReadonlyMap<string, RootKey>;
   /** Number of distinct root public keys. */
   readonly distinct: number;
 }
 
-function indexRoots({ roots, threshold }: TrustOptions): RootIndex {
+export function indexRoots({ roots, threshold }: Pick<TrustOptions, 'roots' | 'threshold'>): RootIndex {
   const byKid = new Map<string, RootKey>();
   const keys = new Set<string>();
   for (const root of roots) {
@@ -181,19 +197,19 @@ function indexRoots({ roots, threshold }: TrustOptions): RootIndex {
 }
 
 /** BUNDLE_UNSIGNED for a bare payload or a COSE_Sign without signatures; shape errors otherwise. */
-function requireSignatures(bytes: Uint8Array, maxBytes: number): void {
+function requireSignatures(bytes: Uint8Array, maxBytes: number, what: string): void {
   let root: CborValue;
   try {
     root = decodeCbor(bytes, { maxBytes, maxDepth: BUNDLE_LIMITS.coseMaxDepth, allowRootTag: true });
   } catch (err) {
-    throw fromCborError(err, 'bundle');
+    throw fromCborError(err, what);
   }
-  if (root instanceof Map) throw new BundleError('BUNDLE_UNSIGNED', 'the bundle is an unsigned payload (sign it with `ztedge bundle sign`)');
+  if (root instanceof Map) throw new BundleError('BUNDLE_UNSIGNED', `the ${what} is an unsigned payload (sign it with \`ztedge bundle sign\`)`);
   if (!(root instanceof CborTagged) || root.tag !== COSE_SIGN_TAG) {
-    throw new BundleError('BUNDLE_MALFORMED', `a bundle must be a COSE_Sign message (CBOR tag ${COSE_SIGN_TAG})`);
+    throw new BundleError('BUNDLE_MALFORMED', `a ${what} must be a COSE_Sign message (CBOR tag ${COSE_SIGN_TAG})`);
   }
   const signatures = Array.isArray(root.value) ? root.value[3] : undefined;
-  if (Array.isArray(signatures) && signatures.length === 0) throw new BundleError('BUNDLE_UNSIGNED', 'the bundle carries no signatures');
+  if (Array.isArray(signatures) && signatures.length === 0) throw new BundleError('BUNDLE_UNSIGNED', `the ${what} carries no signatures`);
 }
 
 const UNKNOWN_KEY_CODES = new Set(['ENVELOPE_KID_UNKNOWN', 'ENVELOPE_KID_MISSING']);

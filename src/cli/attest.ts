@@ -4,7 +4,6 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { readChallengeReply } from '../attest/challenge.js';
 import type { ReferenceValues } from '../attest/compare.js';
 import { AttestError } from '../attest/errors.js';
@@ -18,8 +17,8 @@ import { CryptoError } from '../crypto/errors.js';
 import { readPublicKeyFile } from '../crypto/key-files.js';
 import type { PublicKey } from '../crypto/keys.js';
 import { TransportError } from '../transport/errors.js';
-import { BROKER_USAGE, brokerTarget, openLink, publishWithin } from './broker-client.js';
-import { type CliIo, type CommandGroup, type ParsedArgs, UsageError } from './command.js';
+import { BROKER_OPTIONS, BROKER_USAGE, brokerTarget, openLink, publishWithin } from './broker-client.js';
+import { type CliIo, type OptionSpecs, type ParsedArgs, UsageError, defineGroup, optionValues } from './command.js';
 
 
 /** Exit codes of `attest verify` and `attest challenge`: one per reason a verification fails. */
@@ -42,80 +41,38 @@ export const VERIFY_EXIT_CODES: Readonly<Record<string, number>> = {
 const EXIT_NO_EVIDENCE = 30;
 const EXIT_REFUSED = 31;
 
-const USAGE = `Usage: ztedge attest <command> [options]
+const MEASURE_USAGE = `Usage: ztedge attest measure --profile P [--root DIR] [--json]
 
-Commands:
-  measure --profile P [--root DIR] [--json]
-      Measure the files firmware profile P names (a name from firmware-profiles/ or the path of
-      a profile file) under DIR (default /) and print each record and the composite.
-  references --profile P [--root DIR]
-      Measure a known-good device and print its reference values in the attestation.json format
-      of a bundle source. Refuses when a file is missing, unreadable, not regular or
-      world-writable.
-  challenge --mqtt URL --site S --device D --device-key PUB [--ak PUB] [--references FILE]
-            [--timeout 10s] [--out FILE]
-      Send a fresh random nonce to the device's attest/challenge topic, wait for its evidence,
-      verify it (as verify does) and print it; --out also saves the evidence.
-  verify EVIDENCE --device-key PUB --nonce HEX [--references FILE] [--ak PUB]
-      Verify evidence (a file, hex in a file, or - for standard input) made for nonce HEX by the
-      device whose public key is PUB; with --references its measurements must match them; with
-      --ak it must carry a TPM quote by that attestation key.
+Measures the files firmware profile P names (a name from firmware-profiles/ or the path of a
+profile file) under DIR (default /) and prints each record and the composite.`;
 
-Exit status of verify and challenge: 0 valid;
+const REFERENCES_USAGE = `Usage: ztedge attest references --profile P [--root DIR]
+
+Measures a known-good device and prints its reference values in the attestation.json format of
+a bundle source. Refuses when a file is missing, unreadable, not regular or world-writable.`;
+
+const EXIT_TEXT = `Exit status: 0 valid;
   10 malformed, 11 another device, 12 bad signature, 13 tampered measurement, 14 nonce
   mismatch (stale), 15 too old, 16 measurements differ from the references,
   20 no TPM quote, 21 another attestation key, 22 malformed quote, 23 bad quote signature,
   24 quote for another nonce (replayed), 25 PCR does not match the measurement log,
-  26 log does not end with the composite;
-  30 no evidence in time (challenge), 31 the device refused the challenge; 1 other errors.
+  26 log does not end with the composite; 1 other errors.`;
 
+const CHALLENGE_USAGE = `Usage: ztedge attest challenge --mqtt URL --site S --device D --device-key PUB [--ak PUB]
+                              [--references FILE] [--timeout 10s] [--out FILE]
+
+Sends a fresh random nonce to the device's attest/challenge topic, waits for its evidence,
+verifies it (as verify does) and prints it; --out also saves the evidence.
+${EXIT_TEXT}
+  30 no evidence in time, 31 the device refused the challenge.
 ${BROKER_USAGE}`;
 
-export const attestCommand: CommandGroup = {
-  summary: 'measure files, write reference values, challenge a device, verify evidence',
-  usage: USAGE,
-  run: async (args, io) => {
-    const [command, ...rest] = args;
-    try {
-      switch (command) {
-        case 'measure':
-          return await measure(rest, io);
-        case 'references':
-          return await references(rest, io);
-        case 'challenge':
-          return await challenge(rest, io);
-        case 'verify':
-          return await verify(rest, io);
-        default:
-          throw new UsageError(command === undefined ? 'missing command' : `unknown command '${command}'`);
-      }
-    } catch (err) {
-      if (err instanceof AttestError) {
-        io.stderr(`${err.code}: ${err.message}`);
-        return VERIFY_EXIT_CODES[err.code] ?? 1;
-      }
-      if (err instanceof CryptoError || err instanceof TransportError) {
-        io.stderr(`${err.code}: ${err.message}`);
-        return 1;
-      }
-      throw err;
-    }
-  },
-};
+const VERIFY_USAGE = `Usage: ztedge attest verify EVIDENCE --device-key PUB --nonce HEX [--references FILE] [--ak PUB]
 
-type OptionSpec = Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>;
-
-/** node:util parseArgs in strict mode, its errors as usage errors. */
-function strictArgs(args: string[], options: OptionSpec, positionals: number) {
-  let parsed;
-  try {
-    parsed = parseArgs({ args, options, allowPositionals: positionals > 0, strict: true });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  if (parsed.positionals.length > positionals) throw new UsageError(`unexpected argument '${parsed.positionals[positionals]}'`);
-  return parsed as { values: Record<string, string | boolean | undefined>; positionals: string[] };
-}
+Verifies evidence (a file, hex in a file, or - for standard input) made for nonce HEX by the
+device whose public key is PUB; with --references its measurements must match them; with --ak
+it must carry a TPM quote by that attestation key.
+${EXIT_TEXT}`;
 
 function required(values: Record<string, string | boolean | undefined>, name: string): string {
   const value = values[name];
@@ -148,10 +105,10 @@ function rootOf(values: Record<string, string | boolean | undefined>): string {
   return root;
 }
 
-const MEASURE_OPTIONS: OptionSpec = { profile: { type: 'string' }, root: { type: 'string' }, json: { type: 'boolean' } };
+const MEASURE_OPTIONS = { profile: { type: 'string' }, root: { type: 'string' }, json: { type: 'boolean' } } as const satisfies OptionSpecs;
 
-async function measure(args: string[], io: CliIo): Promise<number> {
-  const { values } = strictArgs(args, MEASURE_OPTIONS, 0);
+async function measure(parsed: ParsedArgs, io: CliIo): Promise<number> {
+  const values = optionValues(parsed, MEASURE_OPTIONS);
   const profile = resolveProfile(required(values, 'profile'));
   const root = rootOf(values);
   const records = await measureTargets(profile.measure, { root });
@@ -169,8 +126,10 @@ async function measure(args: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
-async function references(args: string[], io: CliIo): Promise<number> {
-  const { values } = strictArgs(args, { profile: { type: 'string' }, root: { type: 'string' } }, 0);
+const REFERENCES_OPTIONS = { profile: { type: 'string' }, root: { type: 'string' } } as const satisfies OptionSpecs;
+
+async function references(parsed: ParsedArgs, io: CliIo): Promise<number> {
+  const values = optionValues(parsed, REFERENCES_OPTIONS);
   const profile = resolveProfile(required(values, 'profile'));
   const records = await measureTargets(profile.measure, { root: rootOf(values) });
   io.stdout(formatReferences([referencesFromRecords(profile.name, records)]));
@@ -221,10 +180,11 @@ function describeEvidence(v: VerifiedEvidence, nonce: Uint8Array) {
   };
 }
 
-const VERIFY_OPTIONS: OptionSpec = { 'device-key': { type: 'string' }, nonce: { type: 'string' }, references: { type: 'string' }, ak: { type: 'string' } };
+const VERIFY_OPTIONS = { 'device-key': { type: 'string' }, nonce: { type: 'string' }, references: { type: 'string' }, ak: { type: 'string' } } as const satisfies OptionSpecs;
 
-async function verify(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = strictArgs(args, VERIFY_OPTIONS, 1);
+async function verify(parsed: ParsedArgs, io: CliIo): Promise<number> {
+  const values = optionValues(parsed, VERIFY_OPTIONS);
+  const { positionals } = parsed;
   const file = positionals[0];
   if (file === undefined) throw new UsageError('missing EVIDENCE file');
   const nonceText = required(values, 'nonce');
@@ -256,27 +216,18 @@ async function readEvidence(file: string, io: CliIo): Promise<Uint8Array> {
   return hex ?? new Uint8Array(raw);
 }
 
-const CHALLENGE_OPTIONS: OptionSpec = {
-  mqtt: { type: 'string' },
-  site: { type: 'string' },
-  device: { type: 'string' },
-  prefix: { type: 'string' },
-  username: { type: 'string' },
-  'password-file': { type: 'string' },
-  'tls-ca': { type: 'string' },
-  'tls-cert': { type: 'string' },
-  'tls-key': { type: 'string' },
+const CHALLENGE_OPTIONS = {
+  ...BROKER_OPTIONS,
   'device-key': { type: 'string' },
   ak: { type: 'string' },
   references: { type: 'string' },
   timeout: { type: 'string' },
   out: { type: 'string' },
-};
+} as const satisfies OptionSpecs;
 
-async function challenge(args: string[], io: CliIo): Promise<number> {
-  const { values } = strictArgs(args, CHALLENGE_OPTIONS, 0);
-  const flags: ParsedArgs = { positionals: [], flags: new Map(Object.entries(values).flatMap(([k, v]) => (typeof v === 'string' ? [[k, [v]]] : []))) };
-  const target = brokerTarget(flags);
+async function challenge(parsed: ParsedArgs, io: CliIo): Promise<number> {
+  const values = optionValues(parsed, CHALLENGE_OPTIONS);
+  const target = brokerTarget(parsed);
   const timeoutText = optional(values, 'timeout') ?? '10s';
   const timeoutMs = parseDuration(timeoutText);
   if (timeoutMs === undefined || timeoutMs < 1) throw new UsageError(`--timeout must be a duration such as 10s, not '${timeoutText}'`);
@@ -321,3 +272,15 @@ async function challenge(args: string[], io: CliIo): Promise<number> {
   io.stdout(JSON.stringify(describeEvidence(verified, nonce), null, 2));
   return 0;
 }
+
+export const attestCommand = defineGroup({
+  name: 'attest',
+  summary: 'measure files, write reference values, challenge a device, verify evidence',
+  commands: [
+    { name: 'measure', summary: "measure a firmware profile's files and print the composite", usage: MEASURE_USAGE, options: MEASURE_OPTIONS, run: measure },
+    { name: 'references', summary: 'write reference values for a bundle source from a known-good device', usage: REFERENCES_USAGE, options: REFERENCES_OPTIONS, run: references },
+    { name: 'challenge', summary: 'challenge a device over MQTT and verify its evidence', usage: CHALLENGE_USAGE, options: CHALLENGE_OPTIONS, exitCodes: VERIFY_EXIT_CODES, run: challenge },
+    { name: 'verify', summary: 'verify signed evidence for a nonce', usage: VERIFY_USAGE, options: VERIFY_OPTIONS, positionals: { min: 1, max: 1, name: 'EVIDENCE' }, exitCodes: VERIFY_EXIT_CODES, run: verify },
+  ],
+});
+

@@ -2,7 +2,6 @@
 // command opens the state database read-only, so it runs beside a running agent without ever
 // blocking it (WAL: readers and the writer do not wait on each other).
 import fs from 'node:fs';
-import { type ParseArgsConfig, parseArgs as parseNodeArgs } from 'node:util';
 import type { Database } from 'better-sqlite3';
 import { CryptoError } from '../crypto/errors.js';
 import { readPublicKeyFile } from '../crypto/key-files.js';
@@ -15,7 +14,7 @@ import { leafHash, verifyInclusion } from '../audit/merkle.js';
 import { AuditReadError, AuditReader, openReadOnly, stateDbPath } from '../audit/reader.js';
 import { TreeStoreError } from '../audit/tree-store.js';
 import { type TrustedCheckpoint, type VerifyFailureCode, type VerifyReport, verifyStoredLog } from '../audit/verify.js';
-import { type CliIo, type CommandGroup, UsageError } from './command.js';
+import { type CliIo, type OptionSpecs, type ParsedArgs, UsageError, defineGroup, optionValues } from './command.js';
 
 /** Exit codes of `audit verify`, one per kind of failure. */
 export const VERIFY_EXIT: Record<VerifyFailureCode, number> = {
@@ -40,90 +39,97 @@ export const EXIT_UNREADABLE = 3;
 /** `prove`: the record cannot be proven (pruned, not yet checkpointed, out of range). */
 export const EXIT_NOT_PROVABLE = 4;
 
-const USAGE = `Usage: ztedge audit <command> [options]
+const INTRO = `Reads an agent's audit log. --state-dir is the agent's stateDir (its state.db is opened
+read-only: safe beside a running agent, which it never blocks).`;
 
-Reads an agent's audit log. --state-dir is the agent's stateDir (its state.db is opened
-read-only: safe beside a running agent, which it never blocks).
+const VERIFY_USAGE = `Usage: ztedge audit verify (--state-dir DIR | --file EXPORT) [--device-key PUB]... [--device ID]
+                           [--checkpoint NOTE]... [--json]
 
-Commands:
-  verify (--state-dir DIR | --file EXPORT) [--device-key PUB]... [--device ID]
-         [--checkpoint NOTE]... [--json]
-      Checks the hash chain, every checkpoint's signature, placement and root (each root is
-      recomputed from the records before it, which makes consecutive checkpoints consistent)
-      and its link to the previous one, and the stored Merkle tree. --device-key pins the
-      device's public key (SPKI PEM; repeat for a rotated key); without it the keys recorded
-      in the database (or the export) are used, which a forger with write access could have
-      replaced. --checkpoint is a signed checkpoint note seen earlier (\`audit checkpoint\`):
-      the log must extend it, which catches a rollback or truncation to an older state.
-      With --file, an export is checked on its own (chain within the range, every record's
-      inclusion proof and every checkpoint's consistency proof against its newest checkpoint).
-      Names the first bad seq. Exit status:
-         0  intact                          15  checkpoint signed by another key (re-signed)
-         1  unexpected error                16  checkpoint root ≠ the records before it
-         2  usage                           17  checkpoint does not link to the previous one
-         3  input unreadable                18  checkpoint moved (size ≠ its seq − 1)
-        10  record edited (hash)            19  checkpoint of another device / origin
-        11  records reordered / replaced    20  checkpoint malformed
-        12  record deleted (seq gap)        21  log rolled back (shorter than --checkpoint)
-        13  log truncated at its end        22  fork (another history than --checkpoint)
-        14  checkpoint signature forged     23  stored tree disagrees with the records
-                                            24  inclusion / consistency proof invalid (export)
-  export --state-dir DIR --from SEQ [--to SEQ] --format jsonl|cbor [--out FILE]
-      Records SEQ…SEQ (default: to the last) with their inclusion proofs against the newest
-      checkpoint, which heads the export with the device keys. jsonl goes to standard output
-      unless --out; cbor (an RFC 8742 CBOR sequence) needs --out.
-  tail --state-dir DIR [-n N] [--follow]
-      The last N records (default 20), one line each; --follow keeps printing new ones.
-  prove --state-dir DIR --seq N [--size M]
-      Inclusion proof of record N against the newest checkpoint covering it (or the tree of
-      the first M records), checked before it is printed as JSON. Exit 4 when N cannot be
-      proven (pruned, or not yet covered by a checkpoint: then use --size).
-  checkpoint --state-dir DIR [--seq N] [--format note|json] [--out FILE]
-      The newest checkpoint (or the one at seq N) as a C2SP tlog-checkpoint signed note
-      (the device's verifier key is printed with --format json).`;
+Checks the hash chain, every checkpoint's signature, placement and root (each root is
+recomputed from the records before it, which makes consecutive checkpoints consistent)
+and its link to the previous one, and the stored Merkle tree. --device-key pins the
+device's public key (SPKI PEM; repeat for a rotated key); without it the keys recorded
+in the database (or the export) are used, which a forger with write access could have
+replaced. --checkpoint is a signed checkpoint note seen earlier (\`audit checkpoint\`):
+the log must extend it, which catches a rollback or truncation to an older state.
+With --file, an export is checked on its own (chain within the range, every record's
+inclusion proof and every checkpoint's consistency proof against its newest checkpoint).
+Names the first bad seq. Exit status:
+   0  intact                          15  checkpoint signed by another key (re-signed)
+   1  unexpected error                16  checkpoint root ≠ the records before it
+   2  usage                           17  checkpoint does not link to the previous one
+   3  input unreadable                18  checkpoint moved (size ≠ its seq − 1)
+  10  record edited (hash)            19  checkpoint of another device / origin
+  11  records reordered / replaced    20  checkpoint malformed
+  12  record deleted (seq gap)        21  log rolled back (shorter than --checkpoint)
+  13  log truncated at its end        22  fork (another history than --checkpoint)
+  14  checkpoint signature forged     23  stored tree disagrees with the records
+                                      24  inclusion / consistency proof invalid (export)`;
 
-export const auditCommand: CommandGroup = {
+const EXPORT_USAGE = `Usage: ztedge audit export --state-dir DIR --from SEQ [--to SEQ] --format jsonl|cbor [--out FILE]
+
+Records SEQ…SEQ (default: to the last) with their inclusion proofs against the newest
+checkpoint, which heads the export with the device keys. jsonl goes to standard output
+unless --out; cbor (an RFC 8742 CBOR sequence) needs --out.`;
+
+const TAIL_USAGE = `Usage: ztedge audit tail --state-dir DIR [--lines N] [--follow]
+
+The last N records (default 20), one line each; --follow keeps printing new ones.`;
+
+const PROVE_USAGE = `Usage: ztedge audit prove --state-dir DIR --seq N [--size M]
+
+Inclusion proof of record N against the newest checkpoint covering it (or the tree of the first M
+records), checked before it is printed as JSON. Exit 4 when N cannot be proven (pruned, or not
+yet covered by a checkpoint: then use --size).`;
+
+const CHECKPOINT_USAGE = `Usage: ztedge audit checkpoint --state-dir DIR [--seq N] [--format note|json] [--out FILE]
+
+The newest checkpoint (or the one at seq N) as a C2SP tlog-checkpoint signed note (the device's
+verifier key is printed with --format json).`;
+
+const VERIFY_OPTIONS = {
+  'state-dir': { type: 'string' },
+  file: { type: 'string' },
+  'device-key': { type: 'string', multiple: true },
+  device: { type: 'string' },
+  checkpoint: { type: 'string', multiple: true },
+  json: { type: 'boolean' },
+} as const satisfies OptionSpecs;
+const EXPORT_OPTIONS = {
+  'state-dir': { type: 'string' },
+  from: { type: 'string' },
+  to: { type: 'string' },
+  format: { type: 'string' },
+  out: { type: 'string' },
+} as const satisfies OptionSpecs;
+const TAIL_OPTIONS = {
+  'state-dir': { type: 'string' },
+  lines: { type: 'string' },
+  follow: { type: 'boolean' },
+} as const satisfies OptionSpecs;
+const PROVE_OPTIONS = { 'state-dir': { type: 'string' }, seq: { type: 'string' }, size: { type: 'string' } } as const satisfies OptionSpecs;
+const CHECKPOINT_OPTIONS = { 'state-dir': { type: 'string' }, seq: { type: 'string' }, format: { type: 'string' }, out: { type: 'string' } } as const satisfies OptionSpecs;
+/** Unreadable input (no database, not an export, a bad key file) exits 3 from every command. */
+const UNREADABLE_CODES: Readonly<Record<string, number>> = Object.fromEntries(
+  [
+    'AUDIT_DB_UNREADABLE', 'AUDIT_SCHEMA_MISMATCH', 'AUDIT_NOT_FOUND', 'AUDIT_BAD_RANGE', 'AUDIT_NO_CHECKPOINT', 'AUDIT_EXPORT_MALFORMED',
+    'CHECKPOINT_MALFORMED', 'CHECKPOINT_UNKNOWN_KEY', 'CHECKPOINT_BAD_SIGNATURE', 'CHECKPOINT_BAD_NOTE',
+    'KEY_FILE_UNREADABLE', 'KEY_FILE_PERMISSIONS', 'KEY_INVALID', 'KEY_TYPE_UNSUPPORTED',
+  ].map((code) => [code, EXIT_UNREADABLE]),
+);
+
+export const auditCommand = defineGroup({
+  name: 'audit',
   summary: 'verify, export, tail and prove the audit log',
-  usage: USAGE,
-  run: async (args, io) => {
-    const [command, ...rest] = args;
-    if (rest.includes('--help') || rest.includes('-h')) {
-      io.stdout(USAGE);
-      return 0;
-    }
-    try {
-      switch (command) {
-        case 'verify':
-          return await verify(rest, io);
-        case 'export':
-          return exportCommand(rest, io);
-        case 'tail':
-          return await tail(rest, io);
-        case 'prove':
-          return prove(rest, io);
-        case 'checkpoint':
-          return checkpoint(rest, io);
-        default:
-          throw new UsageError(command === undefined ? 'missing command' : `unknown command '${command}'`);
-      }
-    } catch (err) {
-      if (err instanceof AuditReadError || err instanceof ExportError || err instanceof CryptoError || err instanceof CheckpointError) {
-        io.stderr(`${err.code}: ${err.message}`);
-        return EXIT_UNREADABLE;
-      }
-      throw err;
-    }
-  },
-};
-
-/** node:util parseArgs, strict: an unknown flag or a missing value is a usage error. */
-function parse<O extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: O) {
-  try {
-    return parseNodeArgs({ args, options, strict: true, allowPositionals: false });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-}
+  footer: INTRO,
+  commands: [
+    { name: 'verify', summary: 'check the chain, the checkpoints and the stored tree; name the first bad seq', usage: VERIFY_USAGE, options: VERIFY_OPTIONS, run: verify, exitCodes: UNREADABLE_CODES },
+    { name: 'export', summary: 'records with their inclusion proofs, as JSON lines or a CBOR sequence', usage: EXPORT_USAGE, options: EXPORT_OPTIONS, run: exportCommand, exitCodes: UNREADABLE_CODES },
+    { name: 'tail', summary: 'the last records, one line each; --follow for new ones', usage: TAIL_USAGE, options: TAIL_OPTIONS, run: tail, exitCodes: UNREADABLE_CODES },
+    { name: 'prove', summary: 'the inclusion proof of one record', usage: PROVE_USAGE, options: PROVE_OPTIONS, run: prove, exitCodes: UNREADABLE_CODES },
+    { name: 'checkpoint', summary: 'the newest checkpoint as a C2SP signed note', usage: CHECKPOINT_USAGE, options: CHECKPOINT_OPTIONS, run: checkpoint, exitCodes: UNREADABLE_CODES },
+  ],
+});
 
 function integer(value: string | undefined, name: string, min = 1): number | undefined {
   if (value === undefined) return undefined;
@@ -149,15 +155,8 @@ function withReader<T>(stateDir: string, fn: (reader: AuditReader, db: Database)
 // ---------------------------------------------------------------------------------------
 // verify
 
-async function verify(args: string[], io: CliIo): Promise<number> {
-  const { values } = parse(args, {
-    'state-dir': { type: 'string' },
-    file: { type: 'string' },
-    'device-key': { type: 'string', multiple: true },
-    device: { type: 'string' },
-    checkpoint: { type: 'string', multiple: true },
-    json: { type: 'boolean' },
-  });
+async function verify(parsed: ParsedArgs, io: CliIo): Promise<number> {
+  const values = optionValues(parsed, VERIFY_OPTIONS);
   if ((values['state-dir'] === undefined) === (values.file === undefined)) throw new UsageError('give exactly one of --state-dir and --file');
   if (values.file !== undefined && values.checkpoint !== undefined) throw new UsageError('--checkpoint checks a state directory, not an export');
   const pinned = (values['device-key'] ?? []).map((file) => readPublicKeyFile(file));
@@ -227,14 +226,8 @@ function jsonReport(r: VerifyReport, keysNote: string) {
 // ---------------------------------------------------------------------------------------
 // export
 
-function exportCommand(args: string[], io: CliIo): number {
-  const { values } = parse(args, {
-    'state-dir': { type: 'string' },
-    from: { type: 'string' },
-    to: { type: 'string' },
-    format: { type: 'string' },
-    out: { type: 'string' },
-  });
+function exportCommand(parsed: ParsedArgs, io: CliIo): number {
+  const values = optionValues(parsed, EXPORT_OPTIONS);
   const stateDir = required(values['state-dir'], 'state-dir');
   const from = required(integer(values.from, 'from'), 'from');
   const toFlag = integer(values.to, 'to');
@@ -275,14 +268,10 @@ function exportCommand(args: string[], io: CliIo): number {
 
 const FOLLOW_POLL_MS = 500;
 
-async function tail(args: string[], io: CliIo): Promise<number> {
-  const { values } = parse(args, {
-    'state-dir': { type: 'string' },
-    n: { type: 'string', short: 'n' },
-    follow: { type: 'boolean' },
-  });
+async function tail(parsed: ParsedArgs, io: CliIo): Promise<number> {
+  const values = optionValues(parsed, TAIL_OPTIONS);
   const stateDir = required(values['state-dir'], 'state-dir');
-  const count = integer(values.n, 'n', 0) ?? 20;
+  const count = integer(values.lines, 'lines', 0) ?? 20;
   const db = openReadOnly(stateDbPath(stateDir));
   try {
     const reader = new AuditReader(db);
@@ -290,6 +279,8 @@ async function tail(args: string[], io: CliIo): Promise<number> {
     let next = Math.max(reader.meta().prunedSeq + 1, last - count + 1);
     const print = () => {
       for (const record of reader.iterate(next)) {
+        // Without --follow, the last N as of the start: records appended meanwhile are not shown.
+        if (!values.follow && record.seq > last) break;
         io.stdout(describeRecord(record));
         next = record.seq + 1;
       }
@@ -346,8 +337,8 @@ function short(v: CborValue): string {
 // ---------------------------------------------------------------------------------------
 // prove
 
-function prove(args: string[], io: CliIo): number {
-  const { values } = parse(args, { 'state-dir': { type: 'string' }, seq: { type: 'string' }, size: { type: 'string' } });
+function prove(parsed: ParsedArgs, io: CliIo): number {
+  const values = optionValues(parsed, PROVE_OPTIONS);
   const stateDir = required(values['state-dir'], 'state-dir');
   const seq = required(integer(values.seq, 'seq'), 'seq');
   const size = integer(values.size, 'size');
@@ -408,8 +399,8 @@ function prove(args: string[], io: CliIo): number {
 // ---------------------------------------------------------------------------------------
 // checkpoint
 
-function checkpoint(args: string[], io: CliIo): number {
-  const { values } = parse(args, { 'state-dir': { type: 'string' }, seq: { type: 'string' }, format: { type: 'string' }, out: { type: 'string' } });
+function checkpoint(parsed: ParsedArgs, io: CliIo): number {
+  const values = optionValues(parsed, CHECKPOINT_OPTIONS);
   const stateDir = required(values['state-dir'], 'state-dir');
   const seq = integer(values.seq, 'seq');
   const format = values.format ?? 'note';

@@ -6,13 +6,26 @@ import fs from 'node:fs';
 import { TransportError } from '../transport/errors.js';
 import { type InboundMessage, MqttLink, type PublishOptions } from '../transport/mqtt-link.js';
 import { type DeviceTopics, deviceTopics } from '../transport/topics.js';
-import { type ParsedArgs, UsageError, flag, requireFlag } from './command.js';
+import { type OptionSpecs, type ParsedArgs, UsageError, flag, requireFlag } from './command.js';
 
 export const BROKER_USAGE = `Broker options (all commands):
   --mqtt URL             mqtt://host[:port] or mqtts://host[:port]
   --site S --device D    the target device; topics are under ztedge/S/D/ unless --prefix P
   --username U --password-file FILE
   --tls-ca FILE --tls-cert FILE --tls-key FILE`;
+
+/** The options behind BROKER_USAGE, shared by every command that talks to a broker. */
+export const BROKER_OPTIONS = {
+  mqtt: { type: 'string' },
+  site: { type: 'string' },
+  device: { type: 'string' },
+  prefix: { type: 'string' },
+  username: { type: 'string' },
+  'password-file': { type: 'string' },
+  'tls-ca': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+} as const satisfies OptionSpecs;
 
 export interface BrokerTarget {
   url: string;

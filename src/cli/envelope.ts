@@ -5,7 +5,6 @@ import { readFileSync } from 'node:fs';
 import { openStateDb } from '../store/state-db.js';
 import { algorithmInfo } from '../crypto/algorithms.js';
 import { fromHex, toHex } from '../crypto/bytes.js';
-import { CryptoError } from '../crypto/errors.js';
 import { readPublicKeyFile } from '../crypto/key-files.js';
 import { getVerifier } from '../crypto/verifier.js';
 import { type CborValue, CborTagged, decodeCbor } from '../envelope/cbor.js';
@@ -14,47 +13,52 @@ import { type CoseSign1, DEFAULT_MAX_BYTES, HEADER, decodeLimits, decodeSign1, v
 import { EnvelopeError } from '../envelope/errors.js';
 import { ReplayGuard } from '../store/replay-guard.js';
 import type { EnvelopeVerifyOptions } from '../envelope/signed-claims.js';
-import { type CliIo, type CommandGroup, type ParsedArgs, UsageError, flag, parseArgs, requireFlag } from './command.js';
+import { type CliIo, type ParsedArgs, UsageError, defineGroup, flag, requireFlag } from './command.js';
 
-const USAGE = `Usage: ztedge envelope <command> [options]
+const VERIFY_USAGE = `Usage: ztedge envelope verify FILE --key PUB [--aad HEX | --device D [--topic T]]
+                              [--verifier native|noble] [--replay-db FILE]
 
-Commands:
-  verify FILE --key PUB [--aad HEX | --device D [--topic T]] [--verifier native|noble]
-         [--replay-db FILE]
-      Verify a COSE_Sign1 message (tagged or untagged) with the SPKI PEM key PUB and print it
-      as JSON. --aad is the external_aad in hex. When the payload is a ztedge command its
-      claims are checked too (expiry, audience...), bound to --device and --topic (default
-      cmd) or to the [device, topic] pair encoded in --aad; --replay-db records it in that
-      state database and refuses a replay. Exit 0 when valid; otherwise 1 and the error code
-      on standard error.
-  inspect FILE
-      Print a COSE_Sign1 message as JSON without verifying it.
-
+Verifies a COSE_Sign1 message (tagged or untagged) with the SPKI PEM key PUB and prints it as
+JSON. --aad is the external_aad in hex. When the payload is a ztedge command its claims are
+checked too (expiry, audience...), bound to --device and --topic (default cmd) or to the
+[device, topic] pair encoded in --aad; --replay-db records it in that state database and
+refuses a replay. Exit 0 when valid; otherwise 1 and the error code on standard error.
 FILE is a binary file, a file of hex, or - for standard input.`;
 
-export const envelopeCommand: CommandGroup = {
+const INSPECT_USAGE = `Usage: ztedge envelope inspect FILE
+
+Prints a COSE_Sign1 message as JSON without verifying it. FILE is a binary file, a file of
+hex, or - for standard input.`;
+
+export const envelopeCommand = defineGroup({
+  name: 'envelope',
   summary: 'verify or inspect COSE_Sign1 envelopes',
-  usage: USAGE,
-  run: async (args, io) => {
-    const [command, ...rest] = args;
-    try {
-      switch (command) {
-        case 'verify':
-          return await verify(parseArgs(rest), io);
-        case 'inspect':
-          return await inspect(parseArgs(rest), io);
-        default:
-          throw new UsageError(command === undefined ? 'missing command' : `unknown command '${command}'`);
-      }
-    } catch (err) {
-      if (err instanceof EnvelopeError || err instanceof CryptoError) {
-        io.stderr(`${err.code}: ${err.message}`);
-        return 1;
-      }
-      throw err;
-    }
-  },
-};
+  commands: [
+    {
+      name: 'verify',
+      summary: "verify a COSE_Sign1 message (and a ztedge command's claims) with a public key",
+      usage: VERIFY_USAGE,
+      options: {
+        key: { type: 'string' },
+        aad: { type: 'string' },
+        device: { type: 'string' },
+        topic: { type: 'string' },
+        verifier: { type: 'string' },
+        'replay-db': { type: 'string' },
+      },
+      positionals: { min: 1, max: 1, name: 'FILE' },
+      run: verify,
+    },
+    {
+      name: 'inspect',
+      summary: 'print a COSE_Sign1 message as JSON without verifying it',
+      usage: INSPECT_USAGE,
+      options: {},
+      positionals: { min: 1, max: 1, name: 'FILE' },
+      run: inspect,
+    },
+  ],
+});
 
 async function verify(parsed: ParsedArgs, io: CliIo): Promise<number> {
   const bytes = await readEnvelope(parsed, io);
@@ -85,7 +89,6 @@ async function inspect(parsed: ParsedArgs, io: CliIo): Promise<number> {
 }
 
 async function readEnvelope(parsed: ParsedArgs, io: CliIo): Promise<Uint8Array> {
-  if (parsed.positionals.length !== 1) throw new UsageError('expected one FILE argument');
   const path = parsed.positionals[0]!;
   let raw: Uint8Array;
   try {

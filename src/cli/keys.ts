@@ -5,7 +5,7 @@ import { toHex } from '../crypto/bytes.js';
 import { CryptoError } from '../crypto/errors.js';
 import { writePrivateKeyFile, writePublicKeyFile } from '../crypto/key-files.js';
 import { generatePrivateKey } from '../crypto/keys.js';
-import { type CommandGroup, UsageError, parseArgs, requireFlag } from './command.js';
+import { UsageError, defineCommand, requireFlag } from './command.js';
 
 const USAGE = `Usage: ztedge keygen --alg ed25519|p256 --out PREFIX
 
@@ -13,33 +13,25 @@ Writes PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM) and prints t
 hex of the first 16 bytes of SHA-256 over the raw public key. Existing files are never
 overwritten.`;
 
-export const keygenCommand: CommandGroup = {
+export const keygenCommand = defineCommand({
+  name: 'keygen',
   summary: 'generate an Ed25519 or P-256 signing key pair',
   usage: USAGE,
-  run: async (args, io) => {
-    const parsed = parseArgs(args);
-    if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument '${parsed.positionals[0]}'`);
+  options: { alg: { type: 'string' }, out: { type: 'string' } },
+  run: (parsed, io) => {
     const alg = requireFlag(parsed, 'alg').toLowerCase();
     if (!isKeyType(alg)) throw new UsageError(`--alg must be ed25519 or p256, not '${alg}'`);
     const prefix = requireFlag(parsed, 'out');
     const keyPath = `${prefix}.key`;
     const pubPath = `${prefix}.pub`;
-    try {
-      // Checked up front so that a clash on .pub does not leave a fresh, orphaned .key behind.
-      for (const path of [keyPath, pubPath]) {
-        if (existsSync(path)) throw new CryptoError('KEY_FILE_EXISTS', `${path} already exists; refusing to overwrite a key`);
-      }
-      const key = generatePrivateKey(alg);
-      writePrivateKeyFile(keyPath, key);
-      writePublicKeyFile(pubPath, key.publicKey);
-      io.stdout(toHex(key.publicKey.kid));
-      return 0;
-    } catch (err) {
-      if (err instanceof CryptoError) {
-        io.stderr(`${err.code}: ${err.message}`);
-        return 1;
-      }
-      throw err;
+    // Checked up front so that a clash on .pub does not leave a fresh, orphaned .key behind.
+    for (const path of [keyPath, pubPath]) {
+      if (existsSync(path)) throw new CryptoError('KEY_FILE_EXISTS', `${path} already exists; refusing to overwrite a key`);
     }
+    const key = generatePrivateKey(alg);
+    writePrivateKeyFile(keyPath, key);
+    writePublicKeyFile(pubPath, key.publicKey);
+    io.stdout(toHex(key.publicKey.kid));
+    return 0;
   },
-};
+});

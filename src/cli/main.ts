@@ -1,6 +1,8 @@
-// The `ztedge` command: dispatches to one command group per subcommand.
+// The `ztedge` command: dispatches to one command group per subcommand, and maps every
+// ZtedgeError a command raises to `CODE: message` and an exit code (command.ts, reportError).
+import { ZtedgeError } from '../errors.js';
 import { AGENT_VERSION } from '../version.js';
-import { type CliIo, type CommandGroup, UsageError } from './command.js';
+import { type CliIo, type CommandGroup, UsageError, closest, reportError } from './command.js';
 
 export const VERSION = AGENT_VERSION;
 
@@ -11,15 +13,21 @@ const COMMANDS: Record<string, () => Promise<CommandGroup>> = {
   audit: async () => (await import('./audit.js')).auditCommand,
   bundle: async () => (await import('./bundle.js')).bundleCommand,
   cmd: async () => (await import('./cmd.js')).cmdCommand,
+  config: async () => (await import('./config.js')).configCommand,
   envelope: async () => (await import('./envelope.js')).envelopeCommand,
   keygen: async () => (await import('./keys.js')).keygenCommand,
   policy: async () => (await import('./policy.js')).policyCommand,
   run: async () => (await import('./run.js')).runCommand,
 };
 
+/** Every command group, by name. */
+export async function commandGroups(): Promise<CommandGroup[]> {
+  return Promise.all(Object.keys(COMMANDS).sort().map((name) => COMMANDS[name]!()));
+}
+
 async function topUsage(): Promise<string> {
   const names = Object.keys(COMMANDS).sort();
-  const groups = await Promise.all(names.map((name) => COMMANDS[name]!()));
+  const groups = await commandGroups();
   const width = Math.max(...names.map((n) => n.length));
   const lines = names.map((name, i) => `  ${name.padEnd(width)}  ${groups[i]!.summary}`);
   return [
@@ -30,7 +38,9 @@ async function topUsage(): Promise<string> {
     'Commands:',
     ...lines,
     '',
-    'Run `ztedge <command> --help` for the options of a command.',
+    'Run `ztedge <command> --help` (or `ztedge <command> <sub-command> --help`) for the options of a command.',
+    'Exit status: 0 done; 1 the operation failed or was refused (CODE: message on standard error);',
+    '2 the invocation was refused (unknown or missing option, invalid configuration).',
   ].join('\n');
 }
 
@@ -46,7 +56,7 @@ export const defaultIo: CliIo = {
 
 export async function main(argv: string[], io: CliIo = defaultIo): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+  if (name === undefined || name === '--help' || name === '-h') {
     io.stdout(await topUsage());
     return name === undefined ? 2 : 0;
   }
@@ -59,23 +69,28 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
     }
     return 0;
   }
-  const load = COMMANDS[name];
-  if (load === undefined) {
-    io.stderr(`ztedge: unknown command '${name}'\n\n${await topUsage()}`);
-    return 2;
-  }
-  const group = await load();
-  if (rest[0] === '--help' || rest[0] === '-h') {
-    io.stdout(group.usage);
-    return 0;
-  }
   try {
-    return await group.run(rest, io);
-  } catch (err) {
-    if (err instanceof UsageError) {
-      io.stderr(`ztedge ${name}: ${err.message}\n\n${group.usage}`);
-      return 2;
+    // `ztedge help bundle build` is `ztedge bundle build --help`.
+    if (name === 'help') {
+      if (rest.length === 0) {
+        io.stdout(await topUsage());
+        return 0;
+      }
+      return await (await group(rest[0]!)).run([...rest.slice(1), '--help'], io);
     }
+    return await (await group(name)).run(rest, io);
+  } catch (err) {
+    if (err instanceof UsageError && err.usage === undefined) err.usage = await topUsage();
+    if (err instanceof ZtedgeError) return reportError(err, io);
     throw err;
   }
+}
+
+async function group(name: string): Promise<CommandGroup> {
+  const load = COMMANDS[name];
+  if (load === undefined) {
+    const near = closest(name, Object.keys(COMMANDS));
+    throw new UsageError(`unknown command '${name}' ${near === undefined ? `(the commands are ${Object.keys(COMMANDS).join(', ')})` : `(did you mean '${near}'?)`}`);
+  }
+  return load();
 }

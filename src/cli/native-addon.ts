@@ -12,6 +12,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { ZtedgeError } from '../errors.js';
 
 export type NativeAddonErrorCode =
   | 'NATIVE_ADDON_REFUSED'
@@ -20,17 +21,7 @@ export type NativeAddonErrorCode =
   | 'NATIVE_ADDON_EXTRACT_FAILED'
   | 'NATIVE_ADDON_LOAD_FAILED';
 
-export class NativeAddonError extends Error {
-  override readonly name = 'NativeAddonError';
-
-  constructor(
-    readonly code: NativeAddonErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
+export class NativeAddonError extends ZtedgeError<NativeAddonErrorCode> {}
 
 export interface EmbeddedAddon {
   /** File name of the addon, e.g. `better_sqlite3.node`. */

@@ -29,83 +29,111 @@ import {
 import type { AuthzRequest, PolicyAst } from '../policy/index.js';
 import { formatPolicyText } from '../policy/format-text.js';
 import { PolicyTestsError, runPolicyTests, testCasesFromJson } from '../policy/policy-tests.js';
-import { type CliIo, type CommandGroup, type ParsedArgs, UsageError, flag, parseArgs, requireFlag } from './command.js';
+import { ZtedgeError } from '../errors.js';
+import { type CliIo, type ParsedArgs, UsageError, defineGroup, flag, requireFlag } from './command.js';
 import { unifiedDiff } from './text-diff.js';
 
-const USAGE = `Usage: ztedge policy <command> [options]
+const EVAL_USAGE = `Usage: ztedge policy eval SOURCE REQUEST [--no-strict] [--fail-on-deny]
+       ztedge policy eval --policies PATH --entities FILE REQUEST [--no-strict] [--fail-on-deny]
 
-Commands:
-  eval SOURCE REQUEST [--no-strict] [--fail-on-deny]
-  eval --policies PATH --entities FILE REQUEST [--no-strict] [--fail-on-deny]
-      Decide one request; print {decision, reasons, determining, errors} as JSON. SOURCE is a
-      bundle source directory (*.cedar, entities.json) or a built bundle file (its signatures
-      are not checked: \`ztedge bundle verify\` does that). PATH is a .cedar file or a directory
-      of them (read in file-name order). REQUEST is --request FILE (JSON {principal, action,
-      resource, context}; - for stdin) or --principal UID --action UID --resource UID
-      [--context JSON], UIDs written as in policies, e.g. 'User::"alice"'. Policies are named by
-      their @id (policyN where there is none). Strict mode (the agent's default) denies when a
-      matching forbid fails to evaluate; --no-strict gives Cedar's plain decision.
-      --fail-on-deny exits 3 when the decision is deny (as \`ztedge cmd send\` does).
-  test DIR
-  test --policies PATH --entities FILE --tests FILE
-      Run test cases (tests.json: [{name, principal, action, resource, context?, decision,
-      reasons?, errors?}]) as the agent decides them; DIR is a bundle source directory
-      (*.cedar, entities.json, tests.json). reasons and errors name policies by id. Prints each
-      failure, then "N passed, N failed"; exits 1 if any failed.
-  fmt [--write | --diff] PATH...
-  fmt --check [--diff] [--allow-arity-errors] PATH...
-      Format Cedar policy files (a directory means its *.cedar files), keeping comments. By
-      default print the formatted text; --write rewrites each file that changes, in place and
-      atomically; --diff prints a unified diff of what would change. --check changes nothing:
-      it reports every problem as file:line:col (parse errors; policy ids used twice, the
-      files given read as one policy set; extension calls with the wrong number of arguments,
-      which Cedar loads but which fail whenever evaluated) and names every file whose
-      formatting would change; exit 1 if there is any. --allow-arity-errors reports those
-      calls as warnings.`;
+Decides one request; prints {decision, reasons, determining, errors} as JSON. SOURCE is a
+bundle source directory (*.cedar, entities.json) or a built bundle file (its signatures are not
+checked: \`ztedge bundle verify\` does that). PATH is a .cedar file or a directory of them (read
+in file-name order). REQUEST is --request FILE (JSON {principal, action, resource, context}; -
+for stdin) or --principal UID --action UID --resource UID [--context JSON], UIDs written as in
+policies, e.g. 'User::"alice"'. Policies are named by their @id (policyN where there is none).
+Strict mode (the agent's default) denies when a matching forbid fails to evaluate; --no-strict
+gives Cedar's plain decision. --fail-on-deny exits 3 when the decision is deny (as \`ztedge cmd
+send\` does).`;
+
+const TEST_USAGE = `Usage: ztedge policy test DIR
+       ztedge policy test --policies PATH --entities FILE --tests FILE
+
+Runs test cases (tests.json: [{name, principal, action, resource, context?, decision, reasons?,
+errors?}]) as the agent decides them; DIR is a bundle source directory (*.cedar, entities.json,
+tests.json). reasons and errors name policies by id. Prints each failure, then "N passed, N
+failed"; exits 1 if any failed.`;
+
+const FMT_USAGE = `Usage: ztedge policy fmt [--write | --diff] PATH...
+       ztedge policy fmt --check [--diff] [--allow-arity-errors] PATH...
+
+Formats Cedar policy files (a directory means its *.cedar files), keeping comments. By default
+prints the formatted text; --write rewrites each file that changes, in place and atomically;
+--diff prints a unified diff of what would change. --check changes nothing: it reports every
+problem as file:line:col (parse errors; policy ids used twice, the files given read as one
+policy set; extension calls with the wrong number of arguments, which Cedar loads but which fail
+whenever evaluated) and names every file whose formatting would change; exit 1 if there is any.
+--allow-arity-errors reports those calls as warnings.`;
 
 /** Policy, entity, request and test files are read whole; refuse anything absurdly large. */
 const MAX_FILE_BYTES = 64 * 1024 * 1024;
 /** The exit code of a deny under --fail-on-deny, the one `cmd send` uses. */
 const DENY_EXIT = 3;
 
-/** A failure: `details` lines (each problem), then `CODE: message`; exit code 1. */
-class CliFailure extends Error {
-  override name = 'CliFailure';
-
+/** A failure: `CODE: message`, then each problem (`details`); exit code 1. */
+class CliFailure extends ZtedgeError {
   constructor(
-    readonly code: string,
+    code: string,
     message: string,
-    readonly details: readonly string[] = [],
+    private readonly lines: readonly string[] = [],
   ) {
-    super(message);
+    super(code, message);
+  }
+
+  override details(): readonly string[] {
+    return this.lines;
   }
 }
 
-export const policyCommand: CommandGroup = {
+const REQUEST_OPTIONS = {
+  request: { type: 'string' },
+  principal: { type: 'string' },
+  action: { type: 'string' },
+  resource: { type: 'string' },
+  context: { type: 'string' },
+} as const;
+
+export const policyCommand = defineGroup({
+  name: 'policy',
   summary: 'evaluate requests, run policy tests, check and format Cedar policies',
-  usage: USAGE,
-  run: async (args, io) => {
-    const [command, ...rest] = args;
+  commands: [
+    {
+      name: 'eval',
+      summary: 'decide one request against a bundle source, a built bundle or policy files',
+      usage: EVAL_USAGE,
+      options: { policies: { type: 'string' }, entities: { type: 'string' }, ...REQUEST_OPTIONS, 'no-strict': { type: 'boolean' }, 'fail-on-deny': { type: 'boolean' } },
+      positionals: { min: 0, max: 1, name: 'SOURCE' },
+      run: failingWith(evalCommand),
+    },
+    {
+      name: 'test',
+      summary: "run a bundle source's test cases",
+      usage: TEST_USAGE,
+      options: { policies: { type: 'string' }, entities: { type: 'string' }, tests: { type: 'string' } },
+      positionals: { min: 0, max: 1, name: 'DIR' },
+      run: failingWith(testCommand),
+    },
+    {
+      name: 'fmt',
+      summary: 'format Cedar policy files (keeping comments), or check them',
+      usage: FMT_USAGE,
+      options: { check: { type: 'boolean' }, write: { type: 'boolean' }, diff: { type: 'boolean' }, 'allow-arity-errors': { type: 'boolean' } },
+      positionals: { min: 1, max: Infinity, name: 'PATH' },
+      run: failingWith(fmtCommand),
+    },
+  ],
+});
+
+/** Runs a command, reporting a bundle's located problems as one failure with every problem. */
+function failingWith(command: (parsed: ParsedArgs, io: CliIo) => number | Promise<number>) {
+  return async (parsed: ParsedArgs, io: CliIo): Promise<number> => {
     try {
-      switch (command) {
-        case 'eval':
-          return await evalCommand(parseArgs(rest, ['no-strict', 'fail-on-deny']), io);
-        case 'test':
-          return testCommand(parseArgs(rest), io);
-        case 'fmt':
-          return fmtCommand(parseArgs(rest, ['check', 'write', 'diff', 'allow-arity-errors']), io);
-        default:
-          throw new UsageError(command === undefined ? 'missing command' : `unknown command '${command}'`);
-      }
+      return await command(parsed, io);
     } catch (err) {
-      const failure = asFailure(err);
-      if (failure === undefined) throw err;
-      for (const line of failure.details) io.stderr(line);
-      io.stderr(`${failure.code}: ${failure.message}`);
-      return 1;
+      throw asFailure(err) ?? err;
     }
-  },
-};
+  };
+}
 
 /** Maps typed errors to failures; anything else is a defect and rethrown. */
 function asFailure(err: unknown): CliFailure | undefined {

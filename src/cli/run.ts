@@ -1,11 +1,10 @@
 // `ztedge run`: the agent in the foreground, logging JSON lines to standard output, until SIGINT
 // or SIGTERM. The configuration is checked whole before anything starts.
-import fs from 'node:fs';
-import path from 'node:path';
-import { type AgentConfig, ConfigError, loadConfig } from '../agent/config.js';
-import { Agent, jsonLogger } from '../agent/runtime.js';
-import { CryptoError } from '../crypto/errors.js';
-import { type CliIo, type CommandGroup, UsageError, flag, parseArgs } from './command.js';
+import { readAgentConfig } from '../agent/config-file.js';
+import { AgentError } from '../agent/errors.js';
+import { type AgentLogger, Agent, jsonLogger } from '../agent/runtime.js';
+import { ZtedgeError } from '../errors.js';
+import { type CliIo, defineCommand, flag } from './command.js';
 import { preferStateDirForAddons } from './native-addon.js';
 
 const USAGE = `Usage: ztedge run [--config FILE]
@@ -14,82 +13,57 @@ Runs the agent until SIGINT or SIGTERM, then stops cleanly (exit 0). FILE is YAM
 ZTEDGE_* environment variables override its options (ZTEDGE_BROKER_URL sets broker.url, ...).
 Without --config the file named by ZTEDGE_CONFIG is read, and without that the configuration
 comes from the environment alone. Relative paths in FILE are relative to FILE's directory.
+SIGHUP is ignored (logged): the configuration is read once, at start. One agent runs on a
+state directory at a time: a second one exits with STATE_DIR_LOCKED before touching it.
 Exit status: 0 after a clean stop, 2 when the configuration or a key file is refused (every
 configuration problem is listed), 1 when the agent fails to start or stop.`;
 
-export const runCommand: CommandGroup = {
+export const runCommand = defineCommand({
+  name: 'run',
   summary: 'run the agent',
   usage: USAGE,
-  run: async (args, io) => {
-    const parsed = parseArgs(args);
-    if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument '${parsed.positionals[0]}'`);
-    let agent: Agent;
-    try {
-      const config = readAgentConfig(flag(parsed, 'config') ?? process.env.ZTEDGE_CONFIG, process.env);
-      // The single executable writes its SQLite addon under the agent's own state directory.
-      preferStateDirForAddons(config.stateDir);
-      agent = new Agent({ config, logger: jsonLogger(io.stdout) });
-    } catch (err) {
-      io.stderr(`${codeOf(err)}: ${(err as Error).message}`);
-      return err instanceof ConfigError || err instanceof CryptoError ? 2 : 1;
-    }
-    const signals = untilSignal(io);
+  options: { config: { type: 'string' } },
+  // A key file the configuration names is part of the configuration.
+  exitCodes: { KEY_FILE_PERMISSIONS: 2, KEY_FILE_UNREADABLE: 2, KEY_INVALID: 2, KEY_TYPE_UNSUPPORTED: 2 },
+  run: async (parsed, io) => {
+    const config = readAgentConfig(flag(parsed, 'config') ?? process.env.ZTEDGE_CONFIG, process.env);
+    // The single executable writes its SQLite addon under the agent's own state directory.
+    preferStateDirForAddons(config.stateDir);
+    const logger = jsonLogger(io.stdout);
+    const agent = new Agent({ config, logger });
+    const signals = untilSignal(io, logger);
     try {
       await agent.start();
     } catch (err) {
       signals.dispose();
-      io.stderr(`${codeOf(err)}: agent failed to start: ${(err as Error).message}`);
-      return err instanceof ConfigError ? 2 : 1;
+      throw asAgentError(err, 'AGENT_START_FAILED', 'agent failed to start');
     }
     const signal = await signals.first;
     try {
       await agent.stop();
     } catch (err) {
-      io.stderr(`${codeOf(err)}: agent failed to stop cleanly after ${signal}: ${(err as Error).message}`);
-      return 1;
+      throw asAgentError(err, 'AGENT_STOP_FAILED', `agent failed to stop cleanly after ${signal}`);
     } finally {
       signals.dispose();
     }
     return 0;
   },
-};
+});
 
-/** Reads the file (if any), overlays ZTEDGE_* variables, validates, resolves relative paths. */
-export function readAgentConfig(file: string | undefined, env: Record<string, string | undefined>): AgentConfig {
-  let text: string | undefined;
-  if (file !== undefined) {
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new ConfigError([{ option: 'config', message: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
-    }
-  }
-  const config = loadConfig(text, env, file ?? 'environment');
-  return resolvePaths(config, file === undefined ? process.cwd() : path.dirname(path.resolve(file)));
-}
-
-function resolvePaths(config: AgentConfig, base: string): AgentConfig {
-  const at = (p: string) => path.resolve(base, p);
-  const maybe = (p: string | undefined) => (p === undefined ? undefined : at(p));
-  return {
-    ...config,
-    stateDir: at(config.stateDir),
-    deviceKey: at(config.deviceKey),
-    roots: { ...config.roots, keys: config.roots.keys.map(at) },
-    broker: { ...config.broker, passwordFile: maybe(config.broker.passwordFile), ca: maybe(config.broker.ca), cert: maybe(config.broker.cert), key: maybe(config.broker.key) },
-    http: { ...config.http, adminTokenFile: maybe(config.http.adminTokenFile) },
-    bundleFile: maybe(config.bundleFile),
-    ...(config.attestation === undefined
-      ? {}
-      : { attestation: { ...config.attestation, measureRoot: at(config.attestation.measureRoot), profiles: maybe(config.attestation.profiles) } }),
-  };
+/** A typed error passes through; anything else (a port in use, ...) is reported as a start or stop failure. */
+function asAgentError(err: unknown, code: 'AGENT_START_FAILED' | 'AGENT_STOP_FAILED', what: string): unknown {
+  if (err instanceof ZtedgeError) return err;
+  const detail = (err as NodeJS.ErrnoException | null)?.code;
+  return new AgentError(code, `${what}: ${detail === undefined ? '' : `${detail}: `}${(err as Error).message}`, { cause: err });
 }
 
 /**
  * The first SIGINT or SIGTERM. A second one while stopping ends the process at once (exit 130),
- * for an operator who will not wait for commands in progress.
+ * for an operator who will not wait for commands in progress. SIGHUP (which would otherwise end
+ * the process: a closed terminal, or a reload sent by habit) is ignored with a log line until the
+ * agent can reload its configuration.
  */
-function untilSignal(io: CliIo): { first: Promise<NodeJS.Signals>; dispose: () => void } {
+function untilSignal(io: CliIo, logger: AgentLogger): { first: Promise<NodeJS.Signals>; dispose: () => void } {
   // Signal listeners do not keep the event loop alive; an agent with neither broker nor API would exit.
   const keepAlive = setInterval(() => {}, 1 << 30);
   let received: NodeJS.Signals | null = null;
@@ -104,19 +78,17 @@ function untilSignal(io: CliIo): { first: Promise<NodeJS.Signals>; dispose: () =
     clearInterval(keepAlive);
     resolve(signal);
   };
+  const onHangup = () => logger.warn('SIGHUP ignored: the agent does not reload its configuration; restart it to apply changes');
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onHangup);
   return {
     first,
     dispose: () => {
       clearInterval(keepAlive);
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      process.off('SIGHUP', onHangup);
     },
   };
-}
-
-function codeOf(err: unknown): string {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^[A-Z][A-Z0-9_]*$/.test(code) ? code : 'AGENT_ERROR';
 }

@@ -4,18 +4,16 @@
 // `cmd` claim (the SHA-256 of the envelope sent), so results for other commands are ignored.
 import { randomBytes } from 'node:crypto';
 import { bytesEqual, toHex } from '../crypto/bytes.js';
-import { CryptoError } from '../crypto/errors.js';
 import { sha256 } from '../crypto/hash.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
 import type { PublicKey } from '../crypto/keys.js';
 import { COMMAND_TOPIC, signCommand } from '../envelope/command.js';
 import { EnvelopeError } from '../envelope/errors.js';
 import { RESULT_TOPIC, type ResultClaims, readUnverifiedResult, verifyResult } from '../envelope/result.js';
-import { TransportError } from '../transport/errors.js';
 import type { InboundMessage } from '../transport/mqtt-link.js';
-import { BROKER_USAGE, brokerTarget, openLink, publishWithin } from './broker-client.js';
+import { BROKER_OPTIONS, BROKER_USAGE, brokerTarget, openLink, publishWithin } from './broker-client.js';
 import { durationFlag, parseCommandArgs } from './command-args.js';
-import { type CliIo, UsageError, flag, parseArgs, requireFlag } from './command.js';
+import { CliError, type CliIo, type CommandSpec, type ParsedArgs, flag, hasFlag, requireFlag } from './command.js';
 
 export const SEND_USAGE = `Usage: ztedge cmd send --mqtt URL --site S --device D --key KEY --act ACTION --res 'Type::"id"'
                        [--args JSON] [--iss NAME] [--lifetime 60s] [--timeout 10s]
@@ -34,9 +32,26 @@ ${BROKER_USAGE}`;
 
 export const EXIT_BY_DECISION = { allow: 0, deny: 3, pending: 4 } as const;
 
-export async function sendCommand(args: string[], io: CliIo): Promise<number> {
-  const parsed = parseArgs(args, ['no-wait']);
-  if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument '${parsed.positionals[0]}'`);
+export const sendCommandSpec: CommandSpec = {
+  name: 'send',
+  summary: 'sign a command, send it to a device and wait for its signed result',
+  usage: SEND_USAGE,
+  options: {
+    ...BROKER_OPTIONS,
+    key: { type: 'string' },
+    act: { type: 'string' },
+    res: { type: 'string' },
+    args: { type: 'string' },
+    iss: { type: 'string' },
+    lifetime: { type: 'string' },
+    timeout: { type: 'string' },
+    'device-key': { type: 'string' },
+    'no-wait': { type: 'boolean' },
+  },
+  run: sendCommand,
+};
+
+async function sendCommand(parsed: ParsedArgs, io: CliIo): Promise<number> {
   const target = brokerTarget(parsed);
   const action = requireFlag(parsed, 'act');
   const resource = requireFlag(parsed, 'res');
@@ -45,49 +60,40 @@ export async function sendCommand(args: string[], io: CliIo): Promise<number> {
   const timeoutMs = durationFlag(parsed, 'timeout', '10s', 1);
   const keyFile = requireFlag(parsed, 'key');
   const deviceKeyFile = flag(parsed, 'device-key');
+  const key = readPrivateKeyFile(keyFile);
+  const deviceKey = deviceKeyFile === undefined ? undefined : readPublicKeyFile(deviceKeyFile);
+  const issuer = flag(parsed, 'iss') ?? toHex(key.publicKey.kid);
+  const results = new ResultWaiter(target.deviceId, deviceKey, (warning) => io.stderr(warning));
+  // `cmd/result/#` also matches `cmd/result` itself: one filter for both protocol versions.
+  const link = await openLink(target, { subscriptions: [`${target.topics.cmdResult}/#`], onMessage: (m) => results.offer(m), timeoutMs });
   try {
-    const key = readPrivateKeyFile(keyFile);
-    const deviceKey = deviceKeyFile === undefined ? undefined : readPublicKeyFile(deviceKeyFile);
-    const issuer = flag(parsed, 'iss') ?? toHex(key.publicKey.kid);
-    const results = new ResultWaiter(target.deviceId, deviceKey, (warning) => io.stderr(warning));
-    // `cmd/result/#` also matches `cmd/result` itself: one filter for both protocol versions.
-    const link = await openLink(target, { subscriptions: [`${target.topics.cmdResult}/#`], onMessage: (m) => results.offer(m), timeoutMs });
-    try {
-      const now = Date.now();
-      const envelope = signCommand({
-        key,
-        issuer,
-        deviceId: target.deviceId,
-        topic: COMMAND_TOPIC,
-        action,
-        resource,
-        args: commandArgs,
-        now,
-        lifetimeMs,
-      });
-      const correlation = link.protocolVersion === 5 ? new Uint8Array(randomBytes(16)) : undefined;
-      results.expect(sha256(envelope), correlation);
-      const reply = correlation === undefined ? {} : { responseTopic: `${target.topics.cmdResult}/${toHex(correlation.subarray(0, 8))}`, correlationData: correlation };
-      await publishWithin(link, target.topics.cmd, envelope, { qos: 1, ...reply }, timeoutMs);
-      let result = await results.next(timeoutMs);
-      // A held command settles when approved, rejected or expired: wait until its exp, plus the timeout.
-      const settleBy = now + lifetimeMs + timeoutMs;
-      while (result !== null) {
-        io.stdout(JSON.stringify(result));
-        if (result.decision !== 'pending' || parsed.flags.has('no-wait')) return EXIT_BY_DECISION[result.decision];
-        result = await results.next(Math.max(0, settleBy - Date.now()));
-      }
-      io.stderr(`RESULT_TIMEOUT: no ${results.seen > 0 ? 'settled ' : ''}result for command ${toHex(results.digest!)} in time`);
-      return 1;
-    } finally {
-      await link.close();
+    const now = Date.now();
+    const envelope = signCommand({
+      key,
+      issuer,
+      deviceId: target.deviceId,
+      topic: COMMAND_TOPIC,
+      action,
+      resource,
+      args: commandArgs,
+      now,
+      lifetimeMs,
+    });
+    const correlation = link.protocolVersion === 5 ? new Uint8Array(randomBytes(16)) : undefined;
+    results.expect(sha256(envelope), correlation);
+    const reply = correlation === undefined ? {} : { responseTopic: `${target.topics.cmdResult}/${toHex(correlation.subarray(0, 8))}`, correlationData: correlation };
+    await publishWithin(link, target.topics.cmd, envelope, { qos: 1, ...reply }, timeoutMs);
+    let result = await results.next(timeoutMs);
+    // A held command settles when approved, rejected or expired: wait until its exp, plus the timeout.
+    const settleBy = now + lifetimeMs + timeoutMs;
+    while (result !== null) {
+      io.stdout(JSON.stringify(result));
+      if (result.decision !== 'pending' || hasFlag(parsed, 'no-wait')) return EXIT_BY_DECISION[result.decision];
+      result = await results.next(Math.max(0, settleBy - Date.now()));
     }
-  } catch (err) {
-    if (err instanceof CryptoError || err instanceof EnvelopeError || err instanceof TransportError) {
-      io.stderr(`${err.code}: ${err.message}`);
-      return 1;
-    }
-    throw err;
+    throw new CliError('RESULT_TIMEOUT', `no ${results.seen > 0 ? 'settled ' : ''}result for command ${toHex(results.digest!)} in time`);
+  } finally {
+    await link.close();
   }
 }
 

@@ -1,14 +1,17 @@
+import { ZtedgeError } from '../errors.js';
+
 /**
  * Failures of key handling and signature encoding, each with a stable UPPER_SNAKE `code`.
  * Signature verification itself never throws: an invalid signature is `false`.
  */
-export class CryptoError extends Error {
-  override readonly name = 'CryptoError';
+export type CryptoErrorCode =
+  | 'KEY_FILE_EXISTS'
+  | 'KEY_FILE_PERMISSIONS'
+  | 'KEY_FILE_UNREADABLE'
+  | 'KEY_FILE_UNWRITABLE'
+  | 'KEY_INVALID'
+  | 'KEY_TYPE_UNSUPPORTED'
+  | 'SIGNATURE_ENCODING_INVALID'
+  | 'VERIFIER_UNKNOWN';
 
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export class CryptoError extends ZtedgeError<CryptoErrorCode> {}

@@ -3,7 +3,7 @@
 // (CBOR_TOO_DEEP → ENVELOPE_TOO_DEEP, …) so a sender learns why its envelope was refused in the
 // envelope's own vocabulary.
 import { CborError, type CborValue, type DecodeLimits, type Encodable, decodeCbor as decodeStrict, encodeCbor as encodeStrict } from '../cbor/cbor.js';
-import { EnvelopeError } from './errors.js';
+import { EnvelopeError, type EnvelopeErrorCode } from './errors.js';
 
 export { type CborMap, type CborMapKey, type CborValue, type DecodeLimits, type Encodable, CborTagged } from '../cbor/cbor.js';
 
@@ -27,5 +27,5 @@ export function encodeCbor(value: Encodable, sizeHint?: number): Uint8Array {
 
 function asEnvelopeError(err: unknown): unknown {
   if (!(err instanceof CborError)) return err;
-  return new EnvelopeError(`ENVELOPE_${err.code.slice('CBOR_'.length)}`, err.message);
+  return new EnvelopeError(`ENVELOPE_${err.code.slice('CBOR_'.length)}` as EnvelopeErrorCode, err.message);
 }

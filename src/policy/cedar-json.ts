@@ -7,6 +7,7 @@ import { JsonNumber, formatJsonPath } from './json.js';
 import type { JsonObject, JsonPath, JsonValue } from './json.js';
 import { CedarRecord, CedarSet, EntityUid, I64_MAX, I64_MIN } from './value.js';
 import type { Value } from './value.js';
+import { ZtedgeError } from '../errors.js';
 
 export type CedarJsonErrorCode =
   | 'CEDAR_JSON_NULL'
@@ -16,14 +17,11 @@ export type CedarJsonErrorCode =
   | 'CEDAR_JSON_EXTENSION'
   | 'CEDAR_JSON_EXPR';
 
-export class CedarJsonError extends Error {
-  override name = 'CedarJsonError';
-  readonly code: CedarJsonErrorCode;
+export class CedarJsonError extends ZtedgeError<CedarJsonErrorCode> {
   readonly path: string;
 
   constructor(code: CedarJsonErrorCode, detail: string, path: JsonPath) {
-    super(`${detail} at ${formatJsonPath(path)}`);
-    this.code = code;
+    super(code, `${detail} at ${formatJsonPath(path)}`);
     this.path = formatJsonPath(path);
   }
 }

@@ -6,6 +6,7 @@ import { JsonError, formatJsonPath, jsonFromValue, parseJson } from './json.js';
 import type { JsonErrorCode, JsonLimits, JsonPath, JsonValue } from './json.js';
 import { CedarRecord } from './value.js';
 import type { EntityUid } from './value.js';
+import { ZtedgeError } from '../errors.js';
 
 export type EntitiesErrorCode =
   | JsonErrorCode
@@ -16,17 +17,14 @@ export type EntitiesErrorCode =
   | 'ENTITIES_ACTION_PARENT'
   | 'ENTITIES_TOO_LARGE';
 
-export class EntitiesError extends Error {
-  override name = 'EntitiesError';
-  readonly code: EntitiesErrorCode;
+export class EntitiesError extends ZtedgeError<EntitiesErrorCode> {
   /** JSON path of the offending value, e.g. `$[3].attrs.owner`. */
   readonly path: string;
   readonly line: number | undefined;
   readonly column: number | undefined;
 
   constructor(code: EntitiesErrorCode, message: string, path: string, line?: number, column?: number) {
-    super(message);
-    this.code = code;
+    super(code, message);
     this.path = path;
     this.line = line;
     this.column = column;

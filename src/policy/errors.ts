@@ -1,4 +1,5 @@
 // Diagnostics for Cedar policy text, and the one error type the lexer and parser throw.
+import { ZtedgeError } from '../errors.js';
 
 /**
  * Stable diagnostic codes. Callers (CLI, bundle activation, tests) match on these, never on
@@ -96,15 +97,13 @@ export function formatDiagnostic(d: Diagnostic<string>, severity: 'error' | 'war
 }
 
 /** Policy text that could not be parsed. Carries every diagnostic found, in source order. */
-export class PolicyParseError extends Error {
-  override name = 'PolicyParseError';
-  readonly code = 'POLICY_PARSE';
+export class PolicyParseError extends ZtedgeError<'POLICY_PARSE'> {
   readonly diagnostics: Diagnostic[];
 
   constructor(diagnostics: Diagnostic[]) {
     if (diagnostics.length === 0) throw new RangeError('PolicyParseError needs at least one diagnostic');
     const more = diagnostics.length > 1 ? ` (and ${diagnostics.length - 1} more)` : '';
-    super(formatDiagnostic(diagnostics[0]) + more);
+    super('POLICY_PARSE', formatDiagnostic(diagnostics[0]) + more);
     this.diagnostics = diagnostics;
   }
 }

@@ -2,6 +2,7 @@
 // reports it; the authorizer catches these per policy. Codes are stable strings.
 import { displayValue, typeName } from './value.js';
 import type { Value } from './value.js';
+import { ZtedgeError } from '../errors.js';
 
 export type EvalErrorCode =
   | 'EVAL_TYPE'
@@ -12,18 +13,14 @@ export type EvalErrorCode =
   | 'EVAL_MISSING_TAG'
   | 'EVAL_ARITY';
 
-export class EvalError extends Error {
-  override name = 'EvalError';
-  readonly code: EvalErrorCode;
-
+export class EvalError extends ZtedgeError<EvalErrorCode> {
   constructor(code: EvalErrorCode, message: string) {
     // A policy's evaluation error is data about the policy, not a defect to trace: skipping the
     // stack capture keeps an erroring policy as cheap as a false one.
     const stackTraceLimit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
-    super(message);
+    super(code, message);
     Error.stackTraceLimit = stackTraceLimit;
-    this.code = code;
   }
 }
 

@@ -4,6 +4,7 @@
 // beyond 2^53 and keeps the last of duplicate keys: never use it for Cedar data.
 
 /** A number that is not a plain integer of at most 20 digits, kept as written. */
+import { ZtedgeError } from '../errors.js';
 export class JsonNumber {
   constructor(readonly text: string) {}
 }
@@ -35,17 +36,14 @@ export function formatJsonPath(path: JsonPath): string {
   return out;
 }
 
-export class JsonError extends Error {
-  override name = 'JsonError';
-  readonly code: JsonErrorCode;
+export class JsonError extends ZtedgeError<JsonErrorCode> {
   readonly path: string;
   readonly line: number | undefined;
   readonly column: number | undefined;
 
   constructor(code: JsonErrorCode, detail: string, path: JsonPath, position?: { line: number; column: number }) {
     const where = position ? ` (line ${position.line}, column ${position.column})` : '';
-    super(`${detail} at ${formatJsonPath(path)}${where}`);
-    this.code = code;
+    super(code, `${detail} at ${formatJsonPath(path)}${where}`);
     this.path = formatJsonPath(path);
     this.line = position?.line;
     this.column = position?.column;

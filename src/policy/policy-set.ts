@@ -10,13 +10,11 @@ import type { Entities } from './entities.js';
 import { parsePolicies } from './parser.js';
 import type { ParseOptions } from './parser.js';
 import { EntityUid } from './value.js';
+import { ZtedgeError } from '../errors.js';
 
-export class PolicySetError extends Error {
-  override name = 'PolicySetError';
-  readonly code = 'POLICY_DUPLICATE_ID';
-
+export class PolicySetError extends ZtedgeError<'POLICY_DUPLICATE_ID'> {
   constructor(readonly policyId: string) {
-    super(`duplicate policy id ${JSON.stringify(policyId)}`);
+    super('POLICY_DUPLICATE_ID', `duplicate policy id ${JSON.stringify(policyId)}`);
   }
 }
 

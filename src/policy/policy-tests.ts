@@ -15,19 +15,18 @@ import type { JsonObject, JsonValue } from './json.js';
 import { parseEntityUid } from './parser.js';
 import type { PolicySet } from './policy-set.js';
 import { RequestError, requestFromJson } from './request.js';
+import { ZtedgeError } from '../errors.js';
 
 export type PolicyTestsErrorCode = 'TESTS_SHAPE' | 'TESTS_TOO_MANY' | JsonError['code'] | RequestError['code'];
 
-export class PolicyTestsError extends Error {
-  override name = 'PolicyTestsError';
-
+export class PolicyTestsError extends ZtedgeError<PolicyTestsErrorCode> {
   constructor(
-    readonly code: PolicyTestsErrorCode,
+    code: PolicyTestsErrorCode,
     message: string,
     /** JSON path of the offending value, e.g. `$[2].decision`. */
     readonly path: string,
   ) {
-    super(message);
+    super(code, message);
   }
 }
 

@@ -6,19 +6,17 @@ import type { CedarJsonErrorCode, CedarJsonOptions } from './cedar-json.js';
 import { JsonError, jsonFromValue, parseJson } from './json.js';
 import type { JsonErrorCode, JsonLimits } from './json.js';
 import { CedarRecord } from './value.js';
+import { ZtedgeError } from '../errors.js';
 
 export type RequestErrorCode = JsonErrorCode | CedarJsonErrorCode | 'REQUEST_SHAPE';
 
-export class RequestError extends Error {
-  override name = 'RequestError';
-  readonly code: RequestErrorCode;
+export class RequestError extends ZtedgeError<RequestErrorCode> {
   readonly path: string;
   readonly line: number | undefined;
   readonly column: number | undefined;
 
   constructor(code: RequestErrorCode, message: string, path: string, line?: number, column?: number) {
-    super(message);
-    this.code = code;
+    super(code, message);
     this.path = path;
     this.line = line;
     this.column = column;

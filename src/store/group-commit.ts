@@ -22,13 +22,11 @@
 // instance) is durable too, or was rejected.
 import fs from 'node:fs';
 import type { Database } from './state-db.js';
+import { ZtedgeError } from '../errors.js';
 
-export class GroupCommitError extends Error {
-  override readonly name = 'GroupCommitError';
-  readonly code = 'STATE_COMMIT_FAILED';
-
+export class GroupCommitError extends ZtedgeError<'STATE_COMMIT_FAILED'> {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super('STATE_COMMIT_FAILED', message, options);
   }
 }
 

@@ -3,6 +3,7 @@
 // database, so a restart neither forgets a pending command nor the approvals it has collected.
 import type { Database, Statement } from 'better-sqlite3';
 import { migrate } from './state-db.js';
+import { ZtedgeError } from '../errors.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS pending_commands (
@@ -48,8 +49,10 @@ export type ApprovalOutcome =
   | { status: 'unknown-command' }
   | { status: 'expired' };
 
-export class PendingFullError extends Error {
-  readonly code = 'APPROVAL_QUEUE_FULL';
+export class PendingFullError extends ZtedgeError<'APPROVAL_QUEUE_FULL'> {
+  constructor(message: string) {
+    super('APPROVAL_QUEUE_FULL', message);
+  }
 }
 
 export class PendingApprovals {

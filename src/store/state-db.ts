@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Database as SqliteDatabase } from 'better-sqlite3';
+import { ZtedgeError } from '../errors.js';
 
 export type { SqliteDatabase as Database };
 
@@ -18,17 +19,7 @@ export type StateDbErrorCode =
   | 'STATE_DB_MIGRATION_FAILED'
   | 'STATE_DB_BAD_VALUE';
 
-export class StateDbError extends Error {
-  override readonly name = 'StateDbError';
-
-  constructor(
-    readonly code: StateDbErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
+export class StateDbError extends ZtedgeError<StateDbErrorCode> {}
 
 export interface StateDbOptions {
   /** How long a statement waits for another connection's lock before failing (default 5000). */

@@ -2,6 +2,7 @@
  * Every failure the transport reports (bad topic ids, broker refusals, oversize or malformed
  * frames, a full outbox) is a TransportError with a stable UPPER_SNAKE `code`.
  */
+import { ZtedgeError } from '../errors.js';
 export type TransportErrorCode =
   // topics
   | 'TOPIC_SITE_INVALID'
@@ -32,16 +33,14 @@ export type TransportErrorCode =
   | 'OUTBOX_MESSAGE_INVALID'
   | 'OUTBOX_CLOSED';
 
-export class TransportError extends Error {
-  override readonly name = 'TransportError';
-
+export class TransportError extends ZtedgeError<TransportErrorCode> {
   constructor(
-    readonly code: TransportErrorCode,
+    code: TransportErrorCode,
     message: string,
     /** The broker's MQTT reason/return code, when the broker said no. */
     readonly reasonCode?: number,
   ) {
-    super(message);
+    super(code, message);
   }
 }
 

@@ -20,6 +20,8 @@ export interface DeviceTopics {
   approve: string;
   /** Signed policy bundles in (retained). */
   bundle: string;
+  /** Signed rollback instructions in (not retained: each is for one state of the device). */
+  rollback: string;
   attestChallenge: string;
   attestEvidence: string;
   /** Retained device status; the last will sets it to offline. */
@@ -38,6 +40,7 @@ export function deviceTopics(opts: { site: string; device: string; prefix?: stri
   const cmd = `${prefix}cmd`;
   const approve = `${prefix}approve`;
   const bundle = `${prefix}bundle`;
+  const rollback = `${prefix}bundle/rollback`;
   const attestChallenge = `${prefix}attest/challenge`;
   return {
     prefix,
@@ -45,10 +48,11 @@ export function deviceTopics(opts: { site: string; device: string; prefix?: stri
     cmdResult: `${prefix}cmd/result`,
     approve,
     bundle,
+    rollback,
     attestChallenge,
     attestEvidence: `${prefix}attest/evidence`,
     status: `${prefix}status`,
-    inbound: [cmd, approve, bundle, attestChallenge],
+    inbound: [cmd, approve, bundle, rollback, attestChallenge],
     exec(action: string): string {
       if (typeof action !== 'string' || !ACTION_PATTERN.test(action)) {
         throw new TransportError('TOPIC_ACTION_INVALID', `action id ${describe(action)} is not a single safe topic level`);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/agent/config.js';
+import { CONFIG_OPTIONS, envName } from '../../src/agent/config-options.js';
 import { parseDurationMs } from '../../src/duration.js';
 
 const minimal = `
@@ -111,5 +112,94 @@ describe('agent config: attestation', () => {
     expect(problemsOf(`${minimal}attestation: { pcr: 7 }\n`)[0]).toMatch(/^attestation\.pcr: must be an integer from 16 to 23/);
     expect(problemsOf(`${minimal}attestation: { pcr: 20 }\n`)).toEqual(['attestation.pcr: must be 16 or 23 (the PCRs an application may reset)']);
     expect(problemsOf(`${minimal}posture: trusted\nattestation: {}\n`)).toEqual(['posture: is measured when attestation is configured; remove posture']);
+  });
+});
+
+describe('options from the environment', () => {
+  /** For each option: a value as the file holds it and the same value as its ZTEDGE_* text. */
+  const SAMPLES: Record<string, { file: unknown; env: string; with?: [string, unknown] }> = {
+    'device.id': { file: 'arm-02', env: 'arm-02' },
+    'device.site': { file: 'plant-b', env: 'plant-b' },
+    'device.profile': { file: 'robot-arm', env: 'robot-arm' },
+    stateDir: { file: '/srv/ztedge', env: '/srv/ztedge' },
+    deviceKey: { file: '/k/dev.key', env: '/k/dev.key' },
+    'roots.keys': { file: ['/r/a.pub', '/r/b.pub', '/r/c.pub'], env: '/r/a.pub,/r/b.pub, /r/c.pub' },
+    'roots.threshold': { file: 2, env: '2', with: ['roots.keys', ['/r/a.pub', '/r/b.pub']] },
+    'broker.url': { file: 'mqtts://b.example:8883', env: 'mqtts://b.example:8883' },
+    'broker.username': { file: 'agent', env: 'agent' },
+    'broker.passwordFile': { file: '/p/pw', env: '/p/pw' },
+    'broker.ca': { file: '/t/ca.pem', env: '/t/ca.pem' },
+    // A client certificate goes with its key.
+    'broker.cert': { file: '/t/c.pem', env: '/t/c.pem', with: ['broker.key', '/t/k.pem'] },
+    'broker.key': { file: '/t/k.pem', env: '/t/k.pem', with: ['broker.cert', '/t/c.pem'] },
+    'broker.clientId': { file: 'gw-7', env: 'gw-7' },
+    'broker.topicPrefix': { file: 'plant/arm/', env: 'plant/arm/' },
+    'http.enabled': { file: false, env: 'false' },
+    'http.host': { file: '127.0.0.2', env: '127.0.0.2' },
+    'http.port': { file: 9000, env: '9000' },
+    'http.adminTokenFile': { file: '/t/admin', env: '/t/admin' },
+    posture: { file: 'trusted', env: 'trusted' },
+    bundleFile: { file: '/b/bundle.cbor', env: '/b/bundle.cbor' },
+    logLevel: { file: 'warn', env: 'warn' },
+    executors: { file: { grip: { kind: 'http', url: 'http://127.0.0.1:9/g', timeout: '2s' } }, env: '{"grip":{"kind":"http","url":"http://127.0.0.1:9/g","timeout":"2s"}}' },
+    'limits.envelopeMaxBytes': { file: 1024, env: '1024' },
+    'limits.bundleMaxBytes': { file: 4096, env: '4096' },
+    'limits.clockSkew': { file: '5s', env: '5s' },
+    'limits.maxLifetime': { file: '2m', env: '2m' },
+    'limits.maxPendingApprovals': { file: 3, env: '3' },
+    'limits.outboxMaxMessages': { file: 500, env: '500' },
+    'attestation.profiles': { file: '/srv/profiles', env: '/srv/profiles' },
+    'attestation.measureRoot': { file: '/srv/root', env: '/srv/root' },
+    'attestation.tpm': { file: 'device:/dev/tpmrm0', env: 'device:/dev/tpmrm0' },
+    'attestation.pcr': { file: 16, env: '16' },
+    'attestation.interval': { file: '30s', env: '30s' },
+    'attestation.challengesPerMinute': { file: 5, env: '5' },
+    'audit.capBytes': { file: 1048576, env: '1048576' },
+    'audit.reserveBytes': { file: 300000, env: '300000' },
+    'audit.retention': { file: '1d', env: '1d' },
+    'audit.checkpointEvery': { file: 10, env: '10' },
+    'audit.checkpointInterval': { file: '10s', env: '10s' },
+  };
+  const base = { device: { id: 'd1', site: 's1' }, stateDir: '/s', deviceKey: '/k', roots: { keys: ['/r'] } };
+
+  function withOption(path: string, value: unknown, raw: Record<string, unknown> = structuredClone(base)): Record<string, unknown> {
+    const keys = path.split('.');
+    let node = raw;
+    for (const key of keys.slice(0, -1)) node = (node[key] ??= {}) as Record<string, unknown>;
+    node[keys.at(-1)!] = value;
+    return raw;
+  }
+
+  it('has a sample for every described option', () => {
+    expect(Object.keys(SAMPLES).sort()).toEqual(CONFIG_OPTIONS.map((o) => o.path).sort());
+  });
+
+  it.each(CONFIG_OPTIONS.map((o) => o.path))('%s: its ZTEDGE_* variable sets it exactly as the file does', (path) => {
+    const { file, env, with: other } = SAMPLES[path]!;
+    const start = other === undefined ? structuredClone(base) : withOption(other[0], other[1]);
+    const fromFile = loadConfig(JSON.stringify(withOption(path, file, structuredClone(start))), {});
+    const fromEnv = loadConfig(JSON.stringify(start), { [envName(path)]: env });
+    expect(fromEnv).toEqual(fromFile);
+    // And it is not the default: the sample changes the configuration.
+    if (other === undefined) expect(fromFile).not.toEqual(loadConfig(JSON.stringify(start), {}));
+  });
+
+  it('names the variables as documented: ZTEDGE_LOG_LEVEL, ZTEDGE_LIMITS_ENVELOPE_MAX_BYTES, ZTEDGE_EXECUTORS', () => {
+    const c = loadConfig(minimal, { ZTEDGE_LOG_LEVEL: 'warn', ZTEDGE_LIMITS_ENVELOPE_MAX_BYTES: '2048', ZTEDGE_EXECUTORS: '{"estop":{"kind":"exec","command":["/bin/true"]}}' });
+    expect([c.logLevel, c.limits.envelopeMaxBytes, c.executors]).toEqual(['warn', 2048, { estop: { kind: 'exec', command: ['/bin/true'], timeoutMs: 5000 } }]);
+    expect(problemsOf(minimal, { ZTEDGE_EXECUTORS: '{move: mqtt}' })[0]).toMatch(/^ZTEDGE_EXECUTORS: must be a JSON object of executors by action id/);
+    expect(problemsOf(minimal, { ZTEDGE_LOG_LEVEL: 'debug' })).toEqual(['logLevel: must be one of info, warn']);
+  });
+});
+
+describe('dead options', () => {
+  it('refuses limits.cacheEntries, in the file and in the environment, saying why', () => {
+    const why = 'not supported: the agent decides every command anew and keeps no decision cache in the command path';
+    expect(problemsOf(`${minimal}\nlimits: { cacheEntries: 100 }\n`)).toEqual([`limits.cacheEntries: ${why}`]);
+    expect(problemsOf(minimal, { ZTEDGE_LIMITS_CACHE_ENTRIES: '100' })).toEqual([`ZTEDGE_LIMITS_CACHE_ENTRIES: ${why}`]);
+  });
+
+  it('refuses an executor kind that would run nothing', () => {
+    expect(problemsOf(`${minimal}\n  stop: { kind: none }\n`)).toEqual(['executors.stop.kind: must be mqtt, http or exec (leave an action out to have no executor)']);
   });
 });

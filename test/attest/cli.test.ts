@@ -50,7 +50,7 @@ describe('ztedge attest measure', () => {
   it('refuses unknown flags, missing options, a bad root and an over-limit glob', async () => {
     const unknown = await ztedge('attest', 'measure', '--profile', profile, '--roots', root);
     expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toMatch(/Unknown option '--roots'/);
+    expect(unknown.stderr).toMatch(/unknown option --roots \(did you mean --root\?\)/);
     expect((await ztedge('attest', 'measure', '--root', root)).stderr).toMatch(/missing required option --profile/);
     expect((await ztedge('attest', 'measure', '--profile', 'no-such-profile')).stderr).toMatch(/^PROFILE_NOT_FOUND: /);
     expect((await ztedge('attest', 'measure', '--profile', profile, '--root', path.join(dir, 'nope'))).stderr).toMatch(/^ATTEST_ROOT_INVALID: /);

@@ -1,6 +1,7 @@
 // Building from a source directory: the example sources build, every problem is reported with
 // its file (and line:column for Cedar), and the build fails on a failing embedded test.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { buildBundle, readBundleSource } from '../../src/bundle/build.js';
@@ -148,5 +149,23 @@ describe('readBundleSource + buildBundle', () => {
     write({ 'entities.json': '[]', 'settings.json': '{"cacheTtl": "1s", "cacheTtl": "2s"}' });
     const err = refusal(() => readBundleSource(dir));
     expect(err.problems.map((p) => p.code)).toEqual(['SOURCE_NO_POLICIES', 'JSON_DUPLICATE_KEY']);
+  });
+});
+
+describe('annotations the agent does not enforce', () => {
+  it('refuses @cache_ttl at build (the check devices run on activation too), located', async () => {
+    const { main } = await import('../../src/cli/main.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-cache-ttl-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'main.cedar'), 'permit (principal, action, resource);\n\n@id("reads")\n@cache_ttl("30s")\npermit (principal, action == Action::"read", resource);\n');
+      let stderr = '';
+      const out = path.join(dir, 'b.cbor');
+      const code = await main(['bundle', 'build', dir, '--revision', '1', '--out', out], { stdout: () => {}, stderr: (t) => void (stderr += `${t}\n`), readStdin: async () => Buffer.alloc(0) });
+      expect(code).toBe(1);
+      expect(stderr.replace(/^warning: .* not validated.*\n/, "")).toMatch(/^BUNDLE_POLICY_INVALID: main\.cedar:4:1: error: @cache_ttl is not supported: the agent decides every command anew/);
+      expect(fs.existsSync(out)).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

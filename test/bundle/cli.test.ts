@@ -6,7 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BundleManager } from '../../src/bundle/activation.js';
 import { readUnverifiedBundle } from '../../src/bundle/sign.js';
 import { BundleStore } from '../../src/bundle/store.js';
+import { bundleStoreDir, stateDbPath } from '../../src/agent/state-dir.js';
 import { main } from '../../src/cli/main.js';
+import { decodeCbor } from '../../src/envelope/cbor.js';
+import { openStateDb } from '../../src/store/state-db.js';
 import { EXAMPLES, type Roots, makeRoots, tempDir, trustOf } from './support.js';
 
 let roots: Roots;
@@ -187,38 +190,75 @@ describe('ztedge bundle', () => {
     }
   });
 
-  it('rolls a state directory back to last-known-good, with flags or the agent config', async () => {
+  it("rolls a stopped agent's state directory back to last-known-good, with flags or the agent config, and audits it", async () => {
+    // An agent's state directory as the agent lays it out: state.db and bundles/.
     const stateDir = path.join(work, 'state');
-    const manager = new BundleManager({ store: new BundleStore(stateDir), trust: trustOf(roots, { profile: 'robot-arm' }), clock: { now: () => Date.now() } });
+    const db = openStateDb(stateDbPath(stateDir));
+    db.close();
+    const manager = new BundleManager({ store: new BundleStore(bundleStoreDir(stateDir)), trust: trustOf(roots, { profile: 'robot-arm' }), clock: { now: () => Date.now() } });
     manager.start();
     for (const revision of [10, 11, 12]) manager.activate(fs.readFileSync(await buildSigned('robot-cell', revision)));
 
     const byFlags = await ztedge('bundle', 'rollback', '--state-dir', stateDir, ...rootFlags, '--threshold', '2', '--profile', 'robot-arm');
     expect(byFlags.code, byFlags.stderr).toBe(0);
-    expect(byFlags.stdout).toMatch(/^rolled back from revision 12 to revision 11 /);
-    expect(new BundleStore(stateDir).open().status).toMatchObject({ active: { revision: 11 }, lkg: null, floor: 12 });
+    expect(byFlags.stdout).toMatch(/^rolled back from revision 12 to revision 11 \([0-9a-f]{64}\); audit record 2\n$/);
+    expect(new BundleStore(bundleStoreDir(stateDir)).open().status).toMatchObject({ active: { revision: 11 }, lkg: null, floor: 12 });
 
-    const config = path.join(roots.dir, 'agent.yaml');
+    const config = path.join(work, 'agent.yaml');
     fs.writeFileSync(
       config,
       [
         'device: { id: dev-1, site: site-1, profile: robot-arm }',
-        `stateDir: ${work}`,
-        'deviceKey: device.key',
-        'roots: { keys: [root-a.pub, root-b.pub, root-c.pub], threshold: 2 }',
+        'stateDir: state',
+        `deviceKey: ${roots.keys[0].privatePath}`,
+        `roots: { keys: [${roots.keys.map((k) => k.publicPath).join(', ')}], threshold: 2 }`,
       ].join('\n'),
     );
-    const restarted = new BundleManager({ store: new BundleStore(stateDir), trust: trustOf(roots, { profile: 'robot-arm' }), clock: { now: () => Date.now() } });
+    const restarted = new BundleManager({ store: new BundleStore(bundleStoreDir(stateDir)), trust: trustOf(roots, { profile: 'robot-arm' }), clock: { now: () => Date.now() } });
     restarted.start();
     restarted.activate(fs.readFileSync(await buildSigned('robot-cell', 13)));
     const byConfig = await ztedge('bundle', 'rollback', '--state-dir', stateDir, '--config', config);
     expect(byConfig.code, byConfig.stderr).toBe(0);
     expect(byConfig.stdout).toMatch(/^rolled back from revision 13 to revision 11 /);
 
-    const noLkg = await ztedge('bundle', 'rollback', '--state-dir', stateDir, '--config', config);
+    // Each rollback is in the agent's audit log: the request, then what happened.
+    const audit = openStateDb(stateDbPath(stateDir));
+    const events = (audit.prepare("SELECT body FROM audit WHERE kind = 'bundle' ORDER BY seq").all() as Array<{ body: Uint8Array }>).map(
+      ({ body }) => Object.fromEntries(decodeCbor(body, { maxBytes: 4096, maxDepth: 4 }) as Map<string, unknown>),
+    );
+    audit.close();
+    expect(events.map((e) => [e.event, e.revision, e.fromRevision ?? null, e.reason ?? null])).toEqual([
+      ['rollback-requested', 11, 12, null],
+      ['rolled-back', 11, 12, 'operator'],
+      ['rollback-requested', 11, 13, null],
+      ['rolled-back', 11, 13, 'operator'],
+    ]);
+
+    // Nothing to roll back to: refused, audited, and nothing else changes.
+    const entries = () => fs.readdirSync(stateDir, { recursive: true }).map(String).sort();
+    const before = entries();
+    const noLkg = await ztedge('bundle', 'rollback', '--config', config);
     expect(noLkg.code).toBe(1);
     expect(noLkg.stderr).toMatch(/^BUNDLE_NO_LKG: /);
-    expect(new BundleStore(stateDir).open().status).toMatchObject({ active: { revision: 11 }, floor: 13 });
+    expect(new BundleStore(bundleStoreDir(stateDir)).open().status).toMatchObject({ active: { revision: 11 }, floor: 13 });
+    expect(entries()).toEqual(before);
+  });
+
+  it('refuses a directory that is not the agent\'s state directory, and creates nothing in it', async () => {
+    const stateDir = path.join(work, 'state-2');
+    openStateDb(stateDbPath(stateDir)).close();
+    new BundleManager({ store: new BundleStore(bundleStoreDir(stateDir)), trust: trustOf(roots, { profile: undefined }), clock: { now: () => Date.now() } }).start();
+    const entries = (dir: string) => fs.readdirSync(dir, { recursive: true }).map(String).sort();
+    const before = entries(stateDir);
+
+    const inner = await ztedge('bundle', 'rollback', '--state-dir', bundleStoreDir(stateDir), ...rootFlags, '--threshold', '2');
+    expect(inner.code).toBe(1);
+    expect(inner.stderr).toBe(`STATE_DIR_INVALID: ${bundleStoreDir(stateDir)} is the bundle store inside the agent's state directory; give the state directory itself: ${stateDir}\n`);
+    const missing = path.join(work, 'no-such-state');
+    const absent = await ztedge('bundle', 'rollback', '--state-dir', missing, ...rootFlags, '--threshold', '2');
+    expect(absent.stderr).toMatch(/^STATE_DIR_INVALID: .*no-such-state does not exist/);
+    expect(fs.existsSync(missing)).toBe(false);
+    expect(entries(stateDir)).toEqual(before);
   });
 
   it('writes bundles that the library reads back', async () => {

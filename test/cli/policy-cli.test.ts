@@ -109,12 +109,12 @@ describe('ztedge policy test', () => {
     const b = path.join(dir, 'b.cedar');
     const run = await ztedge(['policy', 'test', dir]);
     expect(run.code).toBe(1);
-    expect(lines(run.stderr)).toEqual([`${b}:2:1: error: policy id "stop" is already used at ${a}:1:1 [POLICY_DUPLICATE_ID]`, 'POLICY_INVALID: 1 error in the policies']);
+    expect(lines(run.stderr)).toEqual(['POLICY_INVALID: 1 error in the policies', `  ${b}:2:1: error: policy id "stop" is already used at ${a}:1:1 [POLICY_DUPLICATE_ID]`]);
     // A positional id taken by an @id is a duplicate too.
     const taken = path.dirname(write('taken-id/a.cedar', '@id("policy1")\npermit (principal, action, resource);\npermit (principal, action, resource);\n'));
     write('taken-id/tests.json', []);
-    expect(lines((await ztedge(['policy', 'test', taken])).stderr)[0]).toBe(
-      `${path.join(taken, 'a.cedar')}:3:1: error: policy id "policy1" is already used at ${path.join(taken, 'a.cedar')}:1:1 [POLICY_DUPLICATE_ID]`,
+    expect(lines((await ztedge(['policy', 'test', taken])).stderr)[1]).toBe(
+      `  ${path.join(taken, 'a.cedar')}:3:1: error: policy id "policy1" is already used at ${path.join(taken, 'a.cedar')}:1:1 [POLICY_DUPLICATE_ID]`,
     );
   });
 
@@ -254,17 +254,17 @@ describe('ztedge policy eval', () => {
     expect(notObject.stderr).toMatch(/^REQUEST_SHAPE: the request: /);
   });
 
-  it('reports every broken policy as file:line:col, then one summary line', async () => {
+  it('reports one summary line, then every broken policy as file:line:col', async () => {
     const request = write('ok-request-2.json', requestOf(grip));
     const broken = write('broken/a.cedar', 'permit (principal, action, resource) when { 1 + };\npermit (principal, action, resource) when { context.x.nope() };');
     write('broken/b.cedar', 'forbid (principal, actoin, resource);');
     const run = await ztedge(['policy', 'eval', '--policies', path.dirname(broken), '--entities', entities, '--request', request]);
     expect(run.code).toBe(1);
     expect(lines(run.stderr)).toEqual([
-      expect.stringMatching(/broken\/a\.cedar:1:\d+: error: .* \[PARSE_UNEXPECTED_TOKEN\]$/),
-      expect.stringMatching(/broken\/a\.cedar:2:\d+: error: .* \[PARSE_INVALID_METHOD\]$/),
-      expect.stringMatching(/broken\/b\.cedar:1:\d+: error: .* \[PARSE_[A-Z_]+\]$/),
       'POLICY_INVALID: 3 errors in the policies',
+      expect.stringMatching(/^  .*broken\/a\.cedar:1:\d+: error: .* \[PARSE_UNEXPECTED_TOKEN\]$/),
+      expect.stringMatching(/^  .*broken\/a\.cedar:2:\d+: error: .* \[PARSE_INVALID_METHOD\]$/),
+      expect.stringMatching(/^  .*broken\/b\.cedar:1:\d+: error: .* \[PARSE_[A-Z_]+\]$/),
     ]);
   });
 

@@ -126,8 +126,8 @@ describe('attestation in the agent', () => {
 
     const denied = await operator.result(await operator.send(command(site.keys.planner, 'move', { speed: 50, x: 20 })));
     expect(denied).toMatchObject({ decision: 'deny', outcome: 'not_executed' });
-    // Both forbids (the 6th and 7th policies: forbid-untrusted, forbid-unverified-safety-zones) determine it.
-    expect(denied.policies.sort()).toEqual(['policy5', 'policy6']);
+    // Both forbids determine it, named by their @id.
+    expect(denied.policies.sort()).toEqual(['forbid-untrusted', 'forbid-unverified-safety-zones']);
     const estop = await operator.result(await operator.send(command(site.keys.planner, 'estop')));
     expect(estop).toMatchObject({ decision: 'allow', outcome: 'executed' });
     expect(arm.executed.map((e) => e.action)).toEqual(['move', 'estop']);

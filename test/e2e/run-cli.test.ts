@@ -88,3 +88,57 @@ describe('ztedge run', () => {
     await waitUntil(() => status().at(-1)?.state === 'offline', 'status offline');
   });
 });
+
+describe('ztedge run owns its state directory', () => {
+  /** An agent without a broker, with its config in a file; resolves once it listens. */
+  async function startRun(site: ReturnType<typeof siteOnDisk>, extra: Record<string, unknown> = {}) {
+    const file = path.join(site.dir, 'agent.json');
+    fs.writeFileSync(
+      file,
+      JSON.stringify({ device: { id: DEVICE, site: SITE }, stateDir: 'state', deviceKey: 'device.key', roots: { keys: ['root.pub'] }, http: { port: 0 }, bundleFile: site.bundleFile(2), ...extra }),
+    );
+    const run = spawnCli(['run', '--config', file]);
+    cleanups.push(() => run.kill('SIGKILL'));
+    const logLines = () => run.stdout().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
+    await waitUntil(() => logLines().some((l) => l.message === 'agent started'), 'the agent to start', 30_000);
+    const base = `http://${String(logLines().find((l) => l.message === 'agent started')!.http)}`;
+    return { run, file, logLines, base };
+  }
+
+  it('refuses a second agent on the same state directory before it touches anything', async () => {
+    const site = siteOnDisk();
+    const first = await startRun(site);
+    const status = async () => (await (await fetch(`${first.base}/v1/status`)).json()) as { audit: { headSeq: number }; ready: { ready: boolean } };
+    const before = await status();
+    const entries = fs.readdirSync(site.stateDir).sort();
+
+    const second = spawnCli(['run', '--config', first.file]);
+    cleanups.push(() => second.kill('SIGKILL'));
+    expect((await second.exited).code).toBe(1);
+    expect(second.stderr()).toMatch(new RegExp(`^STATE_DIR_LOCKED: state directory ${site.stateDir} is in use by another process \\(pid \\d+, ztedge run, since [0-9T:.Z-]+\\)`));
+    expect(second.stdout()).toBe('');
+
+    // The first agent is untouched: same audit head (no start record of the second), still ready.
+    expect(await status()).toMatchObject({ audit: { headSeq: before.audit.headSeq }, ready: { ready: true } });
+    expect((await fetch(`${first.base}/readyz`)).status).toBe(200);
+    expect(fs.readdirSync(site.stateDir).sort()).toEqual(entries);
+
+    // Once the first has stopped, the directory is free again.
+    first.run.kill('SIGTERM');
+    expect((await first.run.exited).code).toBe(0);
+    const third = await startRun(site);
+    third.run.kill('SIGTERM');
+    expect((await third.run.exited).code).toBe(0);
+  });
+
+  it('ignores SIGHUP with a log line and keeps running', async () => {
+    const site = siteOnDisk();
+    const agent = await startRun(site);
+    agent.run.kill('SIGHUP');
+    await waitUntil(() => agent.logLines().some((l) => l.message === 'SIGHUP ignored: the agent does not reload its configuration; restart it to apply changes'), 'the SIGHUP log line');
+    expect(agent.logLines().find((l) => String(l.message).startsWith('SIGHUP'))).toMatchObject({ level: 'warn' });
+    expect(await (await fetch(`${agent.base}/healthz`)).json()).toEqual({ status: 'ok' });
+    agent.run.kill('SIGTERM');
+    expect(await agent.run.exited).toEqual({ code: 0, signal: null });
+  });
+});

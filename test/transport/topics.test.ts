@@ -30,7 +30,7 @@ describe('deviceTopics', () => {
 
   it('lists the inbound topics the agent subscribes to, and no outbound ones', () => {
     const t = deviceTopics({ site: 's', device: 'd' });
-    expect([...t.inbound].sort()).toEqual([t.approve, t.attestChallenge, t.bundle, t.cmd].sort());
+    expect([...t.inbound].sort()).toEqual([t.approve, t.attestChallenge, t.bundle, t.rollback, t.cmd].sort());
   });
 
   it('uses a configured prefix as given', () => {
