@@ -159,7 +159,7 @@ describe('attestation in the agent', () => {
     await waitUntil(() => agent.status().posture === 'trusted', 'posture trusted again', 2000);
     const again = await operator.result(await operator.send(command(site.keys.planner, 'move', { speed: 50, x: 30 })));
     // Policy allows it again (the simulated arm itself stays latched by the e-stop above).
-    expect(again).toMatchObject({ decision: 'allow', policies: ['policy0'] });
+    expect(again).toMatchObject({ decision: 'allow', policies: ['operators-move'] });
   });
 
   it('challenge → evidence over MQTT → attest verify; stale, forged, tampered and foreign evidence refused with distinct codes', async () => {
