@@ -26,6 +26,7 @@ import { type VerifiedCommand, COMMAND_TOPIC, type ReplayRecorder, verifyCommand
 import { APPROVAL_TOPIC, type VerifiedApproval, verifyApproval } from '../envelope/approval.js';
 import { EnvelopeError } from '../envelope/errors.js';
 import type { ReplayReserver } from '../store/replay-guard.js';
+import type { TimeSource } from '../store/trusted-clock.js';
 import type { EnvelopeVerifyOptions, ResolvedKey } from '../envelope/signed-claims.js';
 import { type EntityUid, enforce, type EnforcedDecision } from '../policy/index.js';
 import type { Posture } from './config.js';
@@ -69,7 +70,11 @@ export interface PipelineDeps {
   bundle: () => VerifiedBundle | null;
   /** reserve() for commands (group-committed with the decision), checkAndRecord() for approvals. */
   replay: ReplayReserver & ReplayRecorder;
-  clock: { now(): number; observe(signedTimeMs: number): void };
+  /**
+   * Trusted time, read-only: nothing a command or an approval claims moves it (a key holder could
+   * otherwise push it forward until honest commands expire).
+   */
+  clock: TimeSource;
   posture: () => Posture;
   online: () => boolean;
   failClosed: () => FailClosedState;
@@ -133,6 +138,9 @@ export class CommandPipeline {
   private async decideAndRun(input: CommandInput, report: OutcomeReport): Promise<CommandOutcome> {
     const bundle = this.deps.bundle();
     const now = this.deps.clock.now();
+    // When trusted time is only a lower bound of the real time (the system clock reads earlier
+    // than the floor), an iat ahead of it may be honest: only a @safety action is let through then.
+    const clockInDoubt = this.deps.clock.inDoubt();
     if (bundle === null) return this.refuse(input.bytes, 'NO_ACTIVE_BUNDLE', 'no policy bundle is active');
     if (input.bytes.length > this.deps.limits.envelopeMaxBytes) {
       return this.refuse(input.bytes, 'ENVELOPE_TOO_LARGE', `${input.bytes.length} bytes exceeds ${this.deps.limits.envelopeMaxBytes}`);
@@ -143,7 +151,10 @@ export class CommandPipeline {
     try {
       // The signature is checked on libuv's thread pool; the bundle and time read at receipt
       // stay the ones this command is decided by.
-      command = await verifyCommandAsync(input.bytes, this.verifyOptions(bundle, COMMAND_TOPIC, now));
+      command = await verifyCommandAsync(input.bytes, { ...this.verifyOptions(bundle, COMMAND_TOPIC, now), tolerateEarly: clockInDoubt });
+      if (command.early !== undefined && !this.isSafetyAction(bundle, command, input.source, now)) {
+        return this.refuse(input.bytes, command.early.code, `${command.early.message} (trusted time is in doubt; only @safety actions are let through)`);
+      }
       replayRecorded = this.deps.replay.reserve({ issuer: command.issuer, cti: command.claims.cti, expMs: command.claims.expMs }, now);
     } catch (err) {
       if (err instanceof EnvelopeError) return this.refuse(input.bytes, err.code, err.message);
@@ -153,7 +164,6 @@ export class CommandPipeline {
     replayRecorded.catch(() => undefined);
     // The decision record is queued in this same turn, so it commits together with the replay entry.
     const recorded = (decisionRecord: Promise<void>) => Promise.all([replayRecorded, decisionRecord]);
-    this.deps.clock.observe(command.claims.iatMs);
     const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
     const base = { digest: command.digest, ctiHex: toHex(command.claims.cti), issuer: command.issuer };
 
@@ -201,6 +211,7 @@ export class CommandPipeline {
     }
 
     const reasons = viaGrant ? ['JIT_GRANT'] : ['PERMITTED'];
+    if (command.early !== undefined) reasons.push('CLOCK_IN_DOUBT');
     try {
       await recorded(this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, undefined, decision));
     } catch {
@@ -228,7 +239,6 @@ export class CommandPipeline {
       await this.auditApproval(undefined, err.code, { message: err.message });
       return { code: err.code };
     }
-    this.deps.clock.observe(approval.claims.iatMs);
     const approver = bundle.issuersByKid.get(toHex(approval.kid))!.principal;
     const held = this.deps.pending.get(approval.claims.cmd);
     if (held === undefined) {
@@ -380,6 +390,13 @@ export class CommandPipeline {
       if (err instanceof ObligationError) return { refused: err.code, message: err.message };
       throw err;
     }
+  }
+
+  /** Whether the command would be allowed now, by permits that are all `@safety`. */
+  private isSafetyAction(bundle: VerifiedBundle, command: VerifiedCommand, source: CommandSource, now: number): boolean {
+    const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
+    const evaluated = this.evaluate(bundle, issuer.principal, command, source, now);
+    return !('refused' in evaluated) && evaluated.decision.decision === 'allow' && evaluated.obligations.safety;
   }
 
   private checkObligations(obligations: Obligations, principal: string, command: VerifiedCommand, now: number): string | undefined {

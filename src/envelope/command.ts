@@ -8,6 +8,7 @@ import type { PrivateKey } from '../crypto/keys.js';
 import type { CborMap, CborMapKey, CborValue, Encodable } from './cbor.js';
 import {
   CLAIM,
+  type EarlyTimes,
   MAX_TEXT_CLAIM_LENGTH,
   checkTimes,
   invalid,
@@ -61,6 +62,8 @@ export interface VerifiedCommand {
   alg: CoseAlgorithm;
   /** SHA-256 of the envelope bytes; approvals and results refer to the command by it. */
   digest: Uint8Array;
+  /** Set only with `tolerateEarly`: the iat or nbf is ahead of `now` by more than the skew. */
+  early?: EarlyTimes;
 }
 
 /**
@@ -88,12 +91,13 @@ function readCommand(opened: OpenedEnvelope, options: EnvelopeVerifyOptions): Ve
   const act = readText(claims, COMMAND_CLAIM.act, 'act');
   const res = readResource(claims);
   const args = readArgs(claims);
-  checkTimes(
+  const early = checkTimes(
     { iatMs, expMs, nbfMs },
     {
       nowMs: options.now,
       clockSkewMs: options.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS,
       maxLifetimeMs: options.maxLifetimeMs ?? DEFAULT_MAX_LIFETIME_MS,
+      tolerateEarly: options.tolerateEarly === true,
     },
   );
   if (aud !== options.deviceId) {
@@ -101,7 +105,9 @@ function readCommand(opened: OpenedEnvelope, options: EnvelopeVerifyOptions): Ve
   }
   const verified: CommandClaims = { iss, aud, expMs, iatMs, cti, act, res, args };
   if (nbfMs !== undefined) verified.nbfMs = nbfMs;
-  return { claims: verified, issuer: iss, kid: opened.kid, alg: opened.alg.id, digest: opened.digest };
+  const command: VerifiedCommand = { claims: verified, issuer: iss, kid: opened.kid, alg: opened.alg.id, digest: opened.digest };
+  if (early !== undefined) command.early = early;
+  return command;
 }
 
 /** The replay guard's contract (ReplayGuard in replay-guard.ts, on SQLite). */

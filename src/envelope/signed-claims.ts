@@ -47,6 +47,8 @@ export interface EnvelopeVerifyOptions extends CoseLimits {
   algorithms?: readonly number[];
   /** Default: the native (OpenSSL) verifier. */
   verifier?: SignatureVerifier;
+  /** Commands only: report an early iat/nbf on the result instead of refusing (see TimePolicy). */
+  tolerateEarly?: boolean;
 }
 
 export interface OpenedEnvelope {

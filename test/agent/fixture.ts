@@ -150,6 +150,8 @@ export interface Core {
   posture: { value: Posture };
   failClosed: FailClosedState;
   bundle: { current: VerifiedBundle };
+  /** The trusted clock the pipeline decides by (system clock: `clock.ms`). */
+  trusted: TrustedClock;
   close(): void;
   /** Re-creates everything on the same state directory (a restart). */
   restart(): Core;
@@ -209,6 +211,7 @@ export function makeCore(
     posture,
     failClosed,
     bundle,
+    trusted,
     close: () => {
       commits.flush();
       trusted.persist();

@@ -124,15 +124,15 @@ export function command(
   key: PrivateKey,
   action: string,
   args: Record<string, string | number | boolean> = {},
-  over: { now?: number; lifetimeMs?: number; device?: string; cti?: Uint8Array } = {},
+  over: { now?: number; lifetimeMs?: number; device?: string; cti?: Uint8Array; resource?: string; issuer?: string } = {},
 ): Uint8Array {
   return signCommand({
     key,
-    issuer: toHex(key.publicKey.kid),
+    issuer: over.issuer ?? toHex(key.publicKey.kid),
     deviceId: over.device ?? DEVICE,
     topic: 'cmd',
     action,
-    resource: ARM,
+    resource: over.resource ?? ARM,
     args,
     now: over.now ?? Date.now(),
     lifetimeMs: over.lifetimeMs ?? 60_000,
