@@ -33,7 +33,7 @@ import type { Posture } from './config.js';
 import type { ExecutionOutcome, Executor } from './executors/types.js';
 import type { Metrics } from './metrics.js';
 import { ObligationError, type Obligations, obligationsOf } from './obligations.js';
-import { type CommandSource, type ContextFacts, RequestBuildError, argsToJson, buildApprovalRequest, buildRequest, resourceUid } from './request-context.js';
+import { type CommandSource, type ContextFacts, RequestBuildError, argsToJson, buildApprovalRequest, buildRequest, isHostedOn, resourceUid } from './request-context.js';
 
 export type FinalDecision = 'allow' | 'deny' | 'pending';
 
@@ -371,6 +371,12 @@ export class CommandPipeline {
   ): { decision: EnforcedDecision; obligations: Obligations; viaGrant: boolean } | { refused: string; message: string } {
     let request;
     try {
+      if (!isHostedOn(bundle.entities, resourceUid(command.claims.res), this.deps.deviceId)) {
+        return {
+          refused: 'RESOURCE_NOT_ON_DEVICE',
+          message: `${command.claims.res.slice(0, 200)} is neither Device::"${this.deps.deviceId}" nor declared in the bundle as hosted on it`,
+        };
+      }
       request = buildRequest(principal, command.claims.act, command.claims.res, command.claims.args, this.facts(bundle, source, now));
     } catch (err) {
       if (err instanceof RequestBuildError) return { refused: err.code, message: err.message };

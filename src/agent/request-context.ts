@@ -2,7 +2,7 @@
 // action and resource from the signed claims, and the context the agent vouches for
 // (args, now, posture, online, bundle, source). Pure.
 import type { CommandArgs, ArgValue } from '../envelope/command.js';
-import { CedarRecord, CedarSet, Datetime, EntityUid, I64_MAX, I64_MIN, parseEntityUid, type Value } from '../policy/index.js';
+import { CedarRecord, CedarSet, Datetime, type Entities, EntityUid, I64_MAX, I64_MIN, parseEntityUid, type Value } from '../policy/index.js';
 import type { AuthzRequest } from '../policy/index.js';
 import type { Posture } from './config.js';
 
@@ -42,6 +42,21 @@ export function resourceUid(resource: string): EntityUid {
   } catch {
     throw new RequestBuildError('RESOURCE_INVALID', `resource ${JSON.stringify(resource.slice(0, 80))} is not a Cedar entity uid`);
   }
+}
+
+/** The entity that stands for this device in a bundle: `Device::"<device id>"`. */
+export function deviceUid(deviceId: string): EntityUid {
+  return new EntityUid('Device', deviceId);
+}
+
+/**
+ * Whether a command's resource is this device's to act on: the device itself, or an entity the
+ * bundle declares as hosted on it (a descendant of `Device::"<device id>"` in its entities). A
+ * command naming anything else is refused before any policy runs: a permit for another machine
+ * must not move this one.
+ */
+export function isHostedOn(entities: Entities, resource: EntityUid, deviceId: string): boolean {
+  return entities.isIn(resource, deviceUid(deviceId));
 }
 
 export function buildRequest(principal: EntityUid, action: string, resource: string, args: CommandArgs, facts: ContextFacts): AuthzRequest {

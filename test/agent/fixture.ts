@@ -61,7 +61,9 @@ export const CELL_ENTITIES = JSON.stringify([
   { uid: { type: 'User', id: 'bob' }, attrs: {}, parents: [{ type: 'Role', id: 'supervisor' }] },
   { uid: { type: 'User', id: 'mallory' }, attrs: {}, parents: [] },
   { uid: { type: 'Cell', id: 'cell-1' }, attrs: {}, parents: [] },
-  { uid: { type: 'Arm', id: 'arm-01' }, attrs: {}, parents: [{ type: 'Cell', id: 'cell-1' }] },
+  { uid: { type: 'Device', id: 'arm-01' }, attrs: {}, parents: [] },
+  // The arm is in its cell and hosted on the device that runs the agent in front of it.
+  { uid: { type: 'Arm', id: 'arm-01' }, attrs: {}, parents: [{ type: 'Cell', id: 'cell-1' }, { type: 'Device', id: 'arm-01' }] },
 ]);
 
 export interface Keys {

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type TestBroker, startBroker } from '../support/broker.js';
 import { runCleanups, waitUntil } from '../support/wait.js';
 import { CELL_POLICIES } from '../agent/fixture.js';
-import { GRIP_POLICY, Operator, type RunningAgent, type Site, command, makeSite, startAgent, startArm } from './support.js';
+import { ARM, GRIP_POLICY, Operator, PREFIX, type RunningAgent, type Site, auditTrail, command, makeSite, startAgent, startArm } from './support.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(() => runCleanups(cleanups));
@@ -61,5 +61,35 @@ describe('hole 1: a key holder cannot move the trusted clock', () => {
     const afterRestart = await operator.send(command(site.keys.planner, 'estop', {}, { lifetimeMs: 60_000 }));
     expect(await operator.result(afterRestart)).toMatchObject({ decision: 'allow', outcome: 'executed' });
     expect(arm.executed.map((r) => r.action)).toEqual(['estop', 'estop', 'estop']);
+  });
+});
+
+describe('hole 2: a command\'s resource is bound to the device that runs it', () => {
+  it('refuses a resource hosted elsewhere before the policy runs, even when a policy permits it there', async () => {
+    // Mallory may grip arm-02 (another device), nothing on arm-01.
+    const policies = `${CELL_POLICIES}${GRIP_POLICY}
+@id("mallory-grips-arm-02")
+permit (principal == User::"mallory", action == Action::"grip", resource == Arm::"arm-02");
+`;
+    const { site, arm, operator, running, agent } = await setup({ policies });
+    const elsewhere = await operator.send(command(site.keys.mallory, 'grip', {}, { resource: 'Arm::"arm-02"' }));
+    expect(await operator.result(elsewhere)).toMatchObject({ decision: 'deny', reasons: ['RESOURCE_NOT_ON_DEVICE'], policies: [], outcome: 'not_executed' });
+    const overHttp = await decideOverHttp(running, command(site.keys.mallory, 'grip', {}, { resource: 'Arm::"arm-02"' }));
+    expect(overHttp).toMatchObject({ status: 403, body: { decision: 'deny', reasons: ['RESOURCE_NOT_ON_DEVICE'] } });
+    // On arm-01's own resource her permit does not apply.
+    const here = await operator.send(command(site.keys.mallory, 'grip', {}, { resource: ARM }));
+    expect(await operator.result(here)).toMatchObject({ decision: 'deny', reasons: ['NO_PERMIT'] });
+    // The device itself is always its own resource; the policy decides.
+    const device = await operator.send(command(site.keys.planner, 'estop', {}, { resource: 'Device::"arm-01"' }));
+    expect(await operator.result(device)).toMatchObject({ decision: 'allow', outcome: 'executed' });
+    expect(arm.executed.map((r) => [r.action, r.resource])).toEqual([['estop', 'Device::"arm-01"']]);
+    const refusals = auditTrail(agent).filter(({ body }) => (body.get('reasons') as string[] | undefined)?.[0] === 'RESOURCE_NOT_ON_DEVICE');
+    expect(refusals.map(({ body }) => body.get('resource'))).toEqual(['Arm::"arm-02"', 'Arm::"arm-02"']);
+    // The exec message names the resource, so the controller checks the binding as well: an exec
+    // message published around the agent (which broker ACLs must prevent) for arm-02 is not run.
+    const spoofed = { commandId: 'ab'.repeat(32), action: 'grip', principal: 'User::"mallory"', resource: 'Arm::"arm-02"', args: {} };
+    await operator.peer.publish(`${PREFIX}exec/grip`, JSON.stringify(spoofed));
+    await waitUntil(() => arm.foreign === 1, 'the arm refusing a foreign resource');
+    expect(arm.executed).toHaveLength(1);
   });
 });

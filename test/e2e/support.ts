@@ -116,7 +116,7 @@ export async function startAgent(config: AgentConfig, now?: () => number): Promi
 }
 
 export async function startArm(broker: TestBroker, clientId?: string): Promise<SimArm> {
-  return startSimArm({ url: broker.url, prefix: PREFIX, ...(clientId === undefined ? {} : { clientId }) });
+  return startSimArm({ url: broker.url, prefix: PREFIX, resources: [ARM, `Device::"${DEVICE}"`], ...(clientId === undefined ? {} : { clientId }) });
 }
 
 /** Signs a command for this device as the cell fixture's principals do. */
