@@ -1,7 +1,8 @@
 // A simulated robot arm / PLC behind ztedge: it takes authorized commands from
 // `<prefix>exec/<action>` (JSON ExecutionRequest), moves (a short delay), keeps a little state
 // (position, gripper, an e-stop latch) and acknowledges on `<prefix>exec/<action>/ack` with
-// `{"id": commandId, "status": "ok" | "failed", "detail": {...}}`, QoS 1.
+// `{"id": commandId, "status": "ok" | "failed", "detail": {...}}`, QoS 1. The command id is the
+// SHA-256 of the command envelope in hex (unique per command) and is echoed exactly.
 //
 // Like a real controller bridge it runs each command id at most once: QoS 1 may deliver an
 // exec message twice (a retransmission after a reconnect), so a repeat is answered with the
@@ -164,7 +165,7 @@ function parseRequest(payload: Buffer, action: string): ExecutionRequest | null 
   }
   if (typeof value !== 'object' || value === null) return null;
   const r = value as Record<string, unknown>;
-  if (typeof r.commandId !== 'string' || !/^[0-9a-f]{1,64}$/.test(r.commandId)) return null;
+  if (typeof r.commandId !== 'string' || !/^[0-9a-f]{64}$/.test(r.commandId)) return null;
   if (r.action !== action || typeof r.principal !== 'string' || typeof r.resource !== 'string') return null;
   const args = typeof r.args === 'object' && r.args !== null && !Array.isArray(r.args) ? r.args : {};
   return { commandId: r.commandId, action, principal: r.principal, resource: r.resource, args };

@@ -325,7 +325,7 @@ export class CommandPipeline {
   }
 
   private async execute(
-    base: Pick<CommandOutcome, 'digest' | 'ctiHex' | 'issuer'>,
+    base: Pick<CommandOutcome, 'ctiHex' | 'issuer'> & { digest: Uint8Array },
     action: string,
     principal: string,
     resource: string,
@@ -339,7 +339,7 @@ export class CommandPipeline {
     if (executor === undefined) result = { status: 'failed', code: 'NO_EXECUTOR', message: `no executor is configured for action ${action}` };
     else {
       try {
-        result = await executor.execute({ commandId: base.ctiHex ?? '', action, principal, resource, args: argsToJson(args) });
+        result = await executor.execute({ commandId: toHex(base.digest!), action, principal, resource, args: argsToJson(args) });
       } catch (err) {
         result = { status: 'failed', code: 'EXECUTOR_ERROR', message: (err as Error).message };
       }

@@ -360,7 +360,12 @@ export class Agent {
   private async onMessage(message: InboundMessage): Promise<void> {
     const { topics } = this;
     if (message.topic.startsWith(`${topics.prefix}exec/`) && message.topic.endsWith('/ack')) {
-      this.ackRouter.deliver(message.payload);
+      const action = message.topic.slice(`${topics.prefix}exec/`.length, -'/ack'.length);
+      const { verdict, id } = this.ackRouter.deliver(action, message.payload);
+      if (verdict !== 'ACCEPTED') {
+        this.metrics.inc('ztedge_exec_acks_refused_total', 'Executor acknowledgements that matched no waiting command', { code: verdict });
+        this.track(this.audit.append('execution', encodeCbor({ ack: verdict, action: action.slice(0, 128), ...(id === undefined ? {} : { id }) })), 'ack audit record failed');
+      }
       return;
     }
     if (this.stopping) return this.park();

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { toHex } from '../../src/crypto/bytes.js';
 import { decodeCbor } from '../../src/envelope/cbor.js';
 import { approval, command, makeCore } from './fixture.js';
 
@@ -11,7 +12,7 @@ describe('command pipeline', () => {
     const out = await core.pipeline.handleCommand({ bytes, source: 'mqtt' });
     expect(out).toMatchObject({ decision: 'allow', policies: ['policy0'], reasons: ['PERMITTED'], outcome: 'executed', detail: { done: true } });
     expect(core.executor.calls).toEqual([
-      { commandId: out.ctiHex, action: 'move', principal: 'Agent::"planner"', resource: 'Arm::"arm-01"', args: { speed: 50 } },
+      { commandId: toHex(out.digest!), action: 'move', principal: 'Agent::"planner"', resource: 'Arm::"arm-01"', args: { speed: 50 } },
     ]);
     const records = core.audit.read(1, 10);
     expect(records.map((r) => r.kind)).toEqual(['decision', 'execution']);

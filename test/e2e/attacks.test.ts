@@ -1,7 +1,10 @@
 // Issue 9: the holes an independent attacker found in a running agent on a real broker, each
 // replayed here the way it was found (raw envelopes on Mosquitto, the simulated arm behind the
 // agent). Each test failed before its fix.
+import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import { toHex } from '../../src/crypto/bytes.js';
+import { sha256 } from '../../src/crypto/hash.js';
 import { type TestBroker, startBroker } from '../support/broker.js';
 import { runCleanups, waitUntil } from '../support/wait.js';
 import { CELL_POLICIES } from '../agent/fixture.js';
@@ -91,5 +94,37 @@ permit (principal == User::"mallory", action == Action::"grip", resource == Arm:
     await operator.peer.publish(`${PREFIX}exec/grip`, JSON.stringify(spoofed));
     await waitUntil(() => arm.foreign === 1, 'the arm refusing a foreign resource');
     expect(arm.executed).toHaveLength(1);
+  });
+});
+
+describe('hole 3: the agent reports executed only for what the controller ran', () => {
+  it('gives each command its own executor id (the envelope digest); acks that match nothing pending are refused and audited', async () => {
+    const policies = `${CELL_POLICIES}${GRIP_POLICY}
+@id("alice-grips")
+permit (principal == User::"alice", action == Action::"grip", resource in Cell::"cell-1");
+`;
+    const { site, arm, operator, agent } = await setup({ policies });
+    // Two issuers happen to use the same cti: two commands, two executions.
+    const cti = new Uint8Array(randomBytes(16));
+    const fromPlanner = command(site.keys.planner, 'grip', {}, { cti });
+    const fromAlice = command(site.keys.alice, 'grip', {}, { cti });
+    const first = await operator.send(fromPlanner);
+    expect(await operator.result(first)).toMatchObject({ decision: 'allow', outcome: 'executed' });
+    const second = await operator.send(fromAlice);
+    expect(await operator.result(second)).toMatchObject({ decision: 'allow', outcome: 'executed' });
+    expect(arm.duplicates).toBe(0);
+    expect(arm.executed.map((r) => [r.commandId, r.principal])).toEqual([
+      [toHex(sha256(fromPlanner)), 'Agent::"planner"'],
+      [toHex(sha256(fromAlice)), 'User::"alice"'],
+    ]);
+
+    // An acknowledgement nothing waits for (forged, or a controller's repeat) changes nothing and is recorded.
+    const ackRefusals = () => auditTrail(agent).filter(({ body }) => body.has('ack')).map(({ body }) => body.get('ack'));
+    await operator.peer.publish(`${PREFIX}exec/grip/ack`, JSON.stringify({ id: 'cd'.repeat(32), status: 'ok' }));
+    await operator.peer.publish(`${PREFIX}exec/grip/ack`, JSON.stringify({ id: toHex(sha256(fromAlice)), status: 'ok' }));
+    await operator.peer.publish(`${PREFIX}exec/grip/ack`, '{"id": 7');
+    await waitUntil(() => ackRefusals().length >= 3, 'three refused acks recorded');
+    expect(ackRefusals()).toEqual(['EXEC_ACK_UNKNOWN', 'EXEC_ACK_DUPLICATE', 'EXEC_ACK_MALFORMED']);
+    expect(arm.executed).toHaveLength(2);
   });
 });

@@ -35,11 +35,19 @@ describe('group commit under a crash', () => {
     dirs.push(dir);
     const { signal, lines } = await runChild(dir);
     expect(signal).toBe('SIGKILL');
+    // The executor id is the envelope digest.
     const { executing } = JSON.parse(lines.at(-1)!) as { executing: string };
-    const cti = Buffer.from(executing, 'hex');
 
     const db = openStateDb(path.join(dir, 'state.db'));
     try {
+      const audit = new SqliteAuditLog(db, { now: () => T0 });
+      expect(audit.verify()).toBeUndefined();
+      const records = audit.read(1, 10);
+      expect(records.map((r) => r.kind)).toEqual(['decision']);
+      const decision = decodeCbor(records[0]!.body, { maxBytes: 1 << 20, maxDepth: 32 }) as Map<string, unknown>;
+      expect([decision.get('decision'), Buffer.from(decision.get('cmd') as Uint8Array).toString('hex')]).toEqual(['allow', executing]);
+      const cti = Buffer.from(decision.get('cti') as Uint8Array);
+
       const guard = new ReplayGuard(db, { clockSkewMs: 30_000 });
       let refusal: string | undefined;
       try {
@@ -48,13 +56,6 @@ describe('group commit under a crash', () => {
         refusal = (err as EnvelopeError).code;
       }
       expect(refusal).toBe('ENVELOPE_REPLAY');
-
-      const audit = new SqliteAuditLog(db, { now: () => T0 });
-      expect(audit.verify()).toBeUndefined();
-      const records = audit.read(1, 10);
-      expect(records.map((r) => r.kind)).toEqual(['decision']);
-      const decision = decodeCbor(records[0]!.body, { maxBytes: 1 << 20, maxDepth: 32 }) as Map<string, unknown>;
-      expect([decision.get('decision'), Buffer.from(decision.get('cti') as Uint8Array).toString('hex')]).toEqual(['allow', executing]);
     } finally {
       db.close();
     }
