@@ -105,7 +105,7 @@ async function pipelineRate(c: Config, batch: Uint8Array[]): Promise<number> {
   for (let g = 0; g < batch.length; g += GROUP) {
     const durable = batch.slice(g, g + GROUP).map((e) => {
       const command = verifyCommand(e, c.options);
-      return c.guard.reserve({ issuer: command.issuer, cti: command.claims.cti, expMs: command.claims.expMs }, now);
+      return c.guard.reserve({ keyId: command.kid, cti: command.claims.cti, expMs: command.claims.expMs }, now);
     });
     await Promise.all(durable);
   }

@@ -125,7 +125,7 @@ export function signBenchCommand(issuer: Issuer, i: number, nowMs: number, lifet
   const step = i % 3;
   return signCommand({
     key: issuer.key,
-    issuer: issuer.name,
+    issuer: `Agent::"${issuer.name}"`,
     deviceId: DEVICE,
     topic: 'cmd',
     action: step === 0 ? 'move' : step === 1 ? 'grip' : 'release',

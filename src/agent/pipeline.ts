@@ -155,7 +155,7 @@ export class CommandPipeline {
       if (command.early !== undefined && !this.isSafetyAction(bundle, command, input.source, now)) {
         return this.refuse(input.bytes, command.early.code, `${command.early.message} (trusted time is in doubt; only @safety actions are let through)`);
       }
-      replayRecorded = this.deps.replay.reserve({ issuer: command.issuer, cti: command.claims.cti, expMs: command.claims.expMs }, now);
+      replayRecorded = this.deps.replay.reserve({ keyId: command.kid, cti: command.claims.cti, expMs: command.claims.expMs }, now);
     } catch (err) {
       if (err instanceof EnvelopeError) return this.refuse(input.bytes, err.code, err.message);
       throw err;
@@ -233,7 +233,7 @@ export class CommandPipeline {
       approval = verifyApproval(bytes, options);
       // Committed before this returns: approvals come at human pace, and the count below must
       // be durable before handleApproval first yields (the transport may ack the message then).
-      this.deps.replay.checkAndRecord({ issuer: approval.issuer, cti: approval.claims.cti, expMs: approval.claims.expMs }, now);
+      this.deps.replay.checkAndRecord({ keyId: approval.kid, cti: approval.claims.cti, expMs: approval.claims.expMs }, now);
     } catch (err) {
       if (!(err instanceof EnvelopeError)) throw err;
       await this.auditApproval(undefined, err.code, { message: err.message });
@@ -481,6 +481,7 @@ export class CommandPipeline {
     return this.auditRecord('decision', {
       cmd: command.digest,
       cti: command.claims.cti,
+      kid: command.kid,
       iss: command.issuer,
       principal: issuer.principal.key,
       action: command.claims.act,
@@ -528,13 +529,16 @@ function grantTtl(decision: EnforcedDecision): number {
   return DEFAULT_GRANT_TTL_MS;
 }
 
-/** A key is trusted only while its issuer entry is inside its validity window. */
+/**
+ * A key is trusted only while its issuer entry is inside its validity window, and only for its
+ * principal: an envelope's iss must be that principal (or absent).
+ */
 function issuerKey(bundle: VerifiedBundle, kid: Uint8Array, now: number): ResolvedKey | undefined {
   const issuer = bundle.issuersByKid.get(toHex(kid));
   if (issuer === undefined) return undefined;
   if (issuer.notBeforeMs !== undefined && now < issuer.notBeforeMs) return undefined;
   if (issuer.notAfterMs !== undefined && now >= issuer.notAfterMs) return undefined;
-  return issuer.key;
+  return { key: issuer.key, issuer: issuer.principal.key };
 }
 
 /** JSON-safe data → CBOR-encodable (drops undefined, which CBOR would need a special value for). */

@@ -1,5 +1,5 @@
 // The ztedge command envelope: a COSE_Sign1 (tag 18) over CWT claims
-//   iss (1), aud (3, the target device id), exp (4), nbf (5, optional), iat (6),
+//   iss (1, optional: the signing key's principal), aud (3, the target device id), exp (4), nbf (5, optional), iat (6),
 //   cti (7, 16 random bytes), and private claims "act" (action id), "res" (resource entity
 //   uid, e.g. `Robot::"arm-1"`), "args" (a map of text keys; becomes context.args),
 // signed with external_aad = CBOR [deviceId, topic] (see contextAad).
@@ -112,17 +112,17 @@ function readCommand(opened: OpenedEnvelope, options: EnvelopeVerifyOptions): Ve
 
 /** The replay guard's contract (ReplayGuard in replay-guard.ts, on SQLite). */
 export interface ReplayRecorder {
-  checkAndRecord(entry: { issuer: string; cti: Uint8Array; expMs: number }, nowMs: number): void;
+  checkAndRecord(entry: { keyId: Uint8Array; cti: Uint8Array; expMs: number }, nowMs: number): void;
 }
 
 /**
- * verifyCommand, then records (iss, cti) with the replay guard: the whole admission check.
+ * verifyCommand, then records (kid, cti) with the replay guard: the whole admission check.
  * The guard must keep entries at least `clockSkewMs` past exp, as long as this verifier
  * would still accept the command.
  */
 export function acceptCommand(bytes: Uint8Array, options: EnvelopeVerifyOptions, replay: ReplayRecorder): VerifiedCommand {
   const command = verifyCommand(bytes, options);
-  replay.checkAndRecord({ issuer: command.issuer, cti: command.claims.cti, expMs: command.claims.expMs }, options.now);
+  replay.checkAndRecord({ keyId: command.kid, cti: command.claims.cti, expMs: command.claims.expMs }, options.now);
   return command;
 }
 
@@ -130,7 +130,11 @@ export interface SignCommandInput {
   key: PrivateKey;
   alg?: CoseAlgorithm;
   kid?: Uint8Array;
-  issuer: string;
+  /**
+   * The iss claim: the principal the key belongs to in the bundle (e.g. `Agent::"planner"`);
+   * omitted when not given, and the agent then takes the key's principal.
+   */
+  issuer?: string;
   /** The target device: the aud claim and the first element of external_aad. */
   deviceId: string;
   topic: string;
@@ -149,7 +153,7 @@ export function signCommand(input: SignCommandInput): Uint8Array {
   if (!(input.lifetimeMs >= 1000)) throw new EnvelopeError('ENVELOPE_CLAIM_INVALID', 'lifetime must be at least one second');
   const iat = toNumericDate(input.now);
   const claims = new Map<CborMapKey, Encodable>([
-    [CLAIM.iss, input.issuer],
+    ...(input.issuer === undefined ? [] : [[CLAIM.iss, input.issuer] as const]),
     [CLAIM.aud, input.deviceId],
     [CLAIM.exp, toNumericDate(input.now + input.lifetimeMs)],
     [CLAIM.iat, iat],

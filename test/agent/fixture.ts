@@ -232,11 +232,12 @@ export function command(
   now: number,
   action: string,
   args: Record<string, string | number | boolean> = {},
-  over: { resource?: string; device?: string; lifetimeMs?: number; topic?: string } = {},
+  over: { resource?: string; device?: string; lifetimeMs?: number; topic?: string; issuer?: string } = {},
 ): Uint8Array {
   return signCommand({
     key,
-    issuer: 'test-sender',
+    // No iss: the agent takes the principal the key belongs to.
+    ...(over.issuer === undefined ? {} : { issuer: over.issuer }),
     deviceId: over.device ?? DEVICE,
     topic: over.topic ?? 'cmd',
     action,
@@ -248,5 +249,5 @@ export function command(
 }
 
 export function approval(key: PrivateKey, now: number, commandDigest: Uint8Array, decision: 'approve' | 'reject' = 'approve'): Uint8Array {
-  return signApproval({ key, issuer: 'approver', deviceId: DEVICE, topic: 'approve', commandDigest, decision, now, lifetimeMs: 60_000 });
+  return signApproval({ key, deviceId: DEVICE, topic: 'approve', commandDigest, decision, now, lifetimeMs: 60_000 });
 }

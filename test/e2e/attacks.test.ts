@@ -128,3 +128,25 @@ permit (principal == User::"alice", action == Action::"grip", resource in Cell::
     expect(arm.executed).toHaveLength(2);
   });
 });
+
+describe('hole 4: iss is bound to the signing key, and nobody uses up another issuer\'s cti', () => {
+  it('refuses a command whose iss names another principal; the genuine command with that cti still runs', async () => {
+    const { site, arm, operator, agent } = await setup();
+    const cti = new Uint8Array(randomBytes(16));
+    // Mallory signs with her own key, claiming to be the planner, with the planner's next cti.
+    const forged = await operator.send(command(site.keys.mallory, 'grip', {}, { cti, issuer: 'Agent::"planner"' }));
+    expect(await operator.result(forged)).toMatchObject({ decision: 'deny', reasons: ['ENVELOPE_ISSUER_MISMATCH'], outcome: 'rejected' });
+    // The same cti under her own name (or none) is her own nonce: decided, and it does not burn the planner's.
+    const own = await operator.send(command(site.keys.mallory, 'grip', {}, { cti, issuer: 'User::"mallory"' }));
+    expect(await operator.result(own)).toMatchObject({ decision: 'deny', reasons: ['NO_PERMIT'] });
+    const genuine = await operator.send(command(site.keys.planner, 'grip', {}, { cti, issuer: 'Agent::"planner"' }));
+    expect(await operator.result(genuine)).toMatchObject({ decision: 'allow', outcome: 'executed' });
+    expect(arm.executed.map((r) => r.principal)).toEqual(['Agent::"planner"']);
+    // No decision record carries a false iss.
+    const decided = auditTrail(agent).filter(({ record }) => record.kind === 'decision').map(({ body }) => [body.get('iss'), body.get('principal')]);
+    expect(decided).toEqual([
+      ['User::"mallory"', 'User::"mallory"'],
+      ['Agent::"planner"', 'Agent::"planner"'],
+    ]);
+  });
+});

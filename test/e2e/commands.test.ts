@@ -83,7 +83,7 @@ describe('commands over MQTT, end to end', () => {
     // Signed for this device's topic binding but addressed (aud) to another device.
     const otherAudience = sealEnvelope(
       new Map<CborMapKey, Encodable>([
-        [CLAIM.iss, 'planner'],
+        [CLAIM.iss, 'Agent::"planner"'],
         [CLAIM.aud, 'arm-02'],
         [CLAIM.exp, Math.floor(now / 1000) + 60],
         [CLAIM.iat, Math.floor(now / 1000)],

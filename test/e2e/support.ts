@@ -128,7 +128,7 @@ export function command(
 ): Uint8Array {
   return signCommand({
     key,
-    issuer: over.issuer ?? toHex(key.publicKey.kid),
+    ...(over.issuer === undefined ? {} : { issuer: over.issuer }),
     deviceId: over.device ?? DEVICE,
     topic: 'cmd',
     action,

@@ -105,6 +105,9 @@ describe('command envelope', () => {
     const bound = verifyOptions({ keyResolver: (kid) => (Buffer.from(kid).equals(Buffer.from(edKey.publicKey.kid)) ? { key: edKey.publicKey, issuer: ISSUER } : undefined) });
     expect(verifyCommand(command(), bound).issuer).toBe(ISSUER);
     expect(outcome(() => verifyCommand(command({ issuer: 'User::"admin"' }), bound))).toBe('ENVELOPE_ISSUER_MISMATCH');
+    // No iss: the key's issuer. Without a binding an iss is required.
+    expect(verifyCommand(command({ issuer: undefined }), bound).issuer).toBe(ISSUER);
+    expect(outcome(() => verifyCommand(command({ issuer: undefined }), verifyOptions()))).toBe('ENVELOPE_CLAIM_MISSING');
   });
 
   it('accepts the RFC 9864 fully-specified algorithm ids', () => {

@@ -51,7 +51,7 @@ describe('group commit under a crash', () => {
       const guard = new ReplayGuard(db, { clockSkewMs: 30_000 });
       let refusal: string | undefined;
       try {
-        guard.checkAndRecord({ issuer: 'test-sender', cti, expMs: T0 + 60_000 }, T0 + 1000);
+        guard.checkAndRecord({ keyId: Buffer.from(decision.get('kid') as Uint8Array), cti, expMs: T0 + 60_000 }, T0 + 1000);
       } catch (err) {
         refusal = (err as EnvelopeError).code;
       }
