@@ -15,7 +15,7 @@
 import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
 import type { SignatureVerifier } from '../crypto/verifier.js';
-import type { AuditSink } from '../audit/log.js';
+import { AuditError, type AuditSink } from '../audit/log.js';
 import type { BundleIssuer } from '../bundle/content.js';
 import type { VerifiedBundle } from '../bundle/verify.js';
 import type { GrantStore } from '../store/grants.js';
@@ -125,6 +125,10 @@ export class CommandPipeline {
     let outcome: CommandOutcome;
     try {
       outcome = await this.decideAndRun({ ...input, onRecorded: recorded }, report);
+    } catch (err) {
+      // Whatever failed (a store, the audit log, a bug), the sender gets a denial that says so
+      // and a record is attempted; nothing was executed (execution is past every throw).
+      outcome = await this.failed(input.bytes, err);
     } finally {
       recorded();
     }
@@ -222,8 +226,21 @@ export class CommandPipeline {
     return this.execute(base, command.claims.act, issuer.principal.key, command.claims.res, command.claims.args, policies, reasons, report);
   }
 
-  /** Verifies an approval envelope and counts it toward its held command's quorum. */
+  /**
+   * Verifies an approval envelope and counts it toward its held command's quorum. Never rejects:
+   * a failure (a store, a bug) is recorded and answered as APPROVAL_FAILED.
+   */
   async handleApproval(bytes: Uint8Array): Promise<ApprovalOutcome> {
+    try {
+      return await this.decideApproval(bytes);
+    } catch (err) {
+      const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+      await this.auditApproval(undefined, 'APPROVAL_FAILED', { message: message.slice(0, 200), digest: sha256(bytes) });
+      return { code: 'APPROVAL_FAILED' };
+    }
+  }
+
+  private async decideApproval(bytes: Uint8Array): Promise<ApprovalOutcome> {
     const bundle = this.deps.bundle();
     const now = this.deps.clock.now();
     if (bundle === null) return { code: 'NO_ACTIVE_BUNDLE' };
@@ -462,6 +479,15 @@ export class CommandPipeline {
     };
   }
 
+  private async failed(bytes: Uint8Array, err: unknown): Promise<CommandOutcome> {
+    const code = err instanceof AuditError ? 'AUDIT_UNAVAILABLE' : 'INTERNAL_ERROR';
+    this.deps.metrics.inc('ztedge_command_failures_total', 'Commands that could not be decided, by reason', { code });
+    const digest = sha256(bytes);
+    const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    await this.auditRecord('command', { failed: code, message: message.slice(0, 200), size: bytes.length, digest }).catch(() => undefined);
+    return { digest, decision: 'deny', policies: [], reasons: [code], outcome: 'not_executed' };
+  }
+
   private async refuse(bytes: Uint8Array, code: string, message: string): Promise<CommandOutcome> {
     const digest = sha256(bytes);
     await this.auditRecord('command', { rejected: code, message: message.slice(0, 200), size: bytes.length, digest }).catch(() => undefined);
@@ -549,8 +575,9 @@ function toEncodable(value: unknown): Encodable {
   if (value instanceof Uint8Array) return value;
   if (Array.isArray(value)) return value.map(toEncodable);
   if (typeof value === 'object') {
-    const out: Record<string, Encodable> = {};
-    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = toEncodable(v);
+    // A map, not an object: a key such as "__proto__" stays a key.
+    const out = new Map<string, Encodable>();
+    for (const [k, v] of Object.entries(value)) if (v !== undefined) out.set(k, toEncodable(v));
     return out;
   }
   return String(value);

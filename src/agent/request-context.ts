@@ -118,12 +118,19 @@ function argValue(v: ArgValue, path: string, depth: number): Value {
   return argsRecord(v as CommandArgs, path, depth);
 }
 
-/** JSON-safe copy of args for executors and audit: integers beyond 2^53 become decimal strings. */
+/**
+ * JSON-safe copy of args for executors and audit: integers beyond 2^53 become decimal strings.
+ * Records are rebuilt without a prototype, so no key can reach one.
+ */
 export function argsToJson(args: CommandArgs): unknown {
   const convert = (v: ArgValue): unknown => {
     if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
     if (Array.isArray(v)) return v.map(convert);
-    if (typeof v === 'object' && v !== null) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, convert(x)]));
+    if (typeof v === 'object' && v !== null) {
+      const record = Object.create(null) as Record<string, unknown>;
+      for (const [k, x] of Object.entries(v)) record[k] = convert(x);
+      return record;
+    }
     return v;
   };
   return convert(args);

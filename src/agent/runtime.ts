@@ -348,6 +348,7 @@ export class Agent {
       ready: () => this.bundles.current !== null,
       metrics: () => this.metrics.render(),
       maxBodyBytes: this.config.limits.envelopeMaxBytes,
+      refused: (code) => this.metrics.inc('ztedge_http_refusals_total', 'HTTP requests refused before a decision, by code', { code }),
     });
     await new Promise<void>((resolve, reject) => {
       const server = serve({ fetch: app.fetch, hostname: this.config.http.host, port: this.config.http.port }, () => resolve());
@@ -389,8 +390,10 @@ export class Agent {
         if (!(err instanceof BundleError)) throw err;
         // Recorded by the manager (store rejection + event → audit, status).
       }
+    } else {
+      // attest/challenge is answered by the attestation module once it exists; until then it is counted.
+      this.metrics.inc('ztedge_messages_unhandled_total', 'Messages on a subscribed topic nothing handles yet', { topic: message.topic.slice(topics.prefix.length, topics.prefix.length + 64) });
     }
-    // attest/challenge is answered by the attestation module once it exists.
   }
 
   /** Resolves once the decision is recorded; execution and the result follow in the background. */

@@ -5,7 +5,8 @@
 //   GET  /healthz     liveness
 //   GET  /readyz      ready when a policy bundle is active
 //   GET  /metrics     Prometheus text
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { bodyLimit } from 'hono/body-limit';
 import { toHex } from '../crypto/bytes.js';
 
@@ -30,6 +31,8 @@ export interface ApiDeps {
   metrics(): string;
   /** Largest accepted request body (the envelope size cap). */
   maxBodyBytes?: number;
+  /** Told the code of every request refused before (or instead of) a decision, so each is counted. */
+  refused?(code: string): void;
 }
 
 const COSE_TYPES = new Set(['application/cose', 'application/cose; cose-type="cose-sign1"', 'application/octet-stream']);
@@ -38,8 +41,13 @@ export function createApi(deps: ApiDeps): Hono {
   const app = new Hono();
   const maxBodyBytes = deps.maxBodyBytes ?? 64 * 1024;
 
-  app.onError((_err, c) => c.json({ error: { code: 'INTERNAL', message: 'internal error' } }, 500));
-  app.notFound((c) => c.json({ error: { code: 'NOT_FOUND', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
+  const refuse = (c: Context, status: ContentfulStatusCode, code: string, message: string) => {
+    deps.refused?.(code);
+    return c.json({ error: { code, message } }, status);
+  };
+
+  app.onError((_err, c) => refuse(c, 500, 'INTERNAL', 'internal error'));
+  app.notFound((c) => refuse(c, 404, 'NOT_FOUND', `no route ${c.req.method} ${c.req.path.slice(0, 200)}`));
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', (c) => (deps.ready() ? c.json({ status: 'ready' }) : c.json({ status: 'not_ready', error: { code: 'NO_ACTIVE_BUNDLE', message: 'no policy bundle is active' } }, 503)));
@@ -50,15 +58,13 @@ export function createApi(deps: ApiDeps): Hono {
     '/v1/decide',
     bodyLimit({
       maxSize: maxBodyBytes,
-      onError: (c) => c.json({ error: { code: 'ENVELOPE_TOO_LARGE', message: `body exceeds ${maxBodyBytes} bytes` } }, 413),
+      onError: (c) => refuse(c, 413, 'ENVELOPE_TOO_LARGE', `body exceeds ${maxBodyBytes} bytes`),
     }),
     async (c) => {
       const type = (c.req.header('content-type') ?? '').toLowerCase();
-      if (!COSE_TYPES.has(type)) {
-        return c.json({ error: { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'send the signed command envelope as application/cose' } }, 415);
-      }
+      if (!COSE_TYPES.has(type)) return refuse(c, 415, 'UNSUPPORTED_MEDIA_TYPE', 'send the signed command envelope as application/cose');
       const bytes = new Uint8Array(await c.req.arrayBuffer());
-      if (bytes.length === 0) return c.json({ error: { code: 'ENVELOPE_MALFORMED', message: 'empty body' } }, 400);
+      if (bytes.length === 0) return refuse(c, 400, 'ENVELOPE_MALFORMED', 'empty body');
       const decided = await deps.decide(bytes);
       const status = decided.outcome === 'rejected' ? 400 : decided.decision === 'deny' ? 403 : decided.decision === 'pending' ? 202 : 200;
       return c.json(

@@ -186,12 +186,19 @@ function readArgs(claims: CborMap): CommandArgs {
   return toRecord(args, 'args');
 }
 
+/**
+ * Keys refused anywhere in args. The records built here have no prototype, but args travel on
+ * (audit encoder, executors, controllers written in JavaScript) where such a key can replace an
+ * object's prototype: refused at the door, with a code of its own.
+ */
+const RESERVED_ARG_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
 function toRecord(map: CborMap, path: string): CommandArgs {
   const record = Object.create(null) as CommandArgs;
   for (const [key, value] of map) {
     if (typeof key !== 'string') throw invalid('args', `${path} has a non-text key ${String(key)}`);
     if (key.length > MAX_TEXT_CLAIM_LENGTH) throw invalid('args', `${path} has an over-long key`);
-    // The record has no prototype, so even "__proto__" is assigned as an ordinary own property.
+    if (RESERVED_ARG_KEYS.has(key)) throw new EnvelopeError('ENVELOPE_ARGS_RESERVED_KEY', `claim args: ${path} has the reserved key ${JSON.stringify(key)}`);
     record[key] = toArg(value, `${path}.${key}`);
   }
   return record;

@@ -11,7 +11,7 @@ import { Metrics } from '../../src/agent/metrics.js';
 import { CommandPipeline, type FailClosedState } from '../../src/agent/pipeline.js';
 import type { ExecutionRequest, Executor, ExecutionOutcome } from '../../src/agent/executors/types.js';
 import type { Posture } from '../../src/agent/config.js';
-import { SqliteAuditLog } from '../../src/audit/log.js';
+import { type AuditSink, SqliteAuditLog } from '../../src/audit/log.js';
 import { buildBundle, type BundleSource } from '../../src/bundle/build.js';
 import { DEFAULT_SETTINGS } from '../../src/bundle/format.js';
 import { signBundle } from '../../src/bundle/sign.js';
@@ -164,7 +164,7 @@ export function makeCore(
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-core-')),
   clock = { ms: T0 },
   executor = new RecordingExecutor(),
-  options: { verifier?: SignatureVerifier } = {},
+  options: { verifier?: SignatureVerifier; audit?: AuditSink } = {},
 ): Core {
   const dbPath = path.join(dir, 'state.db');
   const db = openStateDb(dbPath);

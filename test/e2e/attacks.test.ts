@@ -5,10 +5,14 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { toHex } from '../../src/crypto/bytes.js';
 import { sha256 } from '../../src/crypto/hash.js';
+import type { PrivateKey } from '../../src/crypto/keys.js';
+import type { CborMapKey, Encodable } from '../../src/envelope/cbor.js';
+import { CLAIM } from '../../src/envelope/claims.js';
+import { sealEnvelope } from '../../src/envelope/signed-claims.js';
 import { type TestBroker, startBroker } from '../support/broker.js';
 import { runCleanups, waitUntil } from '../support/wait.js';
 import { CELL_POLICIES } from '../agent/fixture.js';
-import { ARM, GRIP_POLICY, Operator, PREFIX, type RunningAgent, type Site, auditTrail, command, makeSite, startAgent, startArm } from './support.js';
+import { ARM, DEVICE, GRIP_POLICY, Operator, PREFIX, type RunningAgent, type Site, auditTrail, command, makeSite, startAgent, startArm } from './support.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(() => runCleanups(cleanups));
@@ -148,5 +152,67 @@ describe('hole 4: iss is bound to the signing key, and nobody uses up another is
       ['User::"mallory"', 'User::"mallory"'],
       ['Agent::"planner"', 'Agent::"planner"'],
     ]);
+  });
+});
+
+describe('hole 5: every refusal is recorded, and no input goes unanswered', () => {
+  /** A command signed like the attacker's, with args holding a `name` key at the top level. */
+  function withArgKey(key: PrivateKey, action: string, name: string): Uint8Array {
+    const now = Math.floor(Date.now() / 1000);
+    return sealEnvelope(
+      new Map<CborMapKey, Encodable>([
+        [CLAIM.aud, DEVICE],
+        [CLAIM.exp, now + 60],
+        [CLAIM.iat, now],
+        [CLAIM.cti, new Uint8Array(randomBytes(16))],
+        ['act', action],
+        ['res', ARM],
+        ['args', new Map<CborMapKey, Encodable>([[name, new Map<CborMapKey, Encodable>([['polluted', true]])], ['speed', 1]])],
+      ]),
+      { key, deviceId: DEVICE, topic: 'cmd' },
+    );
+  }
+
+  it('refuses args with __proto__, constructor or prototype keys with their own code, audited, over MQTT and HTTP', async () => {
+    const { site, arm, operator, running, agent } = await setup();
+    for (const name of ['__proto__', 'constructor', 'prototype']) {
+      // Allowed by the policy otherwise (planner grips), and denied otherwise (mallory).
+      for (const key of [site.keys.planner, site.keys.mallory]) {
+        const digest = await operator.send(withArgKey(key, 'grip', name));
+        expect(await operator.result(digest)).toMatchObject({ decision: 'deny', reasons: ['ENVELOPE_ARGS_RESERVED_KEY'], outcome: 'rejected' });
+      }
+    }
+    const overHttp = await decideOverHttp(running, withArgKey(site.keys.mallory, 'grip', '__proto__'));
+    expect(overHttp).toMatchObject({ status: 400, body: { decision: 'deny', reasons: ['ENVELOPE_ARGS_RESERVED_KEY'] } });
+    expect(arm.executed).toEqual([]);
+    const recorded = auditTrail(agent).filter(({ body }) => body.get('rejected') === 'ENVELOPE_ARGS_RESERVED_KEY');
+    expect(recorded).toHaveLength(7);
+    expect(agent.audit.verify()).toBeUndefined();
+    // The agent is still healthy: an ordinary command runs.
+    const grip = await operator.send(command(site.keys.planner, 'grip'));
+    expect(await operator.result(grip)).toMatchObject({ decision: 'allow', outcome: 'executed' });
+  });
+
+  it('answers every malformed HTTP request with a JSON code, never a 500, and counts each refusal', async () => {
+    const { running } = await setup();
+    const base = `http://127.0.0.1:${running.agent.httpPort()}`;
+    const cases: Array<[string, RequestInit & { path?: string }, number, string]> = [
+      ['wrong media type', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'move arm' }, 415, 'UNSUPPORTED_MEDIA_TYPE'],
+      ['empty body', { method: 'POST', headers: { 'content-type': 'application/cose' }, body: new Uint8Array(0) }, 400, 'ENVELOPE_MALFORMED'],
+      ['oversize body', { method: 'POST', headers: { 'content-type': 'application/cose' }, body: new Uint8Array(70 * 1024) }, 413, 'ENVELOPE_TOO_LARGE'],
+      ['unknown route', { method: 'GET', path: '/v1/nothing' }, 404, 'NOT_FOUND'],
+      ['wrong method', { method: 'PUT', headers: { 'content-type': 'application/cose' }, body: new Uint8Array([1]) }, 404, 'NOT_FOUND'],
+    ];
+    for (const [name, init, status, code] of cases) {
+      const res = await fetch(`${base}${init.path ?? '/v1/decide'}`, init);
+      expect({ name, status: res.status, body: await res.json() }).toEqual({ name, status, body: { error: { code, message: expect.any(String) } } });
+    }
+    const garbage = await fetch(`${base}/v1/decide`, { method: 'POST', headers: { 'content-type': 'application/cose' }, body: new Uint8Array(randomBytes(40)) });
+    expect(garbage.status).toBe(400);
+    expect(await garbage.json()).toMatchObject({ decision: 'deny', outcome: 'rejected' });
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    for (const [code, n] of [['UNSUPPORTED_MEDIA_TYPE', 1], ['ENVELOPE_MALFORMED', 1], ['ENVELOPE_TOO_LARGE', 1], ['NOT_FOUND', 2]] as const) {
+      expect(metrics).toContain(`ztedge_http_refusals_total{code="${code}"} ${n}`);
+    }
   });
 });
