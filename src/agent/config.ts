@@ -3,6 +3,8 @@
 // before anything starts.
 import { parse as parseYaml } from 'yaml';
 import { parseDurationMs } from '../duration.js';
+import { TransportError } from '../transport/errors.js';
+import { deviceTopics } from '../transport/topics.js';
 
 export type Posture = 'trusted' | 'degraded' | 'untrusted';
 
@@ -26,6 +28,8 @@ export interface AgentConfig {
     key?: string;
     clientId?: string;
     topicPrefix: string;
+    /** The namespace MQTT 5 response topics must lie in (default `<topicPrefix>cmd/result/`). */
+    replyTopicPrefix: string;
   };
   http: { enabled: boolean; host: string; port: number; adminTokenFile?: string };
   posture: Posture;
@@ -114,6 +118,7 @@ const ENV_OPTIONS: Array<{ path: string[]; list?: boolean }> = [
   { path: ['broker', 'key'] },
   { path: ['broker', 'clientId'] },
   { path: ['broker', 'topicPrefix'] },
+  { path: ['broker', 'replyTopicPrefix'] },
   { path: ['http', 'enabled'] },
   { path: ['http', 'host'] },
   { path: ['http', 'port'] },
@@ -245,7 +250,7 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
     r.problems.push({ option: 'roots.threshold', message: `is ${threshold} but only ${rootKeys.length} root keys are configured` });
   }
 
-  const broker = r.section(top.broker, 'broker', ['url', 'username', 'passwordFile', 'ca', 'cert', 'key', 'clientId', 'topicPrefix']);
+  const broker = r.section(top.broker, 'broker', ['url', 'username', 'passwordFile', 'ca', 'cert', 'key', 'clientId', 'topicPrefix', 'replyTopicPrefix']);
   const brokerUrl = r.string(broker, 'broker', 'url') ?? null;
   if (brokerUrl !== null && !/^mqtts?:\/\/[^\s]+$/.test(brokerUrl)) {
     r.problems.push({ option: 'broker.url', message: 'must be an mqtt:// or mqtts:// URL' });
@@ -253,6 +258,15 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
   const topicPrefix = r.string(broker, 'broker', 'topicPrefix') ?? `ztedge/${site}/${deviceId}/`;
   if (/[+#]/.test(topicPrefix) || !topicPrefix.endsWith('/')) {
     r.problems.push({ option: 'broker.topicPrefix', message: 'must end with "/" and contain no MQTT wildcards' });
+  }
+  const replyTopicPrefix = r.string(broker, 'broker', 'replyTopicPrefix') ?? `${topicPrefix}cmd/result/`;
+  if (ID_PATTERN.test(deviceId) && ID_PATTERN.test(site)) {
+    try {
+      deviceTopics({ site, device: deviceId, prefix: topicPrefix, replyPrefix: replyTopicPrefix });
+    } catch (err) {
+      if (!(err instanceof TransportError)) throw err;
+      if (err.code === 'TOPIC_REPLY_PREFIX_INVALID') r.problems.push({ option: 'broker.replyTopicPrefix', message: err.message });
+    }
   }
   const cert = r.string(broker, 'broker', 'cert');
   const key = r.string(broker, 'broker', 'key');
@@ -288,6 +302,7 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
       key,
       clientId: r.string(broker, 'broker', 'clientId'),
       topicPrefix,
+      replyTopicPrefix,
     },
     http: {
       enabled: r.boolean(http, 'http', 'enabled', true),

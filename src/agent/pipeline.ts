@@ -479,6 +479,15 @@ export class CommandPipeline {
     };
   }
 
+  /**
+   * Refuses an input without deciding it, for a reason found outside the envelope (e.g. its
+   * transport properties), recorded like every refusal.
+   */
+  refuseInput(bytes: Uint8Array, code: string, message: string): Promise<CommandOutcome> {
+    this.deps.metrics.inc('ztedge_commands_total', 'Commands handled, by decision and outcome', { decision: 'deny', outcome: 'rejected' });
+    return this.refuse(bytes, code, message);
+  }
+
   private async failed(bytes: Uint8Array, err: unknown): Promise<CommandOutcome> {
     const code = err instanceof AuditError ? 'AUDIT_UNAVAILABLE' : 'INTERNAL_ERROR';
     this.deps.metrics.inc('ztedge_command_failures_total', 'Commands that could not be decided, by reason', { code });

@@ -47,6 +47,8 @@ import { AGENT_VERSION } from '../version.js';
 const DEFAULT_DRAIN_MS = 10_000;
 /** Results kept to answer repeats of a command (recent-results.ts). */
 const RECENT_RESULTS = 4096;
+/** Longest MQTT 5 correlation data echoed on a result (the outbox's bound). */
+const MAX_CORRELATION_BYTES = 1024;
 
 export interface AgentLogger {
   info(message: string, fields?: Record<string, unknown>): void;
@@ -115,7 +117,7 @@ export class Agent {
     const now = opts.now ?? Date.now;
     const { config } = this;
     this.posture = config.posture;
-    this.topics = deviceTopics({ site: config.device.site, device: config.device.id, prefix: config.broker.topicPrefix });
+    this.topics = deviceTopics({ site: config.device.site, device: config.device.id, prefix: config.broker.topicPrefix, replyPrefix: config.broker.replyTopicPrefix });
     this.deviceKey = readPrivateKeyFile(config.deviceKey);
     const roots = config.roots.keys.map((file) => ({ publicKey: readPublicKeyFile(file) }));
 
@@ -398,6 +400,14 @@ export class Agent {
 
   /** Resolves once the decision is recorded; execution and the result follow in the background. */
   private async onCommand(message: InboundMessage): Promise<void> {
+    const refusal = this.replyRefusal(message);
+    if (refusal !== undefined) {
+      // Not decided: its sender would never hear the result. Answered on the default result topic.
+      const outcome = await this.pipeline.refuseInput(message.payload, refusal.code, refusal.message);
+      const correlation = message.correlationData !== undefined && message.correlationData.length <= MAX_CORRELATION_BYTES ? toHex(message.correlationData) : undefined;
+      void this.sendWhenSigned(this.signOutcome(outcome), { topic: this.topics.cmdResult, ...(correlation === undefined ? {} : { correlation }) });
+      return;
+    }
     const reply: ReplyRoute = {
       topic: message.responseTopic ?? this.topics.cmdResult,
       ...(message.correlationData === undefined ? {} : { correlation: toHex(message.correlationData) }),
@@ -441,6 +451,21 @@ export class Agent {
     if (arrival.first) arrival.settle(signed.catch(() => null));
     else this.recent.update(digest, signed);
     return this.sendWhenSigned(signed, reply);
+  }
+
+  /**
+   * Response topics are honoured only inside the reply namespace, which never holds one of the
+   * device's control topics (a result published onto `exec/estop` would reach the controller).
+   */
+  private replyRefusal(message: InboundMessage): { code: string; message: string } | undefined {
+    const named = message.responseTopic ?? message.refusedResponseTopic;
+    if (named !== undefined && (message.refusedResponseTopic !== undefined || !this.topics.isReplyTopic(named))) {
+      return { code: 'REPLY_TOPIC_REFUSED', message: `response topic ${JSON.stringify(named.slice(0, 120))} is outside ${this.topics.replyPrefix}` };
+    }
+    if (message.correlationData !== undefined && message.correlationData.length > MAX_CORRELATION_BYTES) {
+      return { code: 'REPLY_CORRELATION_TOO_LONG', message: `correlation data of ${message.correlationData.length} bytes exceeds ${MAX_CORRELATION_BYTES}` };
+    }
+    return undefined;
   }
 
   /** A held command was approved, rejected or expired: its settled result goes where the first one went. */
@@ -557,9 +582,10 @@ function readPasswordFile(file: string): string {
   }
 }
 
+/** A held command's stored route; one that is no reply topic (a row from an older agent) falls back to the default. */
 function routeOf(stored: unknown, topics: DeviceTopics): ReplyRoute {
   const reply = (stored as { reply?: ReplyRoute | null } | null)?.reply;
-  return reply && typeof reply.topic === 'string' ? reply : { topic: topics.cmdResult };
+  return reply && typeof reply.topic === 'string' && topics.isReplyTopic(reply.topic) ? reply : { topic: topics.cmdResult };
 }
 
 export { AGENT_VERSION };

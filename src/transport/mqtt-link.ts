@@ -521,7 +521,8 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       if (isPublishableTopic(props.responseTopic)) {
         message.responseTopic = props.responseTopic;
       } else {
-        this.report(new TransportError('LINK_RESPONSE_TOPIC_INVALID', `message on ${packet.topic} named an invalid response topic; ignored`));
+        message.refusedResponseTopic = String(props.responseTopic).slice(0, 256);
+        this.report(new TransportError('LINK_RESPONSE_TOPIC_INVALID', `message on ${packet.topic} named an invalid response topic`));
       }
     }
     if (props?.correlationData !== undefined) message.correlationData = props.correlationData;

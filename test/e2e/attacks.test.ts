@@ -216,3 +216,38 @@ describe('hole 5: every refusal is recorded, and no input goes unanswered', () =
     }
   });
 });
+
+describe('hole 6: results go only to reply topics in the configured namespace', () => {
+  it('refuses a response topic outside it (the device\'s own e-stop topic, anywhere else), audited, and answers on the default topic', async () => {
+    const { broker, site, arm, operator, agent } = await setup();
+    if (broker.protocolVersion !== 5) return; // response topics are MQTT 5
+    const spy = await Operator.connect(broker, site);
+    cleanups.push(() => spy.close());
+    await spy.peer.subscribe(`${PREFIX}exec/#`);
+    await spy.peer.subscribe('elsewhere/#');
+    await spy.peer.subscribe(`${PREFIX}cmd/result`);
+
+    const garbage = new Uint8Array(randomBytes(40));
+    for (const responseTopic of [`${PREFIX}exec/estop`, 'elsewhere/inbox', `${PREFIX}cmd`, `${PREFIX}status`]) {
+      const correlationData = randomBytes(8);
+      await operator.peer.publish(`${PREFIX}cmd`, Buffer.from(garbage), { qos: 1, properties: { responseTopic, correlationData } });
+      // Answered on the default result topic, with the sender's correlation data, saying why.
+      await waitUntil(() => spy.peer.on(`${PREFIX}cmd/result`).some((m) => m.correlationData?.equals(correlationData)), `the refusal for ${responseTopic}`);
+      const answer = spy.peer.on(`${PREFIX}cmd/result`).find((m) => m.correlationData?.equals(correlationData))!;
+      expect(operator.verify(answer.payload).claims).toMatchObject({ decision: 'deny', reasons: ['REPLY_TOPIC_REFUSED'], outcome: 'rejected' });
+    }
+    // A signed command naming a foreign reply topic is not decided at all (its sender would never hear).
+    const grip = command(site.keys.planner, 'grip');
+    await operator.peer.publish(`${PREFIX}cmd`, Buffer.from(grip), { qos: 1, properties: { responseTopic: `${PREFIX}exec/estop`, correlationData: randomBytes(8) } });
+    await waitUntil(() => spy.peer.on(`${PREFIX}cmd/result`).length >= 5, 'the refusal of the signed command');
+    expect(spy.peer.received.filter((m) => m.topic.startsWith(`${PREFIX}exec/`) || m.topic.startsWith('elsewhere/'))).toEqual([]);
+    expect(arm.malformed).toBe(0);
+    expect(arm.executed).toEqual([]);
+    // The same bytes with a reply topic inside the namespace are decided and answered there.
+    const [refused, decided] = await operator.waitResults(await operator.send(grip), 2);
+    expect(refused!.claims.reasons).toEqual(['REPLY_TOPIC_REFUSED']);
+    expect(decided!.claims).toMatchObject({ decision: 'allow', outcome: 'executed' });
+    const refusals = auditTrail(agent).filter(({ body }) => body.get('rejected') === 'REPLY_TOPIC_REFUSED');
+    expect(refusals).toHaveLength(5);
+  });
+});
