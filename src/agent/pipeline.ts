@@ -488,6 +488,11 @@ export class CommandPipeline {
     return this.refuse(bytes, code, message);
   }
 
+  /** Records a message cut at its topic's size cap before any of it was read. */
+  async recordOversize(topic: string, bytes: number, limit: number): Promise<void> {
+    await this.auditRecord('command', { rejected: topic === COMMAND_TOPIC ? 'ENVELOPE_TOO_LARGE' : 'MESSAGE_TOO_LARGE', oversize: topic, bytes, limit }).catch(() => undefined);
+  }
+
   private async failed(bytes: Uint8Array, err: unknown): Promise<CommandOutcome> {
     const code = err instanceof AuditError ? 'AUDIT_UNAVAILABLE' : 'INTERNAL_ERROR';
     this.deps.metrics.inc('ztedge_command_failures_total', 'Commands that could not be decided, by reason', { code });

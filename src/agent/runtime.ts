@@ -27,7 +27,7 @@ import { encodeCbor } from '../envelope/cbor.js';
 import { ReplayGuard } from '../store/replay-guard.js';
 import { RESULT_TOPIC, signResultAsync } from '../envelope/result.js';
 import { TrustedClock } from '../store/trusted-clock.js';
-import { MqttLink, type InboundMessage } from '../transport/mqtt-link.js';
+import { MqttLink, type InboundMessage, type OversizeReport } from '../transport/mqtt-link.js';
 import { Outbox } from '../transport/outbox.js';
 import { deviceTopics, type DeviceTopics } from '../transport/topics.js';
 import { createApi, type DecideResult } from '../api/app.js';
@@ -35,7 +35,7 @@ import { type AgentConfig, ConfigError, type Posture } from './config.js';
 import { ExecExecutor } from './executors/exec.js';
 import { HttpExecutor } from './executors/http.js';
 import { MqttAckRouter, MqttExecutor } from './executors/mqtt.js';
-import type { Executor } from './executors/types.js';
+import { type Executor, MAX_EXECUTOR_REPLY_BYTES } from './executors/types.js';
 import { Metrics } from './metrics.js';
 import { type FirstArrival, RecentResults } from './recent-results.js';
 import { type CommandOutcome, CommandPipeline, type FailClosedState } from './pipeline.js';
@@ -325,7 +325,9 @@ export class Agent {
       ...(broker.ca === undefined && broker.cert === undefined ? {} : { tls: { caFile: broker.ca, certFile: broker.cert, keyFile: broker.key } }),
       will: { topic: this.topics.status, payload: offline, retain: true },
       subscriptions: [...this.topics.inbound, `${this.topics.prefix}exec/+/ack`],
-      maxPayloadBytes: Math.max(this.config.limits.envelopeMaxBytes, this.config.limits.bundleMaxBytes),
+      maxPayloadBytes: this.config.limits.envelopeMaxBytes,
+      // Each topic at its own limit, applied as the packet header is read: only bundles may be large.
+      payloadLimit: (topic) => this.payloadLimit(topic),
       onMessage: (message) => this.onMessage(message),
     });
     this.link.on('online', ({ protocolVersion }) => {
@@ -334,13 +336,52 @@ export class Agent {
     });
     this.link.on('offline', () => this.logger.warn('broker connection lost; enforcing locally and reconnecting'));
     this.link.on('problem', (err) => this.logger.warn('transport problem', { code: err.code, error: err.message }));
-    this.link.on('oversize', (r) => this.logger.warn('oversize message dropped', { topic: r.topic, bytes: r.payloadBytes }));
+    this.link.on('oversize', (r) => this.onOversize(r));
     this.outbox = new Outbox(this.db, this.link, {
       maxMessages: this.config.limits.outboxMaxMessages,
       maxBytes: 256 * 1024 * 1024,
       commits: this.commits,
     });
     this.outbox.on('problem', (err) => this.logger.warn('outbox problem', { error: err.message }));
+  }
+
+  private payloadLimit(topic: string): number {
+    const { limits } = this.config;
+    if (topic === this.topics.bundle) return limits.bundleMaxBytes;
+    if (topic.startsWith(`${this.topics.prefix}exec/`)) return MAX_EXECUTOR_REPLY_BYTES;
+    return limits.envelopeMaxBytes;
+  }
+
+  /**
+   * A message cut at its topic's size cap (its payload was never buffered). A bundle is recorded
+   * as a refused bundle (audit log, status); anything else as a refused input, and a command is
+   * answered (its properties survived the cut) so its sender learns why.
+   */
+  private onOversize(report: OversizeReport): void {
+    const topic = report.topic.startsWith(this.topics.prefix) ? report.topic.slice(this.topics.prefix.length) : report.topic;
+    this.metrics.inc('ztedge_oversize_dropped_total', 'Messages cut at their topic\'s size cap, by topic', { topic: topic.slice(0, 64) });
+    const why = `${report.payloadBytes} bytes on ${topic.slice(0, 120)} exceeds its limit of ${report.limit}`;
+    if (report.topic === this.topics.bundle) {
+      this.bundles.recordRefusal(new BundleError('BUNDLE_TOO_LARGE', why), null);
+      return;
+    }
+    const recorded = this.pipeline.recordOversize(topic.slice(0, 120), report.payloadBytes, report.limit);
+    if (report.topic !== this.topics.cmd) {
+      this.track(recorded, 'oversize record failed');
+      return;
+    }
+    const message: InboundMessage = {
+      topic: report.topic,
+      payload: Buffer.alloc(0),
+      qos: report.qos === 0 ? 0 : 1,
+      retain: false,
+      duplicate: false,
+      ...(report.responseTopic === undefined ? {} : { responseTopic: report.responseTopic }),
+      ...(report.correlationData === undefined ? {} : { correlationData: report.correlationData }),
+    };
+    const reply = this.replyRefusal(message) === undefined ? routeFor(message, this.topics) : { topic: this.topics.cmdResult };
+    const outcome: CommandOutcome = { decision: 'deny', policies: [], reasons: ['ENVELOPE_TOO_LARGE'], outcome: 'rejected' };
+    this.track(recorded.then(() => this.sendWhenSigned(this.signOutcome(outcome), reply)), 'answering an oversize command failed');
   }
 
   private async startHttp(): Promise<void> {
@@ -408,10 +449,7 @@ export class Agent {
       void this.sendWhenSigned(this.signOutcome(outcome), { topic: this.topics.cmdResult, ...(correlation === undefined ? {} : { correlation }) });
       return;
     }
-    const reply: ReplyRoute = {
-      topic: message.responseTopic ?? this.topics.cmdResult,
-      ...(message.correlationData === undefined ? {} : { correlation: toHex(message.correlationData) }),
-    };
+    const reply = routeFor(message, this.topics);
     const digest = toHex(sha256(message.payload));
     const arrival = this.recent.arrive(digest);
     await new Promise<void>((recorded) => {
@@ -580,6 +618,14 @@ function readPasswordFile(file: string): string {
   } catch (err) {
     throw new ConfigError([{ option: 'broker.passwordFile', message: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
   }
+}
+
+/** Where a command's result goes: its response topic (already checked) and correlation data, or the default topic. */
+function routeFor(message: InboundMessage, topics: DeviceTopics): ReplyRoute {
+  return {
+    topic: message.responseTopic ?? topics.cmdResult,
+    ...(message.correlationData === undefined ? {} : { correlation: toHex(message.correlationData) }),
+  };
 }
 
 /** A held command's stored route; one that is no reply topic (a row from an older agent) falls back to the default. */

@@ -251,3 +251,39 @@ describe('hole 6: results go only to reply topics in the configured namespace', 
     expect(refusals).toHaveLength(5);
   });
 });
+
+describe('also found: each topic has its own size cap, and oversize bundles are recorded', () => {
+  it('cuts a command above the envelope limit as it arrives (not at the bundle limit), records it and answers it', async () => {
+    const { broker, site, operator, agent, running } = await setup();
+    const correlationData = randomBytes(8);
+    await operator.peer.publish(`${PREFIX}cmd`, Buffer.alloc(1024 * 1024, 0xa0), {
+      qos: 1,
+      ...(broker.protocolVersion === 5 ? { properties: { responseTopic: `${PREFIX}cmd/result/big`, correlationData } } : {}),
+    });
+    const metrics = async () => (await fetch(`http://127.0.0.1:${running.agent.httpPort()}/metrics`)).text();
+    await waitUntil(() => auditTrail(agent).some(({ body }) => body.get('oversize') === 'cmd'), 'the oversize command recorded');
+    const [record] = auditTrail(agent).filter(({ body }) => body.get('oversize') === 'cmd');
+    expect(Object.fromEntries(record!.body)).toMatchObject({ oversize: 'cmd', bytes: 1024 * 1024, limit: 64 * 1024 });
+    expect(await metrics()).toContain('ztedge_oversize_dropped_total{topic="cmd"} 1');
+    if (broker.protocolVersion === 5) {
+      await waitUntil(() => operator.peer.on(`${PREFIX}cmd/result/big`).length > 0, 'the answer to the oversize command');
+      const answer = operator.peer.on(`${PREFIX}cmd/result/big`)[0]!;
+      expect(answer.correlationData?.equals(correlationData)).toBe(true);
+      expect(operator.verify(answer.payload).claims).toMatchObject({ decision: 'deny', reasons: ['ENVELOPE_TOO_LARGE'], outcome: 'rejected' });
+    }
+    // The link is still in step: an ordinary command after it is decided.
+    expect(await operator.result(await operator.send(command(site.keys.planner, 'grip')))).toMatchObject({ decision: 'allow', outcome: 'executed' });
+  });
+
+  it('records a bundle above the bundle limit in the audit log and as the last rejection', async () => {
+    const { operator, agent } = await setup({ raw: { limits: { bundleMaxBytes: 64 * 1024 } } });
+    await operator.peer.publish(`${PREFIX}bundle`, Buffer.alloc(200 * 1024, 0xd8), { qos: 1 });
+    await waitUntil(() => agent.status().lastRejection !== null, 'the bundle refusal in the status');
+    expect(agent.status().lastRejection).toMatchObject({ code: 'BUNDLE_TOO_LARGE', revision: null, digest: null });
+    expect(agent.status().bundle?.revision).toBe(1);
+    await waitUntil(() => auditTrail(agent).some(({ record, body }) => record.kind === 'bundle' && body.get('event') === 'rejected'), 'the bundle refusal audited');
+    const [rejected] = auditTrail(agent).filter(({ record, body }) => record.kind === 'bundle' && body.get('event') === 'rejected');
+    expect(rejected!.body.get('code')).toBe('BUNDLE_TOO_LARGE');
+    expect(String(rejected!.body.get('message'))).toContain(`${200 * 1024} bytes`);
+  });
+});
