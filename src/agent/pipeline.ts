@@ -15,6 +15,7 @@
 import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
 import type { SignatureVerifier } from '../crypto/verifier.js';
+import type { AuditKind } from '../audit/chain.js';
 import { AuditError, type AuditSink } from '../audit/log.js';
 import type { BundleIssuer } from '../bundle/content.js';
 import type { VerifiedBundle } from '../bundle/verify.js';
@@ -33,6 +34,7 @@ import type { Posture } from './config.js';
 import type { ExecutionOutcome, Executor } from './executors/types.js';
 import type { Metrics } from './metrics.js';
 import { ObligationError, type Obligations, obligationsOf } from './obligations.js';
+import { RefusalLog } from './refusal-log.js';
 import { type CommandSource, type ContextFacts, RequestBuildError, argsToJson, buildApprovalRequest, buildRequest, isHostedOn, resourceUid } from './request-context.js';
 
 export type FinalDecision = 'allow' | 'deny' | 'pending';
@@ -51,6 +53,8 @@ export interface CommandOutcome {
   /** executed | failed | timeout | not_executed | pending_approval | rejected */
   outcome: string;
   detail?: unknown;
+  /** A refusal over the answer rate (refusal-log.ts): not to be answered with a signed result. */
+  unanswered?: true;
 }
 
 export interface ApprovalOutcome {
@@ -87,6 +91,8 @@ export interface PipelineDeps {
   limits: { envelopeMaxBytes: number; clockSkewMs: number; maxLifetimeMs: number };
   /** Signature checks; default the native verifier (commands are checked on its thread pool). */
   verifier?: SignatureVerifier;
+  /** Where refusals before a decision are counted and sampled; default one on `audit` and `metrics`. */
+  refusals?: RefusalLog;
 }
 
 export interface CommandInput {
@@ -114,7 +120,11 @@ type OutcomeReport = (outcome: CommandOutcome) => void | Promise<void>;
 const DEFAULT_GRANT_TTL_MS = 10 * 60_000;
 
 export class CommandPipeline {
-  constructor(private readonly deps: PipelineDeps) {}
+  readonly refusals: RefusalLog;
+
+  constructor(private readonly deps: PipelineDeps) {
+    this.refusals = deps.refusals ?? new RefusalLog({ record: (kind, body) => this.auditRecord(kind, body), metrics: deps.metrics });
+  }
 
   async handleCommand(input: CommandInput): Promise<CommandOutcome> {
     const started = performance.now();
@@ -145,9 +155,10 @@ export class CommandPipeline {
     // When trusted time is only a lower bound of the real time (the system clock reads earlier
     // than the floor), an iat ahead of it may be honest: only a @safety action is let through then.
     const clockInDoubt = this.deps.clock.inDoubt();
-    if (bundle === null) return this.refuse(input.bytes, 'NO_ACTIVE_BUNDLE', 'no policy bundle is active');
+    const refuse = (code: string, message: string) => this.refuse(input.bytes, code, message, refusalSource(input.source));
+    if (bundle === null) return refuse('NO_ACTIVE_BUNDLE', 'no policy bundle is active');
     if (input.bytes.length > this.deps.limits.envelopeMaxBytes) {
-      return this.refuse(input.bytes, 'ENVELOPE_TOO_LARGE', `${input.bytes.length} bytes exceeds ${this.deps.limits.envelopeMaxBytes}`);
+      return refuse('ENVELOPE_TOO_LARGE', `${input.bytes.length} bytes exceeds ${this.deps.limits.envelopeMaxBytes}`);
     }
 
     let command: VerifiedCommand;
@@ -157,11 +168,11 @@ export class CommandPipeline {
       // stay the ones this command is decided by.
       command = await verifyCommandAsync(input.bytes, { ...this.verifyOptions(bundle, COMMAND_TOPIC, now), tolerateEarly: clockInDoubt });
       if (command.early !== undefined && !this.isSafetyAction(bundle, command, input.source, now)) {
-        return this.refuse(input.bytes, command.early.code, `${command.early.message} (trusted time is in doubt; only @safety actions are let through)`);
+        return refuse(command.early.code, `${command.early.message} (trusted time is in doubt; only @safety actions are let through)`);
       }
       replayRecorded = this.deps.replay.reserve({ keyId: command.kid, cti: command.claims.cti, expMs: command.claims.expMs }, now);
     } catch (err) {
-      if (err instanceof EnvelopeError) return this.refuse(input.bytes, err.code, err.message);
+      if (err instanceof EnvelopeError) return refuse(err.code, err.message);
       throw err;
     }
     // Awaited with the decision record below; this only keeps an early throw from leaving it unobserved.
@@ -243,7 +254,10 @@ export class CommandPipeline {
   private async decideApproval(bytes: Uint8Array): Promise<ApprovalOutcome> {
     const bundle = this.deps.bundle();
     const now = this.deps.clock.now();
-    if (bundle === null) return { code: 'NO_ACTIVE_BUNDLE' };
+    if (bundle === null) {
+      await this.refusals.refuse('mqtt:approve', 'NO_ACTIVE_BUNDLE', 'decision', { approval: 'NO_ACTIVE_BUNDLE', digest: sha256(bytes) }).recorded;
+      return { code: 'NO_ACTIVE_BUNDLE' };
+    }
     let approval: VerifiedApproval;
     try {
       const options = this.verifyOptions(bundle, APPROVAL_TOPIC, now);
@@ -253,7 +267,9 @@ export class CommandPipeline {
       this.deps.replay.checkAndRecord({ keyId: approval.kid, cti: approval.claims.cti, expMs: approval.claims.expMs }, now);
     } catch (err) {
       if (!(err instanceof EnvelopeError)) throw err;
-      await this.auditApproval(undefined, err.code, { message: err.message });
+      // Before verification (or a replay): anyone can send these, so they are counted and sampled.
+      const body = { approval: err.code, message: err.message.slice(0, 200), size: bytes.length, digest: sha256(bytes) };
+      await this.refusals.refuse('mqtt:approve', err.code, 'decision', body).recorded;
       return { code: err.code };
     }
     const approver = bundle.issuersByKid.get(toHex(approval.kid))!.principal;
@@ -483,14 +499,20 @@ export class CommandPipeline {
    * Refuses an input without deciding it, for a reason found outside the envelope (e.g. its
    * transport properties), recorded like every refusal.
    */
-  refuseInput(bytes: Uint8Array, code: string, message: string): Promise<CommandOutcome> {
+  refuseInput(bytes: Uint8Array, code: string, message: string, source: CommandSource): Promise<CommandOutcome> {
     this.deps.metrics.inc('ztedge_commands_total', 'Commands handled, by decision and outcome', { decision: 'deny', outcome: 'rejected' });
-    return this.refuse(bytes, code, message);
+    return this.refuse(bytes, code, message, refusalSource(source));
   }
 
-  /** Records a message cut at its topic's size cap before any of it was read. */
-  async recordOversize(topic: string, bytes: number, limit: number): Promise<void> {
-    await this.auditRecord('command', { rejected: topic === COMMAND_TOPIC ? 'ENVELOPE_TOO_LARGE' : 'MESSAGE_TOO_LARGE', oversize: topic, bytes, limit }).catch(() => undefined);
+  /**
+   * Records a message cut at its topic's size cap before any of it was read; says whether it may
+   * be answered.
+   */
+  async recordOversize(topic: string, bytes: number, limit: number): Promise<boolean> {
+    const code = topic === COMMAND_TOPIC ? 'ENVELOPE_TOO_LARGE' : 'MESSAGE_TOO_LARGE';
+    const verdict = this.refusals.refuse(`mqtt:${topic}`, code, 'command', { rejected: code, oversize: topic, bytes, limit });
+    await verdict.recorded;
+    return verdict.answer;
   }
 
   private async failed(bytes: Uint8Array, err: unknown): Promise<CommandOutcome> {
@@ -502,10 +524,12 @@ export class CommandPipeline {
     return { digest, decision: 'deny', policies: [], reasons: [code], outcome: 'not_executed' };
   }
 
-  private async refuse(bytes: Uint8Array, code: string, message: string): Promise<CommandOutcome> {
+  /** A refusal before any decision: counted, sampled into the audit log, answered within the rate. */
+  private async refuse(bytes: Uint8Array, code: string, message: string, source: string): Promise<CommandOutcome> {
     const digest = sha256(bytes);
-    await this.auditRecord('command', { rejected: code, message: message.slice(0, 200), size: bytes.length, digest }).catch(() => undefined);
-    return { digest, decision: 'deny', policies: [], reasons: [code], outcome: 'rejected', detail: message };
+    const verdict = this.refusals.refuse(source, code, 'command', { rejected: code, message: message.slice(0, 200), size: bytes.length, digest });
+    await verdict.recorded;
+    return { digest, decision: 'deny', policies: [], reasons: [code], outcome: 'rejected', detail: message, ...(verdict.answer ? {} : { unanswered: true as const }) };
   }
 
   private auditDecision(
@@ -544,9 +568,14 @@ export class CommandPipeline {
     }).catch(() => undefined);
   }
 
-  private async auditRecord(kind: 'command' | 'decision' | 'execution', body: Record<string, Encodable>): Promise<void> {
+  private async auditRecord(kind: AuditKind, body: Record<string, Encodable>): Promise<void> {
     await this.deps.audit.append(kind, encodeCbor(body));
   }
+}
+
+/** The label refusals of commands are counted under. */
+function refusalSource(source: CommandSource): string {
+  return source === 'mqtt' ? 'mqtt:cmd' : source;
 }
 
 function once<A extends unknown[], R>(fn: ((...args: A) => R) | undefined): (...args: A) => R | undefined {

@@ -47,6 +47,8 @@ import { AGENT_VERSION } from '../version.js';
 const DEFAULT_DRAIN_MS = 10_000;
 /** Results kept to answer repeats of a command (recent-results.ts). */
 const RECENT_RESULTS = 4096;
+/** How often the summary of refusals that went without a record of their own is written. */
+const REFUSAL_WINDOW_MS = 60_000;
 /** Longest MQTT 5 correlation data echoed on a result (the outbox's bound). */
 const MAX_CORRELATION_BYTES = 1024;
 
@@ -228,6 +230,7 @@ export class Agent {
     this.link?.start();
     this.timers.push(setInterval(() => this.track(this.expirePending(), 'expiring held commands failed'), 1000));
     this.timers.push(setInterval(() => this.housekeeping(), 60_000));
+    this.timers.push(setInterval(() => this.track(this.pipeline.refusals.flush(), 'refusal summary failed'), REFUSAL_WINDOW_MS));
     for (const t of this.timers) t.unref();
     this.publishStatus();
     this.logger.info('agent started', {
@@ -237,6 +240,11 @@ export class Agent {
       broker: config.broker.url ?? 'none',
       http: config.http.enabled ? `${config.http.host}:${this.httpPort()}` : 'off',
     });
+  }
+
+  /** Ends the current refusal window now: writes its summary record if refusals went unrecorded. */
+  flushRefusals(): Promise<void> {
+    return this.pipeline.refusals.flush();
   }
 
   /** The port the local API listens on (resolved when configured as 0). */
@@ -287,6 +295,7 @@ export class Agent {
     }
     await this.drain(drainMs);
     for (const release of this.parked.splice(0)) release();
+    await this.pipeline.refusals.flush();
     await this.auditSystem({ event: 'stop' }).catch(() => undefined);
     await this.outbox?.close();
     await this.link?.close();
@@ -381,7 +390,7 @@ export class Agent {
     };
     const reply = this.replyRefusal(message) === undefined ? routeFor(message, this.topics) : { topic: this.topics.cmdResult };
     const outcome: CommandOutcome = { decision: 'deny', policies: [], reasons: ['ENVELOPE_TOO_LARGE'], outcome: 'rejected' };
-    this.track(recorded.then(() => this.sendWhenSigned(this.signOutcome(outcome), reply)), 'answering an oversize command failed');
+    this.track(recorded.then((answer) => (answer ? this.sendWhenSigned(this.signOutcome(outcome), reply) : undefined)), 'answering an oversize command failed');
   }
 
   private async startHttp(): Promise<void> {
@@ -407,8 +416,8 @@ export class Agent {
       const action = message.topic.slice(`${topics.prefix}exec/`.length, -'/ack'.length);
       const { verdict, id } = this.ackRouter.deliver(action, message.payload);
       if (verdict !== 'ACCEPTED') {
-        this.metrics.inc('ztedge_exec_acks_refused_total', 'Executor acknowledgements that matched no waiting command', { code: verdict });
-        this.track(this.audit.append('execution', encodeCbor({ ack: verdict, action: action.slice(0, 128), ...(id === undefined ? {} : { id }) })), 'ack audit record failed');
+        // Anyone who can publish there can send these: counted and sampled like other refusals.
+        this.track(this.pipeline.refusals.refuse('mqtt:exec-ack', verdict, 'execution', { ack: verdict, action: action.slice(0, 128), ...(id === undefined ? {} : { id }) }).recorded);
       }
       return;
     }
@@ -444,7 +453,8 @@ export class Agent {
     const refusal = this.replyRefusal(message);
     if (refusal !== undefined) {
       // Not decided: its sender would never hear the result. Answered on the default result topic.
-      const outcome = await this.pipeline.refuseInput(message.payload, refusal.code, refusal.message);
+      const outcome = await this.pipeline.refuseInput(message.payload, refusal.code, refusal.message, 'mqtt');
+      if (outcome.unanswered) return;
       const correlation = message.correlationData !== undefined && message.correlationData.length <= MAX_CORRELATION_BYTES ? toHex(message.correlationData) : undefined;
       void this.sendWhenSigned(this.signOutcome(outcome), { topic: this.topics.cmdResult, ...(correlation === undefined ? {} : { correlation }) });
       return;
@@ -476,6 +486,11 @@ export class Agent {
    * execution record right after, in the same transaction.
    */
   private answer(outcome: CommandOutcome, digest: string, arrival: FirstArrival, reply: ReplyRoute): Promise<void> | undefined {
+    if (outcome.unanswered) {
+      // A refusal over the answer rate (garbage, replays): counted, not signed or sent.
+      if (arrival.first) arrival.settle(null);
+      return undefined;
+    }
     if (!arrival.first && outcome.reasons[0] === 'ENVELOPE_REPLAY') {
       const repeated = arrival.earlier.then(async (earlier) => {
         if (earlier !== null) this.metrics.inc('ztedge_command_repeats_total', 'Repeats of a command answered with its first result');

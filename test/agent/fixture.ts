@@ -154,6 +154,7 @@ export interface Core {
   bundle: { current: VerifiedBundle };
   /** The trusted clock the pipeline decides by (system clock: `clock.ms`). */
   trusted: TrustedClock;
+  metrics: Metrics;
   close(): void;
   /** Re-creates everything on the same state directory (a restart). */
   restart(): Core;
@@ -184,6 +185,7 @@ export function makeCore(
   const failClosed: FailClosedState = { active: false };
   const rate = new RateLimiter(db, { commits });
   const trusted = new TrustedClock(db, () => clock.ms);
+  const metrics = new Metrics();
   const pipeline = new CommandPipeline({
     deviceId: DEVICE,
     bundle: () => bundle.current,
@@ -197,7 +199,7 @@ export function makeCore(
     grants: new GrantStore(db),
     pending: new PendingApprovals(db, 100),
     executor: (action) => (['move', 'estop', 'weld'].includes(action) ? executor : undefined),
-    metrics: new Metrics(),
+    metrics,
     limits: { envelopeMaxBytes: 64 * 1024, clockSkewMs: 30_000, maxLifetimeMs: 3_600_000 },
     ...options,
   });
@@ -214,6 +216,7 @@ export function makeCore(
     failClosed,
     bundle,
     trusted,
+    metrics,
     close: () => {
       commits.flush();
       trusted.persist();

@@ -45,9 +45,11 @@ const argValue: fc.Arbitrary<Encodable> = fc.letrec<{ value: Encodable; map: Enc
 })).map;
 
 describe('the pipeline under any input', () => {
-  it('answers every signed command whatever its args hold, and writes a record for each', async () => {
+  it('answers every signed command whatever its args hold, and records or counts each', async () => {
     const core = makeCore();
-    let seq = core.audit.head().seq;
+    // Decisions get a record each; refusals before a decision are counted (and sampled).
+    const refusals = () => [...core.metrics.render().matchAll(/^ztedge_refusals_total\{[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    let seen = core.audit.head().seq + refusals();
     await fc.assert(
       fc.asyncProperty(argValue, fc.constantFrom('move', 'estop', 'weld', 'grip'), fc.boolean(), async (args, action, fromMallory) => {
         const key = fromMallory ? core.keys.mallory : core.keys.planner;
@@ -56,8 +58,8 @@ describe('the pipeline under any input', () => {
         expect(out.reasons.length).toBeGreaterThan(0);
         expect(out.reasons).not.toContain('INTERNAL_ERROR');
         expect(out.reasons).not.toContain('AUDIT_UNAVAILABLE');
-        expect(core.audit.head().seq).toBeGreaterThan(seq);
-        seq = core.audit.head().seq;
+        expect(core.audit.head().seq + refusals()).toBeGreaterThan(seen);
+        seen = core.audit.head().seq + refusals();
         core.clock.ms += 61_000; // past every rate window
       }),
       { numRuns: 300 },

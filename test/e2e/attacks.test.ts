@@ -185,8 +185,12 @@ describe('hole 5: every refusal is recorded, and no input goes unanswered', () =
     const overHttp = await decideOverHttp(running, withArgKey(site.keys.mallory, 'grip', '__proto__'));
     expect(overHttp).toMatchObject({ status: 400, body: { decision: 'deny', reasons: ['ENVELOPE_ARGS_RESERVED_KEY'] } });
     expect(arm.executed).toEqual([]);
+    // Refusals before a decision are sampled: the first five of a kind per source and minute get a record each.
     const recorded = auditTrail(agent).filter(({ body }) => body.get('rejected') === 'ENVELOPE_ARGS_RESERVED_KEY');
-    expect(recorded).toHaveLength(7);
+    expect(recorded.map(({ body }) => body.get('source'))).toEqual(['mqtt:cmd', 'mqtt:cmd', 'mqtt:cmd', 'mqtt:cmd', 'mqtt:cmd', 'http']);
+    const metrics = await (await fetch(`http://127.0.0.1:${running.agent.httpPort()}/metrics`)).text();
+    expect(metrics).toContain('ztedge_refusals_total{source="mqtt:cmd",reason="ENVELOPE_ARGS_RESERVED_KEY"} 6');
+    expect(metrics).toContain('ztedge_refusals_total{source="http",reason="ENVELOPE_ARGS_RESERVED_KEY"} 1');
     expect(agent.audit.verify()).toBeUndefined();
     // The agent is still healthy: an ordinary command runs.
     const grip = await operator.send(command(site.keys.planner, 'grip'));
@@ -286,4 +290,47 @@ describe('also found: each topic has its own size cap, and oversize bundles are 
     expect(rejected!.body.get('code')).toBe('BUNDLE_TOO_LARGE');
     expect(String(rejected!.body.get('message'))).toContain(`${200 * 1024} bytes`);
   });
+});
+
+describe('also found: unauthenticated garbage is counted and sampled, not recorded and answered one by one', () => {
+  it('a flood of garbage on cmd and approve adds a bounded number of audit records and results, and counts every message by source and reason', async () => {
+    const { site, operator, agent, running } = await setup();
+    const before = agent.audit.head().seq;
+    const results = () => operator.peer.received.filter((m) => m.topic.startsWith(`${PREFIX}cmd/result`)).length;
+    const FLOOD = 600;
+    const sends: Array<Promise<void>> = [];
+    for (let i = 0; i < FLOOD; i++) {
+      sends.push(operator.peer.publish(`${PREFIX}cmd`, randomBytes(40), { qos: 1 }));
+      if (i % 2 === 0) sends.push(operator.peer.publish(`${PREFIX}approve`, randomBytes(40), { qos: 1 }));
+    }
+    await Promise.all(sends);
+    const metrics = async () => (await fetch(`http://127.0.0.1:${running.agent.httpPort()}/metrics`)).text();
+    const counted = (text: string, source: string) =>
+      [...text.matchAll(new RegExp(`^ztedge_refusals_total\\{source="${source}",reason="[A-Z_]+"\\} (\\d+)$`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0);
+    const deadline = Date.now() + 120_000;
+    let text = await metrics();
+    while (counted(text, 'mqtt:cmd') < FLOOD || counted(text, 'mqtt:approve') < FLOOD / 2) {
+      if (Date.now() > deadline) throw new Error(`not every garbage message was counted:\n${text.split('\n').filter((l) => l.startsWith('ztedge_refusals_total')).join('\n')}`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      text = await metrics();
+    }
+    await running.agent.flushRefusals();
+    const added = agent.audit.head().seq - before;
+    const summary = auditTrail(agent).find(({ body }) => body.has('refusals'))!.body;
+    const bySource = summary.get('refusals') as Map<string, Map<string, number>>;
+    expect([...bySource.get('mqtt:cmd')!.values()].reduce((a, b) => a + b, 0)).toBe(FLOOD);
+    expect([...bySource.get('mqtt:approve')!.values()].reduce((a, b) => a + b, 0)).toBe(FLOOD / 2);
+    // At most five records per source and reason (and 100 in all) per window, plus one summary:
+    // never one record per message.
+    const kinds = [...bySource.values()].reduce((n, reasons) => n + reasons.size, 0);
+    const recorded = summary.get('recorded') as number;
+    expect(recorded).toBeLessThanOrEqual(Math.min(5 * kinds, 100));
+    expect(added).toBe(recorded + 1);
+    expect(summary.get('unrecorded')).toBe(FLOOD + FLOOD / 2 - recorded);
+    // Signed results for garbage are rate-limited too.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(results()).toBeLessThanOrEqual(200);
+    // An honest command still gets its decision recorded and answered.
+    expect(await operator.result(await operator.send(command(site.keys.planner, 'grip')))).toMatchObject({ decision: 'allow', outcome: 'executed' });
+  }, 180_000);
 });
