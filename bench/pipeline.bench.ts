@@ -32,6 +32,7 @@ import { SqliteAuditLog } from '../src/audit/log.js';
 import { verifyBundle } from '../src/bundle/verify.js';
 import { GrantStore } from '../src/store/grants.js';
 import { PendingApprovals } from '../src/store/pending-approvals.js';
+import { UnsettledCommands } from '../src/store/unsettled-commands.js';
 import { RateLimiter } from '../src/store/rate-limiter.js';
 import { publicKeyToKeyObject } from '../src/crypto/keys.js';
 import { encodeCbor } from '../src/envelope/cbor.js';
@@ -100,6 +101,7 @@ async function inProcess(site: BenchSite, inFlight: number, total: number) {
     rate: new RateLimiter(db, { commits }),
     grants: new GrantStore(db),
     pending: new PendingApprovals(db, 1000),
+    unsettled: new UnsettledCommands(db, { commits }),
     executor: () => ({ execute: async () => ({ status: 'ok' as const }) }),
     metrics: new Metrics(),
     limits: { envelopeMaxBytes: 64 * 1024, clockSkewMs: 30_000, maxLifetimeMs: 3_600_000 },

@@ -28,6 +28,7 @@ import { APPROVAL_TOPIC, type VerifiedApproval, verifyApproval } from '../envelo
 import { EnvelopeError } from '../envelope/errors.js';
 import type { ReplayReserver } from '../store/replay-guard.js';
 import type { TimeSource } from '../store/trusted-clock.js';
+import type { UnsettledCommands } from '../store/unsettled-commands.js';
 import type { EnvelopeVerifyOptions, ResolvedKey } from '../envelope/signed-claims.js';
 import { type EntityUid, enforce, type EnforcedDecision } from '../policy/index.js';
 import type { Posture } from './config.js';
@@ -93,6 +94,11 @@ export interface PipelineDeps {
   verifier?: SignatureVerifier;
   /** Where refusals before a decision are counted and sampled; default one on `audit` and `metrics`. */
   refusals?: RefusalLog;
+  /**
+   * Commands allowed whose execution is not recorded yet: added with the allow record, settled
+   * with the execution record (both on the group commit), so a crash leaves exactly those.
+   */
+  unsettled: Pick<UnsettledCommands, 'add' | 'settle'>;
 }
 
 export interface CommandInput {
@@ -228,9 +234,12 @@ export class CommandPipeline {
     const reasons = viaGrant ? ['JIT_GRANT'] : ['PERMITTED'];
     if (command.early !== undefined) reasons.push('CLOCK_IN_DOUBT');
     try {
-      await recorded(this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, undefined, decision));
+      const unsettled = this.deps.unsettled.add({ digest: command.digest, cti: command.claims.cti, action: command.claims.act, policies, reasons, reply: input.reply ?? null, decidedMs: now });
+      await Promise.all([recorded(this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, undefined, decision)), unsettled]);
     } catch {
-      // Without a committed record (decision and replay entry) there is no execution.
+      // Without a committed record (decision and replay entry) there is no execution, so nothing
+      // is left unsettled either (the row is gone with a rolled-back batch, or removed here).
+      this.deps.unsettled.settle(command.digest).catch(() => undefined);
       return { ...base, decision: 'deny', policies, reasons: ['AUDIT_UNAVAILABLE'], outcome: 'not_executed' };
     }
     input.onRecorded?.();
@@ -337,7 +346,9 @@ export class CommandPipeline {
       commandDigest: held.digest,
     });
     const reasons = ['APPROVED'];
-    await this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, { approvers: this.deps.pending.approversOf(held.digest) });
+    const reply = (held.reply as { reply?: unknown } | null)?.reply ?? null;
+    const unsettled = this.deps.unsettled.add({ digest: held.digest, cti: command.claims.cti, action: held.action, policies, reasons, reply, decidedMs: now });
+    await Promise.all([this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, { approvers: this.deps.pending.approversOf(held.digest) }), unsettled]);
     return this.execute({ ...base, ctiHex: toHex(command.claims.cti) }, held.action, held.principal, held.resource, command.claims.args, policies, reasons, () => {});
   }
 
@@ -384,14 +395,16 @@ export class CommandPipeline {
     // failing reply never keeps the record of an action that happened from being written.
     await new Promise<void>((resolve) => resolve(report(settled))).catch(() => undefined);
     const executionRecorded = this.auditRecord('execution', {
-      cmd: base.digest ?? null,
+      cmd: base.digest,
       action,
       outcome,
       ...(result.status === 'failed' ? { code: result.code, message: result.message } : {}),
       ...(result.status === 'timeout' ? { afterMs: result.afterMs } : {}),
     });
+    // Same transaction: settled exactly when its execution record is durable.
+    const settledRecorded = this.deps.unsettled.settle(base.digest);
     // The action already happened; a failed execution record is reported by the audit layer.
-    await executionRecorded.catch(() => undefined);
+    await Promise.all([executionRecorded.catch(() => undefined), settledRecorded.catch(() => undefined)]);
     return settled;
   }
 

@@ -19,6 +19,7 @@ import { BundleStore } from '../bundle/store.js';
 import { GrantStore } from '../store/grants.js';
 import { type PendingCommand, PendingApprovals } from '../store/pending-approvals.js';
 import { RateLimiter } from '../store/rate-limiter.js';
+import { UnsettledCommands } from '../store/unsettled-commands.js';
 import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
@@ -97,6 +98,7 @@ export class Agent {
   private readonly rate: RateLimiter;
   private readonly grants: GrantStore;
   private readonly pending: PendingApprovals;
+  private readonly unsettled: UnsettledCommands;
   private readonly ackRouter = new MqttAckRouter();
   private readonly executors = new Map<string, Executor>();
   private readonly failClosed: FailClosedState = { active: false };
@@ -132,6 +134,7 @@ export class Agent {
     this.rate = new RateLimiter(this.db, { commits: this.commits });
     this.grants = new GrantStore(this.db);
     this.pending = new PendingApprovals(this.db, config.limits.maxPendingApprovals);
+    this.unsettled = new UnsettledCommands(this.db, { commits: this.commits });
     this.bundles = new BundleManager({
       store: new BundleStore(path.join(config.stateDir, 'bundles'), { maxBundleBytes: config.limits.bundleMaxBytes }),
       trust: {
@@ -173,6 +176,7 @@ export class Agent {
       rate: this.rate,
       grants: this.grants,
       pending: this.pending,
+      unsettled: this.unsettled,
       executor: (action) => this.executors.get(action),
       metrics: this.metrics,
       limits: config.limits,
@@ -217,6 +221,8 @@ export class Agent {
         this.executors.set(action, new MqttExecutor(this.link, this.ackRouter, this.topics.exec(action), spec.timeoutMs));
       }
     }
+    // Before anything new arrives: commands a crash left between decision and execution record.
+    await this.reconcile();
     if (config.bundleFile !== undefined) {
       const onError = (err: unknown) => this.logger.warn('bundle file check failed', { error: String(err) });
       this.watcher = watchBundleFile(config.bundleFile, this.bundles, { onError });
@@ -407,6 +413,35 @@ export class Agent {
       server.once('error', reject);
       this.server = server;
     });
+  }
+
+  /**
+   * Settles the commands a crash left decided `allow` without an execution record: the controller
+   * may or may not have acted, so each gets an execution record saying `unknown` and a result
+   * saying so (to where its first result would have gone), in one transaction with the removal
+   * of its row. None is run again.
+   */
+  private async reconcile(): Promise<void> {
+    const left = this.unsettled.all();
+    if (left.length > 0) this.logger.warn('commands left unsettled by an earlier run: outcome unknown', { count: left.length });
+    for (const command of left) {
+      const outcome: CommandOutcome = {
+        digest: command.digest,
+        ctiHex: toHex(command.cti),
+        decision: 'allow',
+        policies: command.policies,
+        reasons: [...command.reasons, 'OUTCOME_UNKNOWN'],
+        outcome: 'unknown',
+      };
+      const result = await this.signOutcome(outcome);
+      const recorded = this.audit.append(
+        'execution',
+        encodeCbor({ cmd: command.digest, action: command.action, outcome: 'unknown', code: 'OUTCOME_UNKNOWN', message: 'the agent stopped after the decision and before the execution was recorded' }),
+      );
+      this.enqueueResult(result, routeOf({ reply: command.reply }, this.topics));
+      await Promise.all([recorded, this.unsettled.settle(command.digest)]);
+      this.metrics.inc('ztedge_commands_unknown_total', 'Commands settled as outcome unknown after a restart');
+    }
   }
 
   /** Handles one inbound MQTT message; resolves when it is safe to acknowledge it. */

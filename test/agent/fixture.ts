@@ -18,6 +18,7 @@ import { signBundle } from '../../src/bundle/sign.js';
 import { verifyBundle, type VerifiedBundle } from '../../src/bundle/verify.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { PendingApprovals } from '../../src/store/pending-approvals.js';
+import { UnsettledCommands } from '../../src/store/unsettled-commands.js';
 import { RateLimiter } from '../../src/store/rate-limiter.js';
 import { generatePrivateKey, type PrivateKey } from '../../src/crypto/keys.js';
 import { COSE_ALG } from '../../src/crypto/algorithms.js';
@@ -198,6 +199,7 @@ export function makeCore(
     rate,
     grants: new GrantStore(db),
     pending: new PendingApprovals(db, 100),
+    unsettled: new UnsettledCommands(db, { commits }),
     executor: (action) => (['move', 'estop', 'weld'].includes(action) ? executor : undefined),
     metrics,
     limits: { envelopeMaxBytes: 64 * 1024, clockSkewMs: 30_000, maxLifetimeMs: 3_600_000 },

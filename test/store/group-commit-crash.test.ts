@@ -1,6 +1,7 @@
 // Crash safety of group commit: a process killed the instant a command starts executing has
-// already committed that command's replay entry and decision record, so after a restart the
-// same envelope is refused as a replay and the audit log says what was decided.
+// already committed that command's replay entry, decision record and unsettled row, so after a
+// restart the same envelope is refused as a replay, the audit log says what was decided, and the
+// agent knows the outcome is unknown.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,6 +12,7 @@ import { SqliteAuditLog } from '../../src/audit/log.js';
 import { decodeCbor } from '../../src/envelope/cbor.js';
 import { EnvelopeError } from '../../src/envelope/errors.js';
 import { ReplayGuard } from '../../src/store/replay-guard.js';
+import { UnsettledCommands } from '../../src/store/unsettled-commands.js';
 import { T0 } from '../agent/fixture.js';
 
 const CHILD = new URL('./group-commit-crash-child.ts', import.meta.url).pathname;
@@ -56,6 +58,8 @@ describe('group commit under a crash', () => {
         refusal = (err as EnvelopeError).code;
       }
       expect(refusal).toBe('ENVELOPE_REPLAY');
+      // And the command is on record as decided but not settled, for the next start to reconcile.
+      expect(new UnsettledCommands(db).all().map((c) => [Buffer.from(c.digest).toString('hex'), c.action, c.reasons])).toEqual([[executing, 'estop', ['PERMITTED']]]);
     } finally {
       db.close();
     }
