@@ -8,6 +8,7 @@
 // what must be durable is durable — a command's decision record, an approval's count — and
 // execution, which waits for the controller's acknowledgement over the same link, runs after.
 import fs from 'node:fs';
+import type { Server as HttpServer } from 'node:http';
 import path from 'node:path';
 import type { ServerType } from '@hono/node-server';
 import { serve } from '@hono/node-server';
@@ -32,6 +33,7 @@ import { MqttLink, type InboundMessage, type OversizeReport } from '../transport
 import { Outbox } from '../transport/outbox.js';
 import { deviceTopics, type DeviceTopics } from '../transport/topics.js';
 import { createApi, type DecideResult } from '../api/app.js';
+import { answerClientErrors } from '../api/client-errors.js';
 import { type AgentConfig, ConfigError, type Posture } from './config.js';
 import { ExecExecutor } from './executors/exec.js';
 import { HttpExecutor } from './executors/http.js';
@@ -400,17 +402,19 @@ export class Agent {
   }
 
   private async startHttp(): Promise<void> {
+    const refused = (code: string) => this.metrics.inc('ztedge_http_refusals_total', 'HTTP requests refused before a decision, by code', { code });
     const app = createApi({
       decide: (bytes) => this.handleHttpCommand(bytes),
       status: () => this.status(),
       ready: () => this.bundles.current !== null,
       metrics: () => this.metrics.render(),
       maxBodyBytes: this.config.limits.envelopeMaxBytes,
-      refused: (code) => this.metrics.inc('ztedge_http_refusals_total', 'HTTP requests refused before a decision, by code', { code }),
+      refused,
     });
     await new Promise<void>((resolve, reject) => {
       const server = serve({ fetch: app.fetch, hostname: this.config.http.host, port: this.config.http.port }, () => resolve());
       server.once('error', reject);
+      answerClientErrors(server as HttpServer, refused);
       this.server = server;
     });
   }

@@ -334,3 +334,54 @@ describe('also found: unauthenticated garbage is counted and sampled, not record
     expect(await operator.result(await operator.send(command(site.keys.planner, 'grip')))).toMatchObject({ decision: 'allow', outcome: 'executed' });
   }, 180_000);
 });
+
+describe('also found: errors raised by Node\'s HTTP layer carry the JSON error body', () => {
+  /** Writes raw bytes to the API and reads everything until the server closes the connection. */
+  async function raw(port: number, request: Buffer): Promise<string> {
+    const net = await import('node:net');
+    return new Promise((resolve, reject) => {
+      // Written without a half-close, as a real client does; the server closes when it is done.
+      const socket = net.connect(port, '127.0.0.1', () => socket.write(request));
+      const chunks: Buffer[] = [];
+      socket.on('data', (c: Buffer) => chunks.push(c));
+      socket.on('error', reject);
+      socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+      socket.setTimeout(10_000, () => socket.destroy(new Error('no close')));
+    });
+  }
+
+  /** The responses in a raw HTTP/1.1 stream: status and JSON body of each. */
+  function responses(text: string): Array<{ status: number; body: unknown }> {
+    const out = [];
+    let rest = text;
+    while (rest.startsWith('HTTP/1.1 ')) {
+      const headEnd = rest.indexOf('\r\n\r\n');
+      const head = rest.slice(0, headEnd);
+      const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
+      const body = rest.slice(headEnd + 4, headEnd + 4 + length);
+      out.push({ status: Number(head.slice(9, 12)), body: length > 0 ? JSON.parse(body) : null });
+      rest = rest.slice(headEnd + 4 + length);
+    }
+    return out;
+  }
+
+  it('answers a body longer than its Content-Length and oversized headers with { error: { code, message } }', async () => {
+    const { running } = await setup();
+    const port = running.agent.httpPort();
+    const envelope = randomBytes(5);
+    const overlong = Buffer.concat([
+      Buffer.from(`POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/cose\r\nContent-Length: 5\r\n\r\n`),
+      envelope,
+      Buffer.from('and then some bytes that are no request at all'),
+    ]);
+    const [first, second] = responses(await raw(port, overlong));
+    expect(first).toMatchObject({ status: 400, body: { decision: 'deny', outcome: 'rejected' } });
+    expect(second).toEqual({ status: 400, body: { error: { code: 'HTTP_MALFORMED', message: expect.any(String) } } });
+
+    const bigHeaders = Buffer.from(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(responses(await raw(port, bigHeaders))).toEqual([{ status: 431, body: { error: { code: 'HTTP_HEADERS_TOO_LARGE', message: expect.any(String) } } }]);
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    expect(metrics).toContain('ztedge_http_refusals_total{code="HTTP_MALFORMED"} 1');
+    expect(metrics).toContain('ztedge_http_refusals_total{code="HTTP_HEADERS_TOO_LARGE"} 1');
+  });
+});
