@@ -176,7 +176,8 @@ export class CommandPipeline {
       if (command.early !== undefined && !this.isSafetyAction(bundle, command, input.source, now)) {
         return refuse(command.early.code, `${command.early.message} (trusted time is in doubt; only @safety actions are let through)`);
       }
-      replayRecorded = this.deps.replay.reserve({ keyId: command.kid, cti: command.claims.cti, expMs: command.claims.expMs }, now);
+      // Each issuer key of the bundle has its own share of the replay store: none can crowd out another.
+      replayRecorded = this.deps.replay.reserve({ keyId: command.kid, cti: command.claims.cti, expMs: command.claims.expMs }, now, bundle.issuersByKid.size);
     } catch (err) {
       if (err instanceof EnvelopeError) return refuse(err.code, err.message);
       throw err;
@@ -273,7 +274,7 @@ export class CommandPipeline {
       approval = verifyApproval(bytes, options);
       // Committed before this returns: approvals come at human pace, and the count below must
       // be durable before handleApproval first yields (the transport may ack the message then).
-      this.deps.replay.checkAndRecord({ keyId: approval.kid, cti: approval.claims.cti, expMs: approval.claims.expMs }, now);
+      this.deps.replay.checkAndRecord({ keyId: approval.kid, cti: approval.claims.cti, expMs: approval.claims.expMs }, now, bundle.issuersByKid.size);
     } catch (err) {
       if (!(err instanceof EnvelopeError)) throw err;
       // Before verification (or a replay): anyone can send these, so they are counted and sampled.

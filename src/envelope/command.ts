@@ -112,7 +112,7 @@ function readCommand(opened: OpenedEnvelope, options: EnvelopeVerifyOptions): Ve
 
 /** The replay guard's contract (ReplayGuard in replay-guard.ts, on SQLite). */
 export interface ReplayRecorder {
-  checkAndRecord(entry: { keyId: Uint8Array; cti: Uint8Array; expMs: number }, nowMs: number): void;
+  checkAndRecord(entry: { keyId: Uint8Array; cti: Uint8Array; expMs: number }, nowMs: number, sharedBy?: number): void;
 }
 
 /**

@@ -29,6 +29,11 @@
 // in the future, commands are refused until real time passes that reading — failing closed rather
 // than accepting a replay. When the store is full of live entries the guard also fails closed
 // rather than evict a live entry.
+//
+// Shares: so that no signer can fill the store and have every other signer's commands (an
+// e-stop among them) refused, a caller may say how many keys share the store (the issuers of the
+// active bundle); each key then holds at most maxEntries / keys entries, and one over its share
+// is refused ENVELOPE_REPLAY_QUOTA while every other key keeps its own room.
 import { GroupCommit } from './group-commit.js';
 import type { Database } from './state-db.js';
 import { migrate } from './state-db.js';
@@ -61,7 +66,7 @@ export interface ReplayReserver {
    * Throws EnvelopeError at once when the entry is refused; otherwise returns a promise that
    * resolves once the entry is durably recorded (and rejects if that commit fails).
    */
-  reserve(entry: ReplayEntry, nowMs: number): Promise<void>;
+  reserve(entry: ReplayEntry, nowMs: number, sharedBy?: number): Promise<void>;
 }
 
 const MIGRATIONS = [
@@ -123,6 +128,10 @@ export class ReplayGuard implements ReplayReserver {
   private lastPruneMs = Number.NEGATIVE_INFINITY;
   /** Entries reserved and queued for the next group commit, by key(). */
   private readonly reserved = new Set<string>();
+  /** Rows per key id (hex), live or awaiting prune, and reservations per key id not yet committed. */
+  private perKey = new Map<string, number>();
+  private readonly reservedPerKey = new Map<string, number>();
+  private readonly countPerKey: () => Array<{ key_id: Buffer; n: number }>;
 
   constructor(
     db: Database,
@@ -175,6 +184,9 @@ export class ReplayGuard implements ReplayReserver {
     const countLegacy = db.prepare("SELECT count(*) FROM replay_seen WHERE key_id = X''").pluck();
     this.countLegacyRows = () => countLegacy.get() as number;
     this.legacyRows = this.countLegacyRows();
+    const perKey = db.prepare<[], { key_id: Buffer; n: number }>("SELECT key_id, count(*) AS n FROM replay_seen WHERE key_id != X'' GROUP BY key_id");
+    this.countPerKey = () => perKey.all();
+    this.recountPerKey();
     this.prunedThroughMs = (
       db.prepare('SELECT pruned_through_ms AS t FROM replay_watermark WHERE id = 1').get() as { t: number }
     ).t;
@@ -186,8 +198,9 @@ export class ReplayGuard implements ReplayReserver {
    * window this guard can vouch for, ENVELOPE_REPLAY_STORE_FULL when full of live entries,
    * ENVELOPE_MALFORMED for bad input. `nowMs` is trusted time (TrustedClock.now()).
    */
-  checkAndRecord(entry: ReplayEntry, nowMs: number): void {
+  checkAndRecord(entry: ReplayEntry, nowMs: number, sharedBy?: number): void {
     const { keyId, cti, expiresMs } = this.admissible(entry, nowMs);
+    this.checkShare(keyId, cti, nowMs, sharedBy);
     let outcome = this.record(keyId, cti, expiresMs, nowMs);
     if (outcome === 'full') {
       this.prune(nowMs);
@@ -200,6 +213,7 @@ export class ReplayGuard implements ReplayReserver {
         throw this.fullError();
       case 'inserted':
         this.entries++;
+        this.countKey(keyId.toString('hex'), 1);
         return;
       case 'refreshed':
         return;
@@ -213,17 +227,20 @@ export class ReplayGuard implements ReplayReserver {
    * record is committed and rejects (GroupCommitError) if that commit fails, which frees the
    * reservation again.
    */
-  reserve(entry: ReplayEntry, nowMs: number): Promise<void> {
+  reserve(entry: ReplayEntry, nowMs: number, sharedBy?: number): Promise<void> {
     const { keyId, cti, expiresMs } = this.admissible(entry, nowMs);
     const k = key(keyId, cti);
     if (this.reserved.has(k) || this.seenUnderAnyKey(cti, nowMs)) throw replayError(keyId, cti);
     const seen = this.select.get(keyId, cti);
     if (seen !== undefined && seen.expires_ms > nowMs) throw replayError(keyId, cti);
+    if (seen === undefined) this.checkShare(keyId, cti, nowMs, sharedBy);
     if (seen === undefined && !this.hasRoom()) {
       this.prune(nowMs);
       if (!this.hasRoom()) throw this.fullError();
     }
     this.reserved.add(k);
+    const keyHex = keyId.toString('hex');
+    this.reservedPerKey.set(keyHex, (this.reservedPerKey.get(keyHex) ?? 0) + 1);
     let added = false;
     return this.commits.run(
       () => {
@@ -233,7 +250,13 @@ export class ReplayGuard implements ReplayReserver {
       },
       (committed) => {
         this.reserved.delete(k);
-        if (committed && added) this.entries++;
+        const pending = (this.reservedPerKey.get(keyHex) ?? 1) - 1;
+        if (pending > 0) this.reservedPerKey.set(keyHex, pending);
+        else this.reservedPerKey.delete(keyHex);
+        if (committed && added) {
+          this.entries++;
+          this.countKey(keyHex, 1);
+        }
       },
     );
   }
@@ -246,7 +269,10 @@ export class ReplayGuard implements ReplayReserver {
     const removed = this.pruneExpired(nowMs);
     this.prunedThroughMs = nowMs;
     this.entries -= removed;
-    if (this.legacyRows > 0 && removed > 0) this.legacyRows = this.countLegacyRows();
+    if (removed > 0) {
+      if (this.legacyRows > 0) this.legacyRows = this.countLegacyRows();
+      this.recountPerKey();
+    }
     return removed;
   }
 
@@ -278,6 +304,32 @@ export class ReplayGuard implements ReplayReserver {
     if (this.legacyRows === 0) return false;
     const seen = this.select.get(ANY_KEY, cti);
     return seen !== undefined && seen.expires_ms > nowMs;
+  }
+
+  /**
+   * With `sharedBy` keys sharing the store, a key may hold maxEntries / sharedBy entries; a new
+   * entry beyond that is refused (after pruning what has expired), so no key can crowd out another.
+   */
+  private checkShare(keyId: Buffer, cti: Buffer, nowMs: number, sharedBy: number | undefined): void {
+    if (sharedBy === undefined) return;
+    const share = Math.max(1, Math.floor(this.maxEntries / Math.max(1, Math.floor(sharedBy))));
+    const keyHex = keyId.toString('hex');
+    const held = () => (this.perKey.get(keyHex) ?? 0) + (this.reservedPerKey.get(keyHex) ?? 0);
+    if (held() < share) return;
+    this.prune(nowMs);
+    if (held() < share) return;
+    throw new EnvelopeError(
+      'ENVELOPE_REPLAY_QUOTA',
+      `key ${keyHex} holds ${held()} live commands, its share of the replay store (${share}); command ${hex(cti)} refused until some expire`,
+    );
+  }
+
+  private countKey(keyHex: string, by: number): void {
+    this.perKey.set(keyHex, (this.perKey.get(keyHex) ?? 0) + by);
+  }
+
+  private recountPerKey(): void {
+    this.perKey = new Map(this.countPerKey().map((r) => [r.key_id.toString('hex'), r.n]));
   }
 
   /** Room for one more entry, counting reservations; recounts before saying no. */

@@ -166,7 +166,7 @@ export function makeCore(
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-core-')),
   clock = { ms: T0 },
   executor = new RecordingExecutor(),
-  options: { verifier?: SignatureVerifier; audit?: AuditSink } = {},
+  options: { verifier?: SignatureVerifier; audit?: AuditSink; replayMaxEntries?: number } = {},
 ): Core {
   const dbPath = path.join(dir, 'state.db');
   const db = openStateDb(dbPath);
@@ -190,7 +190,7 @@ export function makeCore(
   const pipeline = new CommandPipeline({
     deviceId: DEVICE,
     bundle: () => bundle.current,
-    replay: new ReplayGuard(db, { clockSkewMs: 30_000, commits }),
+    replay: new ReplayGuard(db, { clockSkewMs: 30_000, commits, ...(options.replayMaxEntries === undefined ? {} : { maxEntries: options.replayMaxEntries }) }),
     clock: trusted,
     posture: () => posture.value,
     online: () => true,
@@ -203,7 +203,8 @@ export function makeCore(
     executor: (action) => (['move', 'estop', 'weld'].includes(action) ? executor : undefined),
     metrics,
     limits: { envelopeMaxBytes: 64 * 1024, clockSkewMs: 30_000, maxLifetimeMs: 3_600_000 },
-    ...options,
+    ...(options.verifier === undefined ? {} : { verifier: options.verifier }),
+    ...(options.audit === undefined ? {} : { audit: options.audit }),
   });
   const core: Core = {
     dir,

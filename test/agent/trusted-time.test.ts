@@ -69,4 +69,18 @@ describe('trusted time against the clock-push attack', () => {
     expect(ahead.reasons).toEqual(['ENVELOPE_IAT_FUTURE']);
     core.close();
   });
+
+  it('a key holder filling the replay store crowds out only itself: an honest e-stop still executes', async () => {
+    // 40 entries shared by the bundle's 4 issuer keys: 10 each.
+    const core = makeCore(undefined, undefined, undefined, undefined, { replayMaxEntries: 40 });
+    const reasons = new Map<string, number>();
+    for (let i = 0; i < 60; i++) {
+      const out = await core.pipeline.handleCommand({ bytes: command(core.keys.mallory, core.clock.ms, 'move', { speed: 1 }), source: 'mqtt' });
+      reasons.set(out.reasons[0]!, (reasons.get(out.reasons[0]!) ?? 0) + 1);
+    }
+    expect(Object.fromEntries(reasons)).toEqual({ NO_PERMIT: 10, ENVELOPE_REPLAY_QUOTA: 50 });
+    const estop = await core.pipeline.handleCommand({ bytes: command(core.keys.planner, core.clock.ms, 'estop'), source: 'mqtt' });
+    expect(estop).toMatchObject({ decision: 'allow', outcome: 'executed' });
+    core.close();
+  });
 });

@@ -179,6 +179,17 @@ describe('ReplayGuard', () => {
     expect(codeOf(() => guard.checkAndRecord({ keyId: kid('planner'), ...entry }, T0))).toBe('ENVELOPE_REPLAY');
   });
 
+  it('gives each key its share of the store when told how many keys share it', () => {
+    const guard = new ReplayGuard(openDb(), { clockSkewMs: 0, maxEntries: 10, pruneIntervalMs: 1_000_000 });
+    for (let n = 0; n < 5; n++) guard.checkAndRecord({ keyId: kid('mallory'), cti: cti(n), expMs: T0 + 60_000 }, T0, 2);
+    expect(codeOf(() => guard.checkAndRecord({ keyId: kid('mallory'), cti: cti(5), expMs: T0 + 60_000 }, T0, 2))).toBe('ENVELOPE_REPLAY_QUOTA');
+    for (let n = 0; n < 5; n++) expect(codeOf(() => guard.checkAndRecord({ keyId: kid('planner'), cti: cti(n), expMs: T0 + 1000 }, T0, 2))).toBeUndefined();
+    // Reservations count too, and expired entries make room again.
+    expect(() => guard.reserve({ keyId: kid('planner'), cti: cti(9), expMs: T0 + 60_000 }, T0, 2)).toThrow(/share/);
+    expect(codeOf(() => guard.checkAndRecord({ keyId: kid('planner'), cti: cti(10), expMs: T0 + 60_000 }, T0 + 1001, 2))).toBeUndefined();
+    expect(codeOf(() => guard.checkAndRecord({ keyId: kid('mallory'), cti: cti(6), expMs: T0 + 60_000 }, T0 + 1001, 2))).toBe('ENVELOPE_REPLAY_QUOTA');
+  });
+
   it('migrates the earlier (iss, cti) table: its live rows refuse their cti under every key until they expire', () => {
     const db = openDb();
     // The schema of the first version, with rows written by an agent before the upgrade.
