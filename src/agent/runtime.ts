@@ -362,6 +362,15 @@ export class Agent {
     this.outbox.on('problem', (err) => this.logger.warn('outbox problem', { error: err.message }));
   }
 
+  /**
+   * A subscribed topic as a metric or refusal label: relative to the prefix, with the action of an
+   * ack topic folded to `+` (a publisher picks it, and labels must stay a bounded set).
+   */
+  private topicLabel(topic: string): string {
+    const relative = topic.startsWith(this.topics.prefix) ? topic.slice(this.topics.prefix.length) : 'other';
+    return relative.startsWith('exec/') ? 'exec/+/ack' : relative.slice(0, 64);
+  }
+
   private payloadLimit(topic: string): number {
     const { limits } = this.config;
     if (topic === this.topics.bundle) return limits.bundleMaxBytes;
@@ -375,14 +384,14 @@ export class Agent {
    * answered (its properties survived the cut) so its sender learns why.
    */
   private onOversize(report: OversizeReport): void {
-    const topic = report.topic.startsWith(this.topics.prefix) ? report.topic.slice(this.topics.prefix.length) : report.topic;
-    this.metrics.inc('ztedge_oversize_dropped_total', 'Messages cut at their topic\'s size cap, by topic', { topic: topic.slice(0, 64) });
-    const why = `${report.payloadBytes} bytes on ${topic.slice(0, 120)} exceeds its limit of ${report.limit}`;
+    const topic = this.topicLabel(report.topic);
+    this.metrics.inc('ztedge_oversize_dropped_total', 'Messages cut at their topic\'s size cap, by topic', { topic });
+    const why = `${report.payloadBytes} bytes on ${topic} exceeds its limit of ${report.limit}`;
     if (report.topic === this.topics.bundle) {
       this.bundles.recordRefusal(new BundleError('BUNDLE_TOO_LARGE', why), null);
       return;
     }
-    const recorded = this.pipeline.recordOversize(topic.slice(0, 120), report.payloadBytes, report.limit);
+    const recorded = this.pipeline.recordOversize(topic, report.payloadBytes, report.limit);
     if (report.topic !== this.topics.cmd) {
       this.track(recorded, 'oversize record failed');
       return;
@@ -483,7 +492,7 @@ export class Agent {
       }
     } else {
       // attest/challenge is answered by the attestation module once it exists; until then it is counted.
-      this.metrics.inc('ztedge_messages_unhandled_total', 'Messages on a subscribed topic nothing handles yet', { topic: message.topic.slice(topics.prefix.length, topics.prefix.length + 64) });
+      this.metrics.inc('ztedge_messages_unhandled_total', 'Messages on a subscribed topic nothing handles yet', { topic: this.topicLabel(message.topic) });
     }
   }
 
