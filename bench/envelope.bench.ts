@@ -108,7 +108,7 @@ async function pipelineRate(c: Config, batch: Uint8Array[]): Promise<number> {
   for (let g = 0; g < batch.length; g += GROUP) {
     const durable = batch.slice(g, g + GROUP).map(async (e) => {
       const command = await verifyCommandAsync(e, c.options);
-      await c.guard.reserve({ issuer: command.issuer, cti: command.claims.cti, expMs: command.claims.expMs }, now);
+      await c.guard.reserve({ keyId: command.kid, cti: command.claims.cti, expMs: command.claims.expMs }, now);
     });
     await Promise.all(durable);
   }

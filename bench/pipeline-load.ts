@@ -128,7 +128,9 @@ export function benchEntities(issuerNames: string[]): Array<{ uid: { type: strin
     { uid: { type: 'Role', id: 'operator' }, attrs: {}, parents: [] },
     ...issuerNames.map((name) => ({ uid: { type: 'Agent', id: name }, attrs: {}, parents: [{ type: 'Role', id: 'operator' }] })),
     { uid: { type: 'Cell', id: 'cell-1' }, attrs: {}, parents: [] },
-    { uid: { type: 'Arm', id: DEVICE }, attrs: {}, parents: [{ type: 'Cell', id: 'cell-1' }] },
+    // The arm is hosted on the device the agent runs on (commands' resources must be).
+    { uid: { type: 'Device', id: DEVICE }, attrs: {}, parents: [] },
+    { uid: { type: 'Arm', id: DEVICE }, attrs: {}, parents: [{ type: 'Cell', id: 'cell-1' }, { type: 'Device', id: DEVICE }] },
   ];
 }
 
@@ -144,7 +146,7 @@ export function benchCommand(i: number): { action: 'move' | 'grip' | 'release'; 
 
 /** The i-th command of a stream, signed by `issuer` for `device` (default: the agent's). */
 export function signBenchCommand(issuer: Issuer, i: number, nowMs: number, lifetimeMs: number, device = DEVICE): Uint8Array {
-  return signCommand({ key: issuer.key, issuer: issuer.name, deviceId: device, topic: 'cmd', ...benchCommand(i), now: nowMs, lifetimeMs });
+  return signCommand({ key: issuer.key, issuer: `Agent::"${issuer.name}"`, deviceId: device, topic: 'cmd', ...benchCommand(i), now: nowMs, lifetimeMs });
 }
 
 /** CPU time (user + system) a process has used, in seconds, from /proc (Linux, 100 ticks/s). */

@@ -53,6 +53,7 @@ import { SqliteAuditLog } from '../src/audit/log.js';
 import { verifyBundle } from '../src/bundle/verify.js';
 import { GrantStore } from '../src/store/grants.js';
 import { PendingApprovals } from '../src/store/pending-approvals.js';
+import { UnsettledCommands } from '../src/store/unsettled-commands.js';
 import { RateLimiter } from '../src/store/rate-limiter.js';
 import { toHex } from '../src/crypto/bytes.js';
 import { sha256 } from '../src/crypto/hash.js';
@@ -176,6 +177,7 @@ async function inProcess(site: BenchSite, inFlight: number, warmup: number, tota
     rate: new RateLimiter(db, { commits }),
     grants: new GrantStore(db),
     pending: new PendingApprovals(db, 1000),
+    unsettled: new UnsettledCommands(db, { commits }),
     executor: () => ({ execute: async () => ({ status: 'ok' as const }) }),
     metrics: new Metrics(),
     limits: { envelopeMaxBytes: 64 * 1024, clockSkewMs: 30_000, maxLifetimeMs: 3_600_000 },

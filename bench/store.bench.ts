@@ -29,7 +29,7 @@ try {
   const now = Date.now();
   let start = performance.now();
   for (let i = 0; i < replays; i++) {
-    guard.checkAndRecord({ issuer: 'bench', cti: randomBytes(16), expMs: now + 300_000 }, now);
+    guard.checkAndRecord({ keyId: randomBytes(16), cti: randomBytes(16), expMs: now + 300_000 }, now);
   }
   let ms = performance.now() - start;
   console.log(`replay guard: ${replays} checkAndRecord in ${ms.toFixed(0)} ms, ${perSecond(replays, ms)} (${((ms / replays) * 1000).toFixed(0)} µs each)`);

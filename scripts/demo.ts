@@ -121,7 +121,7 @@ async function main(keep: boolean, dir: string): Promise<void> {
 
   let step = 0;
   const send = async (label: string, who: PrivateKey, act: string, res: string, args: Record<string, string | number> = {}, bytes?: Uint8Array) => {
-    const envelope = bytes ?? signCommand({ key: who, issuer: 'demo', deviceId: DEVICE, topic: 'cmd', action: act, resource: res, args, now: Date.now(), lifetimeMs: 60_000 });
+    const envelope = bytes ?? signCommand({ key: who, deviceId: DEVICE, topic: 'cmd', action: act, resource: res, args, now: Date.now(), lifetimeMs: 60_000 });
     const waiting = resultFor(envelope);
     await client.publishAsync(topics.cmd, Buffer.from(envelope), { qos: 1 });
     step++;
@@ -146,14 +146,14 @@ async function main(keep: boolean, dir: string): Promise<void> {
   say(`${++step}. the first command, captured and replayed to the local API\n   → HTTP ${replay.status} ${describe(replayed)}`);
 
   // Two-person rule: sam asks to lift arm-1's limits; it is held until two other supervisors approve.
-  const override = signCommand({ key: people['Operator::sam']!, issuer: 'demo', deviceId: DEVICE, topic: 'cmd', action: 'override_limits', resource: 'Arm::"arm-1"', args: {}, now: Date.now(), lifetimeMs: 120_000 });
+  const override = signCommand({ key: people['Operator::sam']!, deviceId: DEVICE, topic: 'cmd', action: 'override_limits', resource: 'Arm::"arm-1"', args: {}, now: Date.now(), lifetimeMs: 120_000 });
   const pending = resultFor(override);
   await client.publishAsync(topics.cmd, Buffer.from(override), { qos: 1 });
   const held = await withTimeout(pending, 5000, 'override');
   say(`${++step}. supervisor sam asks to override arm-1's limits (two-person rule)\n   → ${describe(held.claims)}`);
   const digest = held.claims.cmd;
   const approve = async (who: string) => {
-    await client.publishAsync(topics.approve, Buffer.from(signApproval({ key: people[who]!, issuer: 'demo', deviceId: DEVICE, topic: 'approve', commandDigest: digest, decision: 'approve', now: Date.now(), lifetimeMs: 60_000 })), { qos: 1 });
+    await client.publishAsync(topics.approve, Buffer.from(signApproval({ key: people[who]!, deviceId: DEVICE, topic: 'approve', commandDigest: digest, decision: 'approve', now: Date.now(), lifetimeMs: 60_000 })), { qos: 1 });
     await sleep(200);
   };
   const settled = resultFor(override);

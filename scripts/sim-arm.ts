@@ -1,7 +1,8 @@
 // A simulated robot arm / PLC behind ztedge: it takes authorized commands from
 // `<prefix>exec/<action>` (JSON ExecutionRequest), moves (a short delay), keeps a little state
 // (position, gripper, an e-stop latch) and acknowledges on `<prefix>exec/<action>/ack` with
-// `{"id": commandId, "status": "ok" | "failed", "detail": {...}}`, QoS 1.
+// `{"id": commandId, "status": "ok" | "failed", "detail": {...}}`, QoS 1. The command id is the
+// SHA-256 of the command envelope in hex (unique per command) and is echoed exactly.
 //
 // Like a real controller bridge it runs each command id at most once: QoS 1 may deliver an
 // exec message twice (a retransmission after a reconnect), so a repeat is answered with the
@@ -21,6 +22,12 @@ export interface SimArmOptions {
   clientId?: string;
   /** Simulated motion time per command. Default 5 ms; 0 acts at once (load tests). */
   motionMs?: number;
+  /**
+   * The resources (Cedar uids) this controller drives. An exec message naming any other is
+   * answered `failed` (WRONG_RESOURCE) and never acted on: the controller checks the binding too.
+   * Default: any resource.
+   */
+  resources?: readonly string[];
   /** Called after each command the arm acted on (not for repeats). */
   onExecuted?: (request: ExecutionRequest, ack: ArmAck) => void;
 }
@@ -45,6 +52,8 @@ export interface SimArm {
   readonly duplicates: number;
   /** Exec messages that were not a well-formed ExecutionRequest (dropped). */
   readonly malformed: number;
+  /** Exec messages for a resource this controller does not drive (refused, not executed). */
+  readonly foreign: number;
   readonly state: ArmState;
   stop(): Promise<void>;
 }
@@ -61,7 +70,8 @@ export async function startSimArm(options: SimArmOptions): Promise<SimArm> {
   const executed: ExecutionRequest[] = [];
   const acks = new Map<string, { topic: string; payload: string }>();
   const state: ArmState = { position: { x: 0, y: 0, z: 0 }, gripper: 'open', estop: false };
-  const counters = { duplicates: 0, malformed: 0 };
+  const counters = { duplicates: 0, malformed: 0, foreign: 0 };
+  const resources = options.resources === undefined ? null : new Set(options.resources);
   const client = await connect(options.url, options.clientId ?? `sim-arm-${randomBytes(4).toString('hex')}`);
   noDelay(client);
   client.on('connect', () => noDelay(client));
@@ -88,6 +98,13 @@ export async function startSimArm(options: SimArmOptions): Promise<SimArm> {
       publishAck(earlier.topic, earlier.payload);
       return;
     }
+    if (resources !== null && !resources.has(request.resource)) {
+      counters.foreign++;
+      const refusal: ArmAck = { id: request.commandId, status: 'failed', message: `this controller does not drive ${request.resource}`, detail: { code: 'WRONG_RESOURCE' } };
+      acks.set(request.commandId, { topic: ackTopic, payload: JSON.stringify(refusal) });
+      publishAck(ackTopic, JSON.stringify(refusal));
+      return;
+    }
     if (motionMs > 0) await new Promise((resolve) => setTimeout(resolve, motionMs));
     const ack = perform(state, request);
     const text = JSON.stringify(ack);
@@ -111,6 +128,9 @@ export async function startSimArm(options: SimArmOptions): Promise<SimArm> {
     },
     get malformed() {
       return counters.malformed;
+    },
+    get foreign() {
+      return counters.foreign;
     },
     state,
     async stop() {
@@ -145,7 +165,7 @@ function parseRequest(payload: Buffer, action: string): ExecutionRequest | null 
   }
   if (typeof value !== 'object' || value === null) return null;
   const r = value as Record<string, unknown>;
-  if (typeof r.commandId !== 'string' || !/^[0-9a-f]{1,64}$/.test(r.commandId)) return null;
+  if (typeof r.commandId !== 'string' || !/^[0-9a-f]{64}$/.test(r.commandId)) return null;
   if (r.action !== action || typeof r.principal !== 'string' || typeof r.resource !== 'string') return null;
   const args = typeof r.args === 'object' && r.args !== null && !Array.isArray(r.args) ? r.args : {};
   return { commandId: r.commandId, action, principal: r.principal, resource: r.resource, args };
@@ -207,16 +227,18 @@ async function runFromCommandLine(args: string[]): Promise<void> {
   const url = flagValue(args, 'mqtt');
   const prefix = flagValue(args, 'prefix');
   if (url === undefined || prefix === undefined) {
-    process.stderr.write('usage: tsx scripts/sim-arm.ts --mqtt URL --prefix ztedge/<site>/<device>/ [--client-id ID]\n');
+    process.stderr.write('usage: tsx scripts/sim-arm.ts --mqtt URL --prefix ztedge/<site>/<device>/ [--client-id ID] [--resource \'Type::"id"\']...\n');
     process.exitCode = 2;
     return;
   }
   const clientId = flagValue(args, 'client-id');
+  const resources = args.flatMap((arg, i) => (arg === '--resource' && args[i + 1] !== undefined ? [args[i + 1]!] : []));
   const log = (fields: Record<string, unknown>) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...fields })}\n`);
   const arm = await startSimArm({
     url,
     prefix,
     ...(clientId === undefined ? {} : { clientId }),
+    ...(resources.length === 0 ? {} : { resources }),
     onExecuted: (request, ack) => log({ message: 'executed', action: request.action, id: request.commandId, principal: request.principal, status: ack.status, ...ack.detail }),
   });
   log({ message: 'sim arm ready', url, subscribed: `${prefix}exec/+` });

@@ -52,6 +52,12 @@ export const CONFIG_OPTIONS: readonly OptionDescription[] = [
   { path: 'broker.key', type: { kind: 'path' }, doc: 'Client private key (PEM) for mqtts://; with broker.cert' },
   { path: 'broker.clientId', type: { kind: 'string' }, defaultText: 'ztedge-<site>-<device>', doc: 'MQTT client id' },
   { path: 'broker.topicPrefix', type: { kind: 'string' }, defaultText: 'ztedge/<site>/<device>/', doc: 'Prefix of the device topics; ends with /, no wildcards' },
+  {
+    path: 'broker.replyTopicPrefix',
+    type: { kind: 'string' },
+    defaultText: '<topicPrefix>cmd/result/',
+    doc: 'MQTT 5 response topics a sender may name must start with this; it may not overlap the device\'s control topics (cmd, approve, bundle, status, attest, exec). Others are refused and audited',
+  },
   { path: 'http.enabled', type: { kind: 'boolean' }, default: true, doc: 'Serve the local HTTP API' },
   { path: 'http.host', type: { kind: 'string' }, default: '127.0.0.1', doc: 'Address of the local API (loopback unless you mean otherwise)' },
   { path: 'http.port', type: { kind: 'integer', min: 0, max: 65535 }, default: 8181, doc: 'Port of the local API (0: any free port)' },

@@ -8,11 +8,14 @@ import {
   CONFIG_OPTIONS,
   type LogLevel,
   type OptionDescription,
+  ID_PATTERN,
   REFUSED_OPTIONS,
   envName,
   fromEnvText,
   typeText,
 } from './config-options.js';
+import { TransportError } from '../transport/errors.js';
+import { deviceTopics } from '../transport/topics.js';
 
 export type Posture = 'trusted' | 'degraded' | 'untrusted';
 
@@ -35,6 +38,8 @@ export interface AgentConfig {
     key?: string;
     clientId?: string;
     topicPrefix: string;
+    /** The namespace MQTT 5 response topics must lie in (default `<topicPrefix>cmd/result/`). */
+    replyTopicPrefix: string;
   };
   http: { enabled: boolean; host: string; port: number; adminTokenFile?: string };
   posture: Posture;
@@ -292,6 +297,15 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
   const site = get<string | undefined>('device.site') ?? '';
   const topicPrefix = get<string | undefined>('broker.topicPrefix') ?? `ztedge/${site}/${deviceId}/`;
   if (/[+#]/.test(topicPrefix) || !topicPrefix.endsWith('/')) r.problem('broker.topicPrefix', 'must end with "/" and contain no MQTT wildcards');
+  const replyTopicPrefix = get<string | undefined>('broker.replyTopicPrefix') ?? `${topicPrefix}cmd/result/`;
+  if (ID_PATTERN.test(deviceId) && ID_PATTERN.test(site)) {
+    try {
+      deviceTopics({ site, device: deviceId, prefix: topicPrefix, replyPrefix: replyTopicPrefix });
+    } catch (err) {
+      if (!(err instanceof TransportError)) throw err;
+      if (err.code === 'TOPIC_REPLY_PREFIX_INVALID') r.problem('broker.replyTopicPrefix', err.message);
+    }
+  }
   const attesting = isRecord(top.attestation);
   if (attesting && top.posture !== undefined) r.problem('posture', 'is measured when attestation is configured; remove posture');
   const pcr = get<number>('attestation.pcr');
@@ -319,6 +333,7 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
       key,
       clientId: get('broker.clientId'),
       topicPrefix,
+      replyTopicPrefix,
     },
     http: { enabled: get('http.enabled'), host: get('http.host'), port: get('http.port'), adminTokenFile: get('http.adminTokenFile') },
     posture: get('posture'),

@@ -16,7 +16,8 @@ import type { AttestationFacts } from '../attest/service.js';
 import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
 import type { SignatureVerifier } from '../crypto/verifier.js';
-import type { AuditSink } from '../audit/log.js';
+import type { AuditKind } from '../audit/chain.js';
+import { AuditError, type AuditSink } from '../audit/log.js';
 import type { BundleIssuer } from '../bundle/content.js';
 import type { VerifiedBundle } from '../bundle/verify.js';
 import type { GrantStore } from '../store/grants.js';
@@ -27,13 +28,16 @@ import { type VerifiedCommand, COMMAND_TOPIC, type ReplayRecorder, verifyCommand
 import { APPROVAL_TOPIC, type VerifiedApproval, verifyApproval } from '../envelope/approval.js';
 import { EnvelopeError } from '../envelope/errors.js';
 import type { ReplayReserver } from '../store/replay-guard.js';
+import type { TimeSource } from '../store/trusted-clock.js';
+import type { UnsettledCommands } from '../store/unsettled-commands.js';
 import type { EnvelopeVerifyOptions, ResolvedKey } from '../envelope/signed-claims.js';
 import { type EntityUid, enforce, type EnforcedDecision } from '../policy/index.js';
 import type { Posture } from './config.js';
 import type { ExecutionOutcome, Executor } from './executors/types.js';
 import type { Metrics } from './metrics.js';
 import { ObligationError, type Obligations, obligationsOf } from './obligations.js';
-import { type CommandSource, type ContextFacts, RequestBuildError, argsToJson, buildApprovalRequest, buildRequest, resourceUid } from './request-context.js';
+import { RefusalLog } from './refusal-log.js';
+import { type CommandSource, type ContextFacts, RequestBuildError, argsToJson, buildApprovalRequest, buildRequest, isHostedOn, resourceUid } from './request-context.js';
 
 export type FinalDecision = 'allow' | 'deny' | 'pending';
 
@@ -51,6 +55,8 @@ export interface CommandOutcome {
   /** executed | failed | timeout | not_executed | pending_approval | rejected */
   outcome: string;
   detail?: unknown;
+  /** A refusal over the answer rate (refusal-log.ts): not to be answered with a signed result. */
+  unanswered?: true;
 }
 
 export interface ApprovalOutcome {
@@ -70,7 +76,11 @@ export interface PipelineDeps {
   bundle: () => VerifiedBundle | null;
   /** reserve() for commands (group-committed with the decision), checkAndRecord() for approvals. */
   replay: ReplayReserver & ReplayRecorder;
-  clock: { now(): number; observe(signedTimeMs: number): void };
+  /**
+   * Trusted time, read-only: nothing a command or an approval claims moves it (a key holder could
+   * otherwise push it forward until honest commands expire).
+   */
+  clock: TimeSource;
   posture: () => Posture;
   /** `context.attestation`, when the device measures itself. */
   attestation?: () => AttestationFacts;
@@ -85,6 +95,13 @@ export interface PipelineDeps {
   limits: { envelopeMaxBytes: number; clockSkewMs: number; maxLifetimeMs: number };
   /** Signature checks; default the native verifier (commands are checked on its thread pool). */
   verifier?: SignatureVerifier;
+  /** Where refusals before a decision are counted and sampled; default one on `audit` and `metrics`. */
+  refusals?: RefusalLog;
+  /**
+   * Commands allowed whose execution is not recorded yet: added with the allow record, settled
+   * with the execution record (both on the group commit), so a crash leaves exactly those.
+   */
+  unsettled: Pick<UnsettledCommands, 'add' | 'settle'>;
 }
 
 export interface CommandInput {
@@ -112,7 +129,11 @@ type OutcomeReport = (outcome: CommandOutcome) => void | Promise<void>;
 const DEFAULT_GRANT_TTL_MS = 10 * 60_000;
 
 export class CommandPipeline {
-  constructor(private readonly deps: PipelineDeps) {}
+  readonly refusals: RefusalLog;
+
+  constructor(private readonly deps: PipelineDeps) {
+    this.refusals = deps.refusals ?? new RefusalLog({ record: (kind, body) => this.auditRecord(kind, body), metrics: deps.metrics });
+  }
 
   async handleCommand(input: CommandInput): Promise<CommandOutcome> {
     const started = performance.now();
@@ -123,6 +144,10 @@ export class CommandPipeline {
     let outcome: CommandOutcome;
     try {
       outcome = await this.decideAndRun({ ...input, onRecorded: recorded }, report);
+    } catch (err) {
+      // Whatever failed (a store, the audit log, a bug), the sender gets a denial that says so
+      // and a record is attempted; nothing was executed (execution is past every throw).
+      outcome = await this.failed(input.bytes, err);
     } finally {
       recorded();
     }
@@ -136,9 +161,13 @@ export class CommandPipeline {
   private async decideAndRun(input: CommandInput, report: OutcomeReport): Promise<CommandOutcome> {
     const bundle = this.deps.bundle();
     const now = this.deps.clock.now();
-    if (bundle === null) return this.refuse(input.bytes, 'NO_ACTIVE_BUNDLE', 'no policy bundle is active');
+    // When trusted time is only a lower bound of the real time (the system clock reads earlier
+    // than the floor), an iat ahead of it may be honest: only a @safety action is let through then.
+    const clockInDoubt = this.deps.clock.inDoubt();
+    const refuse = (code: string, message: string) => this.refuse(input.bytes, code, message, refusalSource(input.source));
+    if (bundle === null) return refuse('NO_ACTIVE_BUNDLE', 'no policy bundle is active');
     if (input.bytes.length > this.deps.limits.envelopeMaxBytes) {
-      return this.refuse(input.bytes, 'ENVELOPE_TOO_LARGE', `${input.bytes.length} bytes exceeds ${this.deps.limits.envelopeMaxBytes}`);
+      return refuse('ENVELOPE_TOO_LARGE', `${input.bytes.length} bytes exceeds ${this.deps.limits.envelopeMaxBytes}`);
     }
 
     let command: VerifiedCommand;
@@ -146,17 +175,20 @@ export class CommandPipeline {
     try {
       // The signature is checked on libuv's thread pool; the bundle and time read at receipt
       // stay the ones this command is decided by.
-      command = await verifyCommandAsync(input.bytes, this.verifyOptions(bundle, COMMAND_TOPIC, now));
-      replayRecorded = this.deps.replay.reserve({ issuer: command.issuer, cti: command.claims.cti, expMs: command.claims.expMs }, now);
+      command = await verifyCommandAsync(input.bytes, { ...this.verifyOptions(bundle, COMMAND_TOPIC, now), tolerateEarly: clockInDoubt });
+      if (command.early !== undefined && !this.isSafetyAction(bundle, command, input.source, now)) {
+        return refuse(command.early.code, `${command.early.message} (trusted time is in doubt; only @safety actions are let through)`);
+      }
+      // Each issuer key of the bundle has its own share of the replay store: none can crowd out another.
+      replayRecorded = this.deps.replay.reserve({ keyId: command.kid, cti: command.claims.cti, expMs: command.claims.expMs }, now, bundle.issuersByKid.size);
     } catch (err) {
-      if (err instanceof EnvelopeError) return this.refuse(input.bytes, err.code, err.message);
+      if (err instanceof EnvelopeError) return refuse(err.code, err.message);
       throw err;
     }
     // Awaited with the decision record below; this only keeps an early throw from leaving it unobserved.
     replayRecorded.catch(() => undefined);
     // The decision record is queued in this same turn, so it commits together with the replay entry.
     const recorded = (decisionRecord: Promise<void>) => Promise.all([replayRecorded, decisionRecord]);
-    this.deps.clock.observe(command.claims.iatMs);
     const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
     const base = { digest: command.digest, ctiHex: toHex(command.claims.cti), issuer: command.issuer };
 
@@ -204,34 +236,55 @@ export class CommandPipeline {
     }
 
     const reasons = viaGrant ? ['JIT_GRANT'] : ['PERMITTED'];
+    if (command.early !== undefined) reasons.push('CLOCK_IN_DOUBT');
     try {
-      await recorded(this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, undefined, decision));
+      const unsettled = this.deps.unsettled.add({ digest: command.digest, cti: command.claims.cti, action: command.claims.act, policies, reasons, reply: input.reply ?? null, decidedMs: now });
+      await Promise.all([recorded(this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, undefined, decision)), unsettled]);
     } catch {
-      // Without a committed record (decision and replay entry) there is no execution.
+      // Without a committed record (decision and replay entry) there is no execution, so nothing
+      // is left unsettled either (the row is gone with a rolled-back batch, or removed here).
+      this.deps.unsettled.settle(command.digest).catch(() => undefined);
       return { ...base, decision: 'deny', policies, reasons: ['AUDIT_UNAVAILABLE'], outcome: 'not_executed' };
     }
     input.onRecorded?.();
     return this.execute(base, command.claims.act, issuer.principal.key, command.claims.res, command.claims.args, policies, reasons, report);
   }
 
-  /** Verifies an approval envelope and counts it toward its held command's quorum. */
+  /**
+   * Verifies an approval envelope and counts it toward its held command's quorum. Never rejects:
+   * a failure (a store, a bug) is recorded and answered as APPROVAL_FAILED.
+   */
   async handleApproval(bytes: Uint8Array): Promise<ApprovalOutcome> {
+    try {
+      return await this.decideApproval(bytes);
+    } catch (err) {
+      const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+      await this.auditApproval(undefined, 'APPROVAL_FAILED', { message: message.slice(0, 200), digest: sha256(bytes) });
+      return { code: 'APPROVAL_FAILED' };
+    }
+  }
+
+  private async decideApproval(bytes: Uint8Array): Promise<ApprovalOutcome> {
     const bundle = this.deps.bundle();
     const now = this.deps.clock.now();
-    if (bundle === null) return { code: 'NO_ACTIVE_BUNDLE' };
+    if (bundle === null) {
+      await this.refusals.refuse('mqtt:approve', 'NO_ACTIVE_BUNDLE', 'decision', { approval: 'NO_ACTIVE_BUNDLE', digest: sha256(bytes) }).recorded;
+      return { code: 'NO_ACTIVE_BUNDLE' };
+    }
     let approval: VerifiedApproval;
     try {
       const options = this.verifyOptions(bundle, APPROVAL_TOPIC, now);
       approval = verifyApproval(bytes, options);
       // Committed before this returns: approvals come at human pace, and the count below must
       // be durable before handleApproval first yields (the transport may ack the message then).
-      this.deps.replay.checkAndRecord({ issuer: approval.issuer, cti: approval.claims.cti, expMs: approval.claims.expMs }, now);
+      this.deps.replay.checkAndRecord({ keyId: approval.kid, cti: approval.claims.cti, expMs: approval.claims.expMs }, now, bundle.issuersByKid.size);
     } catch (err) {
       if (!(err instanceof EnvelopeError)) throw err;
-      await this.auditApproval(undefined, err.code, { message: err.message });
+      // Before verification (or a replay): anyone can send these, so they are counted and sampled.
+      const body = { approval: err.code, message: err.message.slice(0, 200), size: bytes.length, digest: sha256(bytes) };
+      await this.refusals.refuse('mqtt:approve', err.code, 'decision', body).recorded;
       return { code: err.code };
     }
-    this.deps.clock.observe(approval.claims.iatMs);
     const approver = bundle.issuersByKid.get(toHex(approval.kid))!.principal;
     const held = this.deps.pending.get(approval.claims.cmd);
     if (held === undefined) {
@@ -297,7 +350,9 @@ export class CommandPipeline {
       commandDigest: held.digest,
     });
     const reasons = ['APPROVED'];
-    await this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, { approvers: this.deps.pending.approversOf(held.digest) });
+    const reply = (held.reply as { reply?: unknown } | null)?.reply ?? null;
+    const unsettled = this.deps.unsettled.add({ digest: held.digest, cti: command.claims.cti, action: held.action, policies, reasons, reply, decidedMs: now });
+    await Promise.all([this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, { approvers: this.deps.pending.approversOf(held.digest) }), unsettled]);
     return this.execute({ ...base, ctiHex: toHex(command.claims.cti) }, held.action, held.principal, held.resource, command.claims.args, policies, reasons, () => {});
   }
 
@@ -318,7 +373,7 @@ export class CommandPipeline {
   }
 
   private async execute(
-    base: Pick<CommandOutcome, 'digest' | 'ctiHex' | 'issuer'>,
+    base: Pick<CommandOutcome, 'ctiHex' | 'issuer'> & { digest: Uint8Array },
     action: string,
     principal: string,
     resource: string,
@@ -332,7 +387,7 @@ export class CommandPipeline {
     if (executor === undefined) result = { status: 'failed', code: 'NO_EXECUTOR', message: `no executor is configured for action ${action}` };
     else {
       try {
-        result = await executor.execute({ commandId: base.ctiHex ?? '', action, principal, resource, args: argsToJson(args) });
+        result = await executor.execute({ commandId: toHex(base.digest!), action, principal, resource, args: argsToJson(args) });
       } catch (err) {
         result = { status: 'failed', code: 'EXECUTOR_ERROR', message: (err as Error).message };
       }
@@ -344,14 +399,16 @@ export class CommandPipeline {
     // failing reply never keeps the record of an action that happened from being written.
     await new Promise<void>((resolve) => resolve(report(settled))).catch(() => undefined);
     const executionRecorded = this.auditRecord('execution', {
-      cmd: base.digest ?? null,
+      cmd: base.digest,
       action,
       outcome,
       ...(result.status === 'failed' ? { code: result.code, message: result.message } : {}),
       ...(result.status === 'timeout' ? { afterMs: result.afterMs } : {}),
     });
+    // Same transaction: settled exactly when its execution record is durable.
+    const settledRecorded = this.deps.unsettled.settle(base.digest);
     // The action already happened; a failed execution record is reported by the audit layer.
-    await executionRecorded.catch(() => undefined);
+    await Promise.all([executionRecorded.catch(() => undefined), settledRecorded.catch(() => undefined)]);
     return settled;
   }
 
@@ -364,6 +421,12 @@ export class CommandPipeline {
   ): { decision: EnforcedDecision; obligations: Obligations; viaGrant: boolean } | { refused: string; message: string } {
     let request;
     try {
+      if (!isHostedOn(bundle.entities, resourceUid(command.claims.res), this.deps.deviceId)) {
+        return {
+          refused: 'RESOURCE_NOT_ON_DEVICE',
+          message: `${command.claims.res.slice(0, 200)} is neither Device::"${this.deps.deviceId}" nor declared in the bundle as hosted on it`,
+        };
+      }
       request = buildRequest(principal, command.claims.act, command.claims.res, command.claims.args, this.facts(bundle, source, now));
     } catch (err) {
       if (err instanceof RequestBuildError) return { refused: err.code, message: err.message };
@@ -383,6 +446,13 @@ export class CommandPipeline {
       if (err instanceof ObligationError) return { refused: err.code, message: err.message };
       throw err;
     }
+  }
+
+  /** Whether the command would be allowed now, by permits that are all `@safety`. */
+  private isSafetyAction(bundle: VerifiedBundle, command: VerifiedCommand, source: CommandSource, now: number): boolean {
+    const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
+    const evaluated = this.evaluate(bundle, issuer.principal, command, source, now);
+    return !('refused' in evaluated) && evaluated.decision.decision === 'allow' && evaluated.obligations.safety;
   }
 
   private checkObligations(obligations: Obligations, principal: string, command: VerifiedCommand, now: number): string | undefined {
@@ -443,10 +513,41 @@ export class CommandPipeline {
     };
   }
 
-  private async refuse(bytes: Uint8Array, code: string, message: string): Promise<CommandOutcome> {
+  /**
+   * Refuses an input without deciding it, for a reason found outside the envelope (e.g. its
+   * transport properties), recorded like every refusal.
+   */
+  refuseInput(bytes: Uint8Array, code: string, message: string, source: CommandSource): Promise<CommandOutcome> {
+    this.deps.metrics.inc('ztedge_commands_total', 'Commands handled, by decision and outcome', { decision: 'deny', outcome: 'rejected' });
+    return this.refuse(bytes, code, message, refusalSource(source));
+  }
+
+  /**
+   * Records a message cut at its topic's size cap before any of it was read; says whether it may
+   * be answered.
+   */
+  async recordOversize(topic: string, bytes: number, limit: number): Promise<boolean> {
+    const code = topic === COMMAND_TOPIC ? 'ENVELOPE_TOO_LARGE' : 'MESSAGE_TOO_LARGE';
+    const verdict = this.refusals.refuse(`mqtt:${topic}`, code, 'command', { rejected: code, oversize: topic, bytes, limit });
+    await verdict.recorded;
+    return verdict.answer;
+  }
+
+  private async failed(bytes: Uint8Array, err: unknown): Promise<CommandOutcome> {
+    const code = err instanceof AuditError ? 'AUDIT_UNAVAILABLE' : 'INTERNAL_ERROR';
+    this.deps.metrics.inc('ztedge_command_failures_total', 'Commands that could not be decided, by reason', { code });
     const digest = sha256(bytes);
-    await this.auditRecord('command', { rejected: code, message: message.slice(0, 200), size: bytes.length, digest }).catch(() => undefined);
-    return { digest, decision: 'deny', policies: [], reasons: [code], outcome: 'rejected', detail: message };
+    const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    await this.auditRecord('command', { failed: code, message: message.slice(0, 200), size: bytes.length, digest }).catch(() => undefined);
+    return { digest, decision: 'deny', policies: [], reasons: [code], outcome: 'not_executed' };
+  }
+
+  /** A refusal before any decision: counted, sampled into the audit log, answered within the rate. */
+  private async refuse(bytes: Uint8Array, code: string, message: string, source: string): Promise<CommandOutcome> {
+    const digest = sha256(bytes);
+    const verdict = this.refusals.refuse(source, code, 'command', { rejected: code, message: message.slice(0, 200), size: bytes.length, digest });
+    await verdict.recorded;
+    return { digest, decision: 'deny', policies: [], reasons: [code], outcome: 'rejected', detail: message, ...(verdict.answer ? {} : { unanswered: true as const }) };
   }
 
   private auditDecision(
@@ -462,6 +563,7 @@ export class CommandPipeline {
     return this.auditRecord('decision', {
       cmd: command.digest,
       cti: command.claims.cti,
+      kid: command.kid,
       iss: command.issuer,
       principal: issuer.principal.key,
       action: command.claims.act,
@@ -484,9 +586,14 @@ export class CommandPipeline {
     }).catch(() => undefined);
   }
 
-  private async auditRecord(kind: 'command' | 'decision' | 'execution', body: Record<string, Encodable>): Promise<void> {
+  private async auditRecord(kind: AuditKind, body: Record<string, Encodable>): Promise<void> {
     await this.deps.audit.append(kind, encodeCbor(body));
   }
+}
+
+/** The label refusals of commands are counted under. */
+function refusalSource(source: CommandSource): string {
+  return source === 'mqtt' ? 'mqtt:cmd' : source;
 }
 
 function once<A extends unknown[], R>(fn: ((...args: A) => R) | undefined): (...args: A) => R | undefined {
@@ -509,13 +616,16 @@ function grantTtl(decision: EnforcedDecision): number {
   return DEFAULT_GRANT_TTL_MS;
 }
 
-/** A key is trusted only while its issuer entry is inside its validity window. */
+/**
+ * A key is trusted only while its issuer entry is inside its validity window, and only for its
+ * principal: an envelope's iss must be that principal (or absent).
+ */
 function issuerKey(bundle: VerifiedBundle, kid: Uint8Array, now: number): ResolvedKey | undefined {
   const issuer = bundle.issuersByKid.get(toHex(kid));
   if (issuer === undefined) return undefined;
   if (issuer.notBeforeMs !== undefined && now < issuer.notBeforeMs) return undefined;
   if (issuer.notAfterMs !== undefined && now >= issuer.notAfterMs) return undefined;
-  return issuer.key;
+  return { key: issuer.key, issuer: issuer.principal.key };
 }
 
 /** JSON-safe data → CBOR-encodable (drops undefined, which CBOR would need a special value for). */
@@ -526,8 +636,9 @@ function toEncodable(value: unknown): Encodable {
   if (value instanceof Uint8Array) return value;
   if (Array.isArray(value)) return value.map(toEncodable);
   if (typeof value === 'object') {
-    const out: Record<string, Encodable> = {};
-    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = toEncodable(v);
+    // A map, not an object: a key such as "__proto__" stays a key.
+    const out = new Map<string, Encodable>();
+    for (const [k, v] of Object.entries(value)) if (v !== undefined) out.set(k, toEncodable(v));
     return out;
   }
   return String(value);

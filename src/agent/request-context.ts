@@ -4,7 +4,7 @@
 // Pure.
 import type { AttestationFacts } from '../attest/service.js';
 import type { CommandArgs, ArgValue } from '../envelope/command.js';
-import { CedarRecord, CedarSet, Datetime, EntityUid, I64_MAX, I64_MIN, parseEntityUid, type Value } from '../policy/index.js';
+import { CedarRecord, CedarSet, Datetime, type Entities, EntityUid, I64_MAX, I64_MIN, parseEntityUid, type Value } from '../policy/index.js';
 import type { AuthzRequest } from '../policy/index.js';
 import type { Posture } from './config.js';
 import { ZtedgeError } from '../errors.js';
@@ -39,6 +39,21 @@ export function resourceUid(resource: string): EntityUid {
   } catch {
     throw new RequestBuildError('RESOURCE_INVALID', `resource ${JSON.stringify(resource.slice(0, 80))} is not a Cedar entity uid`);
   }
+}
+
+/** The entity that stands for this device in a bundle: `Device::"<device id>"`. */
+export function deviceUid(deviceId: string): EntityUid {
+  return new EntityUid('Device', deviceId);
+}
+
+/**
+ * Whether a command's resource is this device's to act on: the device itself, or an entity the
+ * bundle declares as hosted on it (a descendant of `Device::"<device id>"` in its entities). A
+ * command naming anything else is refused before any policy runs: a permit for another machine
+ * must not move this one.
+ */
+export function isHostedOn(entities: Entities, resource: EntityUid, deviceId: string): boolean {
+  return entities.isIn(resource, deviceUid(deviceId));
 }
 
 export function buildRequest(principal: EntityUid, action: string, resource: string, args: CommandArgs, facts: ContextFacts): AuthzRequest {
@@ -115,12 +130,19 @@ function argValue(v: ArgValue, path: string, depth: number): Value {
   return argsRecord(v as CommandArgs, path, depth);
 }
 
-/** JSON-safe copy of args for executors and audit: integers beyond 2^53 become decimal strings. */
+/**
+ * JSON-safe copy of args for executors and audit: integers beyond 2^53 become decimal strings.
+ * Records are rebuilt without a prototype, so no key can reach one.
+ */
 export function argsToJson(args: CommandArgs): unknown {
   const convert = (v: ArgValue): unknown => {
     if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
     if (Array.isArray(v)) return v.map(convert);
-    if (typeof v === 'object' && v !== null) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, convert(x)]));
+    if (typeof v === 'object' && v !== null) {
+      const record = Object.create(null) as Record<string, unknown>;
+      for (const [k, x] of Object.entries(v)) record[k] = convert(x);
+      return record;
+    }
     return v;
   };
   return convert(args);

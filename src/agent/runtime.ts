@@ -8,6 +8,7 @@
 // what must be durable is durable — a command's decision record, an approval's count — and
 // execution, which waits for the controller's acknowledgement over the same link, runs after.
 import fs from 'node:fs';
+import type { Server as HttpServer } from 'node:http';
 import path from 'node:path';
 import type { ServerType } from '@hono/node-server';
 import { serve } from '@hono/node-server';
@@ -19,6 +20,7 @@ import { BundleStore } from '../bundle/store.js';
 import { GrantStore } from '../store/grants.js';
 import { type PendingCommand, PendingApprovals } from '../store/pending-approvals.js';
 import { RateLimiter } from '../store/rate-limiter.js';
+import { UnsettledCommands } from '../store/unsettled-commands.js';
 import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
@@ -27,7 +29,7 @@ import { encodeCbor } from '../envelope/cbor.js';
 import { ReplayGuard } from '../store/replay-guard.js';
 import { RESULT_TOPIC, signResultAsync } from '../envelope/result.js';
 import { TrustedClock } from '../store/trusted-clock.js';
-import { MqttLink, type InboundMessage } from '../transport/mqtt-link.js';
+import { MqttLink, type InboundMessage, type OversizeReport } from '../transport/mqtt-link.js';
 import { Outbox } from '../transport/outbox.js';
 import { deviceTopics, type DeviceTopics } from '../transport/topics.js';
 import { type AttestAnswer, createApi, type DecideResult, type Readiness } from '../api/app.js';
@@ -36,12 +38,13 @@ import { referencesFor } from '../attest/compare.js';
 import { AttestError } from '../attest/errors.js';
 import { SHIPPED_PROFILES_DIR, loadProfile } from '../attest/profile.js';
 import { type AttestationEvent, AttestationService } from '../attest/service.js';
+import { answerClientErrors } from '../api/client-errors.js';
 import { type AgentConfig, ConfigError, type Posture } from './config.js';
 import type { LogLevel } from './config-options.js';
 import { ExecExecutor } from './executors/exec.js';
 import { HttpExecutor } from './executors/http.js';
 import { MqttAckRouter, MqttExecutor } from './executors/mqtt.js';
-import type { Executor } from './executors/types.js';
+import { type Executor, MAX_EXECUTOR_REPLY_BYTES } from './executors/types.js';
 import { Metrics } from './metrics.js';
 import { type FirstArrival, RecentResults } from './recent-results.js';
 import { type CommandOutcome, CommandPipeline, type FailClosedState } from './pipeline.js';
@@ -57,6 +60,10 @@ import { AGENT_VERSION } from '../version.js';
 const DEFAULT_DRAIN_MS = 10_000;
 /** Results kept to answer repeats of a command (recent-results.ts). */
 const RECENT_RESULTS = 4096;
+/** How often the summary of refusals that went without a record of their own is written. */
+const REFUSAL_WINDOW_MS = 60_000;
+/** Longest MQTT 5 correlation data echoed on a result (the outbox's bound). */
+const MAX_CORRELATION_BYTES = 1024;
 
 export interface AgentLogger {
   info(message: string, fields?: Record<string, unknown>): void;
@@ -115,6 +122,7 @@ export class Agent {
   private readonly rate: RateLimiter;
   private readonly grants: GrantStore;
   private readonly pending: PendingApprovals;
+  private readonly unsettled: UnsettledCommands;
   private readonly ackRouter = new MqttAckRouter();
   private readonly executors = new Map<string, Executor>();
   private readonly failClosed: FailClosedState = { active: false };
@@ -137,7 +145,7 @@ export class Agent {
     const now = opts.now ?? Date.now;
     const { config } = this;
     this.posture = config.posture;
-    this.topics = deviceTopics({ site: config.device.site, device: config.device.id, prefix: config.broker.topicPrefix });
+    this.topics = deviceTopics({ site: config.device.site, device: config.device.id, prefix: config.broker.topicPrefix, replyPrefix: config.broker.replyTopicPrefix });
     this.deviceKey = readPrivateKeyFile(config.deviceKey);
     const roots = config.roots.keys.map((file) => ({ publicKey: readPublicKeyFile(file) }));
     this.adminToken = config.http.adminTokenFile === undefined ? undefined : readAdminToken(config.http.adminTokenFile);
@@ -164,6 +172,7 @@ export class Agent {
     this.rate = new RateLimiter(this.db, { commits: this.commits });
     this.grants = new GrantStore(this.db);
     this.pending = new PendingApprovals(this.db, config.limits.maxPendingApprovals);
+    this.unsettled = new UnsettledCommands(this.db, { commits: this.commits });
     this.bundles = new BundleManager({
       store: new BundleStore(bundleStoreDir(config.stateDir), { maxBundleBytes: config.limits.bundleMaxBytes }),
       trust: {
@@ -211,6 +220,7 @@ export class Agent {
       rate: this.rate,
       grants: this.grants,
       pending: this.pending,
+      unsettled: this.unsettled,
       executor: (action) => this.executors.get(action),
       metrics: this.metrics,
       limits: config.limits,
@@ -257,6 +267,8 @@ export class Agent {
         this.executors.set(action, new MqttExecutor(this.link, this.ackRouter, this.topics.exec(action), spec.timeoutMs));
       }
     }
+    // Before anything new arrives: commands a crash left between decision and execution record.
+    await this.reconcile();
     if (config.bundleFile !== undefined) {
       const onError = (err: unknown) => this.logger.warn('bundle file check failed', { error: String(err) });
       this.watcher = watchBundleFile(config.bundleFile, this.bundles, { onError });
@@ -276,6 +288,7 @@ export class Agent {
       }, 1000),
     );
     this.timers.push(setInterval(() => this.housekeeping(), 60_000));
+    this.timers.push(setInterval(() => this.track(this.pipeline.refusals.flush(), 'refusal summary failed'), REFUSAL_WINDOW_MS));
     for (const t of this.timers) t.unref();
     this.publishStatus();
     this.noteReadiness();
@@ -286,6 +299,11 @@ export class Agent {
       broker: config.broker.url ?? 'none',
       http: config.http.enabled ? `${config.http.host}:${this.httpPort()}` : 'off',
     });
+  }
+
+  /** Ends the current refusal window now: writes its summary record if refusals went unrecorded. */
+  flushRefusals(): Promise<void> {
+    return this.pipeline.refusals.flush();
   }
 
   /** The port the local API listens on (resolved when configured as 0). */
@@ -365,6 +383,7 @@ export class Agent {
     }
     await this.drain(drainMs);
     for (const release of this.parked.splice(0)) release();
+    await this.pipeline.refusals.flush();
     await this.auditSystem({ event: 'stop' }).catch(() => undefined);
     await this.audit.close().catch(() => undefined); // the shutdown checkpoint
     await this.outbox?.close();
@@ -405,7 +424,9 @@ export class Agent {
       ...(broker.ca === undefined && broker.cert === undefined ? {} : { tls: { caFile: broker.ca, certFile: broker.cert, keyFile: broker.key } }),
       will: { topic: this.topics.status, payload: offline, retain: true },
       subscriptions: [...this.topics.inbound, `${this.topics.prefix}exec/+/ack`],
-      maxPayloadBytes: Math.max(this.config.limits.envelopeMaxBytes, this.config.limits.bundleMaxBytes),
+      maxPayloadBytes: this.config.limits.envelopeMaxBytes,
+      // Each topic at its own limit, applied as the packet header is read: only bundles may be large.
+      payloadLimit: (topic) => this.payloadLimit(topic),
       onMessage: (message) => this.onMessage(message),
     });
     this.link.on('online', ({ protocolVersion }) => {
@@ -414,7 +435,7 @@ export class Agent {
     });
     this.link.on('offline', () => this.logger.warn('broker connection lost; enforcing locally and reconnecting'));
     this.link.on('problem', (err) => this.logger.warn('transport problem', { code: err.code, error: err.message }));
-    this.link.on('oversize', (r) => this.logger.warn('oversize message dropped', { topic: r.topic, bytes: r.payloadBytes }));
+    this.link.on('oversize', (r) => this.onOversize(r));
     this.outbox = new Outbox(this.db, this.link, {
       maxMessages: this.config.limits.outboxMaxMessages,
       maxBytes: 256 * 1024 * 1024,
@@ -423,7 +444,56 @@ export class Agent {
     this.outbox.on('problem', (err) => this.logger.warn('outbox problem', { error: err.message }));
   }
 
+  /**
+   * A subscribed topic as a metric or refusal label: relative to the prefix, with the action of an
+   * ack topic folded to `+` (a publisher picks it, and labels must stay a bounded set).
+   */
+  private topicLabel(topic: string): string {
+    const relative = topic.startsWith(this.topics.prefix) ? topic.slice(this.topics.prefix.length) : 'other';
+    return relative.startsWith('exec/') ? 'exec/+/ack' : relative.slice(0, 64);
+  }
+
+  private payloadLimit(topic: string): number {
+    const { limits } = this.config;
+    if (topic === this.topics.bundle) return limits.bundleMaxBytes;
+    if (topic.startsWith(`${this.topics.prefix}exec/`)) return MAX_EXECUTOR_REPLY_BYTES;
+    return limits.envelopeMaxBytes;
+  }
+
+  /**
+   * A message cut at its topic's size cap (its payload was never buffered). A bundle is recorded
+   * as a refused bundle (audit log, status); anything else as a refused input, and a command is
+   * answered (its properties survived the cut) so its sender learns why.
+   */
+  private onOversize(report: OversizeReport): void {
+    const topic = this.topicLabel(report.topic);
+    this.metrics.inc('ztedge_oversize_dropped_total', 'Messages cut at their topic\'s size cap, by topic', { topic });
+    const why = `${report.payloadBytes} bytes on ${topic} exceeds its limit of ${report.limit}`;
+    if (report.topic === this.topics.bundle) {
+      this.bundles.recordRefusal(new BundleError('BUNDLE_TOO_LARGE', why), null);
+      return;
+    }
+    const recorded = this.pipeline.recordOversize(topic, report.payloadBytes, report.limit);
+    if (report.topic !== this.topics.cmd) {
+      this.track(recorded, 'oversize record failed');
+      return;
+    }
+    const message: InboundMessage = {
+      topic: report.topic,
+      payload: Buffer.alloc(0),
+      qos: report.qos === 0 ? 0 : 1,
+      retain: false,
+      duplicate: false,
+      ...(report.responseTopic === undefined ? {} : { responseTopic: report.responseTopic }),
+      ...(report.correlationData === undefined ? {} : { correlationData: report.correlationData }),
+    };
+    const reply = this.replyRefusal(message) === undefined ? routeFor(message, this.topics) : { topic: this.topics.cmdResult };
+    const outcome: CommandOutcome = { decision: 'deny', policies: [], reasons: ['ENVELOPE_TOO_LARGE'], outcome: 'rejected' };
+    this.track(recorded.then((answer) => (answer ? this.sendWhenSigned(this.signOutcome(outcome), reply) : undefined)), 'answering an oversize command failed');
+  }
+
   private async startHttp(): Promise<void> {
+    const refused = (code: string) => this.metrics.inc('ztedge_http_refusals_total', 'HTTP requests refused before a decision, by code', { code });
     const app = createApi({
       decide: (bytes) => this.handleHttpCommand(bytes),
       status: () => this.status(),
@@ -433,19 +503,55 @@ export class Agent {
       ...(this.adminToken === undefined ? {} : { adminToken: this.adminToken }),
       maxBodyBytes: this.config.limits.envelopeMaxBytes,
       ...(this.attestation === null ? {} : { attest: (nonce: Uint8Array) => this.answerChallenge(nonce) }),
+      refused,
     });
     await new Promise<void>((resolve, reject) => {
       const server = serve({ fetch: app.fetch, hostname: this.config.http.host, port: this.config.http.port }, () => resolve());
       server.once('error', reject);
+      answerClientErrors(server as HttpServer, refused);
       this.server = server;
     });
+  }
+
+  /**
+   * Settles the commands a crash left decided `allow` without an execution record: the controller
+   * may or may not have acted, so each gets an execution record saying `unknown` and a result
+   * saying so (to where its first result would have gone), in one transaction with the removal
+   * of its row. None is run again.
+   */
+  private async reconcile(): Promise<void> {
+    const left = this.unsettled.all();
+    if (left.length > 0) this.logger.warn('commands left unsettled by an earlier run: outcome unknown', { count: left.length });
+    for (const command of left) {
+      const outcome: CommandOutcome = {
+        digest: command.digest,
+        ctiHex: toHex(command.cti),
+        decision: 'allow',
+        policies: command.policies,
+        reasons: [...command.reasons, 'OUTCOME_UNKNOWN'],
+        outcome: 'unknown',
+      };
+      const result = await this.signOutcome(outcome);
+      const recorded = this.audit.append(
+        'execution',
+        encodeCbor({ cmd: command.digest, action: command.action, outcome: 'unknown', code: 'OUTCOME_UNKNOWN', message: 'the agent stopped after the decision and before the execution was recorded' }),
+      );
+      this.enqueueResult(result, routeOf({ reply: command.reply }, this.topics));
+      await Promise.all([recorded, this.unsettled.settle(command.digest)]);
+      this.metrics.inc('ztedge_commands_unknown_total', 'Commands settled as outcome unknown after a restart');
+    }
   }
 
   /** Handles one inbound MQTT message; resolves when it is safe to acknowledge it. */
   private async onMessage(message: InboundMessage): Promise<void> {
     const { topics } = this;
     if (message.topic.startsWith(`${topics.prefix}exec/`) && message.topic.endsWith('/ack')) {
-      this.ackRouter.deliver(message.payload);
+      const action = message.topic.slice(`${topics.prefix}exec/`.length, -'/ack'.length);
+      const { verdict, id } = this.ackRouter.deliver(action, message.payload);
+      if (verdict !== 'ACCEPTED') {
+        // Anyone who can publish there can send these: counted and sampled like other refusals.
+        this.track(this.pipeline.refusals.refuse('mqtt:exec-ack', verdict, 'execution', { ack: verdict, action: action.slice(0, 128), ...(id === undefined ? {} : { id }) }).recorded);
+      }
       return;
     }
     if (this.stopping) return this.park();
@@ -483,10 +589,16 @@ export class Agent {
 
   /** Resolves once the decision is recorded; execution and the result follow in the background. */
   private async onCommand(message: InboundMessage): Promise<void> {
-    const reply: ReplyRoute = {
-      topic: message.responseTopic ?? this.topics.cmdResult,
-      ...(message.correlationData === undefined ? {} : { correlation: toHex(message.correlationData) }),
-    };
+    const refusal = this.replyRefusal(message);
+    if (refusal !== undefined) {
+      // Not decided: its sender would never hear the result. Answered on the default result topic.
+      const outcome = await this.pipeline.refuseInput(message.payload, refusal.code, refusal.message, 'mqtt');
+      if (outcome.unanswered) return;
+      const correlation = message.correlationData !== undefined && message.correlationData.length <= MAX_CORRELATION_BYTES ? toHex(message.correlationData) : undefined;
+      void this.sendWhenSigned(this.signOutcome(outcome), { topic: this.topics.cmdResult, ...(correlation === undefined ? {} : { correlation }) });
+      return;
+    }
+    const reply = routeFor(message, this.topics);
     const digest = toHex(sha256(message.payload));
     const arrival = this.recent.arrive(digest);
     await new Promise<void>((recorded) => {
@@ -513,6 +625,11 @@ export class Agent {
    * execution record right after, in the same transaction.
    */
   private answer(outcome: CommandOutcome, digest: string, arrival: FirstArrival, reply: ReplyRoute): Promise<void> | undefined {
+    if (outcome.unanswered) {
+      // A refusal over the answer rate (garbage, replays): counted, not signed or sent.
+      if (arrival.first) arrival.settle(null);
+      return undefined;
+    }
     if (!arrival.first && outcome.reasons[0] === 'ENVELOPE_REPLAY') {
       const repeated = arrival.earlier.then(async (earlier) => {
         if (earlier !== null) this.metrics.inc('ztedge_command_repeats_total', 'Repeats of a command answered with its first result');
@@ -526,6 +643,21 @@ export class Agent {
     if (arrival.first) arrival.settle(signed.catch(() => null));
     else this.recent.update(digest, signed);
     return this.sendWhenSigned(signed, reply);
+  }
+
+  /**
+   * Response topics are honoured only inside the reply namespace, which never holds one of the
+   * device's control topics (a result published onto `exec/estop` would reach the controller).
+   */
+  private replyRefusal(message: InboundMessage): { code: string; message: string } | undefined {
+    const named = message.responseTopic ?? message.refusedResponseTopic;
+    if (named !== undefined && (message.refusedResponseTopic !== undefined || !this.topics.isReplyTopic(named))) {
+      return { code: 'REPLY_TOPIC_REFUSED', message: `response topic ${JSON.stringify(named.slice(0, 120))} is outside ${this.topics.replyPrefix}` };
+    }
+    if (message.correlationData !== undefined && message.correlationData.length > MAX_CORRELATION_BYTES) {
+      return { code: 'REPLY_CORRELATION_TOO_LONG', message: `correlation data of ${message.correlationData.length} bytes exceeds ${MAX_CORRELATION_BYTES}` };
+    }
+    return undefined;
   }
 
   /** A held command was approved, rejected or expired: its settled result goes where the first one went. */
@@ -746,9 +878,18 @@ function readPasswordFile(file: string): string {
   }
 }
 
+/** Where a command's result goes: its response topic (already checked) and correlation data, or the default topic. */
+function routeFor(message: InboundMessage, topics: DeviceTopics): ReplyRoute {
+  return {
+    topic: message.responseTopic ?? topics.cmdResult,
+    ...(message.correlationData === undefined ? {} : { correlation: toHex(message.correlationData) }),
+  };
+}
+
+/** A held command's stored route; one that is no reply topic (a row from an older agent) falls back to the default. */
 function routeOf(stored: unknown, topics: DeviceTopics): ReplyRoute {
   const reply = (stored as { reply?: ReplyRoute | null } | null)?.reply;
-  return reply && typeof reply.topic === 'string' ? reply : { topic: topics.cmdResult };
+  return reply && typeof reply.topic === 'string' && topics.isReplyTopic(reply.topic) ? reply : { topic: topics.cmdResult };
 }
 
 export { AGENT_VERSION };

@@ -79,6 +79,8 @@ export interface ApiDeps {
   maxBodyBytes?: number;
   /** Evidence for a challenge nonce; absent when the device does not attest. */
   attest?(nonce: Uint8Array): Promise<AttestAnswer>;
+  /** Told the code of every request refused before (or instead of) a decision, so each is counted. */
+  refused?(code: string): void;
 }
 
 export type AttestAnswer =
@@ -95,8 +97,14 @@ export function createApi(deps: ApiDeps): Hono {
   const app = new Hono();
   const maxBodyBytes = deps.maxBodyBytes ?? 64 * 1024;
 
-  app.onError((err, c) => errorResponse(c, err));
-  app.notFound((c) => errorResponse(c, new ApiError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`)));
+  /** Every refusal answered here is counted (deps.refused), whatever raised it. */
+  const fail = (c: Context, err: unknown): Response => {
+    deps.refused?.(err instanceof ZtedgeError ? err.code : 'INTERNAL');
+    return errorResponse(c, err);
+  };
+
+  app.onError((err, c) => fail(c, err));
+  app.notFound((c) => fail(c, new ApiError('NOT_FOUND', `no route ${c.req.method} ${c.req.path.slice(0, 200)}`)));
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', (c) => {
@@ -147,7 +155,7 @@ export function createApi(deps: ApiDeps): Hono {
     '/v1/decide',
     bodyLimit({
       maxSize: maxBodyBytes,
-      onError: (c) => errorResponse(c, new EnvelopeError('ENVELOPE_TOO_LARGE', `body exceeds ${maxBodyBytes} bytes`)),
+      onError: (c) => fail(c, new EnvelopeError('ENVELOPE_TOO_LARGE', `body exceeds ${maxBodyBytes} bytes`)),
     }),
     async (c) => {
       const type = (c.req.header('content-type') ?? '').toLowerCase();

@@ -48,7 +48,7 @@ export const approveCommand = defineCommand({
     try {
       const envelope = signApproval({
         key,
-        issuer: flag(parsed, 'iss') ?? toHex(key.publicKey.kid),
+        ...(flag(parsed, 'iss') === undefined ? {} : { issuer: flag(parsed, 'iss')! }),
         deviceId: target.deviceId,
         topic: APPROVAL_TOPIC,
         commandDigest,

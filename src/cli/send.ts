@@ -20,7 +20,8 @@ export const SEND_USAGE = `Usage: ztedge cmd send --mqtt URL --site S --device D
                        [--device-key PUB] [--no-wait] [--prefix P]
 
 Signs a command with KEY, publishes it to the device and prints its signed result as JSON.
-  --iss         the iss claim (default: the key id in hex); the bundle maps the key to a principal
+  --iss         the iss claim: the principal the bundle gives the key (default: none, which the
+                agent reads as that principal)
   --lifetime    time until the command expires (default 60s)
   --timeout     how long to wait for a result (default 10s)
   --device-key  the device's public key: results are verified with it, and results that do not
@@ -62,7 +63,7 @@ async function sendCommand(parsed: ParsedArgs, io: CliIo): Promise<number> {
   const deviceKeyFile = flag(parsed, 'device-key');
   const key = readPrivateKeyFile(keyFile);
   const deviceKey = deviceKeyFile === undefined ? undefined : readPublicKeyFile(deviceKeyFile);
-  const issuer = flag(parsed, 'iss') ?? toHex(key.publicKey.kid);
+  const issuer = flag(parsed, 'iss');
   const results = new ResultWaiter(target.deviceId, deviceKey, (warning) => io.stderr(warning));
   // `cmd/result/#` also matches `cmd/result` itself: one filter for both protocol versions.
   const link = await openLink(target, { subscriptions: [`${target.topics.cmdResult}/#`], onMessage: (m) => results.offer(m), timeoutMs });
@@ -70,7 +71,7 @@ async function sendCommand(parsed: ParsedArgs, io: CliIo): Promise<number> {
     const now = Date.now();
     const envelope = signCommand({
       key,
-      issuer,
+      ...(issuer === undefined ? {} : { issuer }),
       deviceId: target.deviceId,
       topic: COMMAND_TOPIC,
       action,

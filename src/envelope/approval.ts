@@ -1,4 +1,4 @@
-// An approval: a COSE_Sign1 from an approver over CWT claims iss, iat, exp, cti and private
+// An approval: a COSE_Sign1 from an approver over CWT claims iss (optional), iat, exp, cti and private
 // claims "cmd" (the SHA-256 digest of the command envelope it decides on) and "dec"
 // ("approve" or "reject"), bound like every envelope to [deviceId, topic].
 import type { CoseAlgorithm } from '../crypto/algorithms.js';
@@ -63,7 +63,8 @@ export interface SignApprovalInput {
   key: PrivateKey;
   alg?: CoseAlgorithm;
   kid?: Uint8Array;
-  issuer: string;
+  /** The iss claim (the approver's principal); omitted when not given. */
+  issuer?: string;
   deviceId: string;
   topic: string;
   commandDigest: Uint8Array;
@@ -77,7 +78,7 @@ export function signApproval(input: SignApprovalInput): Uint8Array {
   if (input.commandDigest.length !== DIGEST_LENGTH) throw new EnvelopeError('ENVELOPE_CLAIM_INVALID', 'command digest must be 32 bytes');
   if (!(input.lifetimeMs >= 1000)) throw new EnvelopeError('ENVELOPE_CLAIM_INVALID', 'lifetime must be at least one second');
   const claims = new Map<CborMapKey, Encodable>([
-    [CLAIM.iss, input.issuer],
+    ...(input.issuer === undefined ? [] : [[CLAIM.iss, input.issuer] as const]),
     [CLAIM.exp, toNumericDate(input.now + input.lifetimeMs)],
     [CLAIM.iat, toNumericDate(input.now)],
     [CLAIM.cti, input.cti ?? randomCti()],

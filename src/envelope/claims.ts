@@ -87,6 +87,18 @@ export interface TimePolicy {
   clockSkewMs: number;
   /** Longest accepted exp − iat; absent for envelopes without exp. */
   maxLifetimeMs?: number;
+  /**
+   * Report an iat or nbf ahead of now (beyond the skew) instead of refusing it: for a caller that
+   * knows its `now` is only a lower bound of the real time and decides itself (the agent lets
+   * `@safety` commands through then). Expiry and lifetime are checked either way.
+   */
+  tolerateEarly?: boolean;
+}
+
+/** An iat or nbf ahead of now that checkTimes was told to tolerate: the code it would have refused with. */
+export interface EarlyTimes {
+  code: 'ENVELOPE_IAT_FUTURE' | 'ENVELOPE_NOT_YET_VALID';
+  message: string;
 }
 
 export interface ClaimTimes {
@@ -95,18 +107,22 @@ export interface ClaimTimes {
   nbfMs?: number;
 }
 
-/** exp, nbf, iat not in the future, then lifetime; each its own EnvelopeError code. */
-export function checkTimes(times: ClaimTimes, policy: TimePolicy): void {
+/**
+ * exp, nbf, iat not in the future, then lifetime; each its own EnvelopeError code. With
+ * `tolerateEarly`, an early nbf or iat is returned instead of thrown.
+ */
+export function checkTimes(times: ClaimTimes, policy: TimePolicy): EarlyTimes | undefined {
   const { nowMs, clockSkewMs } = policy;
   if (times.expMs !== undefined && nowMs >= times.expMs + clockSkewMs) {
     throw new EnvelopeError('ENVELOPE_EXPIRED', `expired at ${new Date(times.expMs).toISOString()}`);
   }
+  let early: EarlyTimes | undefined;
   if (times.nbfMs !== undefined && nowMs + clockSkewMs < times.nbfMs) {
-    throw new EnvelopeError('ENVELOPE_NOT_YET_VALID', `not valid before ${new Date(times.nbfMs).toISOString()}`);
+    early = { code: 'ENVELOPE_NOT_YET_VALID', message: `not valid before ${new Date(times.nbfMs).toISOString()}` };
+  } else if (times.iatMs > nowMs + clockSkewMs) {
+    early = { code: 'ENVELOPE_IAT_FUTURE', message: `issued at ${new Date(times.iatMs).toISOString()}, in the future` };
   }
-  if (times.iatMs > nowMs + clockSkewMs) {
-    throw new EnvelopeError('ENVELOPE_IAT_FUTURE', `issued at ${new Date(times.iatMs).toISOString()}, in the future`);
-  }
+  if (early !== undefined && !policy.tolerateEarly) throw new EnvelopeError(early.code, early.message);
   if (times.expMs !== undefined) {
     if (times.expMs <= times.iatMs) throw invalid('exp', 'must be after iat');
     if (policy.maxLifetimeMs !== undefined && times.expMs - times.iatMs > policy.maxLifetimeMs) {
@@ -116,6 +132,7 @@ export function checkTimes(times: ClaimTimes, policy: TimePolicy): void {
       );
     }
   }
+  return early;
 }
 
 /** NumericDate seconds for a millisecond time (rounded down). */

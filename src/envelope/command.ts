@@ -1,5 +1,5 @@
 // The ztedge command envelope: a COSE_Sign1 (tag 18) over CWT claims
-//   iss (1), aud (3, the target device id), exp (4), nbf (5, optional), iat (6),
+//   iss (1, optional: the signing key's principal), aud (3, the target device id), exp (4), nbf (5, optional), iat (6),
 //   cti (7, 16 random bytes), and private claims "act" (action id), "res" (resource entity
 //   uid, e.g. `Robot::"arm-1"`), "args" (a map of text keys; becomes context.args),
 // signed with external_aad = CBOR [deviceId, topic] (see contextAad).
@@ -8,6 +8,7 @@ import type { PrivateKey } from '../crypto/keys.js';
 import type { CborMap, CborMapKey, CborValue, Encodable } from './cbor.js';
 import {
   CLAIM,
+  type EarlyTimes,
   MAX_TEXT_CLAIM_LENGTH,
   checkTimes,
   invalid,
@@ -61,6 +62,8 @@ export interface VerifiedCommand {
   alg: CoseAlgorithm;
   /** SHA-256 of the envelope bytes; approvals and results refer to the command by it. */
   digest: Uint8Array;
+  /** Set only with `tolerateEarly`: the iat or nbf is ahead of `now` by more than the skew. */
+  early?: EarlyTimes;
 }
 
 /**
@@ -88,12 +91,13 @@ function readCommand(opened: OpenedEnvelope, options: EnvelopeVerifyOptions): Ve
   const act = readText(claims, COMMAND_CLAIM.act, 'act');
   const res = readResource(claims);
   const args = readArgs(claims);
-  checkTimes(
+  const early = checkTimes(
     { iatMs, expMs, nbfMs },
     {
       nowMs: options.now,
       clockSkewMs: options.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS,
       maxLifetimeMs: options.maxLifetimeMs ?? DEFAULT_MAX_LIFETIME_MS,
+      tolerateEarly: options.tolerateEarly === true,
     },
   );
   if (aud !== options.deviceId) {
@@ -101,22 +105,24 @@ function readCommand(opened: OpenedEnvelope, options: EnvelopeVerifyOptions): Ve
   }
   const verified: CommandClaims = { iss, aud, expMs, iatMs, cti, act, res, args };
   if (nbfMs !== undefined) verified.nbfMs = nbfMs;
-  return { claims: verified, issuer: iss, kid: opened.kid, alg: opened.alg.id, digest: opened.digest };
+  const command: VerifiedCommand = { claims: verified, issuer: iss, kid: opened.kid, alg: opened.alg.id, digest: opened.digest };
+  if (early !== undefined) command.early = early;
+  return command;
 }
 
 /** The replay guard's contract (ReplayGuard in replay-guard.ts, on SQLite). */
 export interface ReplayRecorder {
-  checkAndRecord(entry: { issuer: string; cti: Uint8Array; expMs: number }, nowMs: number): void;
+  checkAndRecord(entry: { keyId: Uint8Array; cti: Uint8Array; expMs: number }, nowMs: number, sharedBy?: number): void;
 }
 
 /**
- * verifyCommand, then records (iss, cti) with the replay guard: the whole admission check.
+ * verifyCommand, then records (kid, cti) with the replay guard: the whole admission check.
  * The guard must keep entries at least `clockSkewMs` past exp, as long as this verifier
  * would still accept the command.
  */
 export function acceptCommand(bytes: Uint8Array, options: EnvelopeVerifyOptions, replay: ReplayRecorder): VerifiedCommand {
   const command = verifyCommand(bytes, options);
-  replay.checkAndRecord({ issuer: command.issuer, cti: command.claims.cti, expMs: command.claims.expMs }, options.now);
+  replay.checkAndRecord({ keyId: command.kid, cti: command.claims.cti, expMs: command.claims.expMs }, options.now);
   return command;
 }
 
@@ -124,7 +130,11 @@ export interface SignCommandInput {
   key: PrivateKey;
   alg?: CoseAlgorithm;
   kid?: Uint8Array;
-  issuer: string;
+  /**
+   * The iss claim: the principal the key belongs to in the bundle (e.g. `Agent::"planner"`);
+   * omitted when not given, and the agent then takes the key's principal.
+   */
+  issuer?: string;
   /** The target device: the aud claim and the first element of external_aad. */
   deviceId: string;
   topic: string;
@@ -143,7 +153,7 @@ export function signCommand(input: SignCommandInput): Uint8Array {
   if (!(input.lifetimeMs >= 1000)) throw new EnvelopeError('ENVELOPE_CLAIM_INVALID', 'lifetime must be at least one second');
   const iat = toNumericDate(input.now);
   const claims = new Map<CborMapKey, Encodable>([
-    [CLAIM.iss, input.issuer],
+    ...(input.issuer === undefined ? [] : [[CLAIM.iss, input.issuer] as const]),
     [CLAIM.aud, input.deviceId],
     [CLAIM.exp, toNumericDate(input.now + input.lifetimeMs)],
     [CLAIM.iat, iat],
@@ -176,12 +186,19 @@ function readArgs(claims: CborMap): CommandArgs {
   return toRecord(args, 'args');
 }
 
+/**
+ * Keys refused anywhere in args. The records built here have no prototype, but args travel on
+ * (audit encoder, executors, controllers written in JavaScript) where such a key can replace an
+ * object's prototype: refused at the door, with a code of its own.
+ */
+const RESERVED_ARG_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
 function toRecord(map: CborMap, path: string): CommandArgs {
   const record = Object.create(null) as CommandArgs;
   for (const [key, value] of map) {
     if (typeof key !== 'string') throw invalid('args', `${path} has a non-text key ${String(key)}`);
     if (key.length > MAX_TEXT_CLAIM_LENGTH) throw invalid('args', `${path} has an over-long key`);
-    // The record has no prototype, so even "__proto__" is assigned as an ordinary own property.
+    if (RESERVED_ARG_KEYS.has(key)) throw new EnvelopeError('ENVELOPE_ARGS_RESERVED_KEY', `claim args: ${path} has the reserved key ${JSON.stringify(key)}`);
     record[key] = toArg(value, `${path}.${key}`);
   }
   return record;

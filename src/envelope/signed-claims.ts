@@ -47,6 +47,8 @@ export interface EnvelopeVerifyOptions extends CoseLimits {
   algorithms?: readonly number[];
   /** Default: the native (OpenSSL) verifier. */
   verifier?: SignatureVerifier;
+  /** Commands only: report an early iat/nbf on the result instead of refusing (see TimePolicy). */
+  tolerateEarly?: boolean;
 }
 
 export interface OpenedEnvelope {
@@ -89,11 +91,16 @@ function readEnvelope(bytes: Uint8Array, options: EnvelopeVerifyOptions): { mess
   };
 }
 
-/** Reads iss and, when the key is bound to an issuer, checks that they agree. */
+/**
+ * Reads iss. When the key is bound to an issuer (the agent binds each bundle key to its
+ * principal), iss may be absent and then is that issuer; when present it must be exactly that
+ * issuer. An unbound key needs an iss.
+ */
 export function readIssuer(opened: OpenedEnvelope): string {
+  if (opened.boundIssuer !== undefined && !opened.claims.has(CLAIM.iss)) return opened.boundIssuer;
   const issuer = readText(opened.claims, CLAIM.iss, 'iss');
   if (opened.boundIssuer !== undefined && issuer !== opened.boundIssuer) {
-    throw new EnvelopeError('ENVELOPE_ISSUER_MISMATCH', `iss ${JSON.stringify(issuer)} does not own this key`);
+    throw new EnvelopeError('ENVELOPE_ISSUER_MISMATCH', `iss ${JSON.stringify(issuer.slice(0, 200))} is not the principal this key belongs to`);
   }
   return issuer;
 }

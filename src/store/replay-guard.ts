@@ -1,8 +1,15 @@
-// Replay guard: remembers every accepted command's (issuer, cti) until the command could no longer
-// pass the expiry check, so each signed command is accepted at most once — across restarts too.
+// Replay guard: remembers every accepted command's (verifying key, cti) until the command could no
+// longer pass the expiry check, so each signed command is accepted at most once — across restarts
+// too.
 //
-// Keyed on signed claims, never on signature bytes: an ECDSA signature can be re-encoded into a
-// different valid signature over the same payload.
+// Keyed on the key id that verified the signature and the signed cti, never on signature bytes
+// (an ECDSA signature can be re-encoded into a different valid signature over the same payload)
+// and never on the iss claim: a key holder could name another issuer there and use up that
+// issuer's next cti. A cti is therefore the signer's own nonce space.
+//
+// Migration from the earlier (iss, cti) table: those rows cannot be tied to a key, so they are
+// kept with an empty key id and refuse their cti under every key until they expire (at most the
+// longest command lifetime plus the skew) — refusing more, never less.
 //
 // Durability: an accepted entry must be durable before the command may act, or a crash after the
 // action could forget the entry and let the command run again after reboot. Two ways to get there:
@@ -22,6 +29,11 @@
 // in the future, commands are refused until real time passes that reading — failing closed rather
 // than accepting a replay. When the store is full of live entries the guard also fails closed
 // rather than evict a live entry.
+//
+// Shares: so that no signer can fill the store and have every other signer's commands (an
+// e-stop among them) refused, a caller may say how many keys share the store (the issuers of the
+// active bundle); each key then holds at most maxEntries / keys entries, and one over its share
+// is refused ENVELOPE_REPLAY_QUOTA while every other key keeps its own room.
 import { GroupCommit } from './group-commit.js';
 import type { Database } from './state-db.js';
 import { migrate } from './state-db.js';
@@ -29,8 +41,8 @@ import { EnvelopeError } from '../envelope/errors.js';
 import { MAX_TIME_MS } from './trusted-clock.js';
 
 export interface ReplayEntry {
-  /** The `iss` claim of the verified envelope. */
-  issuer: string;
+  /** The kid of the key that verified the envelope's signature. */
+  keyId: Uint8Array;
   /** The `cti` claim (the command's nonce). */
   cti: Uint8Array;
   /** The `exp` claim, in milliseconds since the epoch. */
@@ -48,13 +60,13 @@ export interface ReplayGuardOptions {
   commits?: GroupCommit;
 }
 
-/** Admits a command's (issuer, cti) once; what the command pipeline needs from the guard. */
+/** Admits a command's (key id, cti) once; what the command pipeline needs from the guard. */
 export interface ReplayReserver {
   /**
    * Throws EnvelopeError at once when the entry is refused; otherwise returns a promise that
    * resolves once the entry is durably recorded (and rejects if that commit fails).
    */
-  reserve(entry: ReplayEntry, nowMs: number): Promise<void>;
+  reserve(entry: ReplayEntry, nowMs: number, sharedBy?: number): Promise<void>;
 }
 
 const MIGRATIONS = [
@@ -70,11 +82,24 @@ const MIGRATIONS = [
      pruned_through_ms INTEGER NOT NULL
    ) STRICT;
    INSERT INTO replay_watermark (id, pruned_through_ms) VALUES (1, 0);`,
+  `CREATE TABLE replay_seen_by_key (
+     key_id BLOB NOT NULL,
+     cti BLOB NOT NULL,
+     expires_ms INTEGER NOT NULL,
+     PRIMARY KEY (key_id, cti)
+   ) STRICT, WITHOUT ROWID;
+   INSERT INTO replay_seen_by_key (key_id, cti, expires_ms) SELECT X'', cti, max(expires_ms) FROM replay_seen GROUP BY cti;
+   DROP TABLE replay_seen;
+   ALTER TABLE replay_seen_by_key RENAME TO replay_seen;
+   CREATE INDEX replay_seen_expiry ON replay_seen (expires_ms);`,
 ];
+
+/** The key id of rows migrated from the (iss, cti) table: they match their cti under any key. */
+const ANY_KEY = Buffer.alloc(0);
 
 type RecordOutcome = 'inserted' | 'refreshed' | 'replay' | 'full';
 
-const MAX_ISSUER_BYTES = 1024;
+const MAX_KEY_ID_BYTES = 64;
 const MAX_CTI_BYTES = 64;
 
 const DEFAULTS = { clockSkewMs: 60_000, maxEntries: 1_000_000, pruneIntervalMs: 60_000 };
@@ -91,6 +116,9 @@ export class ReplayGuard implements ReplayReserver {
   private readonly commits: GroupCommit;
   private readonly pruneExpired;
   private readonly countRows: () => number;
+  private readonly countLegacyRows: () => number;
+  /** Migrated rows still held (checked under ANY_KEY while there are any). */
+  private legacyRows: number;
   /**
    * Row count kept in memory to avoid counting per call. It can only run high (an enclosing
    * transaction rolled back an insert), so it is recounted before the guard declares itself full.
@@ -100,6 +128,10 @@ export class ReplayGuard implements ReplayReserver {
   private lastPruneMs = Number.NEGATIVE_INFINITY;
   /** Entries reserved and queued for the next group commit, by key(). */
   private readonly reserved = new Set<string>();
+  /** Rows per key id (hex), live or awaiting prune, and reservations per key id not yet committed. */
+  private perKey = new Map<string, number>();
+  private readonly reservedPerKey = new Map<string, number>();
+  private readonly countPerKey: () => Array<{ key_id: Buffer; n: number }>;
 
   constructor(
     db: Database,
@@ -112,17 +144,17 @@ export class ReplayGuard implements ReplayReserver {
     this.commits = opts.commits ?? new GroupCommit(db);
     migrate(db, 'replay', MIGRATIONS);
 
-    this.select = db.prepare<[string, Buffer], { expires_ms: number }>(
-      'SELECT expires_ms FROM replay_seen WHERE issuer = ? AND cti = ?',
+    this.select = db.prepare<[Buffer, Buffer], { expires_ms: number }>(
+      'SELECT expires_ms FROM replay_seen WHERE key_id = ? AND cti = ?',
     );
-    this.insert = db.prepare<[string, Buffer, number]>(
-      'INSERT INTO replay_seen (issuer, cti, expires_ms) VALUES (?, ?, ?)',
+    this.insert = db.prepare<[Buffer, Buffer, number]>(
+      'INSERT INTO replay_seen (key_id, cti, expires_ms) VALUES (?, ?, ?)',
     );
-    this.refresh = db.prepare<[number, string, Buffer]>(
-      'UPDATE replay_seen SET expires_ms = ? WHERE issuer = ? AND cti = ?',
+    this.refresh = db.prepare<[number, Buffer, Buffer]>(
+      'UPDATE replay_seen SET expires_ms = ? WHERE key_id = ? AND cti = ?',
     );
-    this.upsert = db.prepare<[string, Buffer, number]>(
-      'INSERT INTO replay_seen (issuer, cti, expires_ms) VALUES (?, ?, ?) ON CONFLICT (issuer, cti) DO UPDATE SET expires_ms = excluded.expires_ms',
+    this.upsert = db.prepare<[Buffer, Buffer, number]>(
+      'INSERT INTO replay_seen (key_id, cti, expires_ms) VALUES (?, ?, ?) ON CONFLICT (key_id, cti) DO UPDATE SET expires_ms = excluded.expires_ms',
     );
     const deleteExpired = db.prepare<[number]>('DELETE FROM replay_seen WHERE expires_ms <= ?');
     const saveWatermark = db.prepare<[number]>(
@@ -132,48 +164,56 @@ export class ReplayGuard implements ReplayReserver {
       saveWatermark.run(nowMs);
       return deleteExpired.run(nowMs).changes;
     });
-    this.record = db.transaction((issuer: string, cti: Buffer, expiresMs: number, nowMs: number): RecordOutcome => {
-      if (this.reserved.has(key(issuer, cti))) return 'replay';
-      const seen = this.select.get(issuer, cti);
+    this.record = db.transaction((keyId: Buffer, cti: Buffer, expiresMs: number, nowMs: number): RecordOutcome => {
+      if (this.reserved.has(key(keyId, cti)) || this.seenUnderAnyKey(cti, nowMs)) return 'replay';
+      const seen = this.select.get(keyId, cti);
       if (seen !== undefined && seen.expires_ms > nowMs) return 'replay';
       if (seen !== undefined) {
-        // Expired but not yet pruned: the same (issuer, cti) on a fresh, valid envelope is new.
-        this.refresh.run(expiresMs, issuer, cti);
+        // Expired but not yet pruned: the same (key, cti) on a fresh, valid envelope is new.
+        this.refresh.run(expiresMs, keyId, cti);
         return 'refreshed';
       }
       if (!this.hasRoom()) return 'full';
-      this.insert.run(issuer, cti, expiresMs);
+      this.insert.run(keyId, cti, expiresMs);
       return 'inserted';
     });
 
     const count = db.prepare('SELECT count(*) FROM replay_seen').pluck();
     this.countRows = () => count.get() as number;
     this.entries = this.countRows();
+    const countLegacy = db.prepare("SELECT count(*) FROM replay_seen WHERE key_id = X''").pluck();
+    this.countLegacyRows = () => countLegacy.get() as number;
+    this.legacyRows = this.countLegacyRows();
+    const perKey = db.prepare<[], { key_id: Buffer; n: number }>("SELECT key_id, count(*) AS n FROM replay_seen WHERE key_id != X'' GROUP BY key_id");
+    this.countPerKey = () => perKey.all();
+    this.recountPerKey();
     this.prunedThroughMs = (
       db.prepare('SELECT pruned_through_ms AS t FROM replay_watermark WHERE id = 1').get() as { t: number }
     ).t;
   }
 
   /**
-   * Records (issuer, cti) until exp + skew, committed before this returns. Throws EnvelopeError
+   * Records (key id, cti) until exp + skew, committed before this returns. Throws EnvelopeError
    * ENVELOPE_REPLAY if it is already recorded (or reserved), ENVELOPE_EXPIRED if it is outside the
    * window this guard can vouch for, ENVELOPE_REPLAY_STORE_FULL when full of live entries,
    * ENVELOPE_MALFORMED for bad input. `nowMs` is trusted time (TrustedClock.now()).
    */
-  checkAndRecord(entry: ReplayEntry, nowMs: number): void {
-    const { issuer, cti, expiresMs } = this.admissible(entry, nowMs);
-    let outcome = this.record(issuer, cti, expiresMs, nowMs);
+  checkAndRecord(entry: ReplayEntry, nowMs: number, sharedBy?: number): void {
+    const { keyId, cti, expiresMs } = this.admissible(entry, nowMs);
+    this.checkShare(keyId, cti, nowMs, sharedBy);
+    let outcome = this.record(keyId, cti, expiresMs, nowMs);
     if (outcome === 'full') {
       this.prune(nowMs);
-      outcome = this.record(issuer, cti, expiresMs, nowMs);
+      outcome = this.record(keyId, cti, expiresMs, nowMs);
     }
     switch (outcome) {
       case 'replay':
-        throw replayError(issuer, cti);
+        throw replayError(keyId, cti);
       case 'full':
         throw this.fullError();
       case 'inserted':
         this.entries++;
+        this.countKey(keyId.toString('hex'), 1);
         return;
       case 'refreshed':
         return;
@@ -187,27 +227,36 @@ export class ReplayGuard implements ReplayReserver {
    * record is committed and rejects (GroupCommitError) if that commit fails, which frees the
    * reservation again.
    */
-  reserve(entry: ReplayEntry, nowMs: number): Promise<void> {
-    const { issuer, cti, expiresMs } = this.admissible(entry, nowMs);
-    const k = key(issuer, cti);
-    if (this.reserved.has(k)) throw replayError(issuer, cti);
-    const seen = this.select.get(issuer, cti);
-    if (seen !== undefined && seen.expires_ms > nowMs) throw replayError(issuer, cti);
+  reserve(entry: ReplayEntry, nowMs: number, sharedBy?: number): Promise<void> {
+    const { keyId, cti, expiresMs } = this.admissible(entry, nowMs);
+    const k = key(keyId, cti);
+    if (this.reserved.has(k) || this.seenUnderAnyKey(cti, nowMs)) throw replayError(keyId, cti);
+    const seen = this.select.get(keyId, cti);
+    if (seen !== undefined && seen.expires_ms > nowMs) throw replayError(keyId, cti);
+    if (seen === undefined) this.checkShare(keyId, cti, nowMs, sharedBy);
     if (seen === undefined && !this.hasRoom()) {
       this.prune(nowMs);
       if (!this.hasRoom()) throw this.fullError();
     }
     this.reserved.add(k);
+    const keyHex = keyId.toString('hex');
+    this.reservedPerKey.set(keyHex, (this.reservedPerKey.get(keyHex) ?? 0) + 1);
     let added = false;
     return this.commits.run(
       () => {
         // A prune may have removed an expired row since the check; count what the upsert adds.
-        added = this.select.get(issuer, cti) === undefined;
-        this.upsert.run(issuer, cti, expiresMs);
+        added = this.select.get(keyId, cti) === undefined;
+        this.upsert.run(keyId, cti, expiresMs);
       },
       (committed) => {
         this.reserved.delete(k);
-        if (committed && added) this.entries++;
+        const pending = (this.reservedPerKey.get(keyHex) ?? 1) - 1;
+        if (pending > 0) this.reservedPerKey.set(keyHex, pending);
+        else this.reservedPerKey.delete(keyHex);
+        if (committed && added) {
+          this.entries++;
+          this.countKey(keyHex, 1);
+        }
       },
     );
   }
@@ -220,6 +269,10 @@ export class ReplayGuard implements ReplayReserver {
     const removed = this.pruneExpired(nowMs);
     this.prunedThroughMs = nowMs;
     this.entries -= removed;
+    if (removed > 0) {
+      if (this.legacyRows > 0) this.legacyRows = this.countLegacyRows();
+      this.recountPerKey();
+    }
     return removed;
   }
 
@@ -229,8 +282,8 @@ export class ReplayGuard implements ReplayReserver {
   }
 
   /** Input, expiry and watermark checks shared by both ways in; also runs the periodic prune. */
-  private admissible(entry: ReplayEntry, nowMs: number): { issuer: string; cti: Buffer; expiresMs: number } {
-    const { issuer, cti, expMs } = checkEntry(entry);
+  private admissible(entry: ReplayEntry, nowMs: number): { keyId: Buffer; cti: Buffer; expiresMs: number } {
+    const { keyId, cti, expMs } = checkEntry(entry);
     checkTime('nowMs', nowMs);
     const expiresMs = expMs + this.clockSkewMs;
     if (expiresMs <= nowMs) {
@@ -243,7 +296,40 @@ export class ReplayGuard implements ReplayReserver {
       );
     }
     if (nowMs - this.lastPruneMs >= this.pruneIntervalMs) this.prune(nowMs);
-    return { issuer, cti, expiresMs };
+    return { keyId, cti, expiresMs };
+  }
+
+  /** A live row migrated from the (iss, cti) table with this cti: it refuses the cti under every key. */
+  private seenUnderAnyKey(cti: Buffer, nowMs: number): boolean {
+    if (this.legacyRows === 0) return false;
+    const seen = this.select.get(ANY_KEY, cti);
+    return seen !== undefined && seen.expires_ms > nowMs;
+  }
+
+  /**
+   * With `sharedBy` keys sharing the store, a key may hold maxEntries / sharedBy entries; a new
+   * entry beyond that is refused (after pruning what has expired), so no key can crowd out another.
+   */
+  private checkShare(keyId: Buffer, cti: Buffer, nowMs: number, sharedBy: number | undefined): void {
+    if (sharedBy === undefined) return;
+    const share = Math.max(1, Math.floor(this.maxEntries / Math.max(1, Math.floor(sharedBy))));
+    const keyHex = keyId.toString('hex');
+    const held = () => (this.perKey.get(keyHex) ?? 0) + (this.reservedPerKey.get(keyHex) ?? 0);
+    if (held() < share) return;
+    this.prune(nowMs);
+    if (held() < share) return;
+    throw new EnvelopeError(
+      'ENVELOPE_REPLAY_QUOTA',
+      `key ${keyHex} holds ${held()} live commands, its share of the replay store (${share}); command ${hex(cti)} refused until some expire`,
+    );
+  }
+
+  private countKey(keyHex: string, by: number): void {
+    this.perKey.set(keyHex, (this.perKey.get(keyHex) ?? 0) + by);
+  }
+
+  private recountPerKey(): void {
+    this.perKey = new Map(this.countPerKey().map((r) => [r.key_id.toString('hex'), r.n]));
   }
 
   /** Room for one more entry, counting reservations; recounts before saying no. */
@@ -261,25 +347,29 @@ export class ReplayGuard implements ReplayReserver {
   }
 }
 
-/** Identifies (issuer, cti) in memory; the length prefix keeps any issuer text unambiguous. */
-function key(issuer: string, cti: Buffer): string {
-  return `${issuer.length}:${issuer}${cti.toString('hex')}`;
+/** Identifies (key id, cti) in memory; the length prefix keeps the pair unambiguous. */
+function key(keyId: Buffer, cti: Buffer): string {
+  return `${keyId.length}:${keyId.toString('hex')}${cti.toString('hex')}`;
 }
 
-function replayError(issuer: string, cti: Uint8Array): EnvelopeError {
-  return new EnvelopeError('ENVELOPE_REPLAY', `command ${hex(cti)} from '${issuer}' was already accepted`);
+function replayError(keyId: Uint8Array, cti: Uint8Array): EnvelopeError {
+  return new EnvelopeError('ENVELOPE_REPLAY', `command ${hex(cti)} signed with key ${hex(keyId)} was already accepted`);
 }
 
-function checkEntry(entry: ReplayEntry): { issuer: string; cti: Buffer; expMs: number } {
-  const { issuer, cti, expMs } = entry;
-  if (typeof issuer !== 'string' || issuer.length === 0 || Buffer.byteLength(issuer) > MAX_ISSUER_BYTES) {
-    throw new EnvelopeError('ENVELOPE_MALFORMED', `issuer must be a non-empty string of at most ${MAX_ISSUER_BYTES} bytes`);
+function checkEntry(entry: ReplayEntry): { keyId: Buffer; cti: Buffer; expMs: number } {
+  const { keyId, cti, expMs } = entry;
+  if (!(keyId instanceof Uint8Array) || keyId.length === 0 || keyId.length > MAX_KEY_ID_BYTES) {
+    throw new EnvelopeError('ENVELOPE_MALFORMED', `key id must be 1..${MAX_KEY_ID_BYTES} bytes`);
   }
   if (!(cti instanceof Uint8Array) || cti.length === 0 || cti.length > MAX_CTI_BYTES) {
     throw new EnvelopeError('ENVELOPE_MALFORMED', `cti must be 1..${MAX_CTI_BYTES} bytes`);
   }
   checkTime('expMs', expMs);
-  return { issuer, cti: Buffer.from(cti.buffer, cti.byteOffset, cti.byteLength), expMs };
+  return { keyId: asBuffer(keyId), cti: asBuffer(cti), expMs };
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function checkTime(name: string, value: number): void {

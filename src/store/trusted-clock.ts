@@ -1,18 +1,25 @@
-// Trusted time: the system clock, but never earlier than a floor raised by times seen in verified
-// signed data (command iat, bundle creation). A device whose RTC resets to 1970 on reboot, or
-// whose clock is set back, therefore cannot re-accept expired commands or bundles.
+// Trusted time: the system clock, but never earlier than a floor that only trusted sources
+// raise. A device whose RTC resets to 1970 on reboot, or whose clock is set back, therefore
+// cannot re-accept expired commands or bundles.
 //
-// Persistence rule. The floor is stored in the state database and only ever raised. observe()
-// raises it in memory and writes it when it has moved `persistStepMs` or more past the stored
-// value, so a steady stream of signed times costs one write per step, not one per command.
-// The part not yet written is never relied on: whenever now() would answer with the floor (the
-// floor is ahead of the system clock, so the answer comes from the floor), the floor is written
-// first. So every time value now() has handed out is at or below either the system clock or the
-// stored floor, and after a crash now() never answers earlier than the floor a decision used.
-// Signed times the floor rose to but no decision used may be lost up to `persistStepMs`.
+// Trusted sources, and only these, raise the floor:
+// - the local clock's own progress: the monotonic clock's elapsed time since the floor was last
+//   set (never the wall clock's reading, so a wall clock set far ahead by mistake is forgotten
+//   once it is corrected);
+// - the `created` time of a bundle the agent activated (signed by k-of-n roots): observe();
+// - signed time from the agent's upstream (a collector's acknowledgement): observeUpstream().
+// Claims in a command or an approval never do: any key holder could otherwise push the time
+// forward and have every honest command, the e-stop included, refused as expired. The command
+// pipeline is given only now() and inDoubt().
 //
-// Only signed data raises the floor; the system clock never does, so a clock set far ahead by
-// mistake is forgotten once it is corrected.
+// Persistence rule. The floor is stored in the state database and only ever raised. A raise from
+// signed data is written when it moves `persistStepMs` or more past the stored value, and in any
+// case before now() first answers with it (the floor is ahead of the system clock, so the answer
+// comes from the floor). So every time value now() has handed out is at or below either the system
+// clock or the stored floor, and after a crash now() never answers earlier than a signed floor a
+// decision used. The monotonic progress on top is written by persist() (on the agent's
+// housekeeping interval and at stop); up to one interval of it may be lost in a crash, which only
+// makes the floor lower, never wrong.
 import type { Database } from './state-db.js';
 import { migrate, StateDbError } from './state-db.js';
 import { EnvelopeError } from '../envelope/errors.js';
@@ -21,8 +28,20 @@ import { EnvelopeError } from '../envelope/errors.js';
 export const MAX_TIME_MS = 253_402_300_799_999;
 
 export interface TrustedClockOptions {
-  /** How far the floor may move past the stored value before observe() writes it (default 60 s). */
+  /** How far a signed raise may move past the stored value before it is written (default 60 s). */
   persistStepMs?: number;
+  /** Monotonic milliseconds (default performance.now): how the local clock's progress is measured. */
+  monotonicNow?: () => number;
+}
+
+/** What the command pipeline may ask of trusted time: read it, never raise it. */
+export interface TimeSource {
+  now(): number;
+  /**
+   * True when the system clock gives no valid time or reads earlier than the floor: trusted
+   * time then comes from the floor, which is only a lower bound of the real time.
+   */
+  inDoubt(): boolean;
 }
 
 const MIGRATIONS = [
@@ -35,10 +54,13 @@ const MIGRATIONS = [
 
 const DEFAULT_PERSIST_STEP_MS = 60_000;
 
-export class TrustedClock {
+export class TrustedClock implements TimeSource {
   private readonly persistStepMs: number;
+  private readonly monotonicNow: () => number;
   private readonly writeFloor;
-  private floorMs: number;
+  /** The floor as last set (stored or raised by a signed time), at monotonic time `anchorMono`. */
+  private anchorMs: number;
+  private anchorMono: number;
   private storedFloorMs: number;
 
   constructor(
@@ -51,6 +73,7 @@ export class TrustedClock {
       throw new RangeError(`TrustedClock persistStepMs must be a non-negative integer, got ${step}`);
     }
     this.persistStepMs = step;
+    this.monotonicNow = opts.monotonicNow ?? (() => performance.now());
     migrate(db, 'trusted_clock', MIGRATIONS);
     this.writeFloor = db.prepare<[number]>('UPDATE trusted_clock SET floor_ms = max(floor_ms, ?) WHERE id = 1');
     const stored = (db.prepare('SELECT floor_ms FROM trusted_clock WHERE id = 1').get() as { floor_ms: unknown } | undefined)
@@ -58,7 +81,8 @@ export class TrustedClock {
     if (!isValidTime(stored)) {
       throw new StateDbError('STATE_DB_CORRUPT', `trusted clock floor in the state database is invalid: ${String(stored)}`);
     }
-    this.floorMs = stored;
+    this.anchorMs = stored;
+    this.anchorMono = this.monotonicNow();
     this.storedFloorMs = stored;
   }
 
@@ -67,14 +91,46 @@ export class TrustedClock {
    * (NaN, negative, past year 9999) counts as absent, and the floor answers.
    */
   now(): number {
+    const floor = this.floor();
     const system = this.systemNow();
-    if (isValidTime(system) && system >= this.floorMs) return Math.floor(system);
-    if (this.floorMs > this.storedFloorMs) this.persist();
-    return this.floorMs;
+    if (isValidTime(system) && system >= floor) return Math.floor(system);
+    if (this.anchorMs > this.storedFloorMs) this.persist();
+    return floor;
   }
 
-  /** Raises the floor to a time taken from verified signed data. */
+  inDoubt(): boolean {
+    const system = this.systemNow();
+    return !isValidTime(system) || system < this.floor();
+  }
+
+  /** Raises the floor to the `created` time of a bundle the agent activated (signed by its roots). */
   observe(signedTimeMs: number): void {
+    this.raise(signedTimeMs);
+  }
+
+  /**
+   * Raises the floor to a time signed by the agent's upstream (e.g. in a collector's
+   * acknowledgement), once its signature has been checked against a pinned key.
+   */
+  observeUpstream(signedTimeMs: number): void {
+    this.raise(signedTimeMs);
+  }
+
+  /** The current floor: the last trusted time set, plus the local clock's progress since. */
+  floor(): number {
+    const elapsed = this.monotonicNow() - this.anchorMono;
+    return Math.min(MAX_TIME_MS, this.anchorMs + (elapsed > 0 ? Math.floor(elapsed) : 0));
+  }
+
+  /** Writes the floor now (on the housekeeping interval and on orderly shutdown). */
+  persist(): void {
+    const floor = this.floor();
+    if (floor <= this.storedFloorMs) return;
+    this.writeFloor.run(floor);
+    this.storedFloorMs = floor;
+  }
+
+  private raise(signedTimeMs: number): void {
     if (!isValidTime(signedTimeMs)) {
       throw new EnvelopeError(
         'ENVELOPE_TIME_INVALID',
@@ -82,21 +138,10 @@ export class TrustedClock {
       );
     }
     const time = Math.floor(signedTimeMs);
-    if (time <= this.floorMs) return;
-    this.floorMs = time;
-    if (this.floorMs - this.storedFloorMs >= this.persistStepMs) this.persist();
-  }
-
-  /** The current floor (possibly ahead of the stored one by less than persistStepMs). */
-  floor(): number {
-    return this.floorMs;
-  }
-
-  /** Writes the floor now (e.g. on orderly shutdown). */
-  persist(): void {
-    if (this.floorMs <= this.storedFloorMs) return;
-    this.writeFloor.run(this.floorMs);
-    this.storedFloorMs = this.floorMs;
+    if (time <= this.floor()) return;
+    this.anchorMs = time;
+    this.anchorMono = this.monotonicNow();
+    if (time - this.storedFloorMs >= this.persistStepMs) this.persist();
   }
 }
 

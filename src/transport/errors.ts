@@ -8,6 +8,7 @@ export type TransportErrorCode =
   | 'TOPIC_SITE_INVALID'
   | 'TOPIC_DEVICE_INVALID'
   | 'TOPIC_PREFIX_INVALID'
+  | 'TOPIC_REPLY_PREFIX_INVALID'
   | 'TOPIC_ACTION_INVALID'
   | 'TOPIC_NAME_INVALID'
   // link configuration and connection

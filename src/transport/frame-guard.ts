@@ -1,7 +1,7 @@
 // A streaming filter between the broker's socket and the MQTT parser. mqtt.js buffers each
 // packet whole before parsing it, and a remaining length may announce up to 256 MiB; so sizes
 // are checked here, from the fixed header, before anything is buffered:
-// - a PUBLISH whose payload exceeds the cap is passed on with its payload cut out (topic,
+// - a PUBLISH whose payload exceeds its topic's cap is passed on with its payload cut out (topic,
 //   packet id and properties kept, so it can still be acknowledged and reported) and the
 //   payload bytes are discarded as they arrive;
 // - any other packet, or a PUBLISH header, larger than the header cap is a protocol violation
@@ -10,8 +10,11 @@
 import { TransportError } from './errors.js';
 
 export interface FrameGuardLimits {
-  /** PUBLISH payloads above this are cut out and reported. */
-  maxPayloadBytes: number;
+  /**
+   * PUBLISH payloads above this are cut out and reported: one cap, or a cap per topic, asked as
+   * soon as the topic is read (before any payload byte is held).
+   */
+  maxPayloadBytes: number | ((topic: string) => number);
   /** Bound on a PUBLISH variable header (topic, packet id, properties) and on any other packet. */
   maxHeaderBytes: number;
 }
@@ -23,6 +26,8 @@ export interface CutPublish {
   qos: number;
   messageId?: number;
   payloadBytes: number;
+  /** The cap that applied to this topic. */
+  limit: number;
 }
 
 export interface GuardOutput {
@@ -131,14 +136,18 @@ export class FrameGuard {
     }
     const headLength = phase.head.length;
     const payloadBytes = phase.remaining - headLength;
-    if (payloadBytes > this.limits.maxPayloadBytes) {
-      const topicLength = phase.head.readUInt16BE(0);
+    const topicLength = phase.head.readUInt16BE(0);
+    const topic = phase.head.toString('utf8', 2, 2 + topicLength);
+    const { maxPayloadBytes } = this.limits;
+    const limit = typeof maxPayloadBytes === 'number' ? maxPayloadBytes : maxPayloadBytes(topic);
+    if (payloadBytes > limit) {
       out.cut.push({
         ordinal: this.publishes,
-        topic: phase.head.toString('utf8', 2, 2 + topicLength),
+        topic,
         qos,
         ...(qos > 0 ? { messageId: phase.head.readUInt16BE(2 + topicLength) } : {}),
         payloadBytes,
+        limit,
       });
       out.forward.push(Buffer.from([phase.first, ...encodeVarint(headLength)]), phase.head);
       this.advance(payloadBytes, 'skip');

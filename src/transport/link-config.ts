@@ -44,6 +44,11 @@ export interface MqttLinkOptions {
   /** Incoming payloads above this are dropped and reported. Default 1 MiB. */
   maxPayloadBytes?: number;
   /**
+   * A cap per topic (e.g. commands at the envelope limit, bundles at the bundle limit), asked as
+   * each PUBLISH header is read, before its payload is buffered; replaces maxPayloadBytes.
+   */
+  payloadLimit?: (topic: string) => number;
+  /**
    * How many handlers run at once (reading pauses beyond it); on MQTT 5 also how many
    * unacknowledged QoS 1 messages the broker may send at once. Default 64.
    */

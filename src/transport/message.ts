@@ -9,6 +9,8 @@ export interface InboundMessage {
   duplicate: boolean;
   /** MQTT 5 only; omitted (and reported) when not a topic this device may publish to. */
   responseTopic?: string;
+  /** A response topic that was named but is no topic at all (wildcards, `$`, too long): its first 256 characters. */
+  refusedResponseTopic?: string;
   correlationData?: Buffer;
   contentType?: string;
 }

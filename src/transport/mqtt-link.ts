@@ -68,6 +68,9 @@ export interface OversizeReport {
   qos: number;
   payloadBytes: number;
   limit: number;
+  /** MQTT 5 properties the cut message carried (kept: only the payload was dropped). */
+  responseTopic?: string;
+  correlationData?: Buffer;
 }
 
 export interface LinkMetrics {
@@ -307,7 +310,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     this.cuts = [];
     this.publishesSeen = 0;
     this.acks = new AckOrder();
-    const guard = new FrameGuard({ maxPayloadBytes: this.maxPayloadBytes, maxHeaderBytes: MAX_HEADER_BYTES }, version);
+    const guard = new FrameGuard({ maxPayloadBytes: this.options.payloadLimit ?? this.maxPayloadBytes, maxHeaderBytes: MAX_HEADER_BYTES }, version);
     return new GuardedStream(socket, guard, (cut) => this.cuts.push(cut));
   }
 
@@ -473,7 +476,15 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     try {
       if (cut) {
         this.counters.oversizeDropped++;
-        this.emit('oversize', { topic: cut.topic, qos: cut.qos, payloadBytes: cut.payloadBytes, limit: this.maxPayloadBytes });
+        const props = delivery.packet.properties;
+        this.emit('oversize', {
+          topic: cut.topic,
+          qos: cut.qos,
+          payloadBytes: cut.payloadBytes,
+          limit: cut.limit,
+          ...(props?.responseTopic === undefined ? {} : { responseTopic: props.responseTopic }),
+          ...(props?.correlationData === undefined ? {} : { correlationData: props.correlationData }),
+        });
       } else {
         this.counters.messagesIn++;
         await this.options.onMessage(this.toInbound(delivery.packet));
@@ -521,7 +532,8 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       if (isPublishableTopic(props.responseTopic)) {
         message.responseTopic = props.responseTopic;
       } else {
-        this.report(new TransportError('LINK_RESPONSE_TOPIC_INVALID', `message on ${packet.topic} named an invalid response topic; ignored`));
+        message.refusedResponseTopic = String(props.responseTopic).slice(0, 256);
+        this.report(new TransportError('LINK_RESPONSE_TOPIC_INVALID', `message on ${packet.topic} named an invalid response topic`));
       }
     }
     if (props?.correlationData !== undefined) message.correlationData = props.correlationData;

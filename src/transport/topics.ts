@@ -28,15 +28,28 @@ export interface DeviceTopics {
   status: string;
   /** Topics the agent subscribes to. */
   inbound: readonly string[];
+  /**
+   * The namespace MQTT 5 response topics must lie in (ends in "/"; default `<prefix>cmd/result/`):
+   * its root (e.g. `cmd/result`) or any topic below it.
+   */
+  replyPrefix: string;
+  /** Whether a response topic named by a sender is one the agent will publish a result to. */
+  isReplyTopic(topic: string): boolean;
   /** Where an authorized command goes to the local controller. */
   exec(action: string): string;
 }
 
-export function deviceTopics(opts: { site: string; device: string; prefix?: string }): DeviceTopics {
+/** Topics (or, ending in "/", families of topics) the device reads or its controllers act on. */
+const CONTROL_TOPICS = ['cmd', 'approve', 'bundle', 'status', 'attest/', 'exec/'] as const;
+
+export function deviceTopics(opts: { site: string; device: string; prefix?: string; replyPrefix?: string }): DeviceTopics {
   checkId(opts.site, 'site', 'TOPIC_SITE_INVALID');
   checkId(opts.device, 'device', 'TOPIC_DEVICE_INVALID');
   const prefix = opts.prefix ?? `ztedge/${opts.site}/${opts.device}/`;
   checkPrefix(prefix);
+  const replyPrefix = opts.replyPrefix ?? `${prefix}cmd/result/`;
+  checkReplyPrefix(replyPrefix, prefix);
+  const replyRoot = replyPrefix.slice(0, -1);
   const cmd = `${prefix}cmd`;
   const approve = `${prefix}approve`;
   const bundle = `${prefix}bundle`;
@@ -53,6 +66,8 @@ export function deviceTopics(opts: { site: string; device: string; prefix?: stri
     attestEvidence: `${prefix}attest/evidence`,
     status: `${prefix}status`,
     inbound: [cmd, approve, bundle, rollback, attestChallenge],
+    replyPrefix,
+    isReplyTopic: (topic) => isPublishableTopic(topic) && (topic === replyRoot || topic.startsWith(replyPrefix)),
     exec(action: string): string {
       if (typeof action !== 'string' || !ACTION_PATTERN.test(action)) {
         throw new TransportError('TOPIC_ACTION_INVALID', `action id ${describe(action)} is not a single safe topic level`);
@@ -89,6 +104,28 @@ function checkPrefix(prefix: unknown): void {
   if (/[+#\u0000]/.test(prefix)) throw fail('must not contain "+", "#" or NUL');
   if (prefix.startsWith('$')) throw fail('must not start with "$" (broker topics)');
   if (prefix.slice(0, -1).split('/').some((level) => level === '')) throw fail('must not contain empty levels');
+}
+
+/**
+ * A reply namespace may hold no topic the device reads or its controllers act on: neither its
+ * root nor anything below it may be a control topic, and it may neither contain nor lie inside a
+ * control family (`exec/…`, `attest/…`). So no sender can have a result published onto one.
+ */
+function checkReplyPrefix(replyPrefix: unknown, prefix: string): void {
+  const fail = (why: string) => new TransportError('TOPIC_REPLY_PREFIX_INVALID', `reply topic prefix ${describe(replyPrefix)} ${why}`);
+  if (typeof replyPrefix !== 'string' || !replyPrefix.endsWith('/') || replyPrefix === '/') throw fail('must be a topic prefix ending with "/"');
+  if (!isPublishableTopic(replyPrefix) || Buffer.byteLength(replyPrefix, 'utf8') > MAX_PREFIX_BYTES) {
+    throw fail(`must be at most ${MAX_PREFIX_BYTES} bytes, without "+", "#", NUL or a leading "$"`);
+  }
+  if (replyPrefix.slice(0, -1).split('/').some((level) => level === '')) throw fail('must not contain empty levels');
+  const root = replyPrefix.slice(0, -1);
+  for (const control of CONTROL_TOPICS) {
+    const topic = `${prefix}${control}`;
+    const overlaps = control.endsWith('/')
+      ? replyPrefix.startsWith(topic) || topic.startsWith(replyPrefix)
+      : topic === root || topic.startsWith(replyPrefix);
+    if (overlaps) throw fail(`overlaps the device's control topic ${topic}${control.endsWith('/') ? '#' : ''}`);
+  }
 }
 
 function describe(value: unknown): string {

@@ -35,6 +35,14 @@ describe('agent config', () => {
     expect(c.executors.reboot).toEqual({ kind: 'exec', command: ['/usr/bin/true'], timeoutMs: 5000 });
   });
 
+  it('limits reply topics to a namespace that overlaps no control topic', () => {
+    expect(loadConfig(minimal, {}).broker.replyTopicPrefix).toBe('ztedge/plant-a/arm-01/cmd/result/');
+    expect(loadConfig(minimal, { ZTEDGE_BROKER_REPLY_TOPIC_PREFIX: 'clients/replies/' }).broker.replyTopicPrefix).toBe('clients/replies/');
+    expect(problemsOf(minimal, { ZTEDGE_BROKER_REPLY_TOPIC_PREFIX: 'ztedge/plant-a/arm-01/exec/' })).toEqual([
+      expect.stringMatching(/^broker\.replyTopicPrefix: reply topic prefix .* overlaps the device's control topic ztedge\/plant-a\/arm-01\/exec\/#$/),
+    ]);
+  });
+
   it('reads JSON as well as YAML', () => {
     const c = loadConfig(
       JSON.stringify({ device: { id: 'd1', site: 's1' }, stateDir: '/s', deviceKey: '/k', roots: { keys: ['/r'] } }),

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ExecExecutor } from '../../src/agent/executors/exec.js';
 import { HttpExecutor } from '../../src/agent/executors/http.js';
+import { MqttAckRouter } from '../../src/agent/executors/mqtt.js';
 
 const request = { commandId: 'aa01', action: 'move', principal: 'Agent::"planner"', resource: 'Arm::"arm-01"', args: { speed: 10 } };
 const node = process.execPath;
@@ -53,5 +54,31 @@ describe('HttpExecutor', () => {
       server.closeAllConnections();
       server.close();
     }
+  });
+});
+
+describe('MqttAckRouter', () => {
+  const id = 'ab'.repeat(32);
+  const ack = (body: unknown) => Buffer.from(JSON.stringify(body));
+
+  it('settles a waiting command only with its exact id on its own action\'s ack topic', async () => {
+    const router = new MqttAckRouter();
+    const waiting = router.wait(id, 'move', 5000);
+    expect(router.deliver('move', ack({ id: id.toUpperCase(), status: 'ok' })).verdict).toBe('EXEC_ACK_MALFORMED');
+    expect(router.deliver('move', ack({ id: id.slice(0, 32), status: 'ok' })).verdict).toBe('EXEC_ACK_MALFORMED');
+    expect(router.deliver('grip', ack({ id, status: 'ok' })).verdict).toBe('EXEC_ACK_WRONG_ACTION');
+    expect(router.deliver('move', ack({ id, status: 'done' })).verdict).toBe('EXEC_ACK_MALFORMED');
+    expect(router.deliver('move', Buffer.from('not json')).verdict).toBe('EXEC_ACK_MALFORMED');
+    expect(router.pending).toBe(1);
+    expect(router.deliver('move', ack({ id, status: 'ok', detail: { x: 1 } }))).toEqual({ verdict: 'ACCEPTED', id });
+    expect(await waiting.promise).toEqual({ status: 'ok', detail: { x: 1 } });
+    expect(router.deliver('move', ack({ id, status: 'ok' })).verdict).toBe('EXEC_ACK_DUPLICATE');
+    expect(router.deliver('move', ack({ id: 'cd'.repeat(32), status: 'ok' })).verdict).toBe('EXEC_ACK_UNKNOWN');
+  });
+
+  it('treats an ack after the timeout as a duplicate, not a new answer', async () => {
+    const router = new MqttAckRouter();
+    expect((await router.wait(id, 'move', 10).promise).status).toBe('timeout');
+    expect(router.deliver('move', ack({ id, status: 'ok' })).verdict).toBe('EXEC_ACK_DUPLICATE');
   });
 });

@@ -11,13 +11,14 @@ import { Metrics } from '../../src/agent/metrics.js';
 import { CommandPipeline, type FailClosedState } from '../../src/agent/pipeline.js';
 import type { ExecutionRequest, Executor, ExecutionOutcome } from '../../src/agent/executors/types.js';
 import type { Posture } from '../../src/agent/config.js';
-import { SqliteAuditLog } from '../../src/audit/log.js';
+import { type AuditSink, SqliteAuditLog } from '../../src/audit/log.js';
 import { buildBundle, type BundleSource } from '../../src/bundle/build.js';
 import { DEFAULT_SETTINGS } from '../../src/bundle/format.js';
 import { signBundle } from '../../src/bundle/sign.js';
 import { verifyBundle, type VerifiedBundle } from '../../src/bundle/verify.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { PendingApprovals } from '../../src/store/pending-approvals.js';
+import { UnsettledCommands } from '../../src/store/unsettled-commands.js';
 import { RateLimiter } from '../../src/store/rate-limiter.js';
 import { generatePrivateKey, type PrivateKey } from '../../src/crypto/keys.js';
 import { COSE_ALG } from '../../src/crypto/algorithms.js';
@@ -61,7 +62,9 @@ export const CELL_ENTITIES = JSON.stringify([
   { uid: { type: 'User', id: 'bob' }, attrs: {}, parents: [{ type: 'Role', id: 'supervisor' }] },
   { uid: { type: 'User', id: 'mallory' }, attrs: {}, parents: [] },
   { uid: { type: 'Cell', id: 'cell-1' }, attrs: {}, parents: [] },
-  { uid: { type: 'Arm', id: 'arm-01' }, attrs: {}, parents: [{ type: 'Cell', id: 'cell-1' }] },
+  { uid: { type: 'Device', id: 'arm-01' }, attrs: {}, parents: [] },
+  // The arm is in its cell and hosted on the device that runs the agent in front of it.
+  { uid: { type: 'Arm', id: 'arm-01' }, attrs: {}, parents: [{ type: 'Cell', id: 'cell-1' }, { type: 'Device', id: 'arm-01' }] },
 ]);
 
 export interface Keys {
@@ -150,6 +153,9 @@ export interface Core {
   posture: { value: Posture };
   failClosed: FailClosedState;
   bundle: { current: VerifiedBundle };
+  /** The trusted clock the pipeline decides by (system clock: `clock.ms`). */
+  trusted: TrustedClock;
+  metrics: Metrics;
   close(): void;
   /** Re-creates everything on the same state directory (a restart). */
   restart(): Core;
@@ -160,7 +166,7 @@ export function makeCore(
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-core-')),
   clock = { ms: T0 },
   executor = new RecordingExecutor(),
-  options: { verifier?: SignatureVerifier } = {},
+  options: { verifier?: SignatureVerifier; audit?: AuditSink; replayMaxEntries?: number } = {},
 ): Core {
   const dbPath = path.join(dir, 'state.db');
   const db = openStateDb(dbPath);
@@ -180,10 +186,11 @@ export function makeCore(
   const failClosed: FailClosedState = { active: false };
   const rate = new RateLimiter(db, { commits });
   const trusted = new TrustedClock(db, () => clock.ms);
+  const metrics = new Metrics();
   const pipeline = new CommandPipeline({
     deviceId: DEVICE,
     bundle: () => bundle.current,
-    replay: new ReplayGuard(db, { clockSkewMs: 30_000, commits }),
+    replay: new ReplayGuard(db, { clockSkewMs: 30_000, commits, ...(options.replayMaxEntries === undefined ? {} : { maxEntries: options.replayMaxEntries }) }),
     clock: trusted,
     posture: () => posture.value,
     online: () => true,
@@ -192,10 +199,12 @@ export function makeCore(
     rate,
     grants: new GrantStore(db),
     pending: new PendingApprovals(db, 100),
+    unsettled: new UnsettledCommands(db, { commits }),
     executor: (action) => (['move', 'estop', 'weld'].includes(action) ? executor : undefined),
-    metrics: new Metrics(),
+    metrics,
     limits: { envelopeMaxBytes: 64 * 1024, clockSkewMs: 30_000, maxLifetimeMs: 3_600_000 },
-    ...options,
+    ...(options.verifier === undefined ? {} : { verifier: options.verifier }),
+    ...(options.audit === undefined ? {} : { audit: options.audit }),
   });
   const core: Core = {
     dir,
@@ -209,6 +218,8 @@ export function makeCore(
     posture,
     failClosed,
     bundle,
+    trusted,
+    metrics,
     close: () => {
       commits.flush();
       trusted.persist();
@@ -227,11 +238,12 @@ export function command(
   now: number,
   action: string,
   args: Record<string, string | number | boolean> = {},
-  over: { resource?: string; device?: string; lifetimeMs?: number; topic?: string } = {},
+  over: { resource?: string; device?: string; lifetimeMs?: number; topic?: string; issuer?: string } = {},
 ): Uint8Array {
   return signCommand({
     key,
-    issuer: 'test-sender',
+    // No iss: the agent takes the principal the key belongs to.
+    ...(over.issuer === undefined ? {} : { issuer: over.issuer }),
     deviceId: over.device ?? DEVICE,
     topic: over.topic ?? 'cmd',
     action,
@@ -243,5 +255,5 @@ export function command(
 }
 
 export function approval(key: PrivateKey, now: number, commandDigest: Uint8Array, decision: 'approve' | 'reject' = 'approve'): Uint8Array {
-  return signApproval({ key, issuer: 'approver', deviceId: DEVICE, topic: 'approve', commandDigest, decision, now, lifetimeMs: 60_000 });
+  return signApproval({ key, deviceId: DEVICE, topic: 'approve', commandDigest, decision, now, lifetimeMs: 60_000 });
 }

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ExecutionOutcome, ExecutionRequest } from '../../src/agent/executors/types.js';
 import { nativeVerifier } from '../../src/crypto/native-verifier.js';
 import type { SignatureVerifier } from '../../src/crypto/verifier.js';
+import { decodeCbor } from '../../src/envelope/cbor.js';
 import { command, type Core, makeCore, makeKeys, RecordingExecutor, T0 } from './fixture.js';
 
 /**
@@ -25,11 +26,13 @@ class DurabilityCheckingExecutor extends RecordingExecutor {
   }
 
   override async execute(request: ExecutionRequest): Promise<ExecutionOutcome> {
-    const cti = Buffer.from(request.commandId, 'hex');
+    // The executor id is the envelope digest, which the decision record's CBOR body carries (with the cti).
+    const digest = Buffer.from(request.commandId, 'hex');
+    const decisions = this.reader!.prepare("SELECT body FROM audit WHERE kind = 'decision' AND instr(body, ?) > 0").all(digest) as Array<{ body: Buffer }>;
+    const cti = decisions.length === 1 ? Buffer.from((decodeCbor(decisions[0]!.body, { maxBytes: 1 << 20, maxDepth: 32 }) as Map<string, Uint8Array>).get('cti')!) : Buffer.alloc(0);
     const replay = this.reader!.prepare('SELECT count(*) AS n FROM replay_seen WHERE cti = ?').get(cti) as { n: number };
-    // The decision record's CBOR body carries the cti bytes.
-    const decision = this.reader!.prepare("SELECT count(*) AS n FROM audit WHERE kind = 'decision' AND instr(body, ?) > 0").get(cti) as { n: number };
-    if (replay.n !== 1 || decision.n !== 1) this.notYetDurable.push(request.commandId);
+    const unsettled = this.reader!.prepare('SELECT count(*) AS n FROM unsettled_commands WHERE digest = ?').get(digest) as { n: number };
+    if (replay.n !== 1 || decisions.length !== 1 || unsettled.n !== 1) this.notYetDurable.push(request.commandId);
     return super.execute(request);
   }
 
@@ -76,9 +79,10 @@ describe('commands under group commit', () => {
     expect(recordedCalls).toBe(20);
     expect(executor.notYetDurable).toEqual([]);
     const after = c.commits.stats();
-    // One transaction for 20 replay entries + 20 decision records, one for the 20 execution records.
-    expect({ batches: after.batches - before.batches, writes: after.writes - before.writes }).toEqual({ batches: 2, writes: 60 });
-    expect(after.largestBatch).toBe(40);
+    // One transaction for 20 replay entries + 20 decision records + 20 unsettled rows, one for the
+    // 20 execution records and the removal of the 20 rows: no transaction or flush of their own.
+    expect({ batches: after.batches - before.batches, writes: after.writes - before.writes }).toEqual({ batches: 2, writes: 100 });
+    expect(after.largestBatch).toBe(60);
     expect(c.audit.verify()).toBeUndefined();
     expect(c.audit.head().seq).toBe(40);
   });

@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { toHex } from '../../src/crypto/bytes.js';
+import { signApproval } from '../../src/envelope/approval.js';
 import { decodeCbor } from '../../src/envelope/cbor.js';
 import { approval, command, makeCore } from './fixture.js';
 
@@ -12,7 +14,7 @@ describe('command pipeline', () => {
     // Policies are named by their @id in the result and in the audit record.
     expect(out).toMatchObject({ decision: 'allow', policies: ['operators-move'], reasons: ['PERMITTED'], outcome: 'executed', detail: { done: true } });
     expect(core.executor.calls).toEqual([
-      { commandId: out.ctiHex, action: 'move', principal: 'Agent::"planner"', resource: 'Arm::"arm-01"', args: { speed: 50 } },
+      { commandId: toHex(out.digest!), action: 'move', principal: 'Agent::"planner"', resource: 'Arm::"arm-01"', args: { speed: 50 } },
     ]);
     const records = core.audit.read(1, 10);
     expect(records.map((r) => r.kind)).toEqual(['decision', 'execution']);
@@ -96,6 +98,18 @@ describe('command pipeline', () => {
     // The approval created a just-in-time grant: the same weld within 5 minutes needs no new quorum.
     const again = await core.pipeline.handleCommand({ bytes: command(core.keys.planner, now(), 'weld'), source: 'mqtt' });
     expect(again).toMatchObject({ decision: 'allow', reasons: ['JIT_GRANT'], outcome: 'executed' });
+    core.close();
+  });
+
+  it('refuses an approval whose iss names another approver; it counts for nobody', async () => {
+    const core = makeCore();
+    const held = await core.pipeline.handleCommand({ bytes: command(core.keys.planner, core.clock.ms, 'weld'), source: 'mqtt' });
+    const posing = signApproval({ key: core.keys.mallory, issuer: 'User::"alice"', deviceId: 'arm-01', topic: 'approve', commandDigest: held.digest!, decision: 'approve', now: core.clock.ms, lifetimeMs: 60_000 });
+    expect((await core.pipeline.handleApproval(posing)).code).toBe('ENVELOPE_ISSUER_MISMATCH');
+    // Her own iss is accepted as such (and she is no approver).
+    const own = signApproval({ key: core.keys.mallory, issuer: 'User::"mallory"', deviceId: 'arm-01', topic: 'approve', commandDigest: held.digest!, decision: 'approve', now: core.clock.ms, lifetimeMs: 60_000 });
+    expect((await core.pipeline.handleApproval(own)).code).toBe('APPROVAL_NOT_APPROVER');
+    expect((await core.pipeline.handleApproval(approval(core.keys.alice, core.clock.ms, held.digest!))).code).toBe('APPROVAL_COUNTED');
     core.close();
   });
 

@@ -29,7 +29,7 @@ describe('commands over MQTT 3.1.1 (aedes)', () => {
     expect(allowed.code).toBe(0);
     const result = JSON.parse(allowed.stdout[0]!);
     expect(result).toMatchObject({ decision: 'allow', outcome: 'executed', verified: true });
-    expect(arm.executed.map((r) => [r.commandId, r.action, r.args])).toEqual([[result.cti, 'move', { speed: 20, y: -40 }]]);
+    expect(arm.executed.map((r) => [r.commandId, r.action, r.args])).toEqual([[result.command, 'move', { speed: 20, y: -40 }]]);
 
     const forbidden = await send('planner', 'move', '{"speed": 400}');
     expect(forbidden.code).toBe(3);

@@ -48,7 +48,7 @@ describe('a broker restart in the middle of a stream of commands', () => {
 
     const executedIds = arm.executed.map((r) => r.commandId);
     expect(new Set(executedIds).size).toBe(executedIds.length);
-    expect(executedIds.sort()).toEqual(results.map((r) => toHex(r[0]!.claims.cti)).sort());
+    expect(executedIds.sort()).toEqual(results.map((r) => toHex(r[0]!.claims.cmd)).sort());
     const deliveries = digests.reduce((n, d) => n + operator.deliveries(d).length, 0);
     console.log(`[broker restart] ${COMMANDS} commands: ${arm.executed.length} executions, ${arm.duplicates} repeated exec deliveries, ${deliveries} result deliveries`);
   });

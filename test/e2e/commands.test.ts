@@ -49,7 +49,7 @@ describe('commands over MQTT, end to end', () => {
     expect(sent.code).toBe(0);
     const result = JSON.parse(sent.stdout[0]!);
     expect(result).toMatchObject({ decision: 'allow', outcome: 'executed', reasons: ['PERMITTED'], policies: ['operators-move'], device: DEVICE, verified: true });
-    expect(arm.executed).toEqual([{ commandId: result.cti, action: 'move', principal: 'Agent::"planner"', resource: ARM, args: { speed: 40, x: 120 } }]);
+    expect(arm.executed).toEqual([{ commandId: result.command, action: 'move', principal: 'Agent::"planner"', resource: ARM, args: { speed: 40, x: 120 } }]);
     expect(arm.state.position.x).toBe(120);
     // Decision before execution in the audit log, both naming the command.
     const records = auditTrail(agent).filter(({ record }) => record.kind === 'decision' || record.kind === 'execution');
@@ -83,7 +83,7 @@ describe('commands over MQTT, end to end', () => {
     // Signed for this device's topic binding but addressed (aud) to another device.
     const otherAudience = sealEnvelope(
       new Map<CborMapKey, Encodable>([
-        [CLAIM.iss, 'planner'],
+        [CLAIM.iss, 'Agent::"planner"'],
         [CLAIM.aud, 'arm-02'],
         [CLAIM.exp, Math.floor(now / 1000) + 60],
         [CLAIM.iat, Math.floor(now / 1000)],
@@ -131,7 +131,7 @@ describe('commands over MQTT, end to end', () => {
     await operator.send(grip);
     const [, afterRestart] = await operator.waitResults(digest, 2);
     expect(afterRestart!.claims).toMatchObject({ decision: 'deny', reasons: ['ENVELOPE_REPLAY'], outcome: 'rejected' });
-    expect(arm.executed.map((r) => r.commandId)).toEqual([toHex(cti)]);
+    expect(arm.executed.map((r) => r.commandId)).toEqual([toHex(digest)]);
     const replays = auditTrail(restarted.agent).filter(({ body }) => body.get('rejected') === 'ENVELOPE_REPLAY');
     expect(replays).toHaveLength(3);
   });

@@ -116,7 +116,7 @@ export async function startAgent(config: AgentConfig, now?: () => number): Promi
 }
 
 export async function startArm(broker: TestBroker, clientId?: string): Promise<SimArm> {
-  return startSimArm({ url: broker.url, prefix: PREFIX, ...(clientId === undefined ? {} : { clientId }) });
+  return startSimArm({ url: broker.url, prefix: PREFIX, resources: [ARM, `Device::"${DEVICE}"`], ...(clientId === undefined ? {} : { clientId }) });
 }
 
 /** Signs a command for this device as the cell fixture's principals do. */
@@ -124,15 +124,15 @@ export function command(
   key: PrivateKey,
   action: string,
   args: Record<string, string | number | boolean> = {},
-  over: { now?: number; lifetimeMs?: number; device?: string; cti?: Uint8Array } = {},
+  over: { now?: number; lifetimeMs?: number; device?: string; cti?: Uint8Array; resource?: string; issuer?: string } = {},
 ): Uint8Array {
   return signCommand({
     key,
-    issuer: toHex(key.publicKey.kid),
+    ...(over.issuer === undefined ? {} : { issuer: over.issuer }),
     deviceId: over.device ?? DEVICE,
     topic: 'cmd',
     action,
-    resource: ARM,
+    resource: over.resource ?? ARM,
     args,
     now: over.now ?? Date.now(),
     lifetimeMs: over.lifetimeMs ?? 60_000,

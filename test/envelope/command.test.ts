@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { COSE_ALG } from '../../src/crypto/algorithms.js';
 import { VERIFIER_NAMES, getVerifier } from '../../src/crypto/verifier.js';
 import { signApproval, verifyApproval } from '../../src/envelope/approval.js';
+import type { CborMapKey, Encodable } from '../../src/envelope/cbor.js';
 import { contextAad } from '../../src/envelope/claims.js';
 import { verifyCommand, verifyCommandAsync } from '../../src/envelope/command.js';
 import { EnvelopeError } from '../../src/envelope/errors.js';
@@ -59,15 +60,27 @@ describe('command envelope', () => {
     expect(Buffer.from(contextAad('robot-1', 'cmd')).toString('hex')).toBe('82' + '67' + Buffer.from('robot-1').toString('hex') + '63' + Buffer.from('cmd').toString('hex'));
   });
 
-  it('keeps args exact: 64-bit integers, nesting, and keys like __proto__ as plain data', () => {
-    const bytes = command({ args: { max: 9223372036854775807n, min: -9223372036854775808n, list: [1, 'a', true], rec: { inner: { deep: 'x' } }, ['__proto__']: 'p' } });
+  it('keeps args exact: 64-bit integers, nesting, records without a prototype', () => {
+    const bytes = command({ args: { max: 9223372036854775807n, min: -9223372036854775808n, list: [1, 'a', true], rec: { inner: { deep: 'x' } }, toString: 'plain' } });
     const { args } = verifyCommand(bytes, verifyOptions()).claims;
     expect(args.max).toBe(9223372036854775807n);
     expect(args.min).toBe(-9223372036854775808n);
     expect(args.list).toEqual([1, 'a', true]);
     expect(Object.getPrototypeOf(args)).toBeNull();
-    expect(Object.getOwnPropertyDescriptor(args, '__proto__')?.value).toBe('p');
-    expect(({} as Record<string, unknown>).p).toBeUndefined();
+    expect(Object.getPrototypeOf(args.rec)).toBeNull();
+    expect(args.toString).toBe('plain');
+  });
+
+  it.each(['__proto__', 'constructor', 'prototype'])('refuses the reserved args key %s at any depth', (name) => {
+    const at = (value: Map<CborMapKey, Encodable>) => {
+      const claims = standardClaims();
+      claims.set('args', value);
+      return outcome(() => verifyCommand(craft({ payload: claims }), verifyOptions()));
+    };
+    const reserved = new Map<CborMapKey, Encodable>([[name, 'p']]);
+    expect(at(reserved)).toBe('ENVELOPE_ARGS_RESERVED_KEY');
+    expect(at(new Map<CborMapKey, Encodable>([['rec', reserved]]))).toBe('ENVELOPE_ARGS_RESERVED_KEY');
+    expect(at(new Map<CborMapKey, Encodable>([['list', [1, reserved]]]))).toBe('ENVELOPE_ARGS_RESERVED_KEY');
   });
 
   it('reads an empty args record when the claim is absent, and nbf when present', () => {
@@ -105,6 +118,9 @@ describe('command envelope', () => {
     const bound = verifyOptions({ keyResolver: (kid) => (Buffer.from(kid).equals(Buffer.from(edKey.publicKey.kid)) ? { key: edKey.publicKey, issuer: ISSUER } : undefined) });
     expect(verifyCommand(command(), bound).issuer).toBe(ISSUER);
     expect(outcome(() => verifyCommand(command({ issuer: 'User::"admin"' }), bound))).toBe('ENVELOPE_ISSUER_MISMATCH');
+    // No iss: the key's issuer. Without a binding an iss is required.
+    expect(verifyCommand(command({ issuer: undefined }), bound).issuer).toBe(ISSUER);
+    expect(outcome(() => verifyCommand(command({ issuer: undefined }), verifyOptions()))).toBe('ENVELOPE_CLAIM_MISSING');
   });
 
   it('accepts the RFC 9864 fully-specified algorithm ids', () => {

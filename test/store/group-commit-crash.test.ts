@@ -1,6 +1,7 @@
 // Crash safety of group commit: a process killed the instant a command starts executing has
-// already committed that command's replay entry and decision record, so after a restart the
-// same envelope is refused as a replay and the audit log says what was decided.
+// already committed that command's replay entry, decision record and unsettled row, so after a
+// restart the same envelope is refused as a replay, the audit log says what was decided, and the
+// agent knows the outcome is unknown.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,6 +12,7 @@ import { SqliteAuditLog } from '../../src/audit/log.js';
 import { decodeCbor } from '../../src/envelope/cbor.js';
 import { EnvelopeError } from '../../src/envelope/errors.js';
 import { ReplayGuard } from '../../src/store/replay-guard.js';
+import { UnsettledCommands } from '../../src/store/unsettled-commands.js';
 import { T0 } from '../agent/fixture.js';
 
 const CHILD = new URL('./group-commit-crash-child.ts', import.meta.url).pathname;
@@ -35,26 +37,29 @@ describe('group commit under a crash', () => {
     dirs.push(dir);
     const { signal, lines } = await runChild(dir);
     expect(signal).toBe('SIGKILL');
+    // The executor id is the envelope digest.
     const { executing } = JSON.parse(lines.at(-1)!) as { executing: string };
-    const cti = Buffer.from(executing, 'hex');
 
     const db = openStateDb(path.join(dir, 'state.db'));
     try {
-      const guard = new ReplayGuard(db, { clockSkewMs: 30_000 });
-      let refusal: string | undefined;
-      try {
-        guard.checkAndRecord({ issuer: 'test-sender', cti, expMs: T0 + 60_000 }, T0 + 1000);
-      } catch (err) {
-        refusal = (err as EnvelopeError).code;
-      }
-      expect(refusal).toBe('ENVELOPE_REPLAY');
-
       const audit = new SqliteAuditLog(db, { now: () => T0 });
       expect(audit.verify()).toBeUndefined();
       const records = audit.read(1, 10);
       expect(records.map((r) => r.kind)).toEqual(['decision']);
       const decision = decodeCbor(records[0]!.body, { maxBytes: 1 << 20, maxDepth: 32 }) as Map<string, unknown>;
-      expect([decision.get('decision'), Buffer.from(decision.get('cti') as Uint8Array).toString('hex')]).toEqual(['allow', executing]);
+      expect([decision.get('decision'), Buffer.from(decision.get('cmd') as Uint8Array).toString('hex')]).toEqual(['allow', executing]);
+      const cti = Buffer.from(decision.get('cti') as Uint8Array);
+
+      const guard = new ReplayGuard(db, { clockSkewMs: 30_000 });
+      let refusal: string | undefined;
+      try {
+        guard.checkAndRecord({ keyId: Buffer.from(decision.get('kid') as Uint8Array), cti, expMs: T0 + 60_000 }, T0 + 1000);
+      } catch (err) {
+        refusal = (err as EnvelopeError).code;
+      }
+      expect(refusal).toBe('ENVELOPE_REPLAY');
+      // And the command is on record as decided but not settled, for the next start to reconcile.
+      expect(new UnsettledCommands(db).all().map((c) => [Buffer.from(c.digest).toString('hex'), c.action, c.reasons])).toEqual([[executing, 'estop', ['PERMITTED']]]);
     } finally {
       db.close();
     }

@@ -13,6 +13,9 @@ const STEP = 60_000;
 let tmp: string;
 let dbFile: string;
 const open: Database[] = [];
+/** The monotonic clock the clocks under test read (still unless a test moves it). */
+let mono = 0;
+const monotonicNow = () => mono;
 
 function openDb(): Database {
   const db = openStateDb(dbFile);
@@ -23,10 +26,11 @@ function openDb(): Database {
 /** Simulates a reboot: the database is closed and opened again by a new clock. */
 function reboot(systemNow: () => number): TrustedClock {
   for (const db of open.splice(0)) db.close();
-  return new TrustedClock(openDb(), systemNow, { persistStepMs: STEP });
+  return new TrustedClock(openDb(), systemNow, { persistStepMs: STEP, monotonicNow });
 }
 
 beforeEach(() => {
+  mono = 0;
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-clock-'));
   dbFile = path.join(tmp, 'state.db');
 });
@@ -38,7 +42,7 @@ afterEach(() => {
 describe('TrustedClock', () => {
   it('follows the system clock while it is ahead of the floor', () => {
     let system = T0;
-    const clock = new TrustedClock(openDb(), () => system, { persistStepMs: STEP });
+    const clock = new TrustedClock(openDb(), () => system, { persistStepMs: STEP, monotonicNow });
     expect(clock.now()).toBe(T0);
     clock.observe(T0 - 5000);
     system = T0 + 1000;
@@ -47,7 +51,7 @@ describe('TrustedClock', () => {
 
   it('never answers earlier than signed time it has seen', () => {
     let system = T0;
-    const clock = new TrustedClock(openDb(), () => system, { persistStepMs: STEP });
+    const clock = new TrustedClock(openDb(), () => system, { persistStepMs: STEP, monotonicNow });
     clock.observe(T0 + 10_000);
     expect(clock.now()).toBe(T0 + 10_000);
     system = 0; // clock set back to 1970
@@ -57,7 +61,7 @@ describe('TrustedClock', () => {
   });
 
   it('keeps the floor across a reboot with a reset RTC', () => {
-    const clock = new TrustedClock(openDb(), () => T0, { persistStepMs: STEP });
+    const clock = new TrustedClock(openDb(), () => T0, { persistStepMs: STEP, monotonicNow });
     clock.observe(T0 + STEP); // moved a whole step: written at once
     const after = reboot(() => 0);
     expect(after.floor()).toBe(T0 + STEP);
@@ -65,7 +69,7 @@ describe('TrustedClock', () => {
   });
 
   it('writes small advances lazily, but never loses a floor that now() handed out', () => {
-    const first = new TrustedClock(openDb(), () => T0 + 3_600_000, { persistStepMs: STEP });
+    const first = new TrustedClock(openDb(), () => T0 + 3_600_000, { persistStepMs: STEP, monotonicNow });
     first.observe(T0 + STEP); // written (first observation moves from 0)
     first.observe(T0 + STEP + 1000); // below a step past the stored floor: in memory only
     expect(first.now()).toBe(T0 + 3_600_000); // answered by the system clock, not the floor
@@ -79,7 +83,7 @@ describe('TrustedClock', () => {
   });
 
   it('persist() writes the current floor', () => {
-    const clock = new TrustedClock(openDb(), () => T0 + 3_600_000, { persistStepMs: STEP });
+    const clock = new TrustedClock(openDb(), () => T0 + 3_600_000, { persistStepMs: STEP, monotonicNow });
     clock.observe(T0 + STEP);
     clock.observe(T0 + STEP + 10);
     clock.persist();
@@ -87,7 +91,7 @@ describe('TrustedClock', () => {
   });
 
   it('rejects nonsense signed times and keeps the floor', () => {
-    const clock = new TrustedClock(openDb(), () => T0, { persistStepMs: STEP });
+    const clock = new TrustedClock(openDb(), () => T0, { persistStepMs: STEP, monotonicNow });
     clock.observe(T0);
     for (const bad of [Number.NaN, -1, Number.POSITIVE_INFINITY, MAX_TIME_MS + 1, Date.UTC(10000, 0, 1)]) {
       let code: string | undefined;
@@ -105,7 +109,7 @@ describe('TrustedClock', () => {
 
   it('answers with the floor when the system clock gives no valid time', () => {
     let system = Number.NaN;
-    const clock = new TrustedClock(openDb(), () => system, { persistStepMs: STEP });
+    const clock = new TrustedClock(openDb(), () => system, { persistStepMs: STEP, monotonicNow });
     clock.observe(T0);
     expect(clock.now()).toBe(T0);
     system = -5;
@@ -114,14 +118,42 @@ describe('TrustedClock', () => {
     expect(clock.now()).toBe(T0);
   });
 
+  it('raises the floor by the local clock\'s progress, never by the wall clock\'s reading', () => {
+    let system = T0 + 3_600_000; // a wall clock set an hour ahead by mistake
+    const clock = new TrustedClock(openDb(), () => system, { persistStepMs: STEP, monotonicNow });
+    clock.observe(T0);
+    expect(clock.now()).toBe(T0 + 3_600_000);
+    mono += 90_000; // 90 s pass
+    expect(clock.floor()).toBe(T0 + 90_000);
+    clock.persist();
+    system = T0 + 95_000; // corrected: the hour ahead is forgotten
+    expect(clock.now()).toBe(T0 + 95_000);
+    expect(clock.inDoubt()).toBe(false);
+    // After a reboot with the RTC reset, the floor holds the progress that was written.
+    const after = reboot(() => 0);
+    expect(after.now()).toBe(T0 + 90_000);
+    expect(after.inDoubt()).toBe(true);
+    mono += 5_000;
+    expect(after.now()).toBe(T0 + 95_000);
+  });
+
+  it('takes signed upstream time as a trusted source', () => {
+    const clock = new TrustedClock(openDb(), () => T0, { persistStepMs: STEP, monotonicNow });
+    expect(clock.inDoubt()).toBe(false);
+    clock.observeUpstream(T0 + 5_000);
+    expect(clock.now()).toBe(T0 + 5_000);
+    expect(clock.inDoubt()).toBe(true);
+    expect(() => clock.observeUpstream(Number.NaN)).toThrow(EnvelopeError);
+  });
+
   it('refuses an invalid floor found in the database', () => {
     const db = openDb();
-    new TrustedClock(db, () => T0);
+    new TrustedClock(db, () => T0, { monotonicNow });
     db.pragma('ignore_check_constraints = ON');
     db.prepare('UPDATE trusted_clock SET floor_ms = -1').run();
     let code: string | undefined;
     try {
-      new TrustedClock(db, () => T0);
+      new TrustedClock(db, () => T0, { monotonicNow });
     } catch (err) {
       code = (err as { code?: string }).code;
     }

@@ -91,7 +91,7 @@ describe('FrameGuard', () => {
     const big = publish({ topic: 'site/dev/cmd', payload: Buffer.alloc(5000, 7), qos: 1, messageId: 0x1234 });
     const small = publish({ topic: 'site/dev/cmd', payload: Buffer.from('ok'), qos: 1, messageId: 0x1235 });
     const { bytes, cut } = run(new FrameGuard(limits, 4), [big, small]);
-    expect(cut).toEqual([{ ordinal: 1, topic: 'site/dev/cmd', qos: 1, messageId: 0x1234, payloadBytes: 5000 }]);
+    expect(cut).toEqual([{ ordinal: 1, topic: 'site/dev/cmd', qos: 1, messageId: 0x1234, payloadBytes: 5000, limit: 100 }]);
     const emptied = publish({ topic: 'site/dev/cmd', payload: Buffer.alloc(0), qos: 1, messageId: 0x1234 });
     expect(bytes.equals(Buffer.concat([emptied, small]))).toBe(true);
   });
@@ -108,6 +108,18 @@ describe('FrameGuard', () => {
     expect(Buffer.concat(guard.push(PINGRESP).forward).equals(PINGRESP)).toBe(true);
   });
 
+  it('caps each topic at its own limit, decided from the topic as the header is read', () => {
+    const perTopic = { maxPayloadBytes: (topic: string) => (topic.endsWith('/bundle') ? 10_000 : 100), maxHeaderBytes: 1024 };
+    const bundle = publish({ topic: 'site/dev/bundle', payload: Buffer.alloc(5000, 1), qos: 1, messageId: 1 });
+    const command = publish({ topic: 'site/dev/cmd', payload: Buffer.alloc(5000, 2), qos: 1, messageId: 2 });
+    for (const points of [[], [3], [7, 20, 5003]]) {
+      const { bytes, cut } = run(new FrameGuard(perTopic, 4), split(Buffer.concat([bundle, command]), points));
+      expect(cut).toEqual([{ ordinal: 2, topic: 'site/dev/cmd', qos: 1, messageId: 2, payloadBytes: 5000, limit: 100 }]);
+      const emptied = publish({ topic: 'site/dev/cmd', payload: Buffer.alloc(0), qos: 1, messageId: 2 });
+      expect(bytes.equals(Buffer.concat([bundle, emptied]))).toBe(true);
+    }
+  });
+
   it('reads MQTT 5 properties as part of the header and keeps them when cutting', () => {
     const big = publish({ topic: 'x/cmd', payload: Buffer.alloc(101), qos: 1, messageId: 3, v5Properties: V5_PROPS });
     const fits = publish({ topic: 'x/cmd', payload: Buffer.alloc(100), qos: 0, v5Properties: V5_PROPS });
@@ -115,7 +127,7 @@ describe('FrameGuard', () => {
       const { bytes, cut } = run(new FrameGuard(limits, 5), split(Buffer.concat([big, fits]), points));
       const emptied = publish({ topic: 'x/cmd', payload: Buffer.alloc(0), qos: 1, messageId: 3, v5Properties: V5_PROPS });
       expect(bytes.equals(Buffer.concat([emptied, fits]))).toBe(true);
-      expect(cut).toEqual([{ ordinal: 1, topic: 'x/cmd', qos: 1, messageId: 3, payloadBytes: 101 }]);
+      expect(cut).toEqual([{ ordinal: 1, topic: 'x/cmd', qos: 1, messageId: 3, payloadBytes: 101, limit: 100 }]);
     }
   });
 

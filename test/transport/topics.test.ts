@@ -33,6 +33,26 @@ describe('deviceTopics', () => {
     expect([...t.inbound].sort()).toEqual([t.approve, t.attestChallenge, t.bundle, t.rollback, t.cmd].sort());
   });
 
+  it('limits reply topics to a namespace, by default cmd/result and below', () => {
+    const t = deviceTopics({ site: 's', device: 'd' });
+    expect(t.replyPrefix).toBe('ztedge/s/d/cmd/result/');
+    for (const ok of ['ztedge/s/d/cmd/result', 'ztedge/s/d/cmd/result/abc', 'ztedge/s/d/cmd/result/a/b']) expect(t.isReplyTopic(ok)).toBe(true);
+    for (const bad of ['ztedge/s/d/exec/estop', 'ztedge/s/d/cmd', 'ztedge/s/d/cmd/resultx', 'ztedge/s/d/status', 'elsewhere/x', 'ztedge/s/d/cmd/result/+', '$SYS/x', '']) {
+      expect(t.isReplyTopic(bad)).toBe(false);
+    }
+  });
+
+  it('refuses a reply namespace that overlaps any control topic of the device', () => {
+    const p = 'ztedge/s/d/';
+    const reply = (replyPrefix: string) => codeOf(() => deviceTopics({ site: 's', device: 'd', replyPrefix }));
+    for (const bad of [p, 'ztedge/', 'ztedge/s/', `${p}exec/`, `${p}exec/estop/`, `${p}exec/estop/ack/`, `${p}attest/`, `${p}cmd/`, `${p}status/`, `${p}approve/`, `${p}bundle/`]) {
+      expect({ bad, code: reply(bad) }).toEqual({ bad, code: 'TOPIC_REPLY_PREFIX_INVALID' });
+    }
+    for (const bad of ['no-slash', '/', 'a//b/', 'a/+/', '$SYS/', '']) expect(reply(bad)).toBe('TOPIC_REPLY_PREFIX_INVALID');
+    for (const ok of [`${p}cmd/result/`, `${p}replies/`, 'clients/replies/', `${p}cmd/result/x/`]) expect({ ok, code: reply(ok) }).toEqual({ ok, code: undefined });
+    expect(deviceTopics({ site: 's', device: 'd', replyPrefix: 'clients/replies/' }).isReplyTopic('clients/replies/c-7')).toBe(true);
+  });
+
   it('uses a configured prefix as given', () => {
     const t = deviceTopics({ site: 's1', device: 'd1', prefix: 'factory/line-2/' });
     expect(t.cmd).toBe('factory/line-2/cmd');

@@ -3,7 +3,10 @@
 // never retried blindly: a timeout or failure is reported and audited, and the sender decides.
 
 export interface ExecutionRequest {
-  /** The command's cti as hex: unique per command, used to correlate acknowledgements. */
+  /**
+   * The SHA-256 of the command's envelope bytes, in lowercase hex (64 characters): unique per
+   * command (a cti is unique only per issuer), and what an acknowledgement must echo exactly.
+   */
   commandId: string;
   action: string;
   principal: string;
