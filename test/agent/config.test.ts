@@ -142,6 +142,7 @@ describe('options from the environment', () => {
     'broker.key': { file: '/t/k.pem', env: '/t/k.pem', with: ['broker.cert', '/t/c.pem'] },
     'broker.clientId': { file: 'gw-7', env: 'gw-7' },
     'broker.topicPrefix': { file: 'plant/arm/', env: 'plant/arm/' },
+    'broker.replyTopicPrefix': { file: 'replies/d1/', env: 'replies/d1/' },
     'http.enabled': { file: false, env: 'false' },
     'http.host': { file: '127.0.0.2', env: '127.0.0.2' },
     'http.port': { file: 9000, env: '9000' },

@@ -75,7 +75,7 @@ describe('bundle build with a schema', () => {
     const run = await build(dir);
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/^BUNDLE_SCHEMA_INVALID: schema\.cedarschema is not a valid Cedar schema: /);
-    expect(run.stderr).toMatch(/\n {2}schema\.cedarschema:15:20: error: failed to resolve type: Rol/);
+    expect(run.stderr).toMatch(/\n {2}schema\.cedarschema:17:20: error: failed to resolve type: Rol/);
   });
 
   it('refuses two schemas', async () => {
