@@ -8,8 +8,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { openStateDb } from '../src/agent/state-db.js';
-import { DecisionCache, contextReadsOf, decisionKey } from '../src/cache/decision-cache.js';
+import { openStateDb } from '../src/store/state-db.js';
+import { DecisionCache, contextReadsOf, decisionKey } from '../src/store/decision-cache.js';
 import { Entities, PolicySet, enforce, requestFromJson, type AuthzRequest } from '../src/policy/index.js';
 import { robotCellFixture } from './robot-cell-fixture.js';
 

@@ -21,7 +21,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { type Database, openStateDb } from '../src/agent/state-db.js';
+import { type Database, openStateDb } from '../src/store/state-db.js';
 import type { KeyType } from '../src/crypto/algorithms.js';
 import { bytesEqual } from '../src/crypto/bytes.js';
 import { type PrivateKey, generatePrivateKey, publicKeyToKeyObject } from '../src/crypto/keys.js';
@@ -31,7 +31,7 @@ import { encodeCbor } from '../src/envelope/cbor.js';
 import { contextAad } from '../src/envelope/claims.js';
 import { acceptCommand, signCommand, verifyCommand } from '../src/envelope/command.js';
 import { decodeSign1 } from '../src/envelope/cose.js';
-import { ReplayGuard } from '../src/envelope/replay-guard.js';
+import { ReplayGuard } from '../src/store/replay-guard.js';
 import type { EnvelopeVerifyOptions } from '../src/envelope/signed-claims.js';
 
 const { values } = parseArgs({

@@ -6,10 +6,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { openStateDb } from '../src/agent/state-db.js';
+import { openStateDb } from '../src/store/state-db.js';
 import { BundleStore } from '../src/bundle/store.js';
-import { ReplayGuard } from '../src/envelope/replay-guard.js';
-import { TrustedClock } from '../src/envelope/trusted-clock.js';
+import { ReplayGuard } from '../src/store/replay-guard.js';
+import { TrustedClock } from '../src/store/trusted-clock.js';
 
 const { values } = parseArgs({
   options: { replays: { type: 'string', default: '5000' }, 'bundle-kib': { type: 'string', default: '256' } },

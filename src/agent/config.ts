@@ -2,6 +2,7 @@
 // variables, validated as a whole. Every problem is reported at once, with the option's name,
 // before anything starts.
 import { parse as parseYaml } from 'yaml';
+import { parseDurationMs } from '../duration.js';
 
 export type Posture = 'trusted' | 'degraded' | 'untrusted';
 
@@ -235,15 +236,6 @@ class Reader {
 
 function join(section: string, key: string): string {
   return section === '' ? key : `${section}.${key}`;
-}
-
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** Parses "250ms", "30s", "5m", "2h", "1d" (one number, one unit) into milliseconds. */
-export function parseDurationMs(text: string): number | undefined {
-  const m = /^(\d{1,12})(ms|s|m|h|d)$/.exec(text.trim());
-  if (m === null) return undefined;
-  return Number(m[1]) * DURATION_UNITS[m[2]!]!;
 }
 
 const TOP_KEYS = ['device', 'stateDir', 'deviceKey', 'roots', 'broker', 'http', 'posture', 'bundleFile', 'executors', 'limits', 'audit'] as const;

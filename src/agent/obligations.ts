@@ -4,14 +4,10 @@
 // decision. ztedge applies the strictest combination: the most approvals, every rate limit, the
 // shortest cache TTL. `@safety("true")` holds only if every determining permit says so, so a
 // non-safety permit cannot ride along into fail-closed mode.
-import { parseDurationMs } from './config.js';
+import { parseDurationMs } from '../duration.js';
+import type { RateLimit } from '../store/rate-limiter.js';
 
-export interface RateLimit {
-  /** The policy that set it (rate counters are kept per policy, principal and action). */
-  policyId: string;
-  count: number;
-  periodMs: number;
-}
+export type { RateLimit };
 
 export interface Obligations {
   approvals: number;

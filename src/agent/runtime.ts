@@ -16,21 +16,21 @@ import { BundleManager, type BundleEvent } from '../bundle/activation.js';
 import { BundleError } from '../bundle/errors.js';
 import { watchBundleFile, type BundleFileWatcher } from '../bundle/file-source.js';
 import { BundleStore } from '../bundle/store.js';
-import { GrantStore } from '../cache/grants.js';
-import { type PendingCommand, PendingApprovals } from '../cache/pending-approvals.js';
-import { RateLimiter } from '../cache/rate-limiter.js';
+import { GrantStore } from '../store/grants.js';
+import { type PendingCommand, PendingApprovals } from '../store/pending-approvals.js';
+import { RateLimiter } from '../store/rate-limiter.js';
 import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
 import type { PrivateKey } from '../crypto/keys.js';
 import { encodeCbor } from '../envelope/cbor.js';
-import { ReplayGuard } from '../envelope/replay-guard.js';
+import { ReplayGuard } from '../store/replay-guard.js';
 import { RESULT_TOPIC, signResultAsync } from '../envelope/result.js';
-import { TrustedClock } from '../envelope/trusted-clock.js';
+import { TrustedClock } from '../store/trusted-clock.js';
 import { MqttLink, type InboundMessage } from '../transport/mqtt-link.js';
 import { Outbox } from '../transport/outbox.js';
 import { deviceTopics, type DeviceTopics } from '../transport/topics.js';
-import { createApi } from '../api/app.js';
+import { createApi, type DecideResult } from '../api/app.js';
 import { type AgentConfig, ConfigError, type Posture } from './config.js';
 import { ExecExecutor } from './executors/exec.js';
 import { HttpExecutor } from './executors/http.js';
@@ -39,10 +39,10 @@ import type { Executor } from './executors/types.js';
 import { Metrics } from './metrics.js';
 import { type FirstArrival, RecentResults } from './recent-results.js';
 import { type CommandOutcome, CommandPipeline, type FailClosedState } from './pipeline.js';
-import { GroupCommit } from './group-commit.js';
-import { openStateDb, type Database } from './state-db.js';
+import { GroupCommit } from '../store/group-commit.js';
+import { openStateDb, type Database } from '../store/state-db.js';
+import { AGENT_VERSION } from '../version.js';
 
-export const AGENT_VERSION = '0.1.0';
 /** How long stop() waits for commands in progress (an execution waits for its controller). */
 const DEFAULT_DRAIN_MS = 10_000;
 /** Results kept to answer repeats of a command (recent-results.ts). */
@@ -462,9 +462,9 @@ export class Agent {
     return new Promise((_resolve, reject) => this.parked.push(() => reject(new Error('agent stopping; left with the broker'))));
   }
 
-  private async handleHttpCommand(bytes: Uint8Array): Promise<{ outcome: CommandOutcome; result: Uint8Array }> {
+  private async handleHttpCommand(bytes: Uint8Array): Promise<DecideResult> {
     const outcome = await this.pipeline.handleCommand({ bytes, source: 'http', reply: { topic: this.topics.cmdResult } });
-    return { outcome, result: await this.signOutcome(outcome) };
+    return { ...outcome, result: await this.signOutcome(outcome) };
   }
 
   private signOutcome(outcome: CommandOutcome): Promise<Uint8Array> {
@@ -562,3 +562,5 @@ function routeOf(stored: unknown, topics: DeviceTopics): ReplyRoute {
   const reply = (stored as { reply?: ReplyRoute | null } | null)?.reply;
   return reply && typeof reply.topic === 'string' ? reply : { topic: topics.cmdResult };
 }
+
+export { AGENT_VERSION };

@@ -7,11 +7,24 @@
 //   GET  /metrics     Prometheus text
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
-import type { CommandOutcome } from '../agent/pipeline.js';
 import { toHex } from '../crypto/bytes.js';
 
+/** What the API reports of one decided command (the agent's outcome, as the API shows it). */
+export interface DecideResult {
+  decision: 'allow' | 'deny' | 'pending';
+  /** executed | failed | timeout | not_executed | pending_approval | rejected */
+  outcome: string;
+  policies: string[];
+  reasons: string[];
+  /** SHA-256 of the envelope bytes, when the bytes could be hashed. */
+  digest?: Uint8Array;
+  detail?: unknown;
+  /** The signed result (COSE_Sign1) the sender can verify with the device key. */
+  result: Uint8Array;
+}
+
 export interface ApiDeps {
-  decide(bytes: Uint8Array): Promise<{ outcome: CommandOutcome; result: Uint8Array }>;
+  decide(bytes: Uint8Array): Promise<DecideResult>;
   status(): unknown;
   ready(): boolean;
   metrics(): string;
@@ -46,17 +59,17 @@ export function createApi(deps: ApiDeps): Hono {
       }
       const bytes = new Uint8Array(await c.req.arrayBuffer());
       if (bytes.length === 0) return c.json({ error: { code: 'ENVELOPE_MALFORMED', message: 'empty body' } }, 400);
-      const { outcome, result } = await deps.decide(bytes);
-      const status = outcome.outcome === 'rejected' ? 400 : outcome.decision === 'deny' ? 403 : outcome.decision === 'pending' ? 202 : 200;
+      const decided = await deps.decide(bytes);
+      const status = decided.outcome === 'rejected' ? 400 : decided.decision === 'deny' ? 403 : decided.decision === 'pending' ? 202 : 200;
       return c.json(
         {
-          decision: outcome.decision,
-          outcome: outcome.outcome,
-          policies: outcome.policies,
-          reasons: outcome.reasons,
-          command: outcome.digest === undefined ? null : toHex(outcome.digest),
-          ...(outcome.detail === undefined || outcome.outcome === 'rejected' ? {} : { detail: outcome.detail }),
-          result: Buffer.from(result).toString('base64'),
+          decision: decided.decision,
+          outcome: decided.outcome,
+          policies: decided.policies,
+          reasons: decided.reasons,
+          command: decided.digest === undefined ? null : toHex(decided.digest),
+          ...(decided.detail === undefined || decided.outcome === 'rejected' ? {} : { detail: decided.detail }),
+          result: Buffer.from(decided.result).toString('base64'),
         },
         status,
       );

@@ -1,7 +1,7 @@
 // The audit log on SQLite: append-only, hash-chained, Merkle-checkpointed, group-committed,
 // capped.
 //
-// Appends join the state database's group commit (agent/group-commit.ts): everything written in
+// Appends join the state database's group commit (store/group-commit.ts): everything written in
 // the same turn of the event loop — audit records, replay entries, outbox messages — shares one
 // transaction and one WAL flush. append() resolves only once that transaction is durable: the
 // caller executes an action only after its record is on disk. UPDATE is refused by a trigger;
@@ -26,8 +26,8 @@
 // markSynced() moves the watermark; prune() then deletes synced records older than the
 // retention — never an unsynced one (the database trigger enforces it).
 import type { Database, Statement } from 'better-sqlite3';
-import { GroupCommit } from '../agent/group-commit.js';
-import { migrate } from '../agent/state-db.js';
+import { GroupCommit } from '../store/group-commit.js';
+import { migrate } from '../store/state-db.js';
 import type { PrivateKey } from '../crypto/keys.js';
 import { type AuditKind, type AuditRecord, type ChainBreak, AUDIT_KINDS, GENESIS_HASH, recordHash, verifyChain } from './chain.js';
 import { type Checkpoint, NO_PREVIOUS, checkOrigin, signCheckpoint } from './checkpoint.js';

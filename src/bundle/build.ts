@@ -18,7 +18,7 @@
 // Any other *.json file is refused (a misspelt settings file must not be silently ignored).
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseDurationMs } from '../agent/config.js';
+import { parseDurationMs } from '../duration.js';
 import { COSE_ALG, type CoseAlgorithm, algorithmInfo, defaultAlgorithm } from '../crypto/algorithms.js';
 import { fromHex } from '../crypto/bytes.js';
 import { CryptoError } from '../crypto/errors.js';

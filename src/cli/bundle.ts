@@ -1,7 +1,8 @@
 // `ztedge bundle`: build, sign, verify, inspect, roll back and push signed policy bundles.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ConfigError, loadConfig, parseDurationMs } from '../agent/config.js';
+import { ConfigError, loadConfig } from '../agent/config.js';
+import { parseDurationMs } from '../duration.js';
 import { BundleManager } from '../bundle/activation.js';
 import { buildBundle, isoToSeconds, readBundleSource } from '../bundle/build.js';
 import { BundleError } from '../bundle/errors.js';
@@ -20,7 +21,7 @@ import { PolicyParseError, formatDiagnostic, parsePolicies } from '../policy/ind
 import { TransportError } from '../transport/errors.js';
 import { BROKER_USAGE, brokerTarget, openLink, publishWithin } from './broker-client.js';
 import { type CliIo, type CommandGroup, type ParsedArgs, UsageError, flag, flagList, parseArgs, requireFlag } from './command.js';
-import { VERSION } from './main.js';
+import { AGENT_VERSION as VERSION } from '../version.js';
 import { durationFlag } from './command-args.js';
 
 const USAGE = `Usage: ztedge bundle <command> [options]

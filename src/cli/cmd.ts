@@ -1,7 +1,7 @@
 // `ztedge cmd sign`: sign a command envelope for a device (for operators, tests and demos);
 // `ztedge cmd send` (send.ts): sign, publish and wait for the result.
 import { writeFileSync } from 'node:fs';
-import { parseDurationMs } from '../agent/config.js';
+import { parseDurationMs } from '../duration.js';
 import { toHex, fromHex } from '../crypto/bytes.js';
 import { CryptoError } from '../crypto/errors.js';
 import { readPrivateKeyFile } from '../crypto/key-files.js';

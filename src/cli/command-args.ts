@@ -1,6 +1,6 @@
 // Flag values several commands read: `--args` of the commands that sign a command envelope
 // (`cmd sign`, `cmd send`), and durations (`--timeout 10s`, `--lifetime 2m`).
-import { parseDurationMs } from '../agent/config.js';
+import { parseDurationMs } from '../duration.js';
 import type { Encodable } from '../envelope/cbor.js';
 import { type ParsedArgs, UsageError, flag } from './command.js';
 

@@ -2,7 +2,7 @@
 // COSE working group examples too), with the ztedge command claims checked when the payload
 // is a command.
 import { readFileSync } from 'node:fs';
-import { openStateDb } from '../agent/state-db.js';
+import { openStateDb } from '../store/state-db.js';
 import { algorithmInfo } from '../crypto/algorithms.js';
 import { fromHex, toHex } from '../crypto/bytes.js';
 import { CryptoError } from '../crypto/errors.js';
@@ -12,7 +12,7 @@ import { type CborValue, CborTagged, decodeCbor } from '../envelope/cbor.js';
 import { COMMAND_CLAIM, COMMAND_TOPIC, type VerifiedCommand, acceptCommand, verifyCommand } from '../envelope/command.js';
 import { type CoseSign1, DEFAULT_MAX_BYTES, HEADER, decodeLimits, decodeSign1, verifySign1 } from '../envelope/cose.js';
 import { EnvelopeError } from '../envelope/errors.js';
-import { ReplayGuard } from '../envelope/replay-guard.js';
+import { ReplayGuard } from '../store/replay-guard.js';
 import type { EnvelopeVerifyOptions } from '../envelope/signed-claims.js';
 import { type CliIo, type CommandGroup, type ParsedArgs, UsageError, flag, parseArgs, requireFlag } from './command.js';
 

@@ -1,7 +1,8 @@
 // The `ztedge` command: dispatches to one command group per subcommand.
+import { AGENT_VERSION } from '../version.js';
 import { type CliIo, type CommandGroup, UsageError } from './command.js';
 
-export const VERSION = '0.1.0';
+export const VERSION = AGENT_VERSION;
 
 /** Command groups by name. Each group lives in its own module under src/cli/. */
 const COMMANDS: Record<string, () => Promise<CommandGroup>> = {

@@ -1,8 +1,7 @@
 // COSE_Key (RFC 9052 §7, RFC 9053 §7): the CBOR map form of a key, kty OKP (Ed25519) or
 // EC2 (P-256). Private keys carry `d`; EC2 `y` may be the full coordinate or the sign bit
 // of a compressed point.
-import { type CborMap, type CborValue, decodeCbor, encodeCbor } from '../envelope/cbor.js';
-import { EnvelopeError } from '../envelope/errors.js';
+import { type CborMap, type CborValue, CborError, decodeCbor, encodeCbor } from '../cbor/cbor.js';
 import { type CoseAlgorithm, type KeyType, algorithmInfo } from './algorithms.js';
 import { CryptoError } from './errors.js';
 import { type PrivateKey, type PublicKey, privateKeyFromRaw, publicKeyFromRaw } from './keys.js';
@@ -62,7 +61,7 @@ export function decodeCoseKey(bytes: Uint8Array): DecodedCoseKey {
   try {
     value = decodeCbor(bytes, { maxBytes: MAX_COSE_KEY_BYTES, maxDepth: 2 });
   } catch (err) {
-    if (err instanceof EnvelopeError) throw new CryptoError('KEY_INVALID', `COSE_Key: ${err.message}`);
+    if (err instanceof CborError) throw new CryptoError('KEY_INVALID', `COSE_Key: ${err.message}`);
     throw err;
   }
   if (!(value instanceof Map)) throw invalid('not a CBOR map');

@@ -5,7 +5,7 @@
 import { type KeyObject, verify } from 'node:crypto';
 import { type PublicKey, publicKeyToKeyObject } from './keys.js';
 import { SIGNATURE_LENGTH } from './algorithms.js';
-import type { SignatureVerifier } from './verifier.js';
+import type { SignatureVerifier } from './signature-verifier.js';
 
 const keyObjects = new WeakMap<PublicKey, KeyObject>();
 

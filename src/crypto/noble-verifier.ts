@@ -4,7 +4,7 @@
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { p256 } from '@noble/curves/nist.js';
 import { SIGNATURE_LENGTH } from './algorithms.js';
-import type { SignatureVerifier } from './verifier.js';
+import type { SignatureVerifier } from './signature-verifier.js';
 
 export const nobleVerifier: SignatureVerifier = {
   name: 'noble',

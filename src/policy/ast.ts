@@ -118,3 +118,11 @@ export interface PolicyAst {
   /** Location of the whole policy (from its first annotation or effect keyword to the `;`). */
   loc: Loc;
 }
+
+/** A policy that determined a decision, as reported with it (id, @id name, effect, annotations). */
+export interface DeterminingPolicy {
+  id: string;
+  name?: string;
+  effect: 'permit' | 'forbid';
+  annotations: Record<string, string>;
+}

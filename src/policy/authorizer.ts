@@ -7,6 +7,9 @@ import type { Entities } from './entities.js';
 import { EvalError } from './eval-error.js';
 import type { PolicySet } from './policy-set.js';
 import type { CedarRecord, EntityUid } from './value.js';
+import type { DeterminingPolicy } from './ast.js';
+
+export type { DeterminingPolicy };
 
 export interface AuthzRequest {
   principal: EntityUid;
@@ -20,13 +23,6 @@ export interface PolicyError {
   policyName?: string;
   code: string;
   message: string;
-}
-
-export interface DeterminingPolicy {
-  id: string;
-  name?: string;
-  effect: 'permit' | 'forbid';
-  annotations: Record<string, string>;
 }
 
 export interface Decision {

@@ -2,7 +2,7 @@
 // conditions into closures (see compile-expr.ts), and the facts the authorizer and a decision
 // cache need (annotations, the determining-policy record, the context paths it reads).
 import type { ActionConstraint, EntityUidLit, PolicyAst, ScopeConstraint } from './ast.js';
-import type { DeterminingPolicy } from './authorizer.js';
+import type { DeterminingPolicy } from './ast.js';
 import { compileExpression, expectBool } from './compile-expr.js';
 import type { EvalEnv } from './compile-expr.js';
 import { contextReadsOf } from './context-reads.js';

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import { checkBackoffPolicy, type BackoffPolicy } from './backoff.js';
 import { TransportError } from './errors.js';
-import type { InboundMessage } from './mqtt-link.js';
+import type { InboundMessage } from './message.js';
 import { isPublishableTopic } from './topics.js';
 
 export interface LinkTlsFiles {

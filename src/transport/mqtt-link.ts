@@ -48,21 +48,11 @@ import {
   type TlsMaterial,
 } from './link-config.js';
 import { isPublishableTopic } from './topics.js';
+import type { InboundMessage } from './message.js';
+
+export type { InboundMessage };
 
 export type { LinkTlsFiles, LinkWill, MqttLinkOptions } from './link-config.js';
-
-export interface InboundMessage {
-  topic: string;
-  payload: Buffer;
-  qos: 0 | 1 | 2;
-  retain: boolean;
-  /** Set by the broker on a redelivery (MQTT requires it; aedes omits it). Not a replay signal. */
-  duplicate: boolean;
-  /** MQTT 5 only; omitted (and reported) when not a topic this device may publish to. */
-  responseTopic?: string;
-  correlationData?: Buffer;
-  contentType?: string;
-}
 
 export interface PublishOptions {
   qos: 0 | 1;

@@ -13,7 +13,7 @@
 // (e.g. not authorized) is kept, marked rejected and reported; it still takes space until
 // discarded.
 //
-// Writes can join the state database's group commit (agent/group-commit.ts): enqueueGrouped()
+// Writes can join the state database's group commit (store/group-commit.ts): enqueueGrouped()
 // stores a message in the same transaction as everything else written in that turn (a command
 // result rides with its execution audit record), and deletes of acknowledged messages always
 // do, so a steady stream of results costs no transaction or fsync of its own.
@@ -25,8 +25,9 @@
 // first). The boundary is one id: every pending row from `readyFrom` on that is not in flight is
 // in memory, the rows below it are read from the database, and those are sent first.
 import { EventEmitter } from 'node:events';
-import { GroupCommit } from '../agent/group-commit.js';
-import { migrate, type Database } from '../agent/state-db.js';
+import { GroupCommit } from '../store/group-commit.js';
+import { type OutboxRow as Row, openOutboxTable } from '../store/outbox-table.js';
+import type { Database } from '../store/state-db.js';
 import { TransportError } from './errors.js';
 import type { PublishOptions } from './mqtt-link.js';
 import { isPublishableTopic } from './topics.js';
@@ -98,44 +99,11 @@ export interface OutboxEvents {
   problem: [Error];
 }
 
-const MIGRATIONS = [
-  `CREATE TABLE outbox_message (
-     id INTEGER PRIMARY KEY AUTOINCREMENT,
-     topic TEXT NOT NULL,
-     payload BLOB NOT NULL,
-     qos INTEGER NOT NULL CHECK (qos IN (0, 1)),
-     retain INTEGER NOT NULL CHECK (retain IN (0, 1)),
-     response_topic TEXT,
-     correlation_data BLOB,
-     content_type TEXT,
-     size INTEGER NOT NULL,
-     enqueued_at INTEGER NOT NULL,
-     state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'rejected')),
-     reason_code INTEGER,
-     reason TEXT
-   ) STRICT;
-   CREATE INDEX outbox_message_pending ON outbox_message (id) WHERE state = 'pending';
-   CREATE INDEX outbox_message_retained ON outbox_message (topic) WHERE state = 'pending' AND retain = 1;`,
-];
-
 const MAX_CORRELATION_BYTES = 1024;
 const MAX_CONTENT_TYPE_LENGTH = 256;
 /** Undispatched messages kept in memory, in windows and in bytes (beyond: read back when due). */
 const READY_WINDOWS = 4;
 const READY_MAX_BYTES = 4 * 1024 * 1024;
-
-interface Row {
-  id: number;
-  topic: string;
-  payload: Buffer;
-  qos: 0 | 1;
-  retain: 0 | 1;
-  response_topic: string | null;
-  correlation_data: Buffer | null;
-  content_type: string | null;
-  size: number;
-  enqueued_at: number;
-}
 
 /** A stored row waiting in memory; not dispatched before its transaction committed. */
 interface Ready {
@@ -149,7 +117,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
   private readonly retryDelayMs: number;
   private readonly closeGraceMs: number;
   private readonly now: () => number;
-  private readonly statements: ReturnType<typeof prepareStatements>;
+  private readonly statements: ReturnType<typeof openOutboxTable>;
   private readonly commits: GroupCommit;
   /** Checks space and stores, in one transaction of its own (enqueue). */
   private readonly insert: (message: OutboxMessage, size: number, unready: Ready[]) => Stored;
@@ -206,8 +174,7 @@ export class Outbox extends EventEmitter<OutboxEvents> {
     this.now = options.now ?? Date.now;
     this.commits = options.commits ?? new GroupCommit(db);
 
-    migrate(db, 'outbox', MIGRATIONS);
-    this.statements = prepareStatements(db);
+    this.statements = openOutboxTable(db);
     this.held = this.statements.held.get() ?? { messages: 0, bytes: 0 };
     // Ids only grow (AUTOINCREMENT): what this process stores is at or above readyFrom.
     const { firstPending, nextId } = this.statements.bounds.get()!;
@@ -591,38 +558,6 @@ export class Outbox extends EventEmitter<OutboxEvents> {
 interface Stored {
   row: Row;
   superseded: { messages: number; bytes: number };
-}
-
-function prepareStatements(db: Database) {
-  return {
-    held: db.prepare<[], { messages: number; bytes: number }>(
-      'SELECT count(*) AS messages, coalesce(sum(size), 0) AS bytes FROM outbox_message',
-    ),
-    bounds: db.prepare<[], { firstPending: number | null; nextId: number }>(
-      `SELECT (SELECT min(id) FROM outbox_message WHERE state = 'pending') AS firstPending,
-              (SELECT coalesce(max(id), 0) + 1 FROM outbox_message) AS nextId`,
-    ),
-    pending: db.prepare<[number, number, number], Row>(
-      `SELECT id, topic, payload, qos, retain, response_topic, correlation_data, content_type, size, enqueued_at
-       FROM outbox_message WHERE state = 'pending' AND id >= ? AND id < ? ORDER BY id LIMIT ?`,
-    ),
-    retainedOnTopic: db.prepare<[string], { id: number; size: number }>(
-      "SELECT id, size FROM outbox_message WHERE state = 'pending' AND retain = 1 AND topic = ?",
-    ),
-    insert: db.prepare(
-      `INSERT INTO outbox_message
-         (topic, payload, qos, retain, response_topic, correlation_data, content_type, size, enqueued_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ),
-    delete: db.prepare<[number]>('DELETE FROM outbox_message WHERE id = ?'),
-    reject: db.prepare<[number | null, string, number]>(
-      "UPDATE outbox_message SET state = 'rejected', reason_code = ?, reason = ? WHERE id = ?",
-    ),
-    rejected: db.prepare<[], { id: number; topic: string; reason_code: number | null; reason: string; enqueued_at: number }>(
-      "SELECT id, topic, reason_code, reason, enqueued_at FROM outbox_message WHERE state = 'rejected' ORDER BY id",
-    ),
-    discardRejected: db.prepare<[], { size: number }>("DELETE FROM outbox_message WHERE state = 'rejected' RETURNING size"),
-  };
 }
 
 function checkMessage(message: OutboxMessage): void {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, parseDurationMs } from '../../src/agent/config.js';
+import { ConfigError, loadConfig } from '../../src/agent/config.js';
+import { parseDurationMs } from '../../src/duration.js';
 
 const minimal = `
 device: { id: arm-01, site: plant-a, profile: robot-arm }

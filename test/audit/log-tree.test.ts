@@ -2,7 +2,7 @@
 // the RFC 9162 root of the record hashes, reopening reads the stored compact range instead of
 // the records, proofs read only tile segments, and a log from before the tree gets its tree once.
 import { afterEach, describe, expect, it } from 'vitest';
-import { GroupCommit } from '../../src/agent/group-commit.js';
+import { GroupCommit } from '../../src/store/group-commit.js';
 import { recordHash, GENESIS_HASH } from '../../src/audit/chain.js';
 import { SqliteAuditLog } from '../../src/audit/log.js';
 import { inclusionProof, leafHash, verifyConsistency, verifyInclusion } from '../../src/audit/merkle.js';

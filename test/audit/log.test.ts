@@ -1,4 +1,4 @@
-import { openStateDb } from '../../src/agent/state-db.js';
+import { openStateDb } from '../../src/store/state-db.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

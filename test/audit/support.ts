@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { openStateDb } from '../../src/agent/state-db.js';
+import { openStateDb } from '../../src/store/state-db.js';
 import { generatePrivateKey, type PrivateKey } from '../../src/crypto/keys.js';
 import { writePrivateKeyFile, writePublicKeyFile } from '../../src/crypto/key-files.js';
 import { leafHash, nodeHash } from '../../src/audit/merkle.js';

@@ -4,12 +4,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openStateDb } from '../../src/agent/state-db.js';
+import { openStateDb } from '../../src/store/state-db.js';
 import { VERIFIER_NAMES, getVerifier } from '../../src/crypto/verifier.js';
 import { type CborMap, CborTagged, type CborValue, encodeCbor } from '../../src/envelope/cbor.js';
 import { contextAad } from '../../src/envelope/claims.js';
 import { acceptCommand, verifyCommand } from '../../src/envelope/command.js';
-import { ReplayGuard } from '../../src/envelope/replay-guard.js';
+import { ReplayGuard } from '../../src/store/replay-guard.js';
 import type { EnvelopeVerifyOptions } from '../../src/envelope/signed-claims.js';
 import {
   ISSUER,

@@ -3,10 +3,10 @@ import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Database } from '../../src/agent/state-db.js';
-import { openStateDb } from '../../src/agent/state-db.js';
+import type { Database } from '../../src/store/state-db.js';
+import { openStateDb } from '../../src/store/state-db.js';
 import { EnvelopeError } from '../../src/envelope/errors.js';
-import { ReplayGuard } from '../../src/envelope/replay-guard.js';
+import { ReplayGuard } from '../../src/store/replay-guard.js';
 
 const T0 = Date.UTC(2025, 0, 1);
 const SKEW = 30_000;

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { StateDbError, migrate, openStateDb } from '../../src/agent/state-db.js';
+import { StateDbError, migrate, openStateDb } from '../../src/store/state-db.js';
 
 let tmp: string;
 beforeEach(() => {

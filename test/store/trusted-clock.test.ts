@@ -2,10 +2,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Database } from '../../src/agent/state-db.js';
-import { openStateDb } from '../../src/agent/state-db.js';
+import type { Database } from '../../src/store/state-db.js';
+import { openStateDb } from '../../src/store/state-db.js';
 import { EnvelopeError } from '../../src/envelope/errors.js';
-import { MAX_TIME_MS, TrustedClock } from '../../src/envelope/trusted-clock.js';
+import { MAX_TIME_MS, TrustedClock } from '../../src/store/trusted-clock.js';
 
 const T0 = Date.UTC(2025, 5, 1);
 const STEP = 60_000;

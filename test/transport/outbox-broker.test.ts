@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { openStateDb } from '../../src/agent/state-db.js';
+import { openStateDb } from '../../src/store/state-db.js';
 import { MqttLink } from '../../src/transport/mqtt-link.js';
 import { Outbox } from '../../src/transport/outbox.js';
 import { deviceTopics } from '../../src/transport/topics.js';

@@ -6,12 +6,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { openStateDb } from '../../src/agent/state-db.js';
+import { openStateDb } from '../../src/store/state-db.js';
 import { SqliteAuditLog } from '../../src/audit/log.js';
 import { decodeCbor } from '../../src/envelope/cbor.js';
 import { EnvelopeError } from '../../src/envelope/errors.js';
-import { ReplayGuard } from '../../src/envelope/replay-guard.js';
-import { T0 } from './fixture.js';
+import { ReplayGuard } from '../../src/store/replay-guard.js';
+import { T0 } from '../agent/fixture.js';
 
 const CHILD = new URL('./group-commit-crash-child.ts', import.meta.url).pathname;
 const dirs: string[] = [];

@@ -2,8 +2,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openStateDb } from '../../src/agent/state-db.js';
-import { PendingApprovals, PendingFullError, type PendingCommand } from '../../src/cache/pending-approvals.js';
+import { openStateDb } from '../../src/store/state-db.js';
+import { PendingApprovals, PendingFullError, type PendingCommand } from '../../src/store/pending-approvals.js';
 
 const cmd = (n: number, over: Partial<PendingCommand> = {}): PendingCommand => ({
   digest: new Uint8Array(32).fill(n),

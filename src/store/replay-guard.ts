@@ -7,7 +7,7 @@
 // Durability: an accepted entry must be durable before the command may act, or a crash after the
 // action could forget the entry and let the command run again after reboot. Two ways to get there:
 // - reserve() checks now, against the table and the entries reserved but not yet committed, and
-//   queues the insert on the state database's group commit (agent/group-commit.ts); its promise
+//   queues the insert on the state database's group commit (store/group-commit.ts); its promise
 //   resolves once durable. The command path uses this: the entry shares one transaction and one
 //   WAL flush with the decision's audit record and with every other command of the same turn.
 // - checkAndRecord() commits its own transaction before returning: one WAL fsync per entry
@@ -22,10 +22,10 @@
 // in the future, commands are refused until real time passes that reading — failing closed rather
 // than accepting a replay. When the store is full of live entries the guard also fails closed
 // rather than evict a live entry.
-import { GroupCommit } from '../agent/group-commit.js';
-import type { Database } from '../agent/state-db.js';
-import { migrate } from '../agent/state-db.js';
-import { EnvelopeError } from './errors.js';
+import { GroupCommit } from './group-commit.js';
+import type { Database } from './state-db.js';
+import { migrate } from './state-db.js';
+import { EnvelopeError } from '../envelope/errors.js';
 import { MAX_TIME_MS } from './trusted-clock.js';
 
 export interface ReplayEntry {

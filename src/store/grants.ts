@@ -3,7 +3,7 @@
 // so they are honoured offline and after a reboot; a bundle can revoke them (all, or those issued
 // under older bundle revisions).
 import type { Database, Statement } from 'better-sqlite3';
-import { migrate } from '../agent/state-db.js';
+import { migrate } from './state-db.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS jit_grants (

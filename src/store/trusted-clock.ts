@@ -13,9 +13,9 @@
 //
 // Only signed data raises the floor; the system clock never does, so a clock set far ahead by
 // mistake is forgotten once it is corrected.
-import type { Database } from '../agent/state-db.js';
-import { migrate, StateDbError } from '../agent/state-db.js';
-import { EnvelopeError } from './errors.js';
+import type { Database } from './state-db.js';
+import { migrate, StateDbError } from './state-db.js';
+import { EnvelopeError } from '../envelope/errors.js';
 
 /** 9999-12-31T23:59:59.999Z: later "times" are nonsense, not a clock reading. */
 export const MAX_TIME_MS = 253_402_300_799_999;

@@ -11,7 +11,7 @@
 // consults the cache only on the paths where it wins (see the bench's verdict lines).
 import { createHash } from 'node:crypto';
 import type { Database, Statement } from 'better-sqlite3';
-import { migrate } from '../agent/state-db.js';
+import { migrate } from './state-db.js';
 import { CedarRecord, type AuthzRequest, type ContextReads, type EnforcedDecision, type PolicySet, valueKey } from '../policy/index.js';
 
 const SCHEMA = `

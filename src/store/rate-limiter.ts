@@ -6,9 +6,8 @@
 // before the command's audit record, so it is committed in the same transaction as that record
 // or an earlier one: an executed command's rate event is on disk no later than its audit record.
 import type { Database, Statement } from 'better-sqlite3';
-import { GroupCommit } from '../agent/group-commit.js';
-import { migrate } from '../agent/state-db.js';
-import type { RateLimit } from '../agent/obligations.js';
+import { GroupCommit } from './group-commit.js';
+import { migrate } from './state-db.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS rate_events (
@@ -17,6 +16,13 @@ CREATE TABLE IF NOT EXISTS rate_events (
 );
 CREATE INDEX IF NOT EXISTS rate_events_key_time ON rate_events (key, time_ms);
 `;
+
+export interface RateLimit {
+  /** The policy that set it (rate counters are kept per policy, principal and action). */
+  policyId: string;
+  count: number;
+  periodMs: number;
+}
 
 export interface RateCheck {
   allowed: boolean;

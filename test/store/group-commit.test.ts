@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { GroupCommit, GroupCommitError } from '../../src/agent/group-commit.js';
-import { openStateDb, type Database } from '../../src/agent/state-db.js';
+import { GroupCommit, GroupCommitError } from '../../src/store/group-commit.js';
+import { openStateDb, type Database } from '../../src/store/state-db.js';
 
 let dir: string;
 let dbPath: string;

@@ -2,8 +2,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openStateDb } from '../../src/agent/state-db.js';
-import { RateLimiter } from '../../src/cache/rate-limiter.js';
+import { openStateDb } from '../../src/store/state-db.js';
+import { RateLimiter } from '../../src/store/rate-limiter.js';
 
 const limit = { policyId: 'policy4', count: 3, periodMs: 60_000 };
 const agent = 'Agent::"planner"';

@@ -2,8 +2,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openStateDb } from '../../src/agent/state-db.js';
-import { GrantStore } from '../../src/cache/grants.js';
+import { openStateDb } from '../../src/store/state-db.js';
+import { GrantStore } from '../../src/store/grants.js';
 
 const base = {
   principal: 'Agent::"planner"',

@@ -2,7 +2,7 @@
 // have approved it, or until it expires. Held commands and their approvals are kept in the state
 // database, so a restart neither forgets a pending command nor the approvals it has collected.
 import type { Database, Statement } from 'better-sqlite3';
-import { migrate } from '../agent/state-db.js';
+import { migrate } from './state-db.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS pending_commands (

@@ -2,7 +2,7 @@
 // handles one command and is killed (SIGKILL, no cleanup of any kind) the moment its executor
 // is called. Prints the command id first, so the parent knows what to look for.
 import type { ExecutionOutcome, ExecutionRequest } from '../../src/agent/executors/types.js';
-import { command, makeCore, makeKeys, RecordingExecutor, T0 } from './fixture.js';
+import { command, makeCore, makeKeys, RecordingExecutor, T0 } from '../agent/fixture.js';
 
 class DyingExecutor extends RecordingExecutor {
   override execute(request: ExecutionRequest): Promise<ExecutionOutcome> {

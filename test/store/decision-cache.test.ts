@@ -2,8 +2,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openStateDb } from '../../src/agent/state-db.js';
-import { DecisionCache, contextReadsOf, decisionKey } from '../../src/cache/decision-cache.js';
+import { openStateDb } from '../../src/store/state-db.js';
+import { DecisionCache, contextReadsOf, decisionKey } from '../../src/store/decision-cache.js';
 import { Entities, PolicySet, enforce, requestFromJson } from '../../src/policy/index.js';
 
 const policies = PolicySet.fromText(`
