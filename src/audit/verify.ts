@@ -81,8 +81,14 @@ export interface LogVerifierOptions {
   keys: readonly PublicKey[];
   /** Expected device id; default: whatever the first checkpoint says (then all must agree). */
   device?: string;
-  /** Where the records start: seq 1 from genesis unless the log was pruned. */
-  start?: { seq: number; prevHash: Uint8Array; tree: CompactRange };
+  /** Expected C2SP origin; default: whatever the first checkpoint says (then all must agree). */
+  origin?: string;
+  /**
+   * Where the records start: seq 1 from genesis unless the log was pruned. `checkpoint` is the
+   * newest checkpoint record before `seq`, when the verifier already holds it (a collector
+   * continuing a device's log): the first checkpoint pushed must then link to it.
+   */
+  start?: { seq: number; prevHash: Uint8Array; tree: CompactRange; checkpoint?: { seq: number; size: number; root: Uint8Array } };
 }
 
 export class LogVerifier {
@@ -112,6 +118,8 @@ export class LogVerifier {
     this.startRoot = start.tree.root();
     this.keys = opts.keys;
     this.device = opts.device;
+    this.origin = opts.origin;
+    this.previous = start.checkpoint === undefined ? undefined : { ...start.checkpoint };
   }
 
   /** The tree of every record pushed so far. */
@@ -121,6 +129,21 @@ export class LogVerifier {
 
   root(): Uint8Array {
     return this.tree.root();
+  }
+
+  /** The tree of every record pushed so far (and of the start). */
+  range(): CompactRange {
+    return this.tree;
+  }
+
+  /** The newest checkpoint record seen (pushed or given at the start). */
+  get previousCheckpoint(): { seq: number; size: number; root: Uint8Array } | undefined {
+    return this.previous;
+  }
+
+  /** The origin the checkpoints so far named (or the one expected). */
+  get checkpointOrigin(): string | undefined {
+    return this.origin;
   }
 
   push(r: AuditRecord): VerifyFailure | undefined {
