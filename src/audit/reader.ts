@@ -150,6 +150,14 @@ export class AuditReader {
     return { seq: row.seq, checkpoint: readUnverifiedCheckpoint(body), body };
   }
 
+  /** The first checkpoint record after `seq` (what covers records up to `seq` once synced), unverified. */
+  firstCheckpointAfter(seq: number): { seq: number; body: Uint8Array } | undefined {
+    const row = this.db.prepare("SELECT seq, body FROM audit WHERE kind = 'checkpoint' AND seq > ? ORDER BY seq LIMIT 1").get(seq) as
+      | { seq: number; body: Buffer }
+      | undefined;
+    return row === undefined ? undefined : { seq: row.seq, body: new Uint8Array(row.body) };
+  }
+
   /** A fresh view of the tree's perfect subtrees (one per proof: it memoizes). */
   tree(): StoredTree {
     return new StoredTree(this.db);
