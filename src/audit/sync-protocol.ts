@@ -107,6 +107,8 @@ export interface DecodedBatch {
 
 export interface EncodeBatchInput {
   device: string;
+  /** The seq the batch starts at (default: the first record's; a record missing there is the collector's to report). */
+  first?: number;
   records: readonly BatchRecord[];
   /** The agent's newest committed seq. */
   head: number;
@@ -125,7 +127,7 @@ const gunzipAsync = promisify(gunzip);
 export async function encodeBatch(input: EncodeBatchInput): Promise<{ bytes: Uint8Array; headBytes: Uint8Array; first: number; last: number }> {
   const { records } = input;
   if (records.length === 0) throw new RangeError('a batch holds at least one record');
-  const first = records[0]!.seq;
+  const first = input.first ?? records[0]!.seq;
   const last = records[records.length - 1]!.seq;
   const raw = encodeCbor(
     records.map((r) => [r.seq, r.timeMs, r.kind, r.body, r.hash]),
