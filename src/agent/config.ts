@@ -51,7 +51,27 @@ export interface AgentConfig {
     checkpointEvery: number;
     /** …or this long after the first record it would cover. */
     checkpointIntervalMs: number;
+    /** Upstream sync to a collector; absent: the log is kept (and capped) locally only. */
+    sync?: AuditSyncConfig;
   };
+}
+
+export interface AuditSyncConfig {
+  /** `https` (default): POST to `url`; `mqtt`: publish on the broker's `<prefix>audit`. */
+  transport: 'https' | 'mqtt';
+  url?: string;
+  /** The collector's public key (PEM): only acknowledgements it signed move the watermark. */
+  collectorKey: string;
+  /** HTTPS: CA of the collector's certificate; client certificate and key for mutual TLS. */
+  ca?: string;
+  cert?: string;
+  key?: string;
+  batchRecords: number;
+  batchBytes: number;
+  inFlight: number;
+  intervalMs: number;
+  timeoutMs: number;
+  backoffMaxMs: number;
 }
 
 export interface ConfigProblem {
@@ -137,6 +157,18 @@ const ENV_OPTIONS: Array<{ path: string[]; list?: boolean }> = [
   { path: ['audit', 'retention'] },
   { path: ['audit', 'checkpointEvery'] },
   { path: ['audit', 'checkpointInterval'] },
+  { path: ['audit', 'sync', 'transport'] },
+  { path: ['audit', 'sync', 'url'] },
+  { path: ['audit', 'sync', 'collectorKey'] },
+  { path: ['audit', 'sync', 'ca'] },
+  { path: ['audit', 'sync', 'cert'] },
+  { path: ['audit', 'sync', 'key'] },
+  { path: ['audit', 'sync', 'batchRecords'] },
+  { path: ['audit', 'sync', 'batchBytes'] },
+  { path: ['audit', 'sync', 'inFlight'] },
+  { path: ['audit', 'sync', 'interval'] },
+  { path: ['audit', 'sync', 'timeout'] },
+  { path: ['audit', 'sync', 'backoffMax'] },
 ];
 
 function envName(path: string[]): string {
@@ -291,11 +323,13 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
     'envelopeMaxBytes', 'bundleMaxBytes', 'clockSkew', 'maxLifetime', 'maxPendingApprovals', 'cacheEntries', 'outboxMaxMessages',
   ]);
 
-  const audit = r.section(top.audit, 'audit', ['capBytes', 'reserveBytes', 'retention', 'checkpointEvery', 'checkpointInterval']);
+  const audit = r.section(top.audit, 'audit', ['capBytes', 'reserveBytes', 'retention', 'checkpointEvery', 'checkpointInterval', 'sync']);
   const capBytes = r.integer(audit, 'audit', 'capBytes', 1024 * 1024 * 1024, 64 * 1024, Number.MAX_SAFE_INTEGER);
   const reserveBytes = audit.reserveBytes === undefined || audit.reserveBytes === null ? undefined : r.integer(audit, 'audit', 'reserveBytes', 0, 0, capBytes);
   const checkpointIntervalMs = r.duration(audit, 'audit', 'checkpointInterval', 60_000, 86_400_000);
   if (checkpointIntervalMs === 0) r.problems.push({ option: 'audit.checkpointInterval', message: 'must be longer than 0' });
+
+  const sync = readAuditSync(r, audit.sync, brokerUrl);
 
   const config: AgentConfig = {
     device: { id: deviceId, site, profile },
@@ -336,10 +370,53 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
       retentionMs: r.duration(audit, 'audit', 'retention', 7 * 86_400_000, 3650 * 86_400_000),
       checkpointEvery: r.integer(audit, 'audit', 'checkpointEvery', 1000, 1, 1_000_000),
       checkpointIntervalMs,
+      ...(sync === undefined ? {} : { sync }),
     },
   };
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return config;
+}
+
+function readAuditSync(r: Reader, raw: unknown, brokerUrl: string | null): AuditSyncConfig | undefined {
+  const name = 'audit.sync';
+  const s = r.section(raw, name, ['transport', 'url', 'collectorKey', 'ca', 'cert', 'key', 'batchRecords', 'batchBytes', 'inFlight', 'interval', 'timeout', 'backoffMax']);
+  if (Object.keys(s).length === 0) return undefined;
+  const transport = r.string(s, name, 'transport', { fallback: 'https' });
+  const url = r.string(s, name, 'url');
+  if (transport === 'https') {
+    if (url === undefined) r.problems.push({ option: 'audit.sync.url', message: 'is required for the https transport (the collector, https://host:port)' });
+    else if (!/^https:\/\/[^\s]+$/.test(url) && !/^http:\/\/(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(\/[^\s]*)?$/.test(url)) {
+      r.problems.push({ option: 'audit.sync.url', message: 'must be an https:// URL (http:// only on a loopback host)' });
+    }
+  } else if (transport === 'mqtt') {
+    if (url !== undefined) r.problems.push({ option: 'audit.sync.url', message: 'is for the https transport; mqtt sends over broker.url' });
+    if (brokerUrl === null) r.problems.push({ option: 'audit.sync.transport', message: 'mqtt needs broker.url' });
+  } else r.problems.push({ option: 'audit.sync.transport', message: 'must be https or mqtt' });
+  const ca = r.string(s, name, 'ca');
+  const cert = r.string(s, name, 'cert');
+  const key = r.string(s, name, 'key');
+  if ((cert === undefined) !== (key === undefined)) r.problems.push({ option: cert === undefined ? 'audit.sync.cert' : 'audit.sync.key', message: 'audit.sync.cert and audit.sync.key go together' });
+  if (transport === 'mqtt' && (ca ?? cert ?? key) !== undefined) r.problems.push({ option: 'audit.sync.ca', message: 'TLS files of the mqtt transport are broker.ca, broker.cert and broker.key' });
+  const timeoutMs = r.duration(s, name, 'timeout', 30_000, 600_000);
+  const intervalMs = r.duration(s, name, 'interval', 5_000, 3_600_000);
+  const backoffMaxMs = r.duration(s, name, 'backoffMax', 300_000, 86_400_000);
+  for (const [option, ms, min] of [['timeout', timeoutMs, 100], ['interval', intervalMs, 10], ['backoffMax', backoffMaxMs, 1000]] as const) {
+    if (ms < min) r.problems.push({ option: `audit.sync.${option}`, message: `must be at least ${min} ms` });
+  }
+  return {
+    transport: transport === 'mqtt' ? 'mqtt' : 'https',
+    ...(url === undefined ? {} : { url }),
+    collectorKey: r.string(s, name, 'collectorKey', { required: true }) ?? '',
+    ...(ca === undefined ? {} : { ca }),
+    ...(cert === undefined ? {} : { cert }),
+    ...(key === undefined ? {} : { key }),
+    batchRecords: r.integer(s, name, 'batchRecords', 5000, 1, 100_000),
+    batchBytes: r.integer(s, name, 'batchBytes', 4 * 1024 * 1024, 64 * 1024, 64 * 1024 * 1024),
+    inFlight: r.integer(s, name, 'inFlight', 2, 1, 16),
+    intervalMs,
+    timeoutMs,
+    backoffMaxMs,
+  };
 }
 
 function readExecutors(r: Reader, raw: unknown): Record<string, ExecutorConfig> {

@@ -9,6 +9,7 @@ const COMMANDS: Record<string, () => Promise<CommandGroup>> = {
   approve: async () => (await import('./approve.js')).approveCommand,
   bundle: async () => (await import('./bundle.js')).bundleCommand,
   cmd: async () => (await import('./cmd.js')).cmdCommand,
+  collector: async () => (await import('./collector.js')).collectorCommand,
   envelope: async () => (await import('./envelope.js')).envelopeCommand,
   keygen: async () => (await import('./keys.js')).keygenCommand,
   policy: async () => (await import('./policy.js')).policyCommand,
