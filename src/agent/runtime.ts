@@ -167,19 +167,23 @@ export class Agent {
       failClosed: () => this.failClosed,
       audit: {
         // A failing audit store switches the agent to fail-closed mode until appends succeed again.
-        append: (kind, body) =>
-          this.audit.append(kind, body).then(
+        // A full log is not a failing one: the pipeline denies AUDIT_FULL itself (auditFull).
+        append: (kind, body, options) =>
+          this.audit.append(kind, body, options).then(
             (ref) => {
               if (this.failClosed.active && this.failClosed.reason === 'AUDIT_WRITE_FAILED') this.failClosed.active = false;
               return ref;
             },
             (err: unknown) => {
-              this.failClosed.active = true;
-              this.failClosed.reason = 'AUDIT_WRITE_FAILED';
+              if ((err as { code?: unknown }).code !== 'AUDIT_FULL') {
+                this.failClosed.active = true;
+                this.failClosed.reason = 'AUDIT_WRITE_FAILED';
+              }
               throw err;
             },
           ),
       },
+      auditFull: () => this.audit.capacity().full,
       rate: this.rate,
       grants: this.grants,
       pending: this.pending,
