@@ -6,7 +6,7 @@
 // Fixed-width fields and a length-prefixed kind make the preimage unambiguous without a
 // serializer in the trusted path. The record hashes are also the leaves of an RFC 9162 Merkle
 // tree (see merkle.ts); records of kind `checkpoint` are written by the log itself (checkpoint.ts).
-import { sha256 } from '@noble/hashes/sha2.js';
+import { sha256 } from '../crypto/hash.js';
 
 export const AUDIT_KINDS = ['command', 'decision', 'execution', 'bundle', 'attestation', 'key', 'sync', 'system', 'checkpoint'] as const;
 export type AuditKind = (typeof AUDIT_KINDS)[number];
