@@ -56,6 +56,8 @@ CREATE TABLE reports (
 CREATE INDEX reports_by_device ON reports (device, id);
 `;
 
+const ROWS_PER_INSERT = 50;
+
 type DeviceRow = {
   id: number;
   device: string;
@@ -109,6 +111,8 @@ export class SqliteCollectorStore implements CollectorStore {
          WHERE device = @device AND last_seq = @expected_seq`,
       ),
       insertRecord: db.prepare('INSERT INTO records (device_id, seq, time_ms, kind, body, hash) VALUES (?, ?, ?, ?, ?, ?)'),
+      // Many rows per statement: better-sqlite3's cost is per statement run, and a batch is thousands of rows.
+      insertRecords: db.prepare(`INSERT INTO records (device_id, seq, time_ms, kind, body, hash) VALUES ${Array.from({ length: ROWS_PER_INSERT }, () => '(?, ?, ?, ?, ?, ?)').join(', ')}`),
       insertBatch: db.prepare('INSERT INTO batches (device_id, last_seq, first_seq, frontier, digest, received_ms) VALUES (?, ?, ?, ?, ?, ?)'),
       insertReport: db.prepare('INSERT INTO reports (device, seq, code, message, time_ms, batch) VALUES (?, ?, ?, ?, ?, ?)'),
       trimReports: db.prepare('DELETE FROM reports WHERE device = ? AND id <= (SELECT id FROM reports WHERE device = ? ORDER BY id DESC LIMIT 1 OFFSET ?)'),
@@ -152,7 +156,20 @@ export class SqliteCollectorStore implements CollectorStore {
         if (this.s.insertDevice!.run(params).changes !== 1) return false;
       } else if (this.s.updateDevice!.run({ ...params, expected_seq: c.expected.lastSeq }).changes !== 1) return false;
       const id = this.idOf(c.state.device);
-      for (const r of c.records) this.s.insertRecord!.run(id, r.seq, r.timeMs, r.kind, r.body, r.hash);
+      const { records } = c;
+      let i = 0;
+      for (; i + ROWS_PER_INSERT <= records.length; i += ROWS_PER_INSERT) {
+        const values: unknown[] = [];
+        for (let j = i; j < i + ROWS_PER_INSERT; j++) {
+          const r = records[j]!;
+          values.push(id, r.seq, r.timeMs, r.kind, r.body, r.hash);
+        }
+        this.s.insertRecords!.run(values);
+      }
+      for (; i < records.length; i++) {
+        const r = records[i]!;
+        this.s.insertRecord!.run(id, r.seq, r.timeMs, r.kind, r.body, r.hash);
+      }
       if (c.records.length > 0) this.s.insertBatch!.run(id, c.state.lastSeq, c.batch.first, c.state.frontier.encode(), c.batch.digest, c.batch.receivedMs);
       return true;
     });
