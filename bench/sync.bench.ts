@@ -94,8 +94,7 @@ async function drain(stateFile: string, dbUrl: string, head: number, bytes: numb
     console.log(`  sync problem: ${e.code} ${e.message}`);
   });
   const start = performance.now();
-  let lastT = performance.now();
-  const done = new Promise<void>((resolve) => sync.on('stored', (e) => { if (process.env.BENCH_DEBUG) { console.log('stored', e.last, (performance.now() - lastT).toFixed(0)); lastT = performance.now(); } if (e.syncedSeq >= head) resolve(); }));
+  const done = new Promise<void>((resolve) => sync.on('stored', (e) => e.syncedSeq >= head && resolve()));
   sync.start();
   await done;
   const ms = performance.now() - start;
