@@ -158,6 +158,9 @@ export class AuditSync extends EventEmitter<SyncEvents> {
   private running: Promise<void> | null = null;
   private stopped = false;
   private wake: (() => void) | null = null;
+  /** Settles when stop() is called: the loop never waits for an answer past it. */
+  private readonly halted: Promise<null>;
+  private halt!: () => void;
 
   constructor(private readonly opts: AuditSyncOptions) {
     super();
@@ -172,6 +175,7 @@ export class AuditSync extends EventEmitter<SyncEvents> {
     const problem = checkBackoffPolicy(this.backoff);
     if (problem !== null) throw new AuditSyncError('SYNC_BAD_OPTION', problem);
     this.random = opts.random ?? Math.random;
+    this.halted = new Promise((resolve) => (this.halt = () => resolve(null)));
   }
 
   start(): void {
@@ -183,6 +187,7 @@ export class AuditSync extends EventEmitter<SyncEvents> {
   /** Stops the loop; batches in flight are abandoned (resent after the next start). */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.halt();
     this.wake?.();
     await this.running;
     this.setState('stopped');
@@ -233,8 +238,8 @@ export class AuditSync extends EventEmitter<SyncEvents> {
           await this.sleep(this.intervalMs);
           continue;
         }
-        const ack = await sent.answer;
-        if (this.stopped) break;
+        const ack = await Promise.race([sent.answer, this.halted]);
+        if (ack === null || this.stopped) break;
         this.inFlight.shift();
         await this.settle(sent, ack);
       } catch (err) {
