@@ -159,6 +159,8 @@ export class Collector {
       ...(mqtt.tls === undefined ? {} : { tls: mqtt.tls }),
       subscriptions: [mqtt.topic ?? DEFAULT_MQTT_TOPIC],
       maxPayloadBytes: this.maxBatchBytes,
+      // Batches are large: a few at a time in memory (one device's are checked in order anyway).
+      receiveMaximum: 8,
       onMessage: async (message) => {
         if (!message.topic.endsWith('/audit')) return;
         const answer = await this.receive(message.payload);
