@@ -11,6 +11,8 @@ import { sha256 } from '../crypto/hash.js';
 export const AUDIT_KINDS = ['command', 'decision', 'execution', 'bundle', 'attestation', 'key', 'sync', 'system', 'checkpoint'] as const;
 export type AuditKind = (typeof AUDIT_KINDS)[number];
 
+const KIND_BYTES = new Map<string, Uint8Array>(AUDIT_KINDS.map((k) => [k, new TextEncoder().encode(k)]));
+
 /** The chain starts from 32 zero bytes. */
 export const GENESIS_HASH = new Uint8Array(32);
 
@@ -28,12 +30,15 @@ export function recordHash(prevHash: Uint8Array, seq: number, timeMs: number, ki
   if (prevHash.length !== 32) throw new RangeError('prevHash must be 32 bytes');
   if (!Number.isSafeInteger(seq) || seq < 1) throw new RangeError('seq must be a positive integer');
   if (!Number.isSafeInteger(timeMs) || timeMs < 0) throw new RangeError('timeMs must be a non-negative integer');
-  const kindBytes = new TextEncoder().encode(kind);
+  const kindBytes = KIND_BYTES.get(kind) ?? new TextEncoder().encode(kind);
   const pre = new Uint8Array(32 + 8 + 8 + 1 + kindBytes.length + body.length);
   const view = new DataView(pre.buffer);
   pre.set(prevHash, 0);
-  view.setBigUint64(32, BigInt(seq));
-  view.setBigUint64(40, BigInt(timeMs));
+  // u64 big-endian as two u32 halves: exact for safe integers, without a BigInt per record.
+  view.setUint32(32, Math.floor(seq / 2 ** 32));
+  view.setUint32(36, seq % 2 ** 32);
+  view.setUint32(40, Math.floor(timeMs / 2 ** 32));
+  view.setUint32(44, timeMs % 2 ** 32);
   pre[48] = kindBytes.length;
   pre.set(kindBytes, 49);
   pre.set(body, 49 + kindBytes.length);
