@@ -22,11 +22,10 @@ import { bytesEqual, toHex } from '../crypto/bytes.js';
 import type { PrivateKey, PublicKey } from '../crypto/keys.js';
 import { ZtedgeError } from '../errors.js';
 import { type BackoffPolicy, backoffDelayMs, checkBackoffPolicy } from '../transport/backoff.js';
-import type { AuditRecord } from './chain.js';
 import type { AuditCapacity, AuditRef } from './log.js';
 import { recordBytes } from './log.js';
 import type { AuditReader } from './reader.js';
-import { type Ack, type BatchCover, batchId, encodeBatch, verifyAck } from './sync-protocol.js';
+import { type Ack, type BatchCover, type BatchRecord, batchId, encodeBatch, verifyAck } from './sync-protocol.js';
 
 /** How batches reach the collector. */
 export interface SyncTransport {
@@ -371,7 +370,7 @@ export class AuditSync extends EventEmitter<SyncEvents> {
 }
 
 export interface ReadBatch {
-  records: AuditRecord[];
+  records: BatchRecord[];
   /** Their bytes as the cap counts them. */
   bytes: number;
   /** The first checkpoint after the last record, unless the last record is one, and the proof to it. */
@@ -391,7 +390,7 @@ export async function readBatch(log: SyncableLog, from: number, maxRecords: numb
   if (from <= meta.prunedSeq) {
     throw new AuditSyncError('SYNC_COLLECTOR_BEHIND', `the collector needs records from ${from}, but they were pruned here (up to ${meta.prunedSeq})`);
   }
-  const rows = reader.read(from, maxRecords);
+  const rows = reader.readForSync(from, maxRecords);
   let bytes = 0;
   let n = 0;
   for (const r of rows) {

@@ -178,10 +178,9 @@ export function collectorSuite(label: string, openStore: () => Promise<Collector
       const refused = await send(device, c, ok.last + 1, 150, (batch) => {
         // Record 150 rewritten, and every hash after it recomputed, as someone with the
         // database but not the device key could.
-        let prev = batch.records[0]!.prevHash;
+        let prev = device.log.reader.record(ok.last)!.hash;
         for (const r of batch.records) {
           if (r.seq === 150) r.body = body('move arm to 9999');
-          r.prevHash = prev;
           r.hash = recordHash(prev, r.seq, r.timeMs, r.kind, r.body);
           prev = r.hash;
         }
