@@ -89,7 +89,6 @@ export class Ingestor {
    */
   ingest(bytes: Uint8Array): Promise<IngestOutcome> {
     let batch: DecodedBatch;
-    let keys: readonly PublicKey[];
     try {
       batch = decodeBatch(bytes, this.maxBatchBytes);
     } catch (err) {
@@ -97,7 +96,7 @@ export class Ingestor {
       return Promise.resolve({ kind: 'rejected', status: err.code === 'SYNC_TOO_LARGE' ? 413 : 400, code: err.code, message: err.message });
     }
     const { device, first } = batch.head;
-    keys = this.opts.keys.keysOf(device);
+    const keys = this.opts.keys.keysOf(device);
     if (keys.length === 0) return Promise.resolve({ kind: 'rejected', status: 403, code: 'SYNC_UNKNOWN_DEVICE', message: `device ${device} is not registered with this collector` });
     const id = batchId(batch.headBytes);
     try {
