@@ -88,6 +88,18 @@ export const CONFIG_OPTIONS: readonly OptionDescription[] = [
   { path: 'audit.retention', type: { kind: 'duration', maxMs: 3650 * 86_400_000 }, default: '7d', doc: 'How long records stay after the upstream acknowledged them (unsynced records are never pruned)' },
   { path: 'audit.checkpointEvery', type: { kind: 'integer', min: 1, max: 1_000_000 }, default: 1000, doc: 'A signed Merkle checkpoint after this many records…' },
   { path: 'audit.checkpointInterval', type: { kind: 'duration', maxMs: 86_400_000 }, default: '60s', doc: '…or this long after the first record it would cover, whichever first' },
+  { path: 'audit.sync.transport', type: { kind: 'enum', values: ['https', 'mqtt'] }, default: 'https', doc: 'How the log reaches the collector: https (POST to audit.sync.url) or mqtt (QoS 1 on <prefix>audit over broker.url); sync is on when any audit.sync option is set' },
+  { path: 'audit.sync.url', type: { kind: 'url', schemes: ['https', 'http'] }, defaultText: 'required for https', doc: 'The collector (https://host:port; http:// only on a loopback host)' },
+  { path: 'audit.sync.collectorKey', type: { kind: 'path' }, defaultText: 'required with sync', doc: "The collector's public key (PEM): only acknowledgements it signed move the synced watermark" },
+  { path: 'audit.sync.ca', type: { kind: 'path' }, doc: "CA certificate (PEM) of the collector's HTTPS certificate" },
+  { path: 'audit.sync.cert', type: { kind: 'path' }, doc: 'Client certificate (PEM) for mutual TLS to the collector; with audit.sync.key' },
+  { path: 'audit.sync.key', type: { kind: 'path' }, doc: 'Client private key (PEM) for mutual TLS to the collector; with audit.sync.cert' },
+  { path: 'audit.sync.batchRecords', type: { kind: 'integer', min: 1, max: 100_000 }, default: 5000, doc: 'Records in one batch at most' },
+  { path: 'audit.sync.batchBytes', type: { kind: 'integer', min: 64 * 1024, max: 64 * 1024 * 1024 }, default: 4 * 1024 * 1024, doc: 'Bytes of records in one batch at most (before compression)' },
+  { path: 'audit.sync.inFlight', type: { kind: 'integer', min: 1, max: 16 }, default: 2, doc: 'Batches sent and not yet acknowledged at once' },
+  { path: 'audit.sync.interval', type: { kind: 'duration', maxMs: 3_600_000 }, default: '5s', doc: 'How often an idle sync looks for new records' },
+  { path: 'audit.sync.timeout', type: { kind: 'duration', maxMs: 600_000 }, default: '30s', doc: "How long a batch waits for the collector's acknowledgement" },
+  { path: 'audit.sync.backoffMax', type: { kind: 'duration', maxMs: 86_400_000 }, default: '5m', doc: 'Longest wait between attempts while the collector is unreachable (exponential, with jitter)' },
 ];
 
 /** Options that were accepted once but did nothing: refused with the reason, not ignored. */

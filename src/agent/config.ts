@@ -67,6 +67,8 @@ export interface AgentConfig {
     checkpointEvery: number;
     /** …or this long after the first record it would cover. */
     checkpointIntervalMs: number;
+    /** Upstream sync to a collector; absent: the log is kept (and capped) locally only. */
+    sync?: AuditSyncConfig;
   };
 }
 
@@ -83,6 +85,24 @@ export interface AttestationConfig {
   intervalMs?: number;
   /** Challenges answered per minute. */
   challengesPerMinute: number;
+}
+
+export interface AuditSyncConfig {
+  /** `https` (default): POST to `url`; `mqtt`: publish on the broker's `<prefix>audit`. */
+  transport: 'https' | 'mqtt';
+  url?: string;
+  /** The collector's public key (PEM): only acknowledgements it signed move the watermark. */
+  collectorKey: string;
+  /** HTTPS: CA of the collector's certificate; client certificate and key for mutual TLS. */
+  ca?: string;
+  cert?: string;
+  key?: string;
+  batchRecords: number;
+  batchBytes: number;
+  inFlight: number;
+  intervalMs: number;
+  timeoutMs: number;
+  backoffMaxMs: number;
 }
 
 export interface ConfigProblem {
@@ -105,8 +125,8 @@ const MAX_CONFIG_BYTES = 256 * 1024;
 const EXECUTOR_TIMEOUT_MS = 5000;
 const BY_PATH = new Map(CONFIG_OPTIONS.map((o) => [o.path, o]));
 const BY_ENV = new Map(CONFIG_OPTIONS.map((o) => [envName(o.path), o]));
-/** Mappings that group options (`device`, `limits`, …). */
-const SECTIONS = new Set(CONFIG_OPTIONS.filter((o) => o.path.includes('.')).map((o) => o.path.split('.')[0]!));
+/** Mappings that group options (`device`, `limits`, `audit`, `audit.sync`, …). */
+const SECTIONS = new Set(CONFIG_OPTIONS.flatMap((o) => o.path.split('.').slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join('.'))));
 
 /** Parses config text (YAML is a superset of JSON, so one parser reads both). */
 export function parseConfigText(text: string, source = 'config'): unknown {
@@ -218,10 +238,10 @@ class Reader {
     for (const [key, value] of Object.entries(raw)) {
       const path = prefix === '' ? key : `${prefix}.${key}`;
       if (REFUSED_OPTIONS[path] !== undefined) this.problem(path, REFUSED_OPTIONS[path]!);
-      else if (prefix === '' && SECTIONS.has(key)) {
+      else if (SECTIONS.has(path)) {
         if (value === undefined || value === null) continue;
         if (!isRecord(value)) this.problem(path, 'must be a mapping');
-        else this.unknownKeys(value, key);
+        else this.unknownKeys(value, path);
       } else if (!BY_PATH.has(path)) this.problem(path, 'unknown option');
     }
   }
@@ -317,6 +337,7 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
   if (reserveBytes !== undefined && capBytes !== undefined && reserveBytes > capBytes) r.problem('audit.reserveBytes', `must not exceed audit.capBytes (${capBytes})`);
   const checkpointIntervalMs = get<number>('audit.checkpointInterval');
   if (checkpointIntervalMs === 0) r.problem('audit.checkpointInterval', 'must be longer than 0');
+  const sync = isRecord(rawAt(top, 'audit.sync')) ? auditSyncOf(r, get, get<string | undefined>('broker.url') ?? null) : undefined;
 
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return {
@@ -366,7 +387,50 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
       retentionMs: get('audit.retention'),
       checkpointEvery: get('audit.checkpointEvery'),
       checkpointIntervalMs,
+      ...(sync === undefined ? {} : { sync }),
     },
+  };
+}
+
+/** The upstream sync's options, checked together (which transport needs which). */
+function auditSyncOf(r: Reader, get: <T>(path: string) => T, brokerUrl: string | null): AuditSyncConfig {
+  const transport = get<'https' | 'mqtt'>('audit.sync.transport');
+  const url = get<string | undefined>('audit.sync.url');
+  const ca = get<string | undefined>('audit.sync.ca');
+  const cert = get<string | undefined>('audit.sync.cert');
+  const key = get<string | undefined>('audit.sync.key');
+  const collectorKey = get<string | undefined>('audit.sync.collectorKey');
+  if (collectorKey === undefined) r.problem('audit.sync.collectorKey', 'is required: only acknowledgements the collector signed may move the synced watermark');
+  if (transport === 'https') {
+    if (url === undefined) r.problem('audit.sync.url', 'is required for the https transport (the collector, https://host:port)');
+    else if (url.startsWith('http://') && !/^http:\/\/(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(\/\S*)?$/.test(url)) {
+      r.problem('audit.sync.url', 'must be an https:// URL (http:// only on a loopback host)');
+    }
+  } else {
+    if (url !== undefined) r.problem('audit.sync.url', 'is for the https transport; mqtt sends over broker.url');
+    if (brokerUrl === null) r.problem('audit.sync.transport', 'mqtt needs broker.url');
+    if ((ca ?? cert ?? key) !== undefined) r.problem('audit.sync.ca', 'TLS files of the mqtt transport are broker.ca, broker.cert and broker.key');
+  }
+  if ((cert === undefined) !== (key === undefined)) r.problem(cert === undefined ? 'audit.sync.cert' : 'audit.sync.key', 'audit.sync.cert and audit.sync.key go together');
+  const timeoutMs = get<number>('audit.sync.timeout');
+  const intervalMs = get<number>('audit.sync.interval');
+  const backoffMaxMs = get<number>('audit.sync.backoffMax');
+  for (const [option, ms, min] of [['timeout', timeoutMs, 100], ['interval', intervalMs, 10], ['backoffMax', backoffMaxMs, 1000]] as const) {
+    if (ms !== undefined && ms < min) r.problem(`audit.sync.${option}`, `must be at least ${min} ms`);
+  }
+  return {
+    transport,
+    ...(url === undefined ? {} : { url }),
+    collectorKey: collectorKey ?? '',
+    ...(ca === undefined ? {} : { ca }),
+    ...(cert === undefined ? {} : { cert }),
+    ...(key === undefined ? {} : { key }),
+    batchRecords: get('audit.sync.batchRecords'),
+    batchBytes: get('audit.sync.batchBytes'),
+    inFlight: get('audit.sync.inFlight'),
+    intervalMs,
+    timeoutMs,
+    backoffMaxMs,
   };
 }
 

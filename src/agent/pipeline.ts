@@ -17,7 +17,7 @@ import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
 import type { SignatureVerifier } from '../crypto/verifier.js';
 import type { AuditKind } from '../audit/chain.js';
-import { AuditError, type AuditSink } from '../audit/log.js';
+import { type AppendArea, AuditError, type AuditSink } from '../audit/log.js';
 import type { BundleIssuer } from '../bundle/content.js';
 import type { VerifiedBundle } from '../bundle/verify.js';
 import type { GrantStore } from '../store/grants.js';
@@ -87,6 +87,12 @@ export interface PipelineDeps {
   online: () => boolean;
   failClosed: () => FailClosedState;
   audit: AuditSink;
+  /**
+   * The audit log's cap is reached (unsynced records): commands not marked @safety are denied
+   * AUDIT_FULL, their denials recorded in the log's reserved area; @safety commands go on, their
+   * records in the safety area (never refused for space).
+   */
+  auditFull?: () => boolean;
   rate: RateLimiter;
   grants: GrantStore;
   pending: PendingApprovals;
@@ -458,6 +464,7 @@ export class CommandPipeline {
   private checkObligations(obligations: Obligations, principal: string, command: VerifiedCommand, now: number): string | undefined {
     const failClosed = this.deps.failClosed();
     if (failClosed.active && !obligations.safety) return 'FAIL_CLOSED';
+    if (!obligations.safety && this.deps.auditFull?.() === true) return 'AUDIT_FULL';
     if (obligations.rates.length > 0) {
       const check = this.deps.rate.consume(obligations.rates, principal, command.claims.act, now);
       if (!check.allowed) return 'RATE_LIMITED';
@@ -560,22 +567,26 @@ export class CommandPipeline {
     note?: unknown,
     evaluated?: EnforcedDecision,
   ) {
-    return this.auditRecord('decision', {
-      cmd: command.digest,
-      cti: command.claims.cti,
-      kid: command.kid,
-      iss: command.issuer,
-      principal: issuer.principal.key,
-      action: command.claims.act,
-      resource: command.claims.res,
-      args: toEncodable(argsToJson(command.claims.args)),
-      bundle: bundle.manifest.revision,
-      decision,
-      policies,
-      reasons,
-      errors: (evaluated?.errors ?? []).map((e) => ({ policy: e.policyId, code: e.code })),
-      ...(note === undefined ? {} : { note: toEncodable(note) }),
-    });
+    return this.auditRecord(
+      'decision',
+      {
+        cmd: command.digest,
+        cti: command.claims.cti,
+        kid: command.kid,
+        iss: command.issuer,
+        principal: issuer.principal.key,
+        action: command.claims.act,
+        resource: command.claims.res,
+        args: toEncodable(argsToJson(command.claims.args)),
+        bundle: bundle.manifest.revision,
+        decision,
+        policies,
+        reasons,
+        errors: (evaluated?.errors ?? []).map((e) => ({ policy: e.policyId, code: e.code })),
+        ...(note === undefined ? {} : { note: toEncodable(note) }),
+      },
+      decision === 'allow',
+    );
   }
 
   private auditApproval(approval: VerifiedApproval | undefined, code: string, extra: Record<string, Encodable>) {
@@ -586,8 +597,13 @@ export class CommandPipeline {
     }).catch(() => undefined);
   }
 
-  private async auditRecord(kind: AuditKind, body: Record<string, Encodable>): Promise<void> {
-    await this.deps.audit.append(kind, encodeCbor(body));
+  /**
+   * While the log is full, an allowed command (only @safety ones are) and its execution are
+   * recorded in the safety area, every other record in the reserve.
+   */
+  private async auditRecord(kind: AuditKind, body: Record<string, Encodable>, allowed = kind === 'execution'): Promise<void> {
+    const area: AppendArea = this.deps.auditFull?.() !== true ? 'normal' : allowed ? 'safety' : 'reserve';
+    await this.deps.audit.append(kind, encodeCbor(body), { area });
   }
 }
 

@@ -13,6 +13,9 @@ import path from 'node:path';
 import type { ServerType } from '@hono/node-server';
 import { serve } from '@hono/node-server';
 import { SqliteAuditLog } from '../audit/log.js';
+import { AuditSync, type SyncTransport } from '../audit/sync.js';
+import { HttpsSyncTransport } from '../transport/audit-https.js';
+import { MqttSyncTransport, auditAckTopic } from '../transport/audit-mqtt.js';
 import { BundleManager, type BundleEvent, bundleEventRecord } from '../bundle/activation.js';
 import { BundleError } from '../bundle/errors.js';
 import { watchBundleFile, type BundleFileWatcher } from '../bundle/file-source.js';
@@ -24,7 +27,7 @@ import { UnsettledCommands } from '../store/unsettled-commands.js';
 import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
-import type { PrivateKey } from '../crypto/keys.js';
+import type { PrivateKey, PublicKey } from '../crypto/keys.js';
 import { encodeCbor } from '../envelope/cbor.js';
 import { ReplayGuard } from '../store/replay-guard.js';
 import { RESULT_TOPIC, signResultAsync } from '../envelope/result.js';
@@ -129,6 +132,10 @@ export class Agent {
   private posture: Posture;
   private link: MqttLink | null = null;
   private outbox: Outbox | null = null;
+  /** Upstream sync of the audit log (audit.sync), its transport, and the collector key it trusts. */
+  private sync: AuditSync | null = null;
+  private syncTransport: (SyncTransport & { close(): void }) | null = null;
+  private readonly collectorKey: PublicKey | null;
   private server: ServerType | null = null;
   private watcher: BundleFileWatcher | null = null;
   private timers: NodeJS.Timeout[] = [];
@@ -149,6 +156,7 @@ export class Agent {
     this.deviceKey = readPrivateKeyFile(config.deviceKey);
     const roots = config.roots.keys.map((file) => ({ publicKey: readPublicKeyFile(file) }));
     this.adminToken = config.http.adminTokenFile === undefined ? undefined : readAdminToken(config.http.adminTokenFile);
+    this.collectorKey = config.audit.sync === undefined ? null : readPublicKeyFile(config.audit.sync.collectorKey);
 
     // The state directory is locked before anything in it is opened: a second agent on it stops here.
     fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
@@ -200,8 +208,9 @@ export class Agent {
       failClosed: () => this.failClosed,
       audit: {
         // A failing audit store switches the agent to fail-closed mode until appends succeed again.
-        append: (kind, body) =>
-          this.audit.append(kind, body).then(
+        // A full log is not a failing one: the pipeline denies AUDIT_FULL itself (auditFull).
+        append: (kind, body, options) =>
+          this.audit.append(kind, body, options).then(
             (ref) => {
               if (this.failClosed.active && this.failClosed.reason === 'AUDIT_WRITE_FAILED') {
                 this.failClosed.active = false;
@@ -210,13 +219,16 @@ export class Agent {
               return ref;
             },
             (err: unknown) => {
-              this.failClosed.active = true;
-              this.failClosed.reason = 'AUDIT_WRITE_FAILED';
+              if ((err as { code?: unknown }).code !== 'AUDIT_FULL') {
+                this.failClosed.active = true;
+                this.failClosed.reason = 'AUDIT_WRITE_FAILED';
+              }
               this.noteReadiness();
               throw err;
             },
           ),
       },
+      auditFull: () => this.audit.capacity().full,
       rate: this.rate,
       grants: this.grants,
       pending: this.pending,
@@ -233,6 +245,7 @@ export class Agent {
       this.metrics.set('ztedge_audit_head_seq', 'Sequence number of the newest audit record', this.audit.head().seq);
       this.metrics.set('ztedge_fail_closed', 'Fail-closed mode (only @safety actions pass)', this.failClosed.active ? 1 : 0);
       this.metrics.set('ztedge_mqtt_online', 'Connected to the broker', this.link?.online ? 1 : 0);
+      this.collectSyncMetrics();
     });
   }
 
@@ -259,6 +272,7 @@ export class Agent {
     this.bundles.start();
 
     if (config.broker.url !== null) this.createMqtt(config.broker.url);
+    if (config.audit.sync !== undefined) this.createSync(config.audit.sync);
     // The firmware profile's executors are defaults for actions the configuration does not name.
     for (const [action, spec] of Object.entries({ ...this.attestation?.profile.executors, ...config.executors })) {
       if (spec.kind === 'exec') this.executors.set(action, new ExecExecutor(spec.command, spec.timeoutMs));
@@ -281,6 +295,7 @@ export class Agent {
     if (config.http.enabled) await this.startHttp();
     this.outbox?.start();
     this.link?.start();
+    this.sync?.start();
     this.timers.push(
       setInterval(() => {
         this.track(this.expirePending(), 'expiring held commands failed');
@@ -333,7 +348,7 @@ export class Agent {
       lastKnownGood: bundle.lkg,
       lastRejection: bundle.lastRejection,
       pendingApprovals: this.pending.size(),
-      audit: { headSeq: this.audit.head().seq },
+      audit: this.auditStatus(),
       attestation: this.attestation?.status() ?? null,
     };
   }
@@ -382,6 +397,8 @@ export class Agent {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
     await this.drain(drainMs);
+    await this.sync?.stop();
+    this.syncTransport?.close();
     for (const release of this.parked.splice(0)) release();
     await this.pipeline.refusals.flush();
     await this.auditSystem({ event: 'stop' }).catch(() => undefined);
@@ -423,7 +440,11 @@ export class Agent {
       // TLS files only for mqtts://; the link refuses them on a plain connection.
       ...(broker.ca === undefined && broker.cert === undefined ? {} : { tls: { caFile: broker.ca, certFile: broker.cert, keyFile: broker.key } }),
       will: { topic: this.topics.status, payload: offline, retain: true },
-      subscriptions: [...this.topics.inbound, `${this.topics.prefix}exec/+/ack`],
+      subscriptions: [
+        ...this.topics.inbound,
+        `${this.topics.prefix}exec/+/ack`,
+        ...(this.config.audit.sync?.transport === 'mqtt' ? [auditAckTopic(this.topics.prefix)] : []),
+      ],
       maxPayloadBytes: this.config.limits.envelopeMaxBytes,
       // Each topic at its own limit, applied as the packet header is read: only bundles may be large.
       payloadLimit: (topic) => this.payloadLimit(topic),
@@ -552,6 +573,10 @@ export class Agent {
         // Anyone who can publish there can send these: counted and sampled like other refusals.
         this.track(this.pipeline.refusals.refuse('mqtt:exec-ack', verdict, 'execution', { ack: verdict, action: action.slice(0, 128), ...(id === undefined ? {} : { id }) }).recorded);
       }
+      return;
+    }
+    if (message.topic === auditAckTopic(topics.prefix)) {
+      if (this.syncTransport instanceof MqttSyncTransport) this.syncTransport.deliver(message.payload);
       return;
     }
     if (this.stopping) return this.park();
@@ -755,6 +780,68 @@ export class Agent {
 
   private async expirePending(): Promise<void> {
     for (const settled of await this.pipeline.expirePending()) this.settled(settled);
+  }
+
+  /**
+   * The audit log's upstream sync: its own loop, never in a command's path. The collector's
+   * signed time in each acknowledgement feeds the trusted clock (the upstream time seam:
+   * TrustedClock.observe raises the floor from signed time; an observeUpstream of its own, where
+   * the clock has one, is the place for it).
+   */
+  private createSync(sync: NonNullable<AgentConfig['audit']['sync']>): void {
+    const transport =
+      sync.transport === 'mqtt'
+        ? new MqttSyncTransport(this.link!, this.topics.prefix)
+        : new HttpsSyncTransport({ url: sync.url!, ...(sync.ca === undefined ? {} : { caFile: sync.ca }), ...(sync.cert === undefined ? {} : { certFile: sync.cert, keyFile: sync.key! }) });
+    this.syncTransport = transport;
+    this.sync = new AuditSync({
+      log: this.audit,
+      transport,
+      device: this.config.device.id,
+      deviceKey: this.deviceKey,
+      collectorKey: this.collectorKey!,
+      maxRecords: sync.batchRecords,
+      maxBytes: sync.batchBytes,
+      maxInFlight: sync.inFlight,
+      intervalMs: sync.intervalMs,
+      timeoutMs: sync.timeoutMs,
+      backoff: { initialMs: Math.min(1000, sync.backoffMaxMs), maxMs: sync.backoffMaxMs },
+      now: () => this.clock.now(),
+      onUpstreamTime: (timeMs) => this.clock.observeUpstream(timeMs),
+    });
+    this.sync.on('state', (state) => {
+      this.logger.info('audit upstream', { state, transport: transport.name });
+      this.publishStatus();
+    });
+    this.sync.on('problem', (error) => this.logger.warn('audit sync problem', { ...error }));
+    this.sync.on('stored', () => this.metrics.inc('ztedge_audit_sync_batches_total', 'Audit batches stored upstream'));
+    this.link?.on('online', () => this.sync?.poke());
+  }
+
+  private auditStatus() {
+    const capacity = this.audit.capacity();
+    return {
+      headSeq: capacity.headSeq,
+      syncedSeq: capacity.syncedSeq,
+      full: capacity.full,
+      capBytes: capacity.capBytes,
+      unsyncedBytes: capacity.unsyncedBytes,
+      sync: this.sync === null ? null : this.sync.status(),
+    };
+  }
+
+  private collectSyncMetrics(): void {
+    const capacity = this.audit.capacity();
+    const status = this.sync?.status();
+    this.metrics.set('ztedge_audit_backlog_records', 'Audit records not yet stored upstream', capacity.unsyncedRecords);
+    this.metrics.set('ztedge_audit_backlog_bytes', 'Bytes of audit records not yet stored upstream (counted against the cap)', capacity.unsyncedBytes);
+    this.metrics.set('ztedge_audit_full', 'Audit cap reached: commands not marked @safety are denied AUDIT_FULL', capacity.full ? 1 : 0);
+    if (status === undefined) return;
+    this.metrics.set('ztedge_audit_backlog_oldest_seconds', 'Age of the oldest audit record not yet stored upstream', (status.backlog.oldestAgeMs ?? 0) / 1000);
+    this.metrics.set('ztedge_audit_last_sync_timestamp_seconds', 'When a batch was last stored upstream (0: never)', (status.lastSyncMs ?? 0) / 1000);
+    for (const state of ['starting', 'connected', 'offline', 'unreachable', 'refused', 'stopped'] as const) {
+      this.metrics.set('ztedge_audit_upstream_state', 'Audit upstream state (1 for the current one)', status.state === state ? 1 : 0, { state });
+    }
   }
 
   private housekeeping(): void {

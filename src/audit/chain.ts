@@ -11,6 +11,8 @@ import { sha256 } from '../crypto/hash.js';
 export const AUDIT_KINDS = ['command', 'decision', 'execution', 'bundle', 'attestation', 'key', 'sync', 'system', 'checkpoint'] as const;
 export type AuditKind = (typeof AUDIT_KINDS)[number];
 
+const KIND_BYTES = new Map<string, Uint8Array>(AUDIT_KINDS.map((k) => [k, new TextEncoder().encode(k)]));
+
 /** The chain starts from 32 zero bytes. */
 export const GENESIS_HASH = new Uint8Array(32);
 

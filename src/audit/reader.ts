@@ -56,6 +56,7 @@ export class AuditReader {
   private readonly page: Statement<[number, number, number], RecordRow>;
   private readonly one: Statement<[number], RecordRow>;
   private readonly lastRow: Statement<[], { seq: number }>;
+  private readonly syncPage: Statement<[number, number]>;
 
   constructor(readonly db: SqliteDatabase) {
     const version = (db.prepare("SELECT version FROM schema_version WHERE module = 'audit'").get() as { version: number } | undefined)?.version;
@@ -68,6 +69,7 @@ export class AuditReader {
     this.page = db.prepare('SELECT seq, time_ms, kind, body, prev_hash, hash FROM audit WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?');
     this.one = db.prepare('SELECT seq, time_ms, kind, body, prev_hash, hash FROM audit WHERE seq = ?');
     this.lastRow = db.prepare('SELECT seq FROM audit ORDER BY seq DESC LIMIT 1');
+    this.syncPage = db.prepare<[number, number]>('SELECT seq, time_ms, kind, body, hash FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?').raw(true);
   }
 
   meta(): AuditMeta {
@@ -151,6 +153,23 @@ export class AuditReader {
     if (row === undefined) return undefined;
     const body = new Uint8Array(row.body);
     return { seq: row.seq, checkpoint: readUnverifiedCheckpoint(body), body };
+  }
+
+  /**
+   * Records from `fromSeq` on, at most `limit`, without their previous hash and as the driver
+   * returns their bytes (no copies): the upstream sync reads the log this way, thousands at a time.
+   */
+  readForSync(fromSeq: number, limit: number): Array<{ seq: number; timeMs: number; kind: AuditKind; body: Uint8Array; hash: Uint8Array }> {
+    const rows = this.syncPage.all(fromSeq, limit) as Array<[number, number, string, Buffer, Buffer]>;
+    return rows.map(([seq, timeMs, kind, body, hash]) => ({ seq, timeMs, kind: kind as AuditKind, body, hash }));
+  }
+
+  /** The first checkpoint record after `seq` (what covers records up to `seq` once synced), unverified. */
+  firstCheckpointAfter(seq: number): { seq: number; body: Uint8Array } | undefined {
+    const row = this.db.prepare("SELECT seq, body FROM audit WHERE kind = 'checkpoint' AND seq > ? ORDER BY seq LIMIT 1").get(seq) as
+      | { seq: number; body: Buffer }
+      | undefined;
+    return row === undefined ? undefined : { seq: row.seq, body: new Uint8Array(row.body) };
   }
 
   /** A fresh view of the tree's perfect subtrees (one per proof: it memoizes). */

@@ -83,6 +83,8 @@ export interface LogVerifierOptions {
   keys: readonly PublicKey[];
   /** Expected device id; default: whatever the first checkpoint says (then all must agree). */
   device?: string;
+  /** Expected C2SP origin; default: whatever the first checkpoint says (then all must agree). */
+  origin?: string;
   /**
    * Where the records start: seq 1 from genesis unless the log was pruned, or a verifier resumes
    * (the collector, batch after batch): the hash of record seq − 1, the tree of seq − 1 records
@@ -118,6 +120,7 @@ export class LogVerifier {
     this.startRoot = start.tree.root();
     this.keys = opts.keys;
     this.device = opts.device;
+    this.origin = opts.origin;
     // From genesis, the first checkpoint links to the empty tree.
     this.previous = start.checkpoint ?? (start.seq === 1 ? { seq: 0, size: 0, root: EMPTY_ROOT } : undefined);
   }
@@ -134,6 +137,21 @@ export class LogVerifier {
 
   root(): Uint8Array {
     return this.tree.root();
+  }
+
+  /** The tree of every record pushed so far (and of the start). */
+  range(): CompactRange {
+    return this.tree;
+  }
+
+  /** The newest checkpoint record seen (pushed or given at the start). */
+  get previousCheckpoint(): { seq: number; size: number; root: Uint8Array } | undefined {
+    return this.previous;
+  }
+
+  /** The origin the checkpoints so far named (or the one expected). */
+  get checkpointOrigin(): string | undefined {
+    return this.origin;
   }
 
   push(r: AuditRecord): VerifyFailure | undefined {

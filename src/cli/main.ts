@@ -13,6 +13,7 @@ const COMMANDS: Record<string, () => Promise<CommandGroup>> = {
   audit: async () => (await import('./audit.js')).auditCommand,
   bundle: async () => (await import('./bundle.js')).bundleCommand,
   cmd: async () => (await import('./cmd.js')).cmdCommand,
+  collector: async () => (await import('./collector.js')).collectorCommand,
   config: async () => (await import('./config.js')).configCommand,
   envelope: async () => (await import('./envelope.js')).envelopeCommand,
   keygen: async () => (await import('./keys.js')).keygenCommand,

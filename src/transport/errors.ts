@@ -32,7 +32,14 @@ export type TransportErrorCode =
   | 'OUTBOX_FULL'
   | 'OUTBOX_OPTIONS_INVALID'
   | 'OUTBOX_MESSAGE_INVALID'
-  | 'OUTBOX_CLOSED';
+  | 'OUTBOX_CLOSED'
+  // audit sync transports
+  | 'SYNC_URL_INVALID'
+  | 'SYNC_TLS_FILE'
+  | 'SYNC_HTTP_ERROR'
+  | 'SYNC_TIMEOUT'
+  | 'SYNC_UNREACHABLE'
+  | 'SYNC_REPLY_TOO_LARGE';
 
 export class TransportError extends ZtedgeError<TransportErrorCode> {
   constructor(

@@ -292,7 +292,7 @@ function canConnect(port: number): Promise<boolean> {
 }
 
 /** A throwaway P-256 CA, a server certificate for 127.0.0.1 and a client certificate, via openssl. */
-function makeTlsFiles(dir: string): TestTlsFiles {
+export function makeTlsFiles(dir: string): TestTlsFiles {
   const run = (args: string[]) => {
     const result = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
     if (result.error || result.status !== 0) {
