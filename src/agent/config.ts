@@ -400,17 +400,17 @@ function auditSyncOf(r: Reader, get: <T>(path: string) => T, brokerUrl: string |
   const cert = get<string | undefined>('audit.sync.cert');
   const key = get<string | undefined>('audit.sync.key');
   const collectorKey = get<string | undefined>('audit.sync.collectorKey');
-  if (collectorKey === undefined) r.problem('audit.sync.collectorKey', 'is required: only acknowledgements the collector signed may move the synced watermark');
   if (transport === 'https') {
     if (url === undefined) r.problem('audit.sync.url', 'is required for the https transport (the collector, https://host:port)');
     else if (url.startsWith('http://') && !/^http:\/\/(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(\/\S*)?$/.test(url)) {
       r.problem('audit.sync.url', 'must be an https:// URL (http:// only on a loopback host)');
     }
-  } else {
+  } else if (transport === 'mqtt') {
     if (url !== undefined) r.problem('audit.sync.url', 'is for the https transport; mqtt sends over broker.url');
     if (brokerUrl === null) r.problem('audit.sync.transport', 'mqtt needs broker.url');
     if ((ca ?? cert ?? key) !== undefined) r.problem('audit.sync.ca', 'TLS files of the mqtt transport are broker.ca, broker.cert and broker.key');
   }
+  if (collectorKey === undefined) r.problem('audit.sync.collectorKey', 'is required: only acknowledgements the collector signed may move the synced watermark');
   if ((cert === undefined) !== (key === undefined)) r.problem(cert === undefined ? 'audit.sync.cert' : 'audit.sync.key', 'audit.sync.cert and audit.sync.key go together');
   const timeoutMs = get<number>('audit.sync.timeout');
   const intervalMs = get<number>('audit.sync.interval');
@@ -419,7 +419,7 @@ function auditSyncOf(r: Reader, get: <T>(path: string) => T, brokerUrl: string |
     if (ms !== undefined && ms < min) r.problem(`audit.sync.${option}`, `must be at least ${min} ms`);
   }
   return {
-    transport,
+    transport: transport === 'mqtt' ? 'mqtt' : 'https',
     ...(url === undefined ? {} : { url }),
     collectorKey: collectorKey ?? '',
     ...(ca === undefined ? {} : { ca }),

@@ -11,6 +11,7 @@
 // interleave one device's records.
 import type { BatchRecord } from '../audit/sync-protocol.js';
 import type { CompactRange } from '../audit/merkle.js';
+import { ZtedgeError } from '../errors.js';
 
 export interface CheckpointRef {
   seq: number;
@@ -86,13 +87,4 @@ export interface CollectorStore {
 /** Reports kept per device (the oldest go first): refusals of unauthenticated noise stay bounded. */
 export const MAX_REPORTS_PER_DEVICE = 1000;
 
-export class CollectorStoreError extends Error {
-  override readonly name = 'CollectorStoreError';
-  constructor(
-    readonly code: 'COLLECTOR_DB_URL' | 'COLLECTOR_DB_OPEN' | 'COLLECTOR_DB_SCHEMA' | 'COLLECTOR_DB_CORRUPT',
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
+export class CollectorStoreError extends ZtedgeError<'COLLECTOR_DB_URL' | 'COLLECTOR_DB_OPEN' | 'COLLECTOR_DB_SCHEMA' | 'COLLECTOR_DB_CORRUPT'> {}

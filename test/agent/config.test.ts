@@ -123,9 +123,15 @@ describe('agent config: attestation', () => {
   });
 });
 
+/** The least an upstream sync needs: a collector URL and its key. */
+const SYNC: Array<[string, unknown]> = [
+  ['audit.sync.url', 'https://c:8443'],
+  ['audit.sync.collectorKey', '/c.pub'],
+];
+
 describe('options from the environment', () => {
   /** For each option: a value as the file holds it and the same value as its ZTEDGE_* text. */
-  const SAMPLES: Record<string, { file: unknown; env: string; with?: [string, unknown] }> = {
+  const SAMPLES: Record<string, { file: unknown; env: string; with?: [string, unknown] | Array<[string, unknown]> }> = {
     'device.id': { file: 'arm-02', env: 'arm-02' },
     'device.site': { file: 'plant-b', env: 'plant-b' },
     'device.profile': { file: 'robot-arm', env: 'robot-arm' },
@@ -168,6 +174,19 @@ describe('options from the environment', () => {
     'audit.retention': { file: '1d', env: '1d' },
     'audit.checkpointEvery': { file: 10, env: '10' },
     'audit.checkpointInterval': { file: '10s', env: '10s' },
+    // Sync is on with a collector key and (for https) a URL; each sample changes one option of it.
+    'audit.sync.transport': { file: 'mqtt', env: 'mqtt', with: [['broker.url', 'mqtt://b:1883'], ['audit.sync.collectorKey', '/c.pub']] },
+    'audit.sync.url': { file: 'https://c2:8443', env: 'https://c2:8443', with: ['audit.sync.collectorKey', '/c.pub'] },
+    'audit.sync.collectorKey': { file: '/other.pub', env: '/other.pub', with: ['audit.sync.url', 'https://c:8443'] },
+    'audit.sync.ca': { file: '/t/ca.pem', env: '/t/ca.pem', with: SYNC },
+    'audit.sync.cert': { file: '/t/c.pem', env: '/t/c.pem', with: [...SYNC, ['audit.sync.key', '/t/k.pem']] },
+    'audit.sync.key': { file: '/t/k.pem', env: '/t/k.pem', with: [...SYNC, ['audit.sync.cert', '/t/c.pem']] },
+    'audit.sync.batchRecords': { file: 100, env: '100', with: SYNC },
+    'audit.sync.batchBytes': { file: 131072, env: '131072', with: SYNC },
+    'audit.sync.inFlight': { file: 4, env: '4', with: SYNC },
+    'audit.sync.interval': { file: '1s', env: '1s', with: SYNC },
+    'audit.sync.timeout': { file: '5s', env: '5s', with: SYNC },
+    'audit.sync.backoffMax': { file: '1m', env: '1m', with: SYNC },
   };
   const base = { device: { id: 'd1', site: 's1' }, stateDir: '/s', deviceKey: '/k', roots: { keys: ['/r'] } };
 
@@ -185,7 +204,8 @@ describe('options from the environment', () => {
 
   it.each(CONFIG_OPTIONS.map((o) => o.path))('%s: its ZTEDGE_* variable sets it exactly as the file does', (path) => {
     const { file, env, with: other } = SAMPLES[path]!;
-    const start = other === undefined ? structuredClone(base) : withOption(other[0], other[1]);
+    const pairs = other === undefined ? [] : Array.isArray(other[0]) ? (other as Array<[string, unknown]>) : [other as [string, unknown]];
+    const start = pairs.reduce((raw, [p, v]) => withOption(p, v, raw), structuredClone(base) as Record<string, unknown>);
     const fromFile = loadConfig(JSON.stringify(withOption(path, file, structuredClone(start))), {});
     const fromEnv = loadConfig(JSON.stringify(start), { [envName(path)]: env });
     expect(fromEnv).toEqual(fromFile);

@@ -53,7 +53,7 @@ describe('the agent syncing its audit log', () => {
     const running = await startAgent(
       site.config(null, {
         bundleFile: site.bundleFile(1, CELL_POLICIES + GRIP_POLICY),
-        executors: { grip: { kind: 'none' } },
+        executors: {},
         audit: { sync: { url, collectorKey: path.join(site.dir, 'collector.pub'), ca: tls.ca, cert: tls.clientCert, key: tls.clientKey, interval: '100ms' } },
       }),
     );

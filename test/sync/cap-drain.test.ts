@@ -42,7 +42,7 @@ describe('the audit cap and the upstream drain', () => {
     const running = await startAgent(
       site.config(null, {
         bundleFile: site.bundleFile(1, CELL_POLICIES + GRIP_POLICY),
-        executors: { grip: { kind: 'none' }, estop: { kind: 'none' } },
+        executors: {},
         audit: {
           capBytes: 64 * 1024,
           reserveBytes: 16 * 1024,
