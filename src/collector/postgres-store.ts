@@ -5,7 +5,7 @@
 // (synchronous_commit, the server's default, is not turned off here).
 import pg from 'pg';
 import { CompactRange } from '../audit/merkle.js';
-import { GENESIS_HASH } from '../audit/chain.js';
+import { type DeviceRow, type RecordRow, toRecord, toState } from './rows.js';
 import { type CollectorStore, CollectorStoreError, type DeviceState, type IngestCommit, MAX_REPORTS_PER_DEVICE, type StoredRecord, type SyncReport } from './store.js';
 
 const SCHEMA_VERSION = 1;
@@ -66,23 +66,6 @@ const types = {
 };
 
 const RECORD_COLUMNS = 'r.seq, r.time_ms, r.kind, r.body, r.hash';
-
-type DeviceRow = {
-  id: number;
-  device: string;
-  last_seq: number;
-  last_hash: Buffer;
-  frontier: Buffer;
-  origin: string | null;
-  cp_seq: number | null;
-  cp_size: number | null;
-  cp_root: Buffer | null;
-  cp_time_ms: number | null;
-  head_seq: number;
-  first_seen_ms: number;
-  last_seen_ms: number;
-};
-type RecordRow = { seq: number; time_ms: number; kind: string; body: Buffer; hash: Buffer };
 
 export class PostgresCollectorStore implements CollectorStore {
   readonly kind = 'postgres';
@@ -251,22 +234,4 @@ async function migrate(pool: pg.Pool): Promise<void> {
 
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-function toState(row: DeviceRow): DeviceState {
-  return {
-    device: row.device,
-    lastSeq: row.last_seq,
-    lastHash: row.last_seq === 0 ? GENESIS_HASH : new Uint8Array(row.last_hash),
-    frontier: CompactRange.decode(row.last_seq, new Uint8Array(row.frontier)),
-    origin: row.origin,
-    checkpoint: row.cp_seq === null ? null : { seq: row.cp_seq, size: row.cp_size!, root: new Uint8Array(row.cp_root!), timeMs: row.cp_time_ms! },
-    headSeq: row.head_seq,
-    firstSeenMs: row.first_seen_ms,
-    lastSeenMs: row.last_seen_ms,
-  };
-}
-
-function toRecord(r: RecordRow): StoredRecord {
-  return { seq: r.seq, timeMs: r.time_ms, kind: r.kind as StoredRecord['kind'], body: new Uint8Array(r.body), hash: new Uint8Array(r.hash) };
 }

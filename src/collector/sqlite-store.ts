@@ -2,9 +2,9 @@
 // as stored survives kill -9 and power loss). Records are keyed (device number, seq) in a
 // clustered table, so a device's log is read and appended in order.
 import type { Database, Statement } from 'better-sqlite3';
-import { CompactRange } from '../audit/merkle.js';
-import { GENESIS_HASH } from '../audit/chain.js';
 import { migrate, openStateDb } from '../store/state-db.js';
+import { CompactRange } from '../audit/merkle.js';
+import { type DeviceRow, type RecordRow, stateParams, toRecord, toState } from './rows.js';
 import { type CollectorStore, CollectorStoreError, type DeviceState, type IngestCommit, MAX_REPORTS_PER_DEVICE, type StoredRecord, type SyncReport } from './store.js';
 
 const SCHEMA = `
@@ -57,23 +57,6 @@ CREATE INDEX reports_by_device ON reports (device, id);
 `;
 
 const ROWS_PER_INSERT = 50;
-
-type DeviceRow = {
-  id: number;
-  device: string;
-  last_seq: number;
-  last_hash: Buffer;
-  frontier: Buffer;
-  origin: string | null;
-  cp_seq: number | null;
-  cp_size: number | null;
-  cp_root: Buffer | null;
-  cp_time_ms: number | null;
-  head_seq: number;
-  first_seen_ms: number;
-  last_seen_ms: number;
-};
-type RecordRow = { seq: number; time_ms: number; kind: string; body: Buffer; hash: Buffer };
 
 export class SqliteCollectorStore implements CollectorStore {
   readonly kind = 'sqlite';
@@ -207,40 +190,4 @@ export class SqliteCollectorStore implements CollectorStore {
     }
     return id;
   }
-}
-
-export function stateParams(s: DeviceState) {
-  return {
-    device: s.device,
-    last_seq: s.lastSeq,
-    last_hash: s.lastHash,
-    frontier: s.frontier.encode(),
-    origin: s.origin,
-    cp_seq: s.checkpoint?.seq ?? null,
-    cp_size: s.checkpoint?.size ?? null,
-    cp_root: s.checkpoint?.root ?? null,
-    cp_time_ms: s.checkpoint?.timeMs ?? null,
-    head_seq: s.headSeq,
-    first_seen_ms: s.firstSeenMs,
-    last_seen_ms: s.lastSeenMs,
-  };
-}
-
-function toState(row: DeviceRow): DeviceState {
-  return {
-    device: row.device,
-    lastSeq: row.last_seq,
-    lastHash: row.last_seq === 0 ? GENESIS_HASH : new Uint8Array(row.last_hash),
-    frontier: CompactRange.decode(row.last_seq, new Uint8Array(row.frontier)),
-    origin: row.origin,
-    checkpoint:
-      row.cp_seq === null ? null : { seq: row.cp_seq, size: row.cp_size!, root: new Uint8Array(row.cp_root!), timeMs: row.cp_time_ms! },
-    headSeq: row.head_seq,
-    firstSeenMs: row.first_seen_ms,
-    lastSeenMs: row.last_seen_ms,
-  };
-}
-
-function toRecord(r: RecordRow): StoredRecord {
-  return { seq: r.seq, timeMs: r.time_ms, kind: r.kind as StoredRecord['kind'], body: new Uint8Array(r.body), hash: new Uint8Array(r.hash) };
 }
