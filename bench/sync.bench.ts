@@ -7,7 +7,6 @@
 // Run: npm run bench:sync [-- --records N] [-- --sqlite-only]
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,6 +22,7 @@ import { GroupCommit } from '../src/store/group-commit.js';
 import { openStateDb } from '../src/store/state-db.js';
 import { HttpsSyncTransport } from '../src/transport/audit-https.js';
 import { startPostgres } from '../test/support/postgres.js';
+import { freePort } from '../test/support/free-port.js';
 
 const { values } = parseArgs({ options: { records: { type: 'string', default: '200000' }, 'sqlite-only': { type: 'boolean', default: false } } });
 const RECORDS = Number(values.records);
@@ -34,13 +34,6 @@ const children = new Set<ChildProcess>();
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 const deviceKey = generatePrivateKey('ed25519');
 const collectorKey = generatePrivateKey('ed25519');

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { Aedes, type AedesOptions } from 'aedes';
+import { freePort } from './free-port.js';
 
 export interface BrokerUser {
   username: string;
@@ -113,16 +114,6 @@ function isExecutable(file: string): boolean {
   }
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 function makeTempDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-broker-'));

@@ -3,7 +3,6 @@
 // @safety, still passes); the upstream returns, the backlog drains, space is freed, and commands
 // are allowed again — without a restart. /v1/status and /metrics say what happened.
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Collector } from '../../src/collector/server.js';
@@ -15,17 +14,11 @@ import { CELL_POLICIES } from '../agent/fixture.js';
 import { DEVICE, GRIP_POLICY, command, makeSite, startAgent } from '../e2e/support.js';
 import { runCleanups, waitUntil } from '../support/wait.js';
 import { storedLog } from '../collector/support.js';
+import { freePort } from '../support/free-port.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(() => runCleanups(cleanups));
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 describe('the audit cap and the upstream drain', () => {
   it('denies AUDIT_FULL while the upstream is away, lets @safety through, and allows commands again once the backlog drained', async () => {

@@ -5,7 +5,6 @@
 // and the agent's watermark is at its head. Seeded randomness: the seed is printed.
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'vitest';
@@ -16,6 +15,7 @@ import { writePrivateKeyFile, writePublicKeyFile } from '../../src/crypto/key-fi
 import { generatePrivateKey } from '../../src/crypto/keys.js';
 import { REPO_ROOT } from '../e2e/support.js';
 import { sleep } from '../support/wait.js';
+import { freePort } from '../support/free-port.js';
 
 export interface OutageOptions {
   records: number;
@@ -57,13 +57,6 @@ async function kill(proc: Proc): Promise<void> {
   await proc.exited;
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /** A small seeded generator (mulberry32), so a failing run can be repeated. */
 function rng(seed: number): () => number {
