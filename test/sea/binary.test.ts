@@ -7,7 +7,8 @@
 // command and answers it, verifies that agent's audit log, and serves as the audit collector on
 // SQLite and on PostgreSQL. Its embedded SQLite addon is refused when replaced, and written afresh
 // by the next start. The built JavaScript also runs under plain Node with production dependencies
-// only (what `npm install --omit=dev` installs).
+// only (what `npm install --omit=dev` installs), and refuses an installed cedar-wasm whose
+// WebAssembly is not the one it was built with.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -433,5 +434,14 @@ describe('the built JavaScript with production dependencies only', () => {
     const replayed = await run(verify);
     expect(replayed.code).toBe(1);
     expect(replayed.stderr).toMatch(/REPLAY/);
+
+    // Schema validation with the installed cedar-wasm, whose WebAssembly must be the one built with.
+    const build = ['bundle', 'build', 'cell', '--revision', '2', '--expires', '1d', '--out', 'bundle-node.cbor'];
+    expect(await run(build)).toMatchObject({ code: 0, stdout: expect.stringMatching(/validated against schema\.cedarschema/) });
+    const wasm = path.join(pkg, 'node_modules/@cedar-policy/cedar-wasm/nodejs/cedar_wasm_bg.wasm');
+    fs.appendFileSync(wasm, Buffer.from([0]));
+    const mismatched = await run(build);
+    expect(mismatched.code).toBe(1);
+    expect(mismatched.stderr).toMatch(/^CEDAR_WASM_MISMATCH: .*cedar_wasm_bg\.wasm hashes to [0-9a-f]{64}, not to the built-in [0-9a-f]{64}: the installed @cedar-policy\/cedar-wasm is not the one ztedge was built with/);
   });
 });
