@@ -2,7 +2,9 @@
 //   dist/ztedge.cjs  every command of the CLI bundled into one CommonJS file (src/cli/entry.ts),
 //                    run by plain Node: package.json's `bin`, needing only production dependencies
 //   dist/ztedge      a Node single executable application: Node itself, that file as its main
-//                    script and better-sqlite3's addon as an asset (nothing else to install)
+//                    script, and as assets better-sqlite3's addon and cedar-wasm's WebAssembly
+//                    (brotli-compressed); the firmware profiles are inside the JavaScript
+//                    (nothing else to install, no file read from beside the program)
 // `--js-only` stops after dist/ztedge.cjs; `--out-dir DIR` writes to DIR instead of dist/ (tests).
 // The executable carries the Node that runs this script.
 import { execFileSync } from 'node:child_process';
@@ -12,8 +14,12 @@ import { builtinModules, createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { brotliCompressSync, constants as zlib } from 'node:zlib';
 import { build, type Metafile, type Plugin } from 'esbuild';
 import { AGENT_VERSION } from '../src/agent/runtime.js';
+import { loadShippedProfile, shippedProfileNames } from '../src/attest/profile.js';
+import { shippedProfileTexts } from '../src/attest/shipped-profiles.js';
+import { CEDAR_WASM_ASSET } from '../src/cli/cedar-wasm.js';
 import { VERSION } from '../src/cli/main.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -30,6 +36,7 @@ const LEFT_OUT: Record<string, string> = {
   bufferutil: 'native speed-up for ws (MQTT over WebSocket), which falls back to JavaScript',
   'utf-8-validate': 'native UTF-8 check for ws, which falls back to JavaScript',
   'supports-color': 'terminal colours for debug, which the agent never enables',
+  'pg-native': 'libpq binding for pg, used only when NODE_PG_FORCE_NATIVE is set; pg speaks the protocol in JavaScript',
 };
 
 const { values: options } = parseArgs({
@@ -50,6 +57,10 @@ if (VERSION !== pkg.version || AGENT_VERSION !== pkg.version) {
 
 const addonFile = require.resolve('better-sqlite3/build/Release/better_sqlite3.node');
 const addonSha256 = sha256(fs.readFileSync(addonFile));
+const cedarWasmFile = path.join(path.dirname(require.resolve('@cedar-policy/cedar-wasm/nodejs')), 'cedar_wasm_bg.wasm');
+const cedarWasm = fs.readFileSync(cedarWasmFile);
+// A shipped profile that does not validate would fail every agent using it: fail the build instead.
+for (const name of shippedProfileNames()) loadShippedProfile(name);
 
 fs.mkdirSync(DIST, { recursive: true });
 const result = await build({
@@ -61,11 +72,14 @@ const result = await build({
   // Node 20's single executable runs its main script as CommonJS.
   format: 'cjs',
   banner: { js: '#!/usr/bin/env node' },
-  define: { ZTEDGE_SQLITE_ADDON_SHA256: JSON.stringify(addonSha256) },
-  plugins: [sqliteBindings(), leftOut()],
+  define: { ZTEDGE_SQLITE_ADDON_SHA256: JSON.stringify(addonSha256), ZTEDGE_CEDAR_WASM_SHA256: JSON.stringify(sha256(cedarWasm)) },
+  plugins: [sqliteBindings(), cedarWasmFromMemory(), embeddedProfiles(), leftOut()],
   minify: true,
   metafile: true,
   logLevel: 'warning',
+  // import.meta.url is how sources find files beside them, which a CommonJS bundle leaves empty:
+  // such a read must get its own arrangement here (as the firmware profiles have), not fail at run time.
+  logOverride: { 'empty-import-meta': 'error' },
 });
 fs.chmodSync(SCRIPT, 0o755);
 checkImports(result.metafile);
@@ -85,6 +99,9 @@ function buildExecutable(work: string): void {
   const [major, minor] = process.versions.node.split('.').map(Number) as [number, number];
   if (major < 20 || (major === 20 && minor < 12)) throw new Error(`Node ${process.version} cannot build a single executable with assets (20.12 or later)`);
   const blob = path.join(work, 'sea.blob');
+  // Quality 9: 1.1 MB in ~0.6 s; 11 saves 0.15 MB more and takes ~15 s. Unpacking takes ~20 ms.
+  const compressedWasm = path.join(work, CEDAR_WASM_ASSET);
+  fs.writeFileSync(compressedWasm, brotliCompressSync(cedarWasm, { params: { [zlib.BROTLI_PARAM_QUALITY]: 9, [zlib.BROTLI_PARAM_SIZE_HINT]: cedarWasm.length } }));
   const config = path.join(work, 'sea-config.json');
   fs.writeFileSync(
     config,
@@ -94,7 +111,7 @@ function buildExecutable(work: string): void {
       disableExperimentalSEAWarning: true,
       // Measured: V8's code cache made start-up no faster for this script (see README).
       useCodeCache: false,
-      assets: { [SQLITE_ADDON_ASSET]: addonFile },
+      assets: { [SQLITE_ADDON_ASSET]: addonFile, [CEDAR_WASM_ASSET]: compressedWasm },
     }),
   );
   run(process.execPath, ['--experimental-sea-config', config]);
@@ -113,6 +130,7 @@ function buildExecutable(work: string): void {
   console.log(`${path.relative(ROOT, EXECUTABLE)}: ${mb(fs.statSync(EXECUTABLE).size)} MB, Node ${process.version}`);
   console.log(`  sha256 ${sha256(fs.readFileSync(EXECUTABLE))}`);
   console.log(`  better_sqlite3.node sha256 ${addonSha256}`);
+  console.log(`  cedar_wasm_bg.wasm ${mb(cedarWasm.length)} MB, ${mb(fs.statSync(compressedWasm).size)} MB compressed, sha256 ${sha256(cedarWasm)}`);
 }
 
 /**
@@ -121,7 +139,7 @@ function buildExecutable(work: string): void {
  * entry registered instead (the same one openStateDb passes as nativeBinding).
  */
 function sqliteBindings(): Plugin {
-  const stateDb = path.join(ROOT, 'src/agent/state-db.ts');
+  const stateDb = path.join(ROOT, 'src/store/state-db.ts');
   return {
     name: 'sqlite-bindings',
     setup(b) {
@@ -138,6 +156,47 @@ module.exports = function bindings(name) {
   return addon;
 };`,
       }));
+    },
+  };
+}
+
+/**
+ * cedar-wasm's Node build reads cedar_wasm_bg.wasm from beside its JavaScript; in the bundle that
+ * read becomes src/cli/cedar-wasm.ts's cedarWasmBytes() (the asset inside the executable, the
+ * installed file under Node). The build fails if the package reads its module some other way.
+ */
+function cedarWasmFromMemory(): Plugin {
+  const loader = path.join(ROOT, 'src/cli/cedar-wasm.ts');
+  const read = /^const wasmPath = `\$\{__dirname\}\/cedar_wasm_bg\.wasm`;\r?\nconst wasmBytes = require\('fs'\)\.readFileSync\(wasmPath\);$/m;
+  return {
+    name: 'cedar-wasm-from-memory',
+    setup(b) {
+      b.onLoad({ filter: /[\\/]@cedar-policy[\\/]cedar-wasm[\\/]nodejs[\\/]cedar_wasm\.js$/ }, async (args) => {
+        const text = await fs.promises.readFile(args.path, 'utf8');
+        const contents = text.replace(read, `const wasmBytes = require(${JSON.stringify(loader)}).cedarWasmBytes();`);
+        if (contents === text || contents.includes('__dirname')) {
+          throw new Error(`${args.path} no longer reads its WebAssembly as scripts/build.ts expects: adapt the cedar-wasm-from-memory plugin`);
+        }
+        return { contents, loader: 'js', resolveDir: path.dirname(args.path) };
+      });
+    },
+  };
+}
+
+/**
+ * src/attest/shipped-profiles.ts reads firmware-profiles/ beside the sources; the bundle gets a
+ * module with the texts that function returns, so the built program reads no file for them.
+ */
+function embeddedProfiles(): Plugin {
+  const source = path.join(ROOT, 'src/attest/shipped-profiles.ts');
+  return {
+    name: 'embedded-profiles',
+    setup(b) {
+      b.onLoad({ filter: /[\\/]shipped-profiles\.ts$/ }, (args) =>
+        args.path === source
+          ? { loader: 'js', contents: `export function shippedProfileTexts() {\n  return new Map(${JSON.stringify([...shippedProfileTexts()])});\n}\n` }
+          : undefined,
+      );
     },
   };
 }

@@ -39,7 +39,7 @@ import { type AttestAnswer, createApi, type DecideResult, type Readiness } from 
 import { encodeRefusal } from '../attest/challenge.js';
 import { referencesFor } from '../attest/compare.js';
 import { AttestError } from '../attest/errors.js';
-import { SHIPPED_PROFILES_DIR, loadProfile } from '../attest/profile.js';
+import { loadProfile, loadShippedProfile } from '../attest/profile.js';
 import { type AttestationEvent, AttestationService } from '../attest/service.js';
 import { answerClientErrors } from '../api/client-errors.js';
 import { type AgentConfig, ConfigError, type Posture } from './config.js';
@@ -865,7 +865,7 @@ export class Agent {
     const settings = config.attestation!;
     const service = new AttestationService({
       deviceId: config.device.id,
-      profile: loadProfile(settings.profiles ?? SHIPPED_PROFILES_DIR, config.device.profile),
+      profile: settings.profiles === undefined ? loadShippedProfile(config.device.profile) : loadProfile(settings.profiles, config.device.profile),
       root: settings.measureRoot,
       key: this.deviceKey,
       agentVersion: AGENT_VERSION,

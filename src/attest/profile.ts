@@ -15,13 +15,10 @@
 //   }
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { type JsonValue, JsonError, JsonNumber, parseJson } from '../policy/index.js';
 import { AttestError } from './errors.js';
 import { type DevicePath, parseDevicePath } from './glob.js';
-
-/** The profiles shipped with ztedge (firmware-profiles/ at the top of the package). */
-export const SHIPPED_PROFILES_DIR = fileURLToPath(new URL('../../firmware-profiles/', import.meta.url));
+import { shippedProfileTexts } from './shipped-profiles.js';
 
 export const PROFILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const ACTION_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
@@ -129,6 +126,30 @@ export function loadProfile(dir: string, name: string): FirmwareProfile {
   }
   const profile = parseProfile(text, file);
   if (profile.name !== name) throw new AttestError('PROFILE_INVALID', `${file}: $.profile is ${JSON.stringify(profile.name)}, but the file is named for ${JSON.stringify(name)}`);
+  return profile;
+}
+
+let shipped: ReadonlyMap<string, string> | undefined;
+
+/** The names of the profiles shipped with ztedge, sorted. */
+export function shippedProfileNames(): string[] {
+  shipped ??= shippedProfileTexts();
+  return [...shipped.keys()].filter((name) => PROFILE_NAME.test(name)).sort();
+}
+
+/**
+ * A profile shipped with ztedge (firmware-profiles/<name>.json, carried inside the built program):
+ * PROFILE_NOT_FOUND naming the shipped ones when there is none by that name.
+ */
+export function loadShippedProfile(name: string): FirmwareProfile {
+  shipped ??= shippedProfileTexts();
+  const text = PROFILE_NAME.test(name) ? shipped.get(name) : undefined;
+  if (text === undefined) {
+    throw new AttestError('PROFILE_NOT_FOUND', `no firmware profile ${JSON.stringify(name)} ships with ztedge (shipped: ${shippedProfileNames().join(', ')}); give a profile file's path instead`);
+  }
+  const source = `firmware-profiles/${name}.json`;
+  const profile = parseProfile(text, source);
+  if (profile.name !== name) throw new AttestError('PROFILE_INVALID', `${source}: $.profile is ${JSON.stringify(profile.name)}, but the file is named for ${JSON.stringify(name)}`);
   return profile;
 }
 

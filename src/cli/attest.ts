@@ -9,7 +9,7 @@ import type { ReferenceValues } from '../attest/compare.js';
 import { AttestError } from '../attest/errors.js';
 import { DEFAULT_MAX_AGE_MS, EVIDENCE_MAX_BYTES, type VerifiedEvidence, verifyEvidence } from '../attest/evidence.js';
 import { measureTargets } from '../attest/measure.js';
-import { type FirmwareProfile, SHIPPED_PROFILES_DIR, loadProfile, parseDuration, parseProfile } from '../attest/profile.js';
+import { type FirmwareProfile, loadShippedProfile, parseDuration, parseProfile } from '../attest/profile.js';
 import { formatReferences, parseReferences, referencesFromRecords } from '../attest/references.js';
 import { compositeDigest } from '../attest/record.js';
 import { bytesEqual, fromHex, toHex } from '../crypto/bytes.js';
@@ -96,7 +96,7 @@ export function resolveProfile(spec: string): FirmwareProfile {
     }
     return parseProfile(text, spec);
   }
-  return loadProfile(SHIPPED_PROFILES_DIR, spec);
+  return loadShippedProfile(spec);
 }
 
 function rootOf(values: Record<string, string | boolean | undefined>): string {

@@ -39,6 +39,8 @@ export class StateDirLock {
       db = new Database(file, { timeout: 0 });
       fs.chmodSync(file, 0o600);
     } catch (err) {
+      // The built program's SQLite addon refused or unloadable (NATIVE_ADDON_*): say that, not "lock".
+      if (err instanceof ZtedgeError) throw err;
       throw new StateLockError('STATE_DIR_LOCK_FAILED', `cannot open the lock of state directory ${dir}: ${(err as Error).message}`, { cause: err });
     }
     try {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AttestError } from '../../src/attest/errors.js';
 import { matchesDevicePath, parseDevicePath } from '../../src/attest/glob.js';
-import { DEFAULT_GLOB_LIMIT, listProfiles, loadProfile, parseProfile } from '../../src/attest/profile.js';
+import { DEFAULT_GLOB_LIMIT, listProfiles, loadProfile, loadShippedProfile, parseProfile, shippedProfileNames } from '../../src/attest/profile.js';
 import { readBundleSource } from '../../src/bundle/build.js';
 import { REPO_ROOT, tempDir } from './support.js';
 
@@ -90,6 +90,16 @@ describe('firmware profiles', () => {
     expect(() => loadProfile(dir, 'arm')).toThrow(/\$\.profile is "plc", but the file is named for "arm"/);
     fs.writeFileSync(path.join(dir, 'p.json'), JSON.stringify({ ...VALID, measure: [{ path: '/etc/*.conf', critical: true }] }));
     expect(loadProfile(dir, 'p').measure[0]!.limit).toBe(DEFAULT_GLOB_LIMIT);
+  });
+
+  it('the shipped profiles by name: the files of firmware-profiles/, and nothing else', () => {
+    expect(shippedProfileNames()).toEqual(listProfiles(PROFILES));
+    for (const name of shippedProfileNames()) expect(loadShippedProfile(name)).toEqual(loadProfile(PROFILES, name));
+    for (const name of ['robot-ar', '../firmware-profiles/robot-arm', 'robot-arm.json']) {
+      expect(() => loadShippedProfile(name)).toThrow(
+        expect.objectContaining({ code: 'PROFILE_NOT_FOUND', message: expect.stringContaining('(shipped: edge-gateway, plc-gateway, robot-arm)') }),
+      );
+    }
   });
 
   it('globs: * and ? within one level, dot files included', () => {

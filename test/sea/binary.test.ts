@@ -1,9 +1,14 @@
 // The single executable as an operator gets it: built once (scripts/build.ts), copied into an
 // empty directory with no node_modules anywhere above it, run with a PATH holding nothing but
-// itself. It generates keys, builds, signs and verifies a bundle, evaluates a policy, and as an
-// agent on a private broker executes one signed command and answers it. Its embedded SQLite addon
-// is refused when replaced, and written afresh by the next start. The built JavaScript also runs
-// under plain Node with production dependencies only (what `npm install --omit=dev` installs).
+// itself. Every command works from what the binary carries: it measures a device tree with a
+// shipped firmware profile (the binary itself among the files), generates keys, builds (schema
+// validation by cedar-wasm inside), signs and verifies a bundle, evaluates a policy, prints and
+// checks a configuration, runs as an attesting agent on a private broker that executes one signed
+// command and answers it, verifies that agent's audit log, and serves as the audit collector on
+// SQLite and on PostgreSQL. Its embedded SQLite addon is refused when replaced, and written afresh
+// by the next start. The built JavaScript also runs under plain Node with production dependencies
+// only (what `npm install --omit=dev` installs), and refuses an installed cedar-wasm whose
+// WebAssembly is not the one it was built with.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -14,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type SimArm, startSimArm } from '../../scripts/sim-arm.js';
 import { type TestBroker, startBroker } from '../support/broker.js';
+import { type TestPostgres, startPostgres } from '../support/postgres.js';
 import { waitUntil } from '../support/wait.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -31,13 +37,14 @@ let dist: string;
 let site: string;
 let binary: string;
 let broker: TestBroker;
+let postgres: TestPostgres | undefined;
 let arm: SimArm;
 const executed: Array<{ action: string; args: unknown }> = [];
 const children = new Set<ChildProcess>();
 
-/** Only the binary's own directory on PATH: no node, no tsx, no npm. */
+/** Only the binary's own directory on PATH: no node, no tsx, no npm; temporary files stay in the site. */
 function operatorEnv(extra: Record<string, string> = {}): Record<string, string> {
-  return { PATH: path.dirname(binary), HOME: path.join(site, 'home'), ...extra };
+  return { PATH: path.dirname(binary), HOME: path.join(site, 'home'), TMPDIR: path.join(site, 'tmp'), ...extra };
 }
 
 interface Exit {
@@ -107,7 +114,10 @@ async function readyAgent(): Promise<{ agent: Agent; http: string }> {
   if (exitCode !== undefined) throw new Error(`the agent exited ${exitCode}:\n${agent.stderr()}${agent.stdout()}`);
   const http = String(agent.lines().find((l) => l.message === 'agent started')!.http);
   const ready = await fetch(`http://${http}/readyz`);
-  expect(ready.status).toBe(200);
+  if (ready.status !== 200) {
+    await stopAgent(agent); // the next start would find the state directory locked
+    throw new Error(`the agent is not ready: ${ready.status} ${await ready.text()}`);
+  }
   return { agent, http };
 }
 
@@ -130,6 +140,7 @@ beforeAll(async () => {
   site = path.join(tmp, 'site');
   fs.mkdirSync(path.join(site, 'bin'), { recursive: true });
   fs.mkdirSync(path.join(site, 'home'));
+  fs.mkdirSync(path.join(site, 'tmp'));
   binary = path.join(site, 'bin', 'ztedge');
   fs.copyFileSync(path.join(dist, 'ztedge'), binary);
   fs.chmodSync(binary, 0o755);
@@ -145,6 +156,7 @@ afterAll(async () => {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   await arm?.stop();
   await broker?.stop();
+  await postgres?.stop();
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -164,7 +176,35 @@ describe('the single executable, alone in an empty directory', () => {
     expect((await exec(binary, ['--version', '--verbos'], operatorEnv())).code).toBe(2);
   });
 
-  it('makes keys, builds, signs and verifies a bundle, and evaluates a policy', async () => {
+  it('measures a device tree with a shipped firmware profile, the binary itself among its files', async () => {
+    // The robot-arm profile's files, below a root: this binary installed as /usr/local/bin/ztedge.
+    const files: Record<string, string> = {
+      'etc/ztedge/agent.yaml': 'device: { id: arm-1 }\n',
+      'etc/robot/controller.conf': 'gain=3\n',
+      'etc/robot/safety-zones.conf': 'zone A: 0..800\n',
+      'etc/robot/tools/gripper.json': '{"force":40}\n',
+    };
+    for (const [file, text] of Object.entries(files)) {
+      fs.mkdirSync(path.dirname(path.join(site, 'device', file)), { recursive: true });
+      fs.writeFileSync(path.join(site, 'device', file), text);
+    }
+    fs.mkdirSync(path.join(site, 'device/usr/local/bin'), { recursive: true });
+    fs.linkSync(binary, path.join(site, 'device/usr/local/bin/ztedge'));
+
+    const measured = JSON.parse(await ztedge(['attest', 'measure', '--profile', 'robot-arm', '--root', 'device', '--json'])) as { records: Array<{ path: string; state: string; sha256?: string }> };
+    const digests = Object.fromEntries(measured.records.map((r) => [r.path, r.sha256 ?? r.state]));
+    expect(digests).toEqual({
+      ...Object.fromEntries(Object.entries(files).map(([file, text]) => [`/${file}`, sha256(Buffer.from(text))])),
+      '/usr/local/bin/ztedge': /^sha256: ([0-9a-f]{64})$/m.exec(await ztedge(['--version', '--verbose']))![1],
+    });
+    expect(digests['/usr/local/bin/ztedge']).toBe(sha256(fs.readFileSync(binary)));
+    fs.writeFileSync(path.join(site, 'references.json'), await ztedge(['attest', 'references', '--profile', 'robot-arm', '--root', 'device']));
+    const unknown = await exec(binary, ['attest', 'measure', '--profile', 'robot-armm', '--root', 'device'], operatorEnv());
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/^PROFILE_NOT_FOUND: no firmware profile "robot-armm" ships with ztedge \(shipped: edge-gateway, plc-gateway, robot-arm\)/);
+  });
+
+  it('makes keys, builds (with schema validation), signs and verifies a bundle, and evaluates a policy', async () => {
     for (const name of ['root', 'device', 'planner']) await ztedge(['keygen', '--alg', 'ed25519', '--out', name]);
     expect(fs.statSync(path.join(site, 'root.key')).mode & 0o777).toBe(0o600);
 
@@ -174,10 +214,21 @@ describe('the single executable, alone in an empty directory', () => {
     const issuers = JSON.parse(fs.readFileSync(issuersFile, 'utf8')) as Array<{ principal: { id: string }; publicKey: string }>;
     issuers.find((i) => i.principal.id === 'planner-7')!.publicKey = fs.readFileSync(path.join(site, 'planner.pub'), 'utf8');
     fs.writeFileSync(issuersFile, JSON.stringify(issuers, null, 2));
+    // The reference values of the device measured above.
+    fs.copyFileSync(path.join(site, 'references.json'), path.join(site, 'cell', 'attestation.json'));
 
-    expect(await ztedge(['bundle', 'build', 'cell', '--revision', '1', '--expires', '1d', '--site', SITE, '--out', 'bundle.cbor'])).toMatch(/tests passed/);
+    // cedar-wasm validates against the schema inside the binary: a mistyped action is refused.
+    fs.cpSync(path.join(site, 'cell'), path.join(site, 'mistyped'), { recursive: true });
+    const operators = path.join(site, 'mistyped', '10-operators.cedar');
+    fs.writeFileSync(operators, fs.readFileSync(operators, 'utf8').replace('Action::"start"', 'Action::"strat"'));
+    const mistyped = await exec(binary, ['bundle', 'build', 'mistyped', '--revision', '1', '--expires', '1d', '--out', 'mistyped.cbor'], operatorEnv());
+    expect(mistyped.code).toBe(1);
+    expect(mistyped.stderr).toMatch(/^BUNDLE_VALIDATION_FAILED: does not validate against schema\.cedarschema: 10-operators\.cedar:\d+:\d+: error: .*unrecognized action `Action::"strat"`/);
+
+    expect(await ztedge(['bundle', 'build', 'cell', '--revision', '1', '--expires', '1d', '--site', SITE, '--out', 'bundle.cbor'])).toMatch(/tests passed, validated against schema\.cedarschema, /);
     await ztedge(['bundle', 'sign', 'bundle.cbor', '--key', 'root.key']);
-    const manifest = JSON.parse(await ztedge(['bundle', 'verify', 'bundle.cbor', '--root', 'root.pub', '--threshold', '1', '--site', SITE, '--device', DEVICE])) as Record<string, unknown>;
+    const verifyArgs = ['bundle', 'verify', 'bundle.cbor', '--root', 'root.pub', '--threshold', '1', '--site', SITE, '--device', DEVICE, '--profile', 'robot-arm'];
+    const manifest = JSON.parse(await ztedge(verifyArgs)) as Record<string, unknown>;
     expect(manifest).toMatchObject({ revision: 1 });
     const wrongRoot = await exec(binary, ['bundle', 'verify', 'bundle.cbor', '--root', 'device.pub', '--threshold', '1'], operatorEnv());
     expect(wrongRoot.code).toBe(1);
@@ -195,7 +246,9 @@ describe('the single executable, alone in an empty directory', () => {
     expect(JSON.parse(await ztedge([...evalArgs, 'too-fast.json']))).toMatchObject({ decision: 'deny' });
   });
 
-  it('runs as the agent on a private broker: executes one signed command and answers it', async () => {
+  it('prints an example configuration, and checks one as run would', async () => {
+    const example = await ztedge(['config', 'example']);
+    for (const option of ['device:', 'roots:', 'broker:', 'attestation:', 'audit:']) expect(example).toMatch(new RegExp(`^#? ?${option}`, 'm'));
     fs.writeFileSync(
       path.join(site, 'agent.yaml'),
       [
@@ -205,12 +258,23 @@ describe('the single executable, alone in an empty directory', () => {
         'roots: { keys: [root.pub], threshold: 1 }',
         `broker: { url: "${broker.url}", clientId: ztedge-sea-test }`,
         'http: { port: 0 }',
-        'posture: trusted',
+        // Posture measured with the shipped robot-arm profile, against the bundle's references.
+        'attestation: { measureRoot: device }',
         'bundleFile: bundle.cbor',
         'executors: { move: { kind: mqtt, timeout: 10s } }',
       ].join('\n'),
     );
-    const { agent } = await readyAgent();
+    await ztedge(['config', 'check', 'agent.yaml']);
+    fs.writeFileSync(path.join(site, 'typo.yaml'), fs.readFileSync(path.join(site, 'agent.yaml'), 'utf8').replace('measureRoot', 'measureRot'));
+    const typo = await exec(binary, ['config', 'check', 'typo.yaml'], operatorEnv());
+    expect(typo.code).not.toBe(0);
+    expect(typo.stderr).toMatch(/^CONFIG_INVALID: .*\n.*attestation\.measureRot/);
+  });
+
+  it('runs as the attesting agent on a private broker: executes one signed command and answers it', async () => {
+    const { agent, http } = await readyAgent();
+    const status = (await (await fetch(`http://${http}/v1/status`)).json()) as Record<string, unknown>;
+    expect(status).toMatchObject({ posture: 'trusted', attestation: { posture: 'trusted', profile: 'robot-arm', referenced: true, mismatches: [] } });
     const answer = JSON.parse(
       await ztedge([
         'cmd', 'send', '--mqtt', broker.url, '--site', SITE, '--device', DEVICE, '--key', 'planner.key',
@@ -231,6 +295,16 @@ describe('the single executable, alone in an empty directory', () => {
     expect(sha256(fs.readFileSync(file))).toBe(carried);
     expect(fs.statSync(file).mode & 0o7777).toBe(0o500);
     expect(fs.statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
+  });
+
+  it("verifies the agent's audit log, signed by the device key, read-only", async () => {
+    const verified = JSON.parse(await ztedge(['audit', 'verify', '--state-dir', 'state', '--device-key', 'device.pub', '--json'])) as Record<string, unknown>;
+    expect(verified).toMatchObject({ ok: true, firstSeq: 1, keys: 'pinned with --device-key' });
+    expect(verified.records).toBeGreaterThan(3); // start, bundle, attestation, command, decision, stop
+    expect(verified.checkpoints).toBeGreaterThan(0);
+    const otherKey = await exec(binary, ['audit', 'verify', '--state-dir', 'state', '--device-key', 'root.pub'], operatorEnv());
+    expect(otherKey.stderr).toMatch(/^AUDIT_CHECKPOINT_KEY at seq \d+: /);
+    expect(otherKey.code).toBe(15);
   });
 
   it('refuses a replaced SQLite addon, then restores it by itself on the next start', async () => {
@@ -275,6 +349,64 @@ describe('the single executable, alone in an empty directory', () => {
   });
 });
 
+describe('the single executable as the audit collector', () => {
+  /** Starts `ztedge collector` on a free loopback port; resolves with its port once it listens. */
+  async function startCollector(db: string): Promise<{ url: string; stop: () => Promise<{ code: number | null; stdout: string; stderr: string }> }> {
+    const child = spawn(binary, ['collector', '--key', 'collector.key', '--devices', 'devices', '--listen', '127.0.0.1:0', '--read-token-file', 'read.token', '--db', db], {
+      cwd: site,
+      env: operatorEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    let exitCode: number | null | undefined;
+    void exited.then((code) => (exitCode = code));
+    const listening = () => stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.message === 'collector listening');
+    await waitUntil(() => exitCode !== undefined || listening() !== undefined, 'the collector to listen', 30_000);
+    if (exitCode !== undefined) throw new Error(`the collector exited ${exitCode}:\n${stderr}${stdout}`);
+    return {
+      url: `http://127.0.0.1:${Number(listening()!.port)}`,
+      stop: async () => {
+        child.kill('SIGTERM');
+        return { code: await exited, stdout, stderr };
+      },
+    };
+  }
+
+  beforeAll(async () => {
+    await ztedge(['keygen', '--alg', 'ed25519', '--out', 'collector']);
+    fs.mkdirSync(path.join(site, 'devices'));
+    fs.copyFileSync(path.join(site, 'device.pub'), path.join(site, 'devices', `${DEVICE}.pub`));
+    fs.writeFileSync(path.join(site, 'read.token'), 'read-token-for-the-test\n', { mode: 0o600 });
+  });
+
+  it('says how to use it', async () => {
+    expect(await ztedge(['collector', '--help'])).toMatch(/^Usage: ztedge collector --key FILE --devices DIR/);
+  });
+
+  it.each([
+    ['SQLite', async () => 'collector.db'],
+    ['PostgreSQL', async () => (await (postgres ??= await startPostgres()).createDatabase())],
+  ])('on %s: answers GET /v1/devices to the read token only, and stops on SIGTERM', async (store, db) => {
+    const collector = await startCollector(await db());
+    const devices = await fetch(`${collector.url}/v1/devices`, { headers: { authorization: 'Bearer read-token-for-the-test' } });
+    expect(devices.status).toBe(200);
+    expect(await devices.json()).toEqual({ devices: [] });
+    expect((await fetch(`${collector.url}/v1/devices`)).status).toBe(401);
+    expect((await fetch(`${collector.url}/v1/devices`, { headers: { authorization: 'Bearer another' } })).status).toBe(401);
+    const stopped = await collector.stop();
+    expect(stopped.code).toBe(0);
+    expect(stopped.stderr).toBe('');
+    const lines = stopped.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines[0]).toMatchObject({ message: 'collector listening', store: store === 'SQLite' ? 'sqlite' : 'postgres' });
+    expect(lines.at(-1)).toMatchObject({ message: 'collector stopped', signal: 'SIGTERM' });
+  }, 60_000);
+});
+
 describe('the built JavaScript with production dependencies only', () => {
   it('runs under plain Node as package.json bin, SQLite included', async () => {
     const pkg = path.join(tmp, 'pkg');
@@ -302,5 +434,14 @@ describe('the built JavaScript with production dependencies only', () => {
     const replayed = await run(verify);
     expect(replayed.code).toBe(1);
     expect(replayed.stderr).toMatch(/REPLAY/);
+
+    // Schema validation with the installed cedar-wasm, whose WebAssembly must be the one built with.
+    const build = ['bundle', 'build', 'cell', '--revision', '2', '--expires', '1d', '--out', 'bundle-node.cbor'];
+    expect(await run(build)).toMatchObject({ code: 0, stdout: expect.stringMatching(/validated against schema\.cedarschema/) });
+    const wasm = path.join(pkg, 'node_modules/@cedar-policy/cedar-wasm/nodejs/cedar_wasm_bg.wasm');
+    fs.appendFileSync(wasm, Buffer.from([0]));
+    const mismatched = await run(build);
+    expect(mismatched.code).toBe(1);
+    expect(mismatched.stderr).toMatch(/^CEDAR_WASM_MISMATCH: .*cedar_wasm_bg\.wasm hashes to [0-9a-f]{64}, not to the built-in [0-9a-f]{64}: the installed @cedar-policy\/cedar-wasm is not the one ztedge was built with/);
   });
 });
