@@ -2,6 +2,7 @@
 // variables, validated as a whole. Every problem is reported at once, with the option's name,
 // before anything starts. The options themselves are described once, in config-options.ts.
 import { parse as parseYaml } from 'yaml';
+import { MIN_DEFAULT_RESERVE_BYTES, defaultReserveBytes } from '../audit/cap.js';
 import { parseDurationMs } from '../duration.js';
 import { ZtedgeError } from '../errors.js';
 import {
@@ -334,7 +335,12 @@ export function validateConfig(raw: unknown, extraProblems: ConfigProblem[] = []
   if (attestIntervalMs !== undefined && attestIntervalMs < 1000) r.problem('attestation.interval', 'must be at least 1s');
   const capBytes = get<number>('audit.capBytes');
   const reserveBytes = get<number | undefined>('audit.reserveBytes');
-  if (reserveBytes !== undefined && capBytes !== undefined && reserveBytes > capBytes) r.problem('audit.reserveBytes', `must not exceed audit.capBytes (${capBytes})`);
+  // A reserve as large as the cap leaves nothing for commands: every one would be denied AUDIT_FULL
+  // from the start, which is not what a cap says.
+  if (reserveBytes !== undefined && capBytes !== undefined && reserveBytes >= capBytes) r.problem('audit.reserveBytes', `must be less than audit.capBytes (${capBytes}): the rest of the cap is what commands are recorded in`);
+  else if (reserveBytes === undefined && capBytes !== undefined && defaultReserveBytes(capBytes) >= capBytes) {
+    r.problem('audit.capBytes', `must exceed the default reserve of ${MIN_DEFAULT_RESERVE_BYTES} bytes (else every command is denied AUDIT_FULL), or set audit.reserveBytes below it`);
+  }
   const checkpointIntervalMs = get<number>('audit.checkpointInterval');
   if (checkpointIntervalMs === 0) r.problem('audit.checkpointInterval', 'must be longer than 0');
   const sync = isRecord(rawAt(top, 'audit.sync')) ? auditSyncOf(r, get, get<string | undefined>('broker.url') ?? null) : undefined;

@@ -792,7 +792,13 @@ export class Agent {
     const transport =
       sync.transport === 'mqtt'
         ? new MqttSyncTransport(this.link!, this.topics.prefix)
-        : new HttpsSyncTransport({ url: sync.url!, ...(sync.ca === undefined ? {} : { caFile: sync.ca }), ...(sync.cert === undefined ? {} : { certFile: sync.cert, keyFile: sync.key! }) });
+        : new HttpsSyncTransport({
+            url: sync.url!,
+            ...(sync.ca === undefined ? {} : { caFile: sync.ca }),
+            ...(sync.cert === undefined ? {} : { certFile: sync.cert, keyFile: sync.key! }),
+            // One request per batch in flight: fewer sockets would hold batches back in the client.
+            maxSockets: sync.inFlight,
+          });
     this.syncTransport = transport;
     this.sync = new AuditSync({
       log: this.audit,
@@ -813,7 +819,8 @@ export class Agent {
       this.logger.info('audit upstream', { state, transport: transport.name });
       this.publishStatus();
     });
-    this.sync.on('problem', (error) => this.logger.warn('audit sync problem', { ...error }));
+    // The error's text goes in `error`: a `message` field would replace the line's own message.
+    this.sync.on('problem', ({ code, message, seq, atMs }) => this.logger.warn('audit sync problem', { code, error: message, ...(seq === undefined ? {} : { seq }), atMs }));
     this.sync.on('stored', () => this.metrics.inc('ztedge_audit_sync_batches_total', 'Audit batches stored upstream'));
     this.link?.on('online', () => this.sync?.poke());
   }

@@ -29,6 +29,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import { GroupCommit } from '../store/group-commit.js';
 import { migrate } from '../store/state-db.js';
 import type { PrivateKey } from '../crypto/keys.js';
+import { defaultReserveBytes } from './cap.js';
 import { type AuditKind, type AuditRecord, type ChainBreak, AUDIT_KINDS, GENESIS_HASH, recordHash, verifyChain } from './chain.js';
 import { type Checkpoint, NO_PREVIOUS, checkOrigin, readUnverifiedCheckpoint, signCheckpoint } from './checkpoint.js';
 import { CompactRange, EMPTY_ROOT, leafHash } from './merkle.js';
@@ -568,7 +569,7 @@ function checkCheckpointOptions(o: CheckpointOptions): Required<CheckpointOption
 
 function checkCapOptions(o: CapOptions): Required<CapOptions> {
   if (!Number.isSafeInteger(o.capBytes) || o.capBytes < 1) throw new AuditError('AUDIT_BAD_OPTION', 'cap.capBytes must be a positive integer');
-  const reserveBytes = o.reserveBytes ?? Math.min(o.capBytes, Math.max(256 * 1024, Math.floor(o.capBytes / 100)));
+  const reserveBytes = o.reserveBytes ?? defaultReserveBytes(o.capBytes);
   if (!Number.isSafeInteger(reserveBytes) || reserveBytes < 0 || reserveBytes > o.capBytes) {
     throw new AuditError('AUDIT_BAD_OPTION', 'cap.reserveBytes must be an integer from 0 to cap.capBytes');
   }

@@ -135,14 +135,14 @@ export class Collector {
     const outcome = await this.ingestor.ingest(bytes);
     if (outcome.kind === 'rejected') {
       this.count(this.counters.batches, 'rejected');
-      this.logger.warn('batch rejected', { code: outcome.code, message: outcome.message });
+      this.logger.warn('batch rejected', { code: outcome.code, error: outcome.message });
       return { kind: 'error', status: outcome.status, code: outcome.code, message: outcome.message };
     }
     const { ack, report } = outcome;
     if (report !== undefined) {
       await this.opts.store.report(report);
       this.count(this.counters.reports, report.code);
-      this.logger.warn('batch refused', { device: report.device, seq: report.seq, code: report.code, message: report.message, batch: shortId(report.batch) });
+      this.logger.warn('batch refused', { device: report.device, seq: report.seq, code: report.code, error: report.message, batch: shortId(report.batch) });
     }
     this.count(this.counters.batches, ack.status);
     this.counters.records += outcome.records;

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import tls from 'node:tls';
 import type { SyncTransport } from '../audit/sync.js';
 import { TransportError } from './errors.js';
 
@@ -42,14 +43,18 @@ export class HttpsSyncTransport implements SyncTransport {
     }
     if ((opts.certFile === undefined) !== (opts.keyFile === undefined)) throw new TransportError('SYNC_URL_INVALID', 'a client certificate and its key go together');
     const maxSockets = opts.maxSockets ?? 4;
-    this.agent = secure
-      ? new https.Agent({
-          keepAlive: true,
-          maxSockets,
-          ...(opts.caFile === undefined ? {} : { ca: readFile(opts.caFile, 'CA') }),
-          ...(opts.certFile === undefined ? {} : { cert: readFile(opts.certFile, 'client certificate'), key: readFile(opts.keyFile!, 'client key') }),
-        })
-      : new http.Agent({ keepAlive: true, maxSockets });
+    const files = {
+      ...(opts.caFile === undefined ? {} : { ca: readFile(opts.caFile, 'CA') }),
+      ...(opts.certFile === undefined ? {} : { cert: readFile(opts.certFile, 'client certificate'), key: readFile(opts.keyFile!, 'client key') }),
+    };
+    // Checked now, not at the first batch: a key that is not the certificate's would otherwise
+    // fail every send, and the log would never leave the device.
+    try {
+      tls.createSecureContext(files);
+    } catch (err) {
+      throw new TransportError('SYNC_TLS_FILE', `the collector TLS files cannot be used together: ${(err as Error).message}`);
+    }
+    this.agent = secure ? new https.Agent({ keepAlive: true, maxSockets, ...files }) : new http.Agent({ keepAlive: true, maxSockets });
     this.request = secure ? https.request : http.request;
   }
 
