@@ -224,7 +224,11 @@ describe('hole 5: every refusal is recorded, and no input goes unanswered', () =
 describe('hole 6: results go only to reply topics in the configured namespace', () => {
   it('refuses a response topic outside it (the device\'s own e-stop topic, anywhere else), audited, and answers on the default topic', async () => {
     const { broker, site, arm, operator, agent } = await setup();
-    if (broker.protocolVersion !== 5) return; // response topics are MQTT 5
+    if (broker.protocolVersion !== 5) {
+      // Only on a machine without Mosquitto (CI has it): response topics are MQTT 5.
+      console.log('[hole 6] not run: the aedes fallback speaks MQTT 3.1.1, which has no response topics');
+      return;
+    }
     const spy = await Operator.connect(broker, site);
     cleanups.push(() => spy.close());
     await spy.peer.subscribe(`${PREFIX}exec/#`);
