@@ -3,12 +3,12 @@
 // A key covers everything a decision can depend on: the bundle digest, principal, action,
 // resource, and the context attributes the bundle's policies actually read (statically known
 // per policy; a policy that reads context dynamically makes the whole context part of the key).
-// Entries live for the TTL the determining permits ask for (`@cache_ttl`) or the bundle default,
-// survive a restart through the table, and are dropped wholesale when a bundle activates or the
-// posture changes.
+// Entries live for the bundle's cache TTL, survive a restart through the table, and are dropped
+// wholesale when a bundle activates or the posture changes.
 //
-// Whether a lookup is cheaper than deciding again is measured by `npm run bench:cache`; the agent
-// consults the cache only on the paths where it wins (see the bench's verdict lines).
+// Not in the command path: `npm run bench:cache` shows a lookup does not beat deciding a local
+// policy again. It is kept, tested, for decisions that are expensive or not local (delegated to
+// an upstream service, and needed while the site is offline).
 import { createHash } from 'node:crypto';
 import type { Database, Statement } from 'better-sqlite3';
 import { migrate } from './state-db.js';
