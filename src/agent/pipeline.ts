@@ -1,7 +1,7 @@
-// The path of one command: verify → replay guard → request context → policy (strict) →
-// obligations (fail-closed mode, rate, approval) → audit record committed → executor →
-// execution audited. Every step that refuses says why with a stable reason code, and nothing
-// is executed without its decision record committed first.
+// The path of one command, the shell around the pure decision (decide.ts): verify → decide →
+// replay entry reserved → rate counted → held for approval → decision recorded, once per verdict
+// → executor → execution recorded. Every step that refuses says why with a stable reason code,
+// and nothing is executed without its decision record committed first.
 //
 // Commands are handled concurrently; signatures are checked off the event loop. Everything a
 // command writes before it may act — its replay entry, rate events, decision record — is queued
@@ -18,11 +18,11 @@ import { sha256 } from '../crypto/hash.js';
 import type { SignatureVerifier } from '../crypto/verifier.js';
 import type { AuditKind } from '../audit/chain.js';
 import { type AppendArea, AuditError, type AuditSink } from '../audit/log.js';
-import type { BundleIssuer } from '../bundle/content.js';
 import type { VerifiedBundle } from '../bundle/verify.js';
 import type { GrantStore } from '../store/grants.js';
 import { type PendingApprovals, type PendingCommand, PendingFullError } from '../store/pending-approvals.js';
 import type { RateLimiter } from '../store/rate-limiter.js';
+import type { ReplyRoute } from '../store/reply-route.js';
 import { type Encodable, encodeCbor } from '../envelope/cbor.js';
 import { type VerifiedCommand, COMMAND_TOPIC, type ReplayRecorder, verifyCommand, verifyCommandAsync } from '../envelope/command.js';
 import { APPROVAL_TOPIC, type VerifiedApproval, verifyApproval } from '../envelope/approval.js';
@@ -31,13 +31,15 @@ import type { ReplayReserver } from '../store/replay-guard.js';
 import type { TimeSource } from '../store/trusted-clock.js';
 import type { UnsettledCommands } from '../store/unsettled-commands.js';
 import type { EnvelopeVerifyOptions, ResolvedKey } from '../envelope/signed-claims.js';
-import { type EntityUid, enforce, type EnforcedDecision } from '../policy/index.js';
+import { type EntityUid, enforce } from '../policy/index.js';
 import type { Posture } from './config.js';
+import { type ApprovalHold, type DecisionFacts, type FailClosedState, type Verdict, decide } from './decide.js';
 import type { ExecutionOutcome, Executor } from './executors/types.js';
 import type { Metrics } from './metrics.js';
-import { ObligationError, type Obligations, obligationsOf } from './obligations.js';
 import { RefusalLog } from './refusal-log.js';
-import { type CommandSource, type ContextFacts, RequestBuildError, argsToJson, buildApprovalRequest, buildRequest, isHostedOn, resourceUid } from './request-context.js';
+import { type CommandSource, RequestBuildError, argsToJson, buildApprovalRequest, resourceUid } from './request-context.js';
+
+export type { FailClosedState };
 
 export type FinalDecision = 'allow' | 'deny' | 'pending';
 
@@ -49,9 +51,9 @@ export interface CommandOutcome {
   issuer?: string;
   decision: FinalDecision;
   /** Determining policy ids. */
-  policies: string[];
+  policies: readonly string[];
   /** Stable reason codes, e.g. NO_PERMIT, FORBIDDEN, RATE_LIMITED, ENVELOPE_EXPIRED. */
-  reasons: string[];
+  reasons: readonly string[];
   /** executed | failed | timeout | not_executed | pending_approval | rejected */
   outcome: string;
   detail?: unknown;
@@ -63,11 +65,6 @@ export interface ApprovalOutcome {
   code: string;
   /** Set when this approval (or a rejection, or expiry) settled the held command. */
   settled?: { command: PendingCommand; outcome: CommandOutcome };
-}
-
-export interface FailClosedState {
-  active: boolean;
-  reason?: string;
 }
 
 export interface PipelineDeps {
@@ -113,8 +110,8 @@ export interface PipelineDeps {
 export interface CommandInput {
   bytes: Uint8Array;
   source: CommandSource;
-  /** Reply routing, stored with a command held for approval. */
-  reply?: unknown;
+  /** Where the result goes, stored with a command held for approval (or allowed, until it is settled). */
+  reply?: ReplyRoute;
   /**
    * Called once the decision is durably recorded, before any execution: the transport acks the
    * message here, so a crash before this point makes the broker redeliver it.
@@ -131,8 +128,13 @@ export interface CommandInput {
 
 type OutcomeReport = (outcome: CommandOutcome) => void | Promise<void>;
 
-/** How long an approval-created just-in-time grant lasts unless `@grant_ttl` says otherwise. */
-const DEFAULT_GRANT_TTL_MS = 10 * 60_000;
+/** What a decision record says beyond the verdict. */
+interface RecordExtras {
+  /** The approvers counted, for a command approved at its quorum. */
+  approvers?: readonly string[];
+  /** Why, in words (overrides the verdict's note). */
+  note?: string;
+}
 
 export class CommandPipeline {
   readonly refusals: RefusalLog;
@@ -164,11 +166,15 @@ export class CommandPipeline {
     return outcome;
   }
 
+  /**
+   * The shell around decide(): verify, decide, reserve the replay entry, count the rate, hold,
+   * record the decision once, execute.
+   */
   private async decideAndRun(input: CommandInput, report: OutcomeReport): Promise<CommandOutcome> {
     const bundle = this.deps.bundle();
     const now = this.deps.clock.now();
     // When trusted time is only a lower bound of the real time (the system clock reads earlier
-    // than the floor), an iat ahead of it may be honest: only a @safety action is let through then.
+    // than the floor), an iat ahead of it may be honest: decide() lets only a @safety action through then.
     const clockInDoubt = this.deps.clock.inDoubt();
     const refuse = (code: string, message: string) => this.refuse(input.bytes, code, message, refusalSource(input.source));
     if (bundle === null) return refuse('NO_ACTIVE_BUNDLE', 'no policy bundle is active');
@@ -177,14 +183,17 @@ export class CommandPipeline {
     }
 
     let command: VerifiedCommand;
+    let principal: string;
     let replayRecorded: Promise<void>;
+    let verdict: Verdict;
     try {
       // The signature is checked on libuv's thread pool; the bundle and time read at receipt
       // stay the ones this command is decided by.
       command = await verifyCommandAsync(input.bytes, { ...this.verifyOptions(bundle, COMMAND_TOPIC, now), tolerateEarly: clockInDoubt });
-      if (command.early !== undefined && !this.isSafetyAction(bundle, command, input.source, now)) {
-        return refuse(command.early.code, `${command.early.message} (trusted time is in doubt; only @safety actions are let through)`);
-      }
+      const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
+      principal = issuer.principal.key;
+      verdict = decide({ deviceId: this.deps.deviceId, command, issuer, bundle, facts: this.facts(bundle, input.source, now), grants: this.deps.grants, rate: this.deps.rate });
+      if (verdict.decision === 'refused') return refuse(verdict.reasons[0]!, verdict.note!);
       // Each issuer key of the bundle has its own share of the replay store: none can crowd out another.
       replayRecorded = this.deps.replay.reserve({ keyId: command.kid, cti: command.claims.cti, expMs: command.claims.expMs }, now, bundle.issuersByKid.size);
     } catch (err) {
@@ -193,67 +202,59 @@ export class CommandPipeline {
     }
     // Awaited with the decision record below; this only keeps an early throw from leaving it unobserved.
     replayRecorded.catch(() => undefined);
-    // The decision record is queued in this same turn, so it commits together with the replay entry.
-    const recorded = (decisionRecord: Promise<void>) => Promise.all([replayRecorded, decisionRecord]);
-    const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
     const base = { digest: command.digest, ctiHex: toHex(command.claims.cti), issuer: command.issuer };
 
-    const evaluated = this.evaluate(bundle, issuer.principal, command, input.source, now);
-    if ('refused' in evaluated) {
-      await recorded(this.auditDecision(command, issuer, bundle, 'deny', [], [evaluated.refused], evaluated.message));
-      return { ...base, decision: 'deny', policies: [], reasons: [evaluated.refused], outcome: 'not_executed', detail: evaluated.message };
-    }
-    const { decision, obligations, viaGrant } = evaluated;
-    const policies = decision.determining.map((d) => d.id);
-
-    if (decision.decision === 'deny') {
-      await recorded(this.auditDecision(command, issuer, bundle, 'deny', policies, decision.reasonCodes, undefined, decision));
-      return { ...base, decision: 'deny', policies, reasons: decision.reasonCodes, outcome: 'not_executed' };
-    }
-
-    const refusal = this.checkObligations(obligations, issuer.principal.key, command, now);
-    if (refusal !== undefined) {
-      await recorded(this.auditDecision(command, issuer, bundle, 'deny', policies, [refusal], undefined, decision));
-      return { ...base, decision: 'deny', policies, reasons: [refusal], outcome: 'not_executed' };
-    }
-
-    if (obligations.approvals > 0 && !viaGrant) {
-      const held: PendingCommand = {
-        digest: command.digest,
-        envelope: input.bytes,
-        principal: issuer.principal.key,
-        action: command.claims.act,
-        resource: command.claims.res,
-        required: obligations.approvals,
-        approvers: obligations.approvers,
-        expiresMs: command.claims.expMs,
-        createdMs: now,
-        reply: { reply: input.reply ?? null, grantTtlMs: grantTtl(decision), source: input.source },
-      };
+    let decision = verdict.decision;
+    let reasons = verdict.reasons;
+    let note = verdict.note;
+    if (decision === 'pending') {
       try {
-        this.deps.pending.hold(held);
+        this.deps.pending.hold(this.held(command, input, principal, verdict.hold!, now));
       } catch (err) {
         if (!(err instanceof PendingFullError)) throw err;
-        await recorded(this.auditDecision(command, issuer, bundle, 'deny', policies, ['APPROVAL_QUEUE_FULL'], err.message, decision));
-        return { ...base, decision: 'deny', policies, reasons: ['APPROVAL_QUEUE_FULL'], outcome: 'not_executed' };
+        decision = 'deny';
+        reasons = [err.code];
+        note = err.message;
       }
-      await recorded(this.auditDecision(command, issuer, bundle, 'pending', policies, ['APPROVAL_REQUIRED'], undefined, decision));
-      return { ...base, decision: 'pending', policies, reasons: ['APPROVAL_REQUIRED'], outcome: 'pending_approval' };
+    }
+    // Queued before the decision record, so it commits with it or earlier.
+    if (decision !== 'deny') this.deps.rate.record(verdict.count, principal, command.claims.act, now);
+    // The decision record is queued in this same turn, so it commits together with the replay entry.
+    const decisionRecord = this.recordDecision(command, principal, bundle, decision, reasons, verdict, { ...(note === undefined ? {} : { note }) });
+    if (decision !== 'allow') {
+      await Promise.all([replayRecorded, decisionRecord]);
+      const outcome = decision === 'pending' ? 'pending_approval' : 'not_executed';
+      // A reason the code alone does not say (e.g. RESOURCE_NOT_ON_DEVICE) goes back to the sender.
+      return { ...base, decision, policies: verdict.policies, reasons, outcome, ...(verdict.note === undefined ? {} : { detail: verdict.note }) };
     }
 
-    const reasons = viaGrant ? ['JIT_GRANT'] : ['PERMITTED'];
-    if (command.early !== undefined) reasons.push('CLOCK_IN_DOUBT');
     try {
-      const unsettled = this.deps.unsettled.add({ digest: command.digest, cti: command.claims.cti, action: command.claims.act, policies, reasons, reply: input.reply ?? null, decidedMs: now });
-      await Promise.all([recorded(this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, undefined, decision)), unsettled]);
+      const unsettled = this.deps.unsettled.add({ digest: command.digest, cti: command.claims.cti, action: command.claims.act, policies: verdict.policies, reasons, reply: input.reply ?? null, decidedMs: now });
+      await Promise.all([replayRecorded, decisionRecord, unsettled]);
     } catch {
       // Without a committed record (decision and replay entry) there is no execution, so nothing
       // is left unsettled either (the row is gone with a rolled-back batch, or removed here).
       this.deps.unsettled.settle(command.digest).catch(() => undefined);
-      return { ...base, decision: 'deny', policies, reasons: ['AUDIT_UNAVAILABLE'], outcome: 'not_executed' };
+      return { ...base, decision: 'deny', policies: verdict.policies, reasons: ['AUDIT_UNAVAILABLE'], outcome: 'not_executed' };
     }
     input.onRecorded?.();
-    return this.execute(base, command.claims.act, issuer.principal.key, command.claims.res, command.claims.args, policies, reasons, report);
+    return this.execute(base, command.claims.act, principal, command.claims.res, command.claims.args, verdict.policies, reasons, report);
+  }
+
+  /** The row a command held for approval keeps: its envelope (re-verified at quorum) and where its result goes. */
+  private held(command: VerifiedCommand, input: CommandInput, principal: string, hold: ApprovalHold, now: number): PendingCommand {
+    return {
+      digest: command.digest,
+      envelope: input.bytes,
+      principal,
+      action: command.claims.act,
+      resource: command.claims.res,
+      required: hold.required,
+      approvers: hold.approvers,
+      expiresMs: command.claims.expMs,
+      createdMs: now,
+      reply: { route: input.reply ?? null, source: input.source },
+    };
   }
 
   /**
@@ -327,39 +328,41 @@ export class CommandPipeline {
     return settled;
   }
 
+  /** A held command reached its quorum: decided again now, recorded once with its approvers, executed if allowed. */
   private async settleApproved(bundle: VerifiedBundle, held: PendingCommand, now: number): Promise<CommandOutcome> {
     const base = { digest: held.digest, issuer: held.principal };
+    // Read before the row goes: the record names every approver counted.
+    const approvers = this.deps.pending.approversOf(held.digest);
     this.deps.pending.remove(held.digest);
-    // The policy is asked again at quorum time: the bundle or the posture may have changed.
+    // The policy is asked again at quorum time: the bundle, the posture or the mode may have changed.
     const command = this.reopen(bundle, held, now);
     if (command instanceof EnvelopeError) {
-      await this.auditRecord('decision', { cmd: held.digest, decision: 'deny', reasons: [command.code], via: 'approval' });
+      await this.auditRecord('decision', { cmd: held.digest, decision: 'deny', reasons: [command.code], via: 'approval', approvers });
       return { ...base, decision: 'deny', policies: [], reasons: [command.code], outcome: 'not_executed' };
     }
     const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
-    const source = (held.reply as { source?: CommandSource } | null)?.source ?? 'mqtt';
-    const evaluated = this.evaluate(bundle, issuer.principal, command, source, now);
-    if ('refused' in evaluated || evaluated.decision.decision === 'deny') {
-      const reasons = 'refused' in evaluated ? [evaluated.refused] : evaluated.decision.reasonCodes;
-      await this.auditDecision(command, issuer, bundle, 'deny', [], reasons, 'policy changed before quorum');
-      return { ...base, ctiHex: toHex(command.claims.cti), decision: 'deny', policies: [], reasons, outcome: 'not_executed' };
+    const facts = this.facts(bundle, held.reply.source, now);
+    const verdict = decide({ deviceId: this.deps.deviceId, command, issuer, bundle, facts, grants: this.deps.grants, rate: this.deps.rate, approved: { approvals: approvers.length } });
+    const withCti = { ...base, ctiHex: toHex(command.claims.cti) };
+    if (verdict.decision !== 'allow') {
+      await this.recordDecision(command, held.principal, bundle, 'deny', verdict.reasons, verdict, { approvers, note: verdict.note ?? 'denied at quorum: the policy or the device changed since the command was held' });
+      return { ...withCti, decision: 'deny', policies: verdict.policies, reasons: verdict.reasons, outcome: 'not_executed' };
     }
-    const policies = evaluated.decision.determining.map((d) => d.id);
-    const ttl = (held.reply as { grantTtlMs?: number } | null)?.grantTtlMs ?? DEFAULT_GRANT_TTL_MS;
-    this.deps.grants.grant({
-      principal: held.principal,
-      action: held.action,
-      resource: held.resource,
-      grantedMs: now,
-      expiresMs: now + ttl,
-      bundleRevision: bundle.manifest.revision,
-      commandDigest: held.digest,
-    });
-    const reasons = ['APPROVED'];
-    const reply = (held.reply as { reply?: unknown } | null)?.reply ?? null;
-    const unsettled = this.deps.unsettled.add({ digest: held.digest, cti: command.claims.cti, action: held.action, policies, reasons, reply, decidedMs: now });
-    await Promise.all([this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, { approvers: this.deps.pending.approversOf(held.digest) }), unsettled]);
-    return this.execute({ ...base, ctiHex: toHex(command.claims.cti) }, held.action, held.principal, held.resource, command.claims.args, policies, reasons, () => {});
+    if (verdict.grant !== undefined) {
+      this.deps.grants.grant({
+        principal: held.principal,
+        action: held.action,
+        resource: held.resource,
+        grantedMs: now,
+        expiresMs: verdict.grant.expiresMs,
+        bundleRevision: bundle.manifest.revision,
+        commandDigest: held.digest,
+      });
+    }
+    const { reasons, policies } = verdict;
+    const unsettled = this.deps.unsettled.add({ digest: held.digest, cti: command.claims.cti, action: held.action, policies, reasons, reply: held.reply.route, decidedMs: now });
+    await Promise.all([this.recordDecision(command, held.principal, bundle, 'allow', reasons, verdict, { approvers }), unsettled]);
+    return this.execute(withCti, held.action, held.principal, held.resource, command.claims.args, policies, reasons, () => {});
   }
 
   /** Re-verifies a held command's envelope now (its replay entry is already recorded). */
@@ -384,8 +387,8 @@ export class CommandPipeline {
     principal: string,
     resource: string,
     args: VerifiedCommand['claims']['args'],
-    policies: string[],
-    reasons: string[],
+    policies: readonly string[],
+    reasons: readonly string[],
     report: OutcomeReport,
   ): Promise<CommandOutcome> {
     const executor = this.deps.executor(action);
@@ -418,60 +421,6 @@ export class CommandPipeline {
     return settled;
   }
 
-  private evaluate(
-    bundle: VerifiedBundle,
-    principal: EntityUid,
-    command: VerifiedCommand,
-    source: CommandSource,
-    now: number,
-  ): { decision: EnforcedDecision; obligations: Obligations; viaGrant: boolean } | { refused: string; message: string } {
-    let request;
-    try {
-      if (!isHostedOn(bundle.entities, resourceUid(command.claims.res), this.deps.deviceId)) {
-        return {
-          refused: 'RESOURCE_NOT_ON_DEVICE',
-          message: `${command.claims.res.slice(0, 200)} is neither Device::"${this.deps.deviceId}" nor declared in the bundle as hosted on it`,
-        };
-      }
-      request = buildRequest(principal, command.claims.act, command.claims.res, command.claims.args, this.facts(bundle, source, now));
-    } catch (err) {
-      if (err instanceof RequestBuildError) return { refused: err.code, message: err.message };
-      throw err;
-    }
-    const decision = enforce(bundle.policies, bundle.entities, request, { strict: true });
-    let viaGrant = false;
-    if (decision.decision === 'deny') return { decision, obligations: NO_OBLIGATIONS, viaGrant };
-    try {
-      const permits = decision.determining.filter((d) => d.effect === 'permit');
-      const obligations = obligationsOf(permits);
-      // A live grant from an earlier approval of the same (principal, action, resource) waives a
-      // new quorum. It never stands in for a permit: a bundle that drops the permit revokes it.
-      if (obligations.approvals > 0) viaGrant = this.deps.grants.has(principal.key, command.claims.act, command.claims.res, now);
-      return { decision, obligations, viaGrant };
-    } catch (err) {
-      if (err instanceof ObligationError) return { refused: err.code, message: err.message };
-      throw err;
-    }
-  }
-
-  /** Whether the command would be allowed now, by permits that are all `@safety`. */
-  private isSafetyAction(bundle: VerifiedBundle, command: VerifiedCommand, source: CommandSource, now: number): boolean {
-    const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
-    const evaluated = this.evaluate(bundle, issuer.principal, command, source, now);
-    return !('refused' in evaluated) && evaluated.decision.decision === 'allow' && evaluated.obligations.safety;
-  }
-
-  private checkObligations(obligations: Obligations, principal: string, command: VerifiedCommand, now: number): string | undefined {
-    const failClosed = this.deps.failClosed();
-    if (failClosed.active && !obligations.safety) return 'FAIL_CLOSED';
-    if (!obligations.safety && this.deps.auditFull?.() === true) return 'AUDIT_FULL';
-    if (obligations.rates.length > 0) {
-      const check = this.deps.rate.consume(obligations.rates, principal, command.claims.act, now);
-      if (!check.allowed) return 'RATE_LIMITED';
-    }
-    return undefined;
-  }
-
   private approverRefusal(bundle: VerifiedBundle, approver: EntityUid, held: PendingCommand, command: VerifiedCommand, now: number): string | undefined {
     if (approver.key === held.principal) return 'APPROVAL_SELF';
     if (held.approvers.length > 0) {
@@ -496,15 +445,18 @@ export class CommandPipeline {
     return decision.decision === 'allow' ? undefined : 'APPROVAL_NOT_PERMITTED';
   }
 
-  private facts(bundle: VerifiedBundle, source: CommandSource, now: number): ContextFacts {
-    return {
+  private facts(bundle: VerifiedBundle, source: CommandSource, now: number): DecisionFacts {
+    const facts: DecisionFacts = {
       nowMs: now,
       posture: this.deps.posture(),
-      ...(this.deps.attestation === undefined ? {} : { attestation: this.deps.attestation() }),
       online: this.deps.online(),
       bundle: { revision: bundle.manifest.revision, stale: Math.floor(now / 1000) >= bundle.manifest.expires },
       source,
+      failClosed: this.deps.failClosed(),
+      auditFull: this.deps.auditFull?.() === true,
     };
+    if (this.deps.attestation !== undefined) facts.attestation = this.deps.attestation();
+    return facts;
   }
 
   private verifyOptions(bundle: VerifiedBundle, topic: string, now: number): EnvelopeVerifyOptions {
@@ -557,36 +509,36 @@ export class CommandPipeline {
     return { digest, decision: 'deny', policies: [], reasons: [code], outcome: 'rejected', detail: message, ...(verdict.answer ? {} : { unanswered: true as const }) };
   }
 
-  private auditDecision(
+  /** The one decision record of a decided command, in the area its verdict names. */
+  private recordDecision(
     command: VerifiedCommand,
-    issuer: BundleIssuer,
+    principal: string,
     bundle: VerifiedBundle,
     decision: FinalDecision,
-    policies: string[],
-    reasons: string[],
-    note?: unknown,
-    evaluated?: EnforcedDecision,
-  ) {
-    return this.auditRecord(
-      'decision',
-      {
-        cmd: command.digest,
-        cti: command.claims.cti,
-        kid: command.kid,
-        iss: command.issuer,
-        principal: issuer.principal.key,
-        action: command.claims.act,
-        resource: command.claims.res,
-        args: toEncodable(argsToJson(command.claims.args)),
-        bundle: bundle.manifest.revision,
-        decision,
-        policies,
-        reasons,
-        errors: (evaluated?.errors ?? []).map((e) => ({ policy: e.policyId, code: e.code })),
-        ...(note === undefined ? {} : { note: toEncodable(note) }),
-      },
-      decision === 'allow',
-    );
+    reasons: readonly string[],
+    verdict: Verdict,
+    extras: RecordExtras,
+  ): Promise<void> {
+    const note = extras.note ?? verdict.note;
+    const body: Record<string, Encodable> = {
+      cmd: command.digest,
+      cti: command.claims.cti,
+      kid: command.kid,
+      iss: command.issuer,
+      principal,
+      action: command.claims.act,
+      resource: command.claims.res,
+      args: toEncodable(argsToJson(command.claims.args)),
+      bundle: bundle.manifest.revision,
+      decision,
+      policies: verdict.policies,
+      reasons,
+      errors: verdict.errors.map((e) => ({ policy: e.policyId, code: e.code })),
+    };
+    if (extras.approvers !== undefined) body.approvers = extras.approvers;
+    if (note !== undefined) body.note = note;
+    // A hold turned into a denial (queue full) goes where the hold would: both are kept out of the safety area.
+    return this.deps.audit.append('decision', encodeCbor(body), { area: verdict.area }).then(() => undefined);
   }
 
   private auditApproval(approval: VerifiedApproval | undefined, code: string, extra: Record<string, Encodable>) {
@@ -619,17 +571,6 @@ function once<A extends unknown[], R>(fn: ((...args: A) => R) | undefined): (...
     called = true;
     return fn?.(...args);
   };
-}
-
-const NO_OBLIGATIONS: Obligations = { approvals: 0, approvers: [], rates: [], safety: false };
-
-function grantTtl(decision: EnforcedDecision): number {
-  for (const d of decision.determining) {
-    const text = d.annotations.grant_ttl;
-    const m = text === undefined ? null : /^(\d{1,9})(ms|s|m|h)$/.exec(text);
-    if (m) return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
-  }
-  return DEFAULT_GRANT_TTL_MS;
 }
 
 /**

@@ -24,6 +24,7 @@ import { GrantStore } from '../store/grants.js';
 import { type PendingCommand, PendingApprovals } from '../store/pending-approvals.js';
 import { RateLimiter } from '../store/rate-limiter.js';
 import { UnsettledCommands } from '../store/unsettled-commands.js';
+import type { ReplyRoute } from '../store/reply-route.js';
 import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
@@ -92,13 +93,6 @@ export interface AgentOptions {
   logger?: AgentLogger;
   /** Wall clock; tests inject one. */
   now?: () => number;
-}
-
-/** Where a result goes: the MQTT 5 response topic and correlation data, or the default topic. */
-interface ReplyRoute {
-  topic: string;
-  /** Hex of the correlation data, if the sender gave one. */
-  correlation?: string;
 }
 
 export class Agent {
@@ -557,7 +551,7 @@ export class Agent {
         'execution',
         encodeCbor({ cmd: command.digest, action: command.action, outcome: 'unknown', code: 'OUTCOME_UNKNOWN', message: 'the agent stopped after the decision and before the execution was recorded' }),
       );
-      this.enqueueResult(result, routeOf({ reply: command.reply }, this.topics));
+      this.enqueueResult(result, routeOf(command.reply, this.topics));
       await Promise.all([recorded, this.unsettled.settle(command.digest)]);
       this.metrics.inc('ztedge_commands_unknown_total', 'Commands settled as outcome unknown after a restart');
     }
@@ -689,7 +683,7 @@ export class Agent {
   private settled({ command, outcome }: { command: PendingCommand; outcome: CommandOutcome }): void {
     const signed = this.signOutcome(outcome);
     this.recent.update(toHex(command.digest), signed);
-    void this.sendWhenSigned(signed, routeOf(command.reply, this.topics));
+    void this.sendWhenSigned(signed, routeOf(command.reply.route, this.topics));
   }
 
   /** Queues a result once it is signed; resolves when queued and never rejects (a failure is logged). */
@@ -973,10 +967,9 @@ function routeFor(message: InboundMessage, topics: DeviceTopics): ReplyRoute {
   };
 }
 
-/** A held command's stored route; one that is no reply topic (a row from an older agent) falls back to the default. */
-function routeOf(stored: unknown, topics: DeviceTopics): ReplyRoute {
-  const reply = (stored as { reply?: ReplyRoute | null } | null)?.reply;
-  return reply && typeof reply.topic === 'string' && topics.isReplyTopic(reply.topic) ? reply : { topic: topics.cmdResult };
+/** A stored route (held or unsettled command); none, or one that is no reply topic, falls back to the default. */
+function routeOf(route: ReplyRoute | null, topics: DeviceTopics): ReplyRoute {
+  return route !== null && topics.isReplyTopic(route.topic) ? route : { topic: topics.cmdResult };
 }
 
 export { AGENT_VERSION };

@@ -51,8 +51,8 @@ export interface DecideResult {
   decision: 'allow' | 'deny' | 'pending';
   /** executed | failed | timeout | not_executed | pending_approval | rejected */
   outcome: string;
-  policies: string[];
-  reasons: string[];
+  policies: readonly string[];
+  reasons: readonly string[];
   /** SHA-256 of the envelope bytes, when the bytes could be hashed. */
   digest?: Uint8Array;
   detail?: unknown;

@@ -55,6 +55,12 @@ export class GrantStore {
     return this.lookup.get(principal, action, resource, nowMs) !== undefined;
   }
 
+  /** The live grant of exactly this principal, action and resource at `nowMs`, if any. */
+  find(principal: string, action: string, resource: string, nowMs: number): { expiresMs: number; policies: readonly string[] } | undefined {
+    const row = this.lookup.get(principal, action, resource, nowMs) as { expires_ms: number } | undefined;
+    return row === undefined ? undefined : { expiresMs: row.expires_ms, policies: [] };
+  }
+
   list(nowMs: number): Grant[] {
     const rows = this.db.prepare('SELECT * FROM jit_grants WHERE expires_ms > ? ORDER BY granted_ms').all(nowMs) as Array<Record<string, unknown>>;
     return rows.map((r) => ({

@@ -93,7 +93,7 @@ describe('command pipeline', () => {
     const done = await core.pipeline.handleApproval(approval(core.keys.bob, now(), digest));
     expect(done.code).toBe('APPROVAL_QUORUM');
     expect(done.settled?.outcome).toMatchObject({ decision: 'allow', outcome: 'executed', reasons: ['APPROVED'] });
-    expect(done.settled?.command.reply).toMatchObject({ reply: { topic: 'r' } });
+    expect(done.settled?.command.reply).toMatchObject({ route: { topic: 'r' } });
     expect(core.executor.calls.map((c) => c.action)).toEqual(['weld']);
     // The approval created a just-in-time grant: the same weld within 5 minutes needs no new quorum.
     const again = await core.pipeline.handleCommand({ bytes: command(core.keys.planner, now(), 'weld'), source: 'mqtt' });
