@@ -13,9 +13,9 @@
 //   fail-closed mode, not @safety            deny     FAIL_CLOSED
 //   audit log full, not @safety              deny     AUDIT_FULL
 //   approved at quorum, too few for now      deny     APPROVALS_INSUFFICIENT
-//   approved at quorum                       allow    APPROVED (a grant when @grant_ttl says so)
+//   approved at quorum                       allow    APPROVED (and a grant, only when @grant_ttl says so)
 //   over a @rate                             deny     RATE_LIMITED
-//   @approval, a live grant covers it        allow    JIT_GRANT
+//   @approval, a live grant covers it        allow    JIT_GRANT (@grant_ttl on the permits that ask)
 //   @approval                                pending  APPROVAL_REQUIRED (hold for approval)
 //   otherwise                                allow    PERMITTED
 import type { AppendArea } from '../audit/log.js';
@@ -104,8 +104,6 @@ export interface Verdict {
   area: AppendArea;
 }
 
-/** How long an approval's just-in-time grant lasts where the policy does not say (`@grant_ttl`). */
-const DEFAULT_GRANT_TTL_MS = 10 * 60_000;
 const NOTHING: readonly never[] = Object.freeze([]);
 const STRICT = { strict: true } as const;
 
@@ -148,7 +146,7 @@ export function decide(input: DecideInput): Verdict {
     if (obligations.approvals > input.approved.approvals) {
       return refusal('APPROVALS_INSUFFICIENT', facts, obligations, policies, decision.errors, `the policy now asks for ${obligations.approvals} approvals; ${input.approved.approvals} were given`);
     }
-    const grant = obligations.approvals > 0 ? grantOf(decision.determining, bundle.obligations, obligations, facts.nowMs) : undefined;
+    const grant = obligations.grantTtlMs === undefined ? undefined : { expiresMs: facts.nowMs + obligations.grantTtlMs, policies: approvalPolicies(decision.determining, bundle.obligations) };
     return allowed(['APPROVED'], policies, obligations, decision.errors, facts, NOTHING, grant);
   }
   if (obligations.rates.length > 0 && !input.rate.check(obligations.rates, principal, act, facts.nowMs).allowed) {
@@ -156,9 +154,10 @@ export function decide(input: DecideInput): Verdict {
   }
   if (obligations.approvals > 0) {
     // A live grant from an earlier approval of the same (principal, action, resource) waives a
-    // new quorum. It never stands in for a permit: a bundle that drops the permit revokes it.
-    const grant = input.grants.find(principal, act, res, facts.nowMs);
-    if (grant !== undefined) return allowed(withDoubt(['JIT_GRANT'], command), policies, obligations, decision.errors, facts, obligations.rates, grant);
+    // new quorum when the policies asking for approvals now are ones it was granted under, and
+    // they still grant. It never stands in for a permit: a bundle that drops the permit revokes it.
+    const grant = obligations.grantTtlMs === undefined ? undefined : input.grants.find(principal, act, res, facts.nowMs);
+    if (grant !== undefined && covers(grant, decision.determining, bundle.obligations)) return allowed(withDoubt(['JIT_GRANT'], command), policies, obligations, decision.errors, facts, obligations.rates, grant);
     return {
       decision: 'pending',
       reasons: ['APPROVAL_REQUIRED'],
@@ -173,10 +172,15 @@ export function decide(input: DecideInput): Verdict {
   return allowed(withDoubt(['PERMITTED'], command), policies, obligations, decision.errors, facts, obligations.rates);
 }
 
-/** The grant an approval creates: as long as the shortest @grant_ttl of the permits asking for approval. */
-function grantOf(determining: readonly DeterminingPolicy[], table: ObligationTable, obligations: Obligations, nowMs: number): GrantTerms {
-  const policies = determining.filter((d) => (table.get(d.id)?.approvals ?? 0) > 0).map((d) => d.id);
-  return { expiresMs: nowMs + (obligations.grantTtlMs ?? DEFAULT_GRANT_TTL_MS), policies };
+/** The determining permits that ask for approvals: those a grant is granted under. */
+function approvalPolicies(determining: readonly DeterminingPolicy[], table: ObligationTable): string[] {
+  return determining.filter((d) => (table.get(d.id)?.approvals ?? 0) > 0).map((d) => d.id);
+}
+
+/** Whether every determining permit asking for approvals is one the grant was granted under. */
+function covers(grant: GrantTerms, determining: readonly DeterminingPolicy[], table: ObligationTable): boolean {
+  for (const d of determining) if ((table.get(d.id)?.approvals ?? 0) > 0 && !grant.policies.includes(d.id)) return false;
+  return true;
 }
 
 /**

@@ -57,6 +57,8 @@ export interface CommandOutcome {
   /** executed | failed | timeout | not_executed | pending_approval | rejected */
   outcome: string;
   detail?: unknown;
+  /** Expiry of the just-in-time grant the command created (APPROVED) or was allowed by (JIT_GRANT). */
+  grantExpiresMs?: number;
   /** A refusal over the answer rate (refusal-log.ts): not to be answered with a signed result. */
   unanswered?: true;
 }
@@ -238,7 +240,7 @@ export class CommandPipeline {
       return { ...base, decision: 'deny', policies: verdict.policies, reasons: ['AUDIT_UNAVAILABLE'], outcome: 'not_executed' };
     }
     input.onRecorded?.();
-    return this.execute(base, command.claims.act, principal, command.claims.res, command.claims.args, verdict.policies, reasons, report);
+    return this.execute(withGrant(base, verdict), command.claims.act, principal, command.claims.res, command.claims.args, verdict.policies, reasons, report);
   }
 
   /** The row a command held for approval keeps: its envelope (re-verified at quorum) and where its result goes. */
@@ -357,12 +359,13 @@ export class CommandPipeline {
         expiresMs: verdict.grant.expiresMs,
         bundleRevision: bundle.manifest.revision,
         commandDigest: held.digest,
+        policies: verdict.grant.policies,
       });
     }
     const { reasons, policies } = verdict;
     const unsettled = this.deps.unsettled.add({ digest: held.digest, cti: command.claims.cti, action: held.action, policies, reasons, reply: held.reply.route, decidedMs: now });
     await Promise.all([this.recordDecision(command, held.principal, bundle, 'allow', reasons, verdict, { approvers }), unsettled]);
-    return this.execute(withCti, held.action, held.principal, held.resource, command.claims.args, policies, reasons, () => {});
+    return this.execute(withGrant(withCti, verdict), held.action, held.principal, held.resource, command.claims.args, policies, reasons, () => {});
   }
 
   /** Re-verifies a held command's envelope now (its replay entry is already recorded). */
@@ -382,7 +385,7 @@ export class CommandPipeline {
   }
 
   private async execute(
-    base: Pick<CommandOutcome, 'ctiHex' | 'issuer'> & { digest: Uint8Array },
+    base: Pick<CommandOutcome, 'ctiHex' | 'issuer' | 'grantExpiresMs'> & { digest: Uint8Array },
     action: string,
     principal: string,
     resource: string,
@@ -536,6 +539,8 @@ export class CommandPipeline {
       errors: verdict.errors.map((e) => ({ policy: e.policyId, code: e.code })),
     };
     if (extras.approvers !== undefined) body.approvers = extras.approvers;
+    // The grant the approval created (APPROVED), or the one that allowed it (JIT_GRANT).
+    if (verdict.grant !== undefined && decision === 'allow') body.grant = { expiresMs: verdict.grant.expiresMs, policies: verdict.grant.policies };
     if (note !== undefined) body.note = note;
     // A hold turned into a denial (queue full) goes where the hold would: both are kept out of the safety area.
     return this.deps.audit.append('decision', encodeCbor(body), { area: verdict.area }).then(() => undefined);
@@ -557,6 +562,10 @@ export class CommandPipeline {
     const area: AppendArea = this.deps.auditFull?.() !== true ? 'normal' : allowed ? 'safety' : 'reserve';
     await this.deps.audit.append(kind, encodeCbor(body), { area });
   }
+}
+
+function withGrant<T extends object>(base: T, verdict: Verdict): T & { grantExpiresMs?: number } {
+  return verdict.grant === undefined ? base : { ...base, grantExpiresMs: verdict.grant.expiresMs };
 }
 
 /** The label refusals of commands are counted under. */

@@ -20,7 +20,7 @@ import { BundleManager, type BundleEvent, bundleEventRecord } from '../bundle/ac
 import { BundleError } from '../bundle/errors.js';
 import { watchBundleFile, type BundleFileWatcher } from '../bundle/file-source.js';
 import { BundleStore } from '../bundle/store.js';
-import { GrantStore } from '../store/grants.js';
+import { type Grant, GrantStore } from '../store/grants.js';
 import { type PendingCommand, PendingApprovals } from '../store/pending-approvals.js';
 import { RateLimiter } from '../store/rate-limiter.js';
 import { UnsettledCommands } from '../store/unsettled-commands.js';
@@ -36,7 +36,7 @@ import { TrustedClock } from '../store/trusted-clock.js';
 import { MqttLink, type InboundMessage, type OversizeReport } from '../transport/mqtt-link.js';
 import { Outbox } from '../transport/outbox.js';
 import { deviceTopics, type DeviceTopics } from '../transport/topics.js';
-import { type AttestAnswer, createApi, type DecideResult, type Readiness } from '../api/app.js';
+import { type ApprovalsView, type AttestAnswer, createApi, type DecideResult, type Readiness } from '../api/app.js';
 import { encodeRefusal } from '../attest/challenge.js';
 import { referencesFor } from '../attest/compare.js';
 import { AttestError } from '../attest/errors.js';
@@ -347,6 +347,36 @@ export class Agent {
     };
   }
 
+  /** Commands held for approval, with the approvals they have, and live just-in-time grants. */
+  approvals(limit = 1000): ApprovalsView {
+    const now = this.clock.now();
+    return {
+      pendingCount: this.pending.size(),
+      pending: this.pending.all(limit).map((held) => ({
+        command: toHex(held.digest),
+        principal: held.principal,
+        action: held.action,
+        resource: held.resource,
+        required: held.required,
+        approvers: held.approvers,
+        approvals: this.pending.approvalsOf(held.digest),
+        createdMs: held.createdMs,
+        expiresMs: held.expiresMs,
+      })),
+      grantCount: this.grants.count(now),
+      grants: this.grants.list(now, limit).map((grant) => ({
+        principal: grant.principal,
+        action: grant.action,
+        resource: grant.resource,
+        policies: grant.policies,
+        command: toHex(grant.commandDigest),
+        bundleRevision: grant.bundleRevision,
+        grantedMs: grant.grantedMs,
+        expiresMs: grant.expiresMs,
+      })),
+    };
+  }
+
   /**
    * Ready to enforce: a policy bundle is active and the agent is not fail-closed (its audit log
    * takes records). Every reason it is not is listed.
@@ -515,6 +545,7 @@ export class Agent {
       ready: () => this.readiness(),
       metrics: () => this.metrics.render(),
       audit: (from, limit) => ({ records: this.audit.read(from, limit), headSeq: this.audit.head().seq }),
+      approvals: (limit) => this.approvals(limit),
       ...(this.adminToken === undefined ? {} : { adminToken: this.adminToken }),
       maxBodyBytes: this.config.limits.envelopeMaxBytes,
       ...(this.attestation === null ? {} : { attest: (nonce: Uint8Array) => this.answerChallenge(nonce) }),
@@ -713,6 +744,7 @@ export class Agent {
       policies: outcome.policies,
       reasons: outcome.reasons,
       outcome: outcome.outcome,
+      ...(outcome.grantExpiresMs === undefined ? {} : { grantExpiresMs: outcome.grantExpiresMs }),
       now: this.clock.now(),
       // The command's cti: MQTT 3.1.1 senders (no correlation data) match results by it.
       ...(outcome.ctiHex === undefined ? {} : { cti: Buffer.from(outcome.ctiHex, 'hex') }),
@@ -752,8 +784,27 @@ export class Agent {
       this.warnUnexecutable();
     }
     this.track(this.audit.append('bundle', encodeCbor(body), { area: 'reserve' }), 'bundle audit record failed');
+    if (event.kind === 'activated' || event.kind === 'loaded' || event.kind === 'rolled-back') this.reconcileGrants();
     this.publishStatus();
     if (this.started) this.noteReadiness();
+  }
+
+  /**
+   * The bundle in force changed (or was loaded, perhaps other than the one the grants were made
+   * under): grants survive only under policies the bundle still carries with a grant. Those
+   * dropped or cut short are logged and recorded.
+   */
+  private reconcileGrants(): void {
+    const bundle = this.bundles.current;
+    if (bundle === null) return;
+    const grantTimes = new Map<string, number>();
+    for (const [id, obligations] of bundle.obligations) if (obligations.grantTtlMs !== undefined) grantTimes.set(id, obligations.grantTtlMs);
+    const { dropped, shortened } = this.grants.reconcile(grantTimes);
+    if (dropped.length === 0 && shortened.length === 0) return;
+    const describe = (g: Grant) => ({ principal: g.principal, action: g.action, resource: g.resource, policies: g.policies, expiresMs: g.expiresMs });
+    this.logger.info('just-in-time grants changed with the bundle', { revision: bundle.manifest.revision, dropped: dropped.map(describe), shortened: shortened.map(describe) });
+    const body = { event: 'grants', bundle: bundle.manifest.revision, dropped: dropped.map(describe), shortened: shortened.map(describe) };
+    this.track(this.audit.append('system', encodeCbor(body), { area: 'reserve' }), 'grant audit record failed');
   }
 
   /** Names the actions the active bundle permits that no configured executor runs. */

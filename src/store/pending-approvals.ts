@@ -112,8 +112,13 @@ export class PendingApprovals {
   }
 
   approversOf(digest: Uint8Array): string[] {
-    const rows = this.db.prepare('SELECT approver FROM pending_approvals WHERE digest = ? ORDER BY time_ms, approver').all(Buffer.from(digest)) as Array<{ approver: string }>;
-    return rows.map((r) => r.approver);
+    return this.approvalsOf(digest).map((a) => a.approver);
+  }
+
+  /** The approvals counted for a held command, in the order they came. */
+  approvalsOf(digest: Uint8Array): Array<{ approver: string; timeMs: number }> {
+    const rows = this.db.prepare('SELECT approver, time_ms FROM pending_approvals WHERE digest = ? ORDER BY time_ms, approver').all(Buffer.from(digest)) as Array<{ approver: string; time_ms: number }>;
+    return rows.map((r) => ({ approver: r.approver, timeMs: r.time_ms }));
   }
 
   /** Removes a command (executed, denied or expired) with its approvals. */
@@ -127,9 +132,9 @@ export class PendingApprovals {
     return rows.map(fromRow);
   }
 
-  /** All held commands, oldest first (e.g. to re-arm expiry timers after a restart). */
-  all(): PendingCommand[] {
-    const rows = this.db.prepare('SELECT * FROM pending_commands ORDER BY created_ms').all() as Array<Record<string, unknown>>;
+  /** Held commands, oldest first (at most `limit`). */
+  all(limit = -1): PendingCommand[] {
+    const rows = this.db.prepare('SELECT * FROM pending_commands ORDER BY created_ms, digest LIMIT ?').all(limit) as Array<Record<string, unknown>>;
     return rows.map(fromRow);
   }
 

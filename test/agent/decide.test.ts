@@ -16,7 +16,8 @@ forbid (principal, action == Action::"move", resource) when { context.args.zone 
 `;
 
 const keys = makeKeys();
-const bundle = verifyBundle(cellBundle(keys, 1, POLICIES), { roots: [{ publicKey: keys.root.publicKey }], threshold: 1, device: DEVICE, agentVersion: '0.1.0', now: T0 });
+const bundleOf = (policies: string) => verifyBundle(cellBundle(keys, 1, policies), { roots: [{ publicKey: keys.root.publicKey }], threshold: 1, device: DEVICE, agentVersion: '0.1.0', now: T0 });
+const bundle = bundleOf(POLICIES);
 
 const FACTS: DecisionFacts = {
   nowMs: T0,
@@ -129,8 +130,14 @@ describe('decide(): the pipeline behaviour table, input → Verdict', () => {
     const grant = { expiresMs: T0 + 60_000, policies: ['weld-needs-approval'] };
     expect(decide(input('weld', {}, { grants: { [WELD]: grant } }))).toMatchObject({ decision: 'allow', reasons: ['JIT_GRANT'], policies: ['weld-needs-approval'], grant });
     expect(decide(input('weld', {}, { grants: { [WELD]: { ...grant, expiresMs: T0 } } })).decision).toBe('pending');
-    // Another resource is not covered.
+    // Another resource is not covered, nor a grant made under another policy.
     expect(decide(input('weld', {}, { grants: { 'Agent::"planner" weld Arm::"arm-02"': grant } })).decision).toBe('pending');
+    expect(decide(input('weld', {}, { grants: { [WELD]: { ...grant, policies: ['weld-at-night'] } } })).decision).toBe('pending');
+    // A bundle whose policy no longer grants (no @grant_ttl) is not waived by a grant that is still stored.
+    const ungranting = { ...input('weld', {}, { grants: { [WELD]: grant } }), bundle: bundleOf(POLICIES.replace('@grant_ttl("5m")\n', '')) };
+    expect(decide(ungranting)).toMatchObject({ decision: 'pending', reasons: ['APPROVAL_REQUIRED'] });
+    expect(decide({ ...ungranting, approved: { approvals: 2 } })).toMatchObject({ decision: 'allow', reasons: ['APPROVED'] });
+    expect(decide({ ...ungranting, approved: { approvals: 2 } }).grant).toBeUndefined();
   });
 
   it('fail-closed mode: only @safety permits pass', () => {

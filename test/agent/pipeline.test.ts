@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { toHex } from '../../src/crypto/bytes.js';
 import { signApproval } from '../../src/envelope/approval.js';
 import { decodeCbor } from '../../src/envelope/cbor.js';
-import { approval, command, makeCore } from './fixture.js';
+import { CELL_POLICIES, approval, command, makeCore } from './fixture.js';
 
 const limits = { maxBytes: 1 << 20, maxDepth: 32 };
 
@@ -95,9 +95,13 @@ describe('command pipeline', () => {
     expect(done.settled?.outcome).toMatchObject({ decision: 'allow', outcome: 'executed', reasons: ['APPROVED'] });
     expect(done.settled?.command.reply).toMatchObject({ route: { topic: 'r' } });
     expect(core.executor.calls.map((c) => c.action)).toEqual(['weld']);
-    // The approval created a just-in-time grant: the same weld within 5 minutes needs no new quorum.
+    // The policy says @grant_ttl("5m"): the approval created a just-in-time grant, shown with its
+    // expiry, and the same weld within 5 minutes needs no new quorum.
+    expect(done.settled?.outcome.grantExpiresMs).toBe(now() + 5 * 60_000);
     const again = await core.pipeline.handleCommand({ bytes: command(core.keys.planner, now(), 'weld'), source: 'mqtt' });
-    expect(again).toMatchObject({ decision: 'allow', reasons: ['JIT_GRANT'], outcome: 'executed' });
+    expect(again).toMatchObject({ decision: 'allow', reasons: ['JIT_GRANT'], outcome: 'executed', grantExpiresMs: now() + 5 * 60_000 });
+    core.clock.ms += 5 * 60_000;
+    expect(await core.pipeline.handleCommand({ bytes: command(core.keys.planner, now(), 'weld'), source: 'mqtt' })).toMatchObject({ decision: 'pending' });
     core.close();
   });
 
@@ -123,6 +127,20 @@ describe('command pipeline', () => {
     const expired = await core.pipeline.expirePending();
     expect(expired.map((e) => e.outcome.reasons)).toEqual([['APPROVAL_EXPIRED']]);
     expect(core.executor.calls).toHaveLength(0);
+    core.close();
+  });
+
+  it('approves exactly one command when the policy grants nothing: the same command again is held again', async () => {
+    const core = makeCore(undefined, undefined, undefined, undefined, { policies: CELL_POLICIES.replace('@grant_ttl("5m")\n', '') });
+    const weld = async () => core.pipeline.handleCommand({ bytes: command(core.keys.planner, core.clock.ms, 'weld'), source: 'mqtt' });
+    const held = await weld();
+    expect(held.decision).toBe('pending');
+    await core.pipeline.handleApproval(approval(core.keys.alice, core.clock.ms, held.digest!));
+    const done = await core.pipeline.handleApproval(approval(core.keys.bob, core.clock.ms, held.digest!));
+    expect(done.settled?.outcome).toMatchObject({ decision: 'allow', reasons: ['APPROVED'], outcome: 'executed' });
+    expect(done.settled?.outcome.grantExpiresMs).toBeUndefined();
+    expect(await weld()).toMatchObject({ decision: 'pending', reasons: ['APPROVAL_REQUIRED'] });
+    expect(core.executor.calls.map((c) => c.action)).toEqual(['weld']);
     core.close();
   });
 });
