@@ -26,6 +26,7 @@ import type { ReplyRoute } from '../store/reply-route.js';
 import { type Encodable, encodeCbor } from '../envelope/cbor.js';
 import { type VerifiedCommand, COMMAND_TOPIC, type ReplayRecorder, verifyCommand, verifyCommandAsync } from '../envelope/command.js';
 import { APPROVAL_TOPIC, type VerifiedApproval, verifyApproval } from '../envelope/approval.js';
+import { APPROVAL_ACCEPTED_CODES } from '../envelope/approval-answer.js';
 import { EnvelopeError } from '../envelope/errors.js';
 import type { ReplayReserver } from '../store/replay-guard.js';
 import type { TimeSource } from '../store/trusted-clock.js';
@@ -63,8 +64,26 @@ export interface CommandOutcome {
   unanswered?: true;
 }
 
-export interface ApprovalOutcome {
+/** What became of one approval: the approver's answer. */
+export interface ApprovalAnswer {
+  /** APPROVAL_COUNTED, APPROVAL_QUORUM, APPROVAL_REJECTED (accepted), or why it was refused. */
   code: string;
+  /** The same, in words. */
+  message: string;
+  /** SHA-256 of the approval envelope. */
+  approval: Uint8Array;
+  /** The command the approval names, once read. */
+  command?: Uint8Array;
+  /** The quorum so far, where known. */
+  approvals?: number;
+  required?: number;
+  /** Expiry of the just-in-time grant the quorum created. */
+  grantExpiresMs?: number;
+  /** A refusal over the answer rate (refusal-log.ts): not to be answered. */
+  unanswered?: true;
+}
+
+export interface ApprovalOutcome extends ApprovalAnswer {
   /** Set when this approval (or a rejection, or expiry) settled the held command. */
   settled?: { command: PendingCommand; outcome: CommandOutcome };
 }
@@ -260,26 +279,30 @@ export class CommandPipeline {
   }
 
   /**
-   * Verifies an approval envelope and counts it toward its held command's quorum. Never rejects:
-   * a failure (a store, a bug) is recorded and answered as APPROVAL_FAILED.
+   * Verifies an approval envelope and counts it toward its held command's quorum. `onAnswer` is
+   * told once what became of the approval (the approver's answer), as soon as that is recorded:
+   * for the approval that completes a quorum, once the command is decided again and recorded,
+   * before it executes. Never rejects: a failure (a store, a bug) is recorded and answered as
+   * APPROVAL_FAILED.
    */
-  async handleApproval(bytes: Uint8Array): Promise<ApprovalOutcome> {
+  async handleApproval(bytes: Uint8Array, onAnswer?: (answer: ApprovalAnswer) => void): Promise<ApprovalOutcome> {
+    const answer = once(onAnswer);
+    let outcome: ApprovalOutcome;
     try {
-      return await this.decideApproval(bytes);
+      outcome = await this.decideApproval(bytes, sha256(bytes), answer);
     } catch (err) {
       const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
       await this.auditApproval(undefined, 'APPROVAL_FAILED', { message: message.slice(0, 200), digest: sha256(bytes) });
-      return { code: 'APPROVAL_FAILED' };
+      outcome = { code: 'APPROVAL_FAILED', message: 'the agent could not decide this approval (recorded); send it again', approval: sha256(bytes) };
     }
+    answer(outcome);
+    return outcome;
   }
 
-  private async decideApproval(bytes: Uint8Array): Promise<ApprovalOutcome> {
+  private async decideApproval(bytes: Uint8Array, digest: Uint8Array, answer: (answer: ApprovalAnswer) => void): Promise<ApprovalOutcome> {
     const bundle = this.deps.bundle();
     const now = this.deps.clock.now();
-    if (bundle === null) {
-      await this.refusals.refuse('mqtt:approve', 'NO_ACTIVE_BUNDLE', 'decision', { approval: 'NO_ACTIVE_BUNDLE', digest: sha256(bytes) }).recorded;
-      return { code: 'NO_ACTIVE_BUNDLE' };
-    }
+    if (bundle === null) return this.refuseApproval(digest, 'NO_ACTIVE_BUNDLE', 'no policy bundle is active', bytes.length);
     let approval: VerifiedApproval;
     try {
       const options = this.verifyOptions(bundle, APPROVAL_TOPIC, now);
@@ -289,37 +312,67 @@ export class CommandPipeline {
       this.deps.replay.checkAndRecord({ keyId: approval.kid, cti: approval.claims.cti, expMs: approval.claims.expMs }, now, bundle.issuersByKid.size);
     } catch (err) {
       if (!(err instanceof EnvelopeError)) throw err;
-      // Before verification (or a replay): anyone can send these, so they are counted and sampled.
-      const body = { approval: err.code, message: err.message.slice(0, 200), size: bytes.length, digest: sha256(bytes) };
-      await this.refusals.refuse('mqtt:approve', err.code, 'decision', body).recorded;
-      return { code: err.code };
+      return this.refuseApproval(digest, err.code, err.message, bytes.length);
     }
     const approver = bundle.issuersByKid.get(toHex(approval.kid))!.principal;
+    const base = { approval: digest, command: approval.claims.cmd };
+    /** A verified approval's fate: recorded (with the approver and why), then answered. */
+    const decided = async (code: string, message: string, extra: Partial<ApprovalOutcome> = {}, record: Record<string, Encodable> = {}): Promise<ApprovalOutcome> => {
+      await this.auditApproval(approval, code, { approver: approver.key, ...(APPROVAL_ACCEPTED_CODES.has(code) ? {} : { message: message.slice(0, 200) }), ...record });
+      return { ...base, code, message, ...extra };
+    };
     const held = this.deps.pending.get(approval.claims.cmd);
     if (held === undefined) {
-      await this.auditApproval(approval, 'APPROVAL_UNKNOWN_COMMAND', { approver: approver.key });
-      return { code: 'APPROVAL_UNKNOWN_COMMAND' };
+      return decided('APPROVAL_UNKNOWN_COMMAND', `no command ${toHex(approval.claims.cmd)} is held for approval on this device (never held, already settled, or expired)`);
     }
+    const counts = { required: held.required };
     const reopened = this.reopen(bundle, held, now);
     if (reopened instanceof EnvelopeError) {
-      await this.auditApproval(approval, 'APPROVAL_EXPIRED', { approver: approver.key, code: reopened.code });
-      const outcome = await this.settleDenied(held, reopened.code === 'ENVELOPE_EXPIRED' ? 'APPROVAL_EXPIRED' : reopened.code);
-      return { code: 'APPROVAL_EXPIRED', settled: { command: held, outcome } };
+      const outcome = await decided('APPROVAL_EXPIRED', `the held command can no longer run (${reopened.code}: ${reopened.message}); it is denied`, counts, { code: reopened.code });
+      answer(outcome);
+      return { ...outcome, settled: { command: held, outcome: await this.settleDenied(held, reopened.code === 'ENVELOPE_EXPIRED' ? 'APPROVAL_EXPIRED' : reopened.code) } };
     }
     const refusal = this.approverRefusal(bundle, approver, held, reopened, now);
-    if (refusal !== undefined) {
-      await this.auditApproval(approval, refusal, { approver: approver.key });
-      return { code: refusal };
-    }
+    if (refusal !== undefined) return decided(refusal.code, refusal.message, counts);
     if (approval.claims.dec === 'reject') {
-      await this.auditApproval(approval, 'APPROVAL_REJECTED', { approver: approver.key });
-      const outcome = await this.settleDenied(held, 'APPROVAL_REJECTED');
-      return { code: 'APPROVAL_REJECTED', settled: { command: held, outcome } };
+      const outcome = await decided('APPROVAL_REJECTED', `${approver.key} rejected the command: it is denied`, counts);
+      answer(outcome);
+      return { ...outcome, settled: { command: held, outcome: await this.settleDenied(held, 'APPROVAL_REJECTED') } };
     }
     const counted = this.deps.pending.approve(held.digest, approver.key, now);
-    await this.auditApproval(approval, `APPROVAL_${counted.status.toUpperCase().replace('-', '_')}`, { approver: approver.key });
-    if (counted.status !== 'quorum') return { code: `APPROVAL_${counted.status.toUpperCase().replace('-', '_')}` };
-    return { code: 'APPROVAL_QUORUM', settled: { command: held, outcome: await this.settleApproved(bundle, held, now) } };
+    switch (counted.status) {
+      case 'unknown-command':
+        return decided('APPROVAL_UNKNOWN_COMMAND', `no command ${toHex(held.digest)} is held for approval on this device (settled meanwhile)`);
+      case 'expired':
+        return decided('APPROVAL_EXPIRED', 'the held command expired before this approval counted', counts);
+      case 'duplicate':
+        return decided('APPROVAL_DUPLICATE', `${approver.key} has already approved this command (${counted.approvals} of ${counted.required}); an approver counts once`, { approvals: counted.approvals, required: counted.required });
+      case 'counted':
+        return decided('APPROVAL_COUNTED', `approval ${counted.approvals} of ${counted.required} counted; the command waits for ${counted.required - counted.approvals} more`, { approvals: counted.approvals, required: counted.required });
+      case 'quorum': {
+        const quorum = await decided('APPROVAL_QUORUM', `approval ${counted.approvals} of ${counted.required}: quorum reached`, { approvals: counted.approvals, required: counted.required });
+        const settled = await this.settleApproved(bundle, held, now, (result) => {
+          const said = result.decision === 'allow' ? 'the command is allowed and runs' : `the command was decided again and denied (${result.reasons.join(', ')})`;
+          answer({ ...quorum, message: `${quorum.message}; ${said}`, ...(result.grantExpiresMs === undefined ? {} : { grantExpiresMs: result.grantExpiresMs }) });
+        });
+        return { ...quorum, settled: { command: held, outcome: settled } };
+      }
+    }
+  }
+
+  /** An approval refused before it was read (anyone can send these): counted and sampled, answered within the rate. */
+  private async refuseApproval(digest: Uint8Array, code: string, message: string, size: number): Promise<ApprovalOutcome> {
+    const verdict = this.refusals.refuse('mqtt:approve', code, 'decision', { approval: code, message: message.slice(0, 200), size, digest });
+    await verdict.recorded;
+    return { code, message, approval: digest, ...(verdict.answer ? {} : { unanswered: true as const }) };
+  }
+
+  /**
+   * Refuses an approval without reading it, for a reason found outside the envelope (e.g. its
+   * transport properties), recorded like every refusal.
+   */
+  refuseApprovalInput(bytes: Uint8Array, code: string, message: string): Promise<ApprovalOutcome> {
+    return this.refuseApproval(sha256(bytes), code, message, bytes.length);
   }
 
   /** Denies held commands whose expiry passed before their quorum. */
@@ -331,7 +384,7 @@ export class CommandPipeline {
   }
 
   /** A held command reached its quorum: decided again now, recorded once with its approvers, executed if allowed. */
-  private async settleApproved(bundle: VerifiedBundle, held: PendingCommand, now: number): Promise<CommandOutcome> {
+  private async settleApproved(bundle: VerifiedBundle, held: PendingCommand, now: number, onDecided: (outcome: CommandOutcome) => void): Promise<CommandOutcome> {
     const base = { digest: held.digest, issuer: held.principal };
     // Read before the row goes: the record names every approver counted.
     const approvers = this.deps.pending.approversOf(held.digest);
@@ -340,7 +393,9 @@ export class CommandPipeline {
     const command = this.reopen(bundle, held, now);
     if (command instanceof EnvelopeError) {
       await this.auditRecord('decision', { cmd: held.digest, decision: 'deny', reasons: [command.code], via: 'approval', approvers });
-      return { ...base, decision: 'deny', policies: [], reasons: [command.code], outcome: 'not_executed' };
+      const denied: CommandOutcome = { ...base, decision: 'deny', policies: [], reasons: [command.code], outcome: 'not_executed' };
+      onDecided(denied);
+      return denied;
     }
     const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
     const facts = this.facts(bundle, held.reply.source, now);
@@ -348,7 +403,9 @@ export class CommandPipeline {
     const withCti = { ...base, ctiHex: toHex(command.claims.cti) };
     if (verdict.decision !== 'allow') {
       await this.recordDecision(command, held.principal, bundle, 'deny', verdict.reasons, verdict, { approvers, note: verdict.note ?? 'denied at quorum: the policy or the device changed since the command was held' });
-      return { ...withCti, decision: 'deny', policies: verdict.policies, reasons: verdict.reasons, outcome: 'not_executed' };
+      const denied: CommandOutcome = { ...withCti, decision: 'deny', policies: verdict.policies, reasons: verdict.reasons, outcome: 'not_executed' };
+      onDecided(denied);
+      return denied;
     }
     if (verdict.grant !== undefined) {
       this.deps.grants.grant({
@@ -365,7 +422,9 @@ export class CommandPipeline {
     const { reasons, policies } = verdict;
     const unsettled = this.deps.unsettled.add({ digest: held.digest, cti: command.claims.cti, action: held.action, policies, reasons, reply: held.reply.route, decidedMs: now });
     await Promise.all([this.recordDecision(command, held.principal, bundle, 'allow', reasons, verdict, { approvers }), unsettled]);
-    return this.execute(withGrant(withCti, verdict), held.action, held.principal, held.resource, command.claims.args, policies, reasons, () => {});
+    const allowed = withGrant(withCti, verdict);
+    onDecided({ ...allowed, decision: 'allow', policies, reasons, outcome: 'executing' });
+    return this.execute(allowed, held.action, held.principal, held.resource, command.claims.args, policies, reasons, () => {});
   }
 
   /** Re-verifies a held command's envelope now (its replay entry is already recorded). */
@@ -424,8 +483,9 @@ export class CommandPipeline {
     return settled;
   }
 
-  private approverRefusal(bundle: VerifiedBundle, approver: EntityUid, held: PendingCommand, command: VerifiedCommand, now: number): string | undefined {
-    if (approver.key === held.principal) return 'APPROVAL_SELF';
+  /** Why `approver` may not approve `held`, in a code and in words; undefined when it may. */
+  private approverRefusal(bundle: VerifiedBundle, approver: EntityUid, held: PendingCommand, command: VerifiedCommand, now: number): { code: string; message: string } | undefined {
+    if (approver.key === held.principal) return { code: 'APPROVAL_SELF', message: `${approver.key} sent this command and cannot approve it` };
     if (held.approvers.length > 0) {
       const inRole = held.approvers.some((uid) => {
         try {
@@ -434,18 +494,19 @@ export class CommandPipeline {
           return false;
         }
       });
-      if (!inRole) return 'APPROVAL_NOT_APPROVER';
+      if (!inRole) return { code: 'APPROVAL_NOT_APPROVER', message: `${approver.key} is not in ${held.approvers.join(' or ')}, whose approval this command needs` };
     }
     // The approver must itself be permitted to approve this action on this resource.
     let request;
     try {
       request = buildApprovalRequest(approver, held, command.claims.args, this.facts(bundle, 'mqtt', now));
     } catch (err) {
-      if (err instanceof RequestBuildError) return err.code;
+      if (err instanceof RequestBuildError) return { code: err.code, message: err.message };
       throw err;
     }
     const decision = enforce(bundle.policies, bundle.entities, request, { strict: true });
-    return decision.decision === 'allow' ? undefined : 'APPROVAL_NOT_PERMITTED';
+    if (decision.decision === 'allow') return undefined;
+    return { code: 'APPROVAL_NOT_PERMITTED', message: `no policy permits ${approver.key} to approve ${held.action} on ${held.resource} (${decision.reasonCodes.join(', ')})` };
   }
 
   private facts(bundle: VerifiedBundle, source: CommandSource, now: number): DecisionFacts {

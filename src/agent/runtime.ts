@@ -32,6 +32,7 @@ import type { PrivateKey, PublicKey } from '../crypto/keys.js';
 import { encodeCbor } from '../envelope/cbor.js';
 import { ReplayGuard } from '../store/replay-guard.js';
 import { RESULT_TOPIC, signResultAsync } from '../envelope/result.js';
+import { signApprovalAnswerAsync } from '../envelope/approval-answer.js';
 import { TrustedClock } from '../store/trusted-clock.js';
 import { MqttLink, type InboundMessage, type OversizeReport } from '../transport/mqtt-link.js';
 import { Outbox } from '../transport/outbox.js';
@@ -51,7 +52,7 @@ import { MqttAckRouter, MqttExecutor } from './executors/mqtt.js';
 import { type Executor, MAX_EXECUTOR_REPLY_BYTES } from './executors/types.js';
 import { Metrics } from './metrics.js';
 import { type FirstArrival, RecentResults } from './recent-results.js';
-import { type CommandOutcome, CommandPipeline, type FailClosedState } from './pipeline.js';
+import { type ApprovalAnswer, type CommandOutcome, CommandPipeline, type FailClosedState } from './pipeline.js';
 import { GroupCommit } from '../store/group-commit.js';
 import { openStateDb, type Database } from '../store/state-db.js';
 import { StateDirLock } from '../store/state-lock.js';
@@ -608,15 +609,7 @@ export class Agent {
     if (message.topic === topics.cmd) {
       await this.onCommand(message);
     } else if (message.topic === topics.approve) {
-      // The approval is counted (durably) before handleApproval first yields, so the message may
-      // be acknowledged then; a quorum's execution must not hold up the link.
-      this.track(
-        this.pipeline.handleApproval(message.payload).then((result) => {
-          this.metrics.inc('ztedge_approvals_total', 'Approval envelopes, by result', { code: result.code });
-          if (result.settled) this.settled(result.settled);
-        }),
-        'approval handling failed',
-      );
+      this.onApproval(message);
     } else if (message.topic === topics.bundle) {
       if (message.payload.length === 0) return; // a cleared retained message
       try {
@@ -635,6 +628,48 @@ export class Agent {
       }
     }
     else if (message.topic === topics.attestChallenge) this.onChallenge(message);
+  }
+
+  /**
+   * An approval: counted (durably) before handleApproval first yields, so the message may be
+   * acknowledged then; the quorum's execution must not hold up the link. The approver is answered
+   * on its response topic (MQTT 5, inside the reply namespace) or on `approve/result`.
+   */
+  private onApproval(message: InboundMessage): void {
+    const refusal = this.replyRefusal(message);
+    if (refusal !== undefined) {
+      // Not decided: its approver would never hear the answer. Answered on the default answer topic.
+      const correlation = message.correlationData !== undefined && message.correlationData.length <= MAX_CORRELATION_BYTES ? toHex(message.correlationData) : undefined;
+      const route = { topic: this.topics.approveResult, ...(correlation === undefined ? {} : { correlation }) };
+      this.track(this.pipeline.refuseApprovalInput(message.payload, refusal.code, refusal.message).then((answer) => this.answerApproval(answer, route)), 'refusing an approval failed');
+      return;
+    }
+    const route = routeFor(message, this.topics, this.topics.approveResult);
+    this.track(
+      this.pipeline.handleApproval(message.payload, (answer) => this.answerApproval(answer, route)).then((result) => {
+        this.metrics.inc('ztedge_approvals_total', 'Approval envelopes, by result', { code: result.code });
+        if (result.settled) this.settled(result.settled);
+      }),
+      'approval handling failed',
+    );
+  }
+
+  /** Signs an approval's answer with the device key and queues it on the approver's route. */
+  private answerApproval(answer: ApprovalAnswer, route: ReplyRoute): void {
+    if (answer.unanswered) return;
+    const signed = signApprovalAnswerAsync({
+      key: this.deviceKey,
+      deviceId: this.config.device.id,
+      approval: answer.approval,
+      ...(answer.command === undefined ? {} : { command: answer.command }),
+      code: answer.code,
+      message: answer.message,
+      ...(answer.approvals === undefined ? {} : { approvals: answer.approvals }),
+      ...(answer.required === undefined ? {} : { required: answer.required }),
+      ...(answer.grantExpiresMs === undefined ? {} : { grantExpiresMs: answer.grantExpiresMs }),
+      now: this.clock.now(),
+    });
+    void this.sendWhenSigned(signed, route);
   }
 
   /** Resolves once the decision is recorded; execution and the result follow in the background. */
@@ -1010,10 +1045,10 @@ function readPasswordFile(file: string): string {
   }
 }
 
-/** Where a command's result goes: its response topic (already checked) and correlation data, or the default topic. */
-function routeFor(message: InboundMessage, topics: DeviceTopics): ReplyRoute {
+/** Where a command's result (an approval's answer) goes: its response topic (already checked) and correlation data, or the default topic. */
+function routeFor(message: InboundMessage, topics: DeviceTopics, fallback = topics.cmdResult): ReplyRoute {
   return {
-    topic: message.responseTopic ?? topics.cmdResult,
+    topic: message.responseTopic ?? fallback,
     ...(message.correlationData === undefined ? {} : { correlation: toHex(message.correlationData) }),
   };
 }

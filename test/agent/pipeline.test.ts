@@ -143,4 +143,30 @@ describe('command pipeline', () => {
     expect(core.executor.calls.map((c) => c.action)).toEqual(['weld']);
     core.close();
   });
+
+  it('answers each approval with its code and reason, the quorum before the command runs, and records every approver', async () => {
+    const core = makeCore();
+    const held = await core.pipeline.handleCommand({ bytes: command(core.keys.planner, core.clock.ms, 'weld'), source: 'mqtt' });
+    const answers: Array<Record<string, unknown>> = [];
+    const approve = (key: typeof core.keys.alice) =>
+      core.pipeline.handleApproval(approval(key, core.clock.ms, held.digest!), (a) => answers.push({ code: a.code, message: a.message, approvals: a.approvals, executed: core.executor.calls.length, grant: a.grantExpiresMs }));
+    await approve(core.keys.mallory);
+    await approve(core.keys.alice);
+    await approve(core.keys.bob);
+    expect(answers).toEqual([
+      { code: 'APPROVAL_NOT_APPROVER', message: 'User::"mallory" is not in Role::"supervisor", whose approval this command needs', approvals: undefined, executed: 0, grant: undefined },
+      { code: 'APPROVAL_COUNTED', message: 'approval 1 of 2 counted; the command waits for 1 more', approvals: 1, executed: 0, grant: undefined },
+      { code: 'APPROVAL_QUORUM', message: 'approval 2 of 2: quorum reached; the command is allowed and runs', approvals: 2, executed: 0, grant: core.clock.ms + 5 * 60_000 },
+    ]);
+    expect(core.executor.calls).toHaveLength(1);
+    // Garbage is answered too (within the refusal answer rate), with the envelope's code.
+    const garbage = await core.pipeline.handleApproval(new Uint8Array([1, 2, 3]));
+    expect(garbage).toMatchObject({ code: 'ENVELOPE_TRAILING_BYTES' });
+    expect(garbage.unanswered).toBeUndefined();
+    const records = core.audit.read(1, 100).map((r) => decodeCbor(r.body, limits) as Map<string, unknown>);
+    const allowed = records.find((b) => b.get('decision') === 'allow')!;
+    expect(allowed.get('approvers')).toEqual(['User::"alice"', 'User::"bob"']);
+    expect(records.find((b) => b.get('approval') === 'APPROVAL_NOT_APPROVER')?.get('message')).toMatch(/is not in Role::"supervisor"/);
+    core.close();
+  });
 });
