@@ -379,8 +379,9 @@ export class Agent {
   }
 
   /**
-   * Ready to enforce: a policy bundle is active and the agent is not fail-closed (its audit log
-   * takes records). Every reason it is not is listed.
+   * Ready to enforce: a policy bundle is active, the agent is not fail-closed (its audit log
+   * takes records) and the audit log is not at its cap. Every reason it is not is listed (in
+   * words that do not change while the reason lasts: each change is logged once).
    */
   readiness(): Readiness {
     const reasons: Readiness['reasons'] = [];
@@ -389,6 +390,12 @@ export class Agent {
       const why = this.failClosed.reason ?? 'UNKNOWN';
       const detail = why === 'AUDIT_WRITE_FAILED' ? 'the audit log cannot be written' : why;
       reasons.push({ code: 'FAIL_CLOSED', message: `fail-closed (${why}): ${detail}; only @safety actions pass` });
+    }
+    if (this.audit.capacity().full) {
+      reasons.push({
+        code: 'AUDIT_FULL',
+        message: 'the audit log holds as many records not yet synced upstream as its cap allows (audit.capBytes): every command not marked @safety is denied AUDIT_FULL until the upstream has them',
+      });
     }
     return { ready: reasons.length === 0, reasons };
   }
@@ -905,7 +912,9 @@ export class Agent {
       syncedSeq: capacity.syncedSeq,
       full: capacity.full,
       capBytes: capacity.capBytes,
+      reserveBytes: capacity.reserveBytes,
       unsyncedBytes: capacity.unsyncedBytes,
+      unsyncedRecords: capacity.unsyncedRecords,
       sync: this.sync === null ? null : this.sync.status(),
     };
   }
@@ -916,6 +925,8 @@ export class Agent {
     this.metrics.set('ztedge_audit_backlog_records', 'Audit records not yet stored upstream', capacity.unsyncedRecords);
     this.metrics.set('ztedge_audit_backlog_bytes', 'Bytes of audit records not yet stored upstream (counted against the cap)', capacity.unsyncedBytes);
     this.metrics.set('ztedge_audit_full', 'Audit cap reached: commands not marked @safety are denied AUDIT_FULL', capacity.full ? 1 : 0);
+    this.metrics.set('ztedge_audit_cap_bytes', 'Unsynced audit bytes at which the agent fails closed (audit.capBytes; 0: no cap)', capacity.capBytes ?? 0);
+    this.metrics.set('ztedge_audit_reserve_bytes', 'Part of the cap kept for AUDIT_FULL denials and lifecycle records', capacity.reserveBytes);
     if (status === undefined) return;
     this.metrics.set('ztedge_audit_backlog_oldest_seconds', 'Age of the oldest audit record not yet stored upstream', (status.backlog.oldestAgeMs ?? 0) / 1000);
     this.metrics.set('ztedge_audit_last_sync_timestamp_seconds', 'When a batch was last stored upstream (0: never)', (status.lastSyncMs ?? 0) / 1000);
