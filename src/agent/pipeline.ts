@@ -149,14 +149,6 @@ export interface CommandInput {
 
 type OutcomeReport = (outcome: CommandOutcome) => void | Promise<void>;
 
-/** What a decision record says beyond the verdict. */
-interface RecordExtras {
-  /** The approvers counted, for a command approved at its quorum. */
-  approvers?: readonly string[];
-  /** Why, in words (overrides the verdict's note). */
-  note?: string;
-}
-
 export class CommandPipeline {
   readonly refusals: RefusalLog;
 
@@ -241,7 +233,7 @@ export class CommandPipeline {
     // Queued before the decision record, so it commits with it or earlier.
     if (decision !== 'deny') this.deps.rate.record(verdict.count, principal, command.claims.act, now);
     // The decision record is queued in this same turn, so it commits together with the replay entry.
-    const decisionRecord = this.recordDecision(command, principal, bundle, decision, reasons, verdict, { ...(note === undefined ? {} : { note }) });
+    const decisionRecord = this.recordDecision(command, principal, bundle, decision, reasons, verdict, note);
     if (decision !== 'allow') {
       await Promise.all([replayRecorded, decisionRecord]);
       const outcome = decision === 'pending' ? 'pending_approval' : 'not_executed';
@@ -402,7 +394,7 @@ export class CommandPipeline {
     const verdict = decide({ deviceId: this.deps.deviceId, command, issuer, bundle, facts, grants: this.deps.grants, rate: this.deps.rate, approved: { approvals: approvers.length } });
     const withCti = { ...base, ctiHex: toHex(command.claims.cti) };
     if (verdict.decision !== 'allow') {
-      await this.recordDecision(command, held.principal, bundle, 'deny', verdict.reasons, verdict, { approvers, note: verdict.note ?? 'denied at quorum: the policy or the device changed since the command was held' });
+      await this.recordDecision(command, held.principal, bundle, 'deny', verdict.reasons, verdict, verdict.note ?? 'denied at quorum: the policy or the device changed since the command was held', approvers);
       const denied: CommandOutcome = { ...withCti, decision: 'deny', policies: verdict.policies, reasons: verdict.reasons, outcome: 'not_executed' };
       onDecided(denied);
       return denied;
@@ -421,7 +413,7 @@ export class CommandPipeline {
     }
     const { reasons, policies } = verdict;
     const unsettled = this.deps.unsettled.add({ digest: held.digest, cti: command.claims.cti, action: held.action, policies, reasons, reply: held.reply.route, decidedMs: now });
-    await Promise.all([this.recordDecision(command, held.principal, bundle, 'allow', reasons, verdict, { approvers }), unsettled]);
+    await Promise.all([this.recordDecision(command, held.principal, bundle, 'allow', reasons, verdict, undefined, approvers), unsettled]);
     const allowed = withGrant(withCti, verdict);
     onDecided({ ...allowed, decision: 'allow', policies, reasons, outcome: 'executing' });
     return this.execute(allowed, held.action, held.principal, held.resource, command.claims.args, policies, reasons, () => {});
@@ -581,9 +573,11 @@ export class CommandPipeline {
     decision: FinalDecision,
     reasons: readonly string[],
     verdict: Verdict,
-    extras: RecordExtras,
+    /** Why, in words (the verdict's note unless another is given). */
+    note: string | undefined = verdict.note,
+    /** The approvers counted, for a command decided at its quorum. */
+    approvers?: readonly string[],
   ): Promise<void> {
-    const note = extras.note ?? verdict.note;
     const body: Record<string, Encodable> = {
       cmd: command.digest,
       cti: command.claims.cti,
@@ -599,7 +593,7 @@ export class CommandPipeline {
       reasons,
       errors: verdict.errors.map((e) => ({ policy: e.policyId, code: e.code })),
     };
-    if (extras.approvers !== undefined) body.approvers = extras.approvers;
+    if (approvers !== undefined) body.approvers = approvers;
     // The grant the approval created (APPROVED), or the one that allowed it (JIT_GRANT).
     if (verdict.grant !== undefined && decision === 'allow') body.grant = { expiresMs: verdict.grant.expiresMs, policies: verdict.grant.policies };
     if (note !== undefined) body.note = note;
