@@ -18,7 +18,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { obligationsOf } from '../src/agent/obligations.js';
+import { obligationsOf } from '../src/bundle/obligations.js';
 import { buildRequest } from '../src/agent/request-context.js';
 import { openStateDb } from '../src/store/state-db.js';
 import { DEFAULT_SETTINGS } from '../src/bundle/format.js';

@@ -183,7 +183,7 @@ async function main(keep: boolean, dir: string): Promise<void> {
     say(`keys in ${dir} (planner-7, olga, sam, sara, sven, device); Ctrl-C stops the demo and deletes them. Try:\n`);
     say(`npx ztedge cmd send ${target} --key ${at('planner-7.key')} --act move --res 'Arm::"arm-1"' --args '{"speed":300,"zone":"A"}' --device-key ${at('device.pub')}`);
     say(`npx ztedge cmd send ${target} --key ${at('sam.key')} --act override_limits --res 'Arm::"arm-1"' --device-key ${at('device.pub')} --no-wait`);
-    say(`npx ztedge approve ${target} --key ${at('sara.key')} --command DIGEST    # DIGEST: the "command" of the pending result; then again with sven.key`);
+    say(`npx ztedge approve ${target} --key ${at('sara.key')} --command DIGEST --device-key ${at('device.pub')}    # DIGEST: the "command" of the pending result; then again with sven.key`);
     say(`curl http://127.0.0.1:${agent.httpPort()}/v1/status`);
     await new Promise<void>((resolve) => (onInterrupt = resolve));
   }

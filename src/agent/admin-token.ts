@@ -1,5 +1,5 @@
 // The admin token file (`http.adminTokenFile`): the secret that admin endpoints of the local API
-// (`GET /v1/audit`) require as `Authorization: Bearer <token>`. Read once at start and refused,
+// (`GET /v1/audit`, `GET /v1/approvals`) require as `Authorization: Bearer <token>`. Read once at start and refused,
 // like a private key, when others can read it; a configured token that cannot be used stops the
 // start instead of leaving the endpoints unprotected or silently off.
 import fs from 'node:fs';

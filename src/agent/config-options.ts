@@ -61,7 +61,7 @@ export const CONFIG_OPTIONS: readonly OptionDescription[] = [
   { path: 'http.enabled', type: { kind: 'boolean' }, default: true, doc: 'Serve the local HTTP API' },
   { path: 'http.host', type: { kind: 'string' }, default: '127.0.0.1', doc: 'Address of the local API (loopback unless you mean otherwise)' },
   { path: 'http.port', type: { kind: 'integer', min: 0, max: 65535 }, default: 8181, doc: 'Port of the local API (0: any free port)' },
-  { path: 'http.adminTokenFile', type: { kind: 'path' }, defaultText: 'none: admin endpoints disabled', doc: 'File (mode 0600) holding the token that admin endpoints (GET /v1/audit) require as Authorization: Bearer' },
+  { path: 'http.adminTokenFile', type: { kind: 'path' }, defaultText: 'none: admin endpoints disabled', doc: 'File (mode 0600) holding the token that admin endpoints (GET /v1/audit, GET /v1/approvals) require as Authorization: Bearer' },
   { path: 'posture', type: { kind: 'enum', values: ['trusted', 'degraded', 'untrusted'] }, default: 'degraded', doc: 'Device posture given to policies as context.posture until attestation reports one' },
   { path: 'attestation.profiles', type: { kind: 'path' }, defaultText: 'the profiles shipped with ztedge', doc: 'Directory of firmware profiles (device.profile names one); setting any attestation option measures posture instead of configuring it' },
   { path: 'attestation.measureRoot', type: { kind: 'path' }, default: '/', doc: 'Prefix under which the profile\'s device paths are measured (tests, containers)' },

@@ -1,7 +1,7 @@
-// The path of one command: verify → replay guard → request context → policy (strict) →
-// obligations (fail-closed mode, rate, approval) → audit record committed → executor →
-// execution audited. Every step that refuses says why with a stable reason code, and nothing
-// is executed without its decision record committed first.
+// The path of one command, the shell around the pure decision (decide.ts): verify → decide →
+// replay entry reserved → rate counted → held for approval → decision recorded, once per verdict
+// → executor → execution recorded. Every step that refuses says why with a stable reason code,
+// and nothing is executed without its decision record committed first.
 //
 // Commands are handled concurrently; signatures are checked off the event loop. Everything a
 // command writes before it may act — its replay entry, rate events, decision record — is queued
@@ -18,26 +18,29 @@ import { sha256 } from '../crypto/hash.js';
 import type { SignatureVerifier } from '../crypto/verifier.js';
 import type { AuditKind } from '../audit/chain.js';
 import { type AppendArea, AuditError, type AuditSink } from '../audit/log.js';
-import type { BundleIssuer } from '../bundle/content.js';
 import type { VerifiedBundle } from '../bundle/verify.js';
 import type { GrantStore } from '../store/grants.js';
 import { type PendingApprovals, type PendingCommand, PendingFullError } from '../store/pending-approvals.js';
 import type { RateLimiter } from '../store/rate-limiter.js';
+import type { ReplyRoute } from '../store/reply-route.js';
 import { type Encodable, encodeCbor } from '../envelope/cbor.js';
 import { type VerifiedCommand, COMMAND_TOPIC, type ReplayRecorder, verifyCommand, verifyCommandAsync } from '../envelope/command.js';
 import { APPROVAL_TOPIC, type VerifiedApproval, verifyApproval } from '../envelope/approval.js';
+import { APPROVAL_ACCEPTED_CODES } from '../envelope/approval-answer.js';
 import { EnvelopeError } from '../envelope/errors.js';
 import type { ReplayReserver } from '../store/replay-guard.js';
 import type { TimeSource } from '../store/trusted-clock.js';
 import type { UnsettledCommands } from '../store/unsettled-commands.js';
 import type { EnvelopeVerifyOptions, ResolvedKey } from '../envelope/signed-claims.js';
-import { type EntityUid, enforce, type EnforcedDecision } from '../policy/index.js';
+import { type EntityUid, enforce } from '../policy/index.js';
 import type { Posture } from './config.js';
+import { type ApprovalHold, type DecisionFacts, type FailClosedState, type Verdict, decide } from './decide.js';
 import type { ExecutionOutcome, Executor } from './executors/types.js';
 import type { Metrics } from './metrics.js';
-import { ObligationError, type Obligations, obligationsOf } from './obligations.js';
 import { RefusalLog } from './refusal-log.js';
-import { type CommandSource, type ContextFacts, RequestBuildError, argsToJson, buildApprovalRequest, buildRequest, isHostedOn, resourceUid } from './request-context.js';
+import { type CommandSource, RequestBuildError, argsToJson, buildApprovalRequest, resourceUid } from './request-context.js';
+
+export type { FailClosedState };
 
 export type FinalDecision = 'allow' | 'deny' | 'pending';
 
@@ -49,25 +52,40 @@ export interface CommandOutcome {
   issuer?: string;
   decision: FinalDecision;
   /** Determining policy ids. */
-  policies: string[];
+  policies: readonly string[];
   /** Stable reason codes, e.g. NO_PERMIT, FORBIDDEN, RATE_LIMITED, ENVELOPE_EXPIRED. */
-  reasons: string[];
+  reasons: readonly string[];
   /** executed | failed | timeout | not_executed | pending_approval | rejected */
   outcome: string;
   detail?: unknown;
+  /** Expiry of the just-in-time grant the command created (APPROVED) or was allowed by (JIT_GRANT). */
+  grantExpiresMs?: number;
   /** A refusal over the answer rate (refusal-log.ts): not to be answered with a signed result. */
   unanswered?: true;
 }
 
-export interface ApprovalOutcome {
+/** What became of one approval: the approver's answer. */
+export interface ApprovalAnswer {
+  /** APPROVAL_COUNTED, APPROVAL_QUORUM, APPROVAL_REJECTED (accepted), or why it was refused. */
   code: string;
-  /** Set when this approval (or a rejection, or expiry) settled the held command. */
-  settled?: { command: PendingCommand; outcome: CommandOutcome };
+  /** The same, in words. */
+  message: string;
+  /** SHA-256 of the approval envelope. */
+  approval: Uint8Array;
+  /** The command the approval names, once read. */
+  command?: Uint8Array;
+  /** The quorum so far, where known. */
+  approvals?: number;
+  required?: number;
+  /** Expiry of the just-in-time grant the quorum created. */
+  grantExpiresMs?: number;
+  /** A refusal over the answer rate (refusal-log.ts): not to be answered. */
+  unanswered?: true;
 }
 
-export interface FailClosedState {
-  active: boolean;
-  reason?: string;
+export interface ApprovalOutcome extends ApprovalAnswer {
+  /** Set when this approval (or a rejection, or expiry) settled the held command. */
+  settled?: { command: PendingCommand; outcome: CommandOutcome };
 }
 
 export interface PipelineDeps {
@@ -113,8 +131,8 @@ export interface PipelineDeps {
 export interface CommandInput {
   bytes: Uint8Array;
   source: CommandSource;
-  /** Reply routing, stored with a command held for approval. */
-  reply?: unknown;
+  /** Where the result goes, stored with a command held for approval (or allowed, until it is settled). */
+  reply?: ReplyRoute;
   /**
    * Called once the decision is durably recorded, before any execution: the transport acks the
    * message here, so a crash before this point makes the broker redeliver it.
@@ -130,9 +148,6 @@ export interface CommandInput {
 }
 
 type OutcomeReport = (outcome: CommandOutcome) => void | Promise<void>;
-
-/** How long an approval-created just-in-time grant lasts unless `@grant_ttl` says otherwise. */
-const DEFAULT_GRANT_TTL_MS = 10 * 60_000;
 
 export class CommandPipeline {
   readonly refusals: RefusalLog;
@@ -164,11 +179,15 @@ export class CommandPipeline {
     return outcome;
   }
 
+  /**
+   * The shell around decide(): verify, decide, reserve the replay entry, count the rate, hold,
+   * record the decision once, execute.
+   */
   private async decideAndRun(input: CommandInput, report: OutcomeReport): Promise<CommandOutcome> {
     const bundle = this.deps.bundle();
     const now = this.deps.clock.now();
     // When trusted time is only a lower bound of the real time (the system clock reads earlier
-    // than the floor), an iat ahead of it may be honest: only a @safety action is let through then.
+    // than the floor), an iat ahead of it may be honest: decide() lets only a @safety action through then.
     const clockInDoubt = this.deps.clock.inDoubt();
     const refuse = (code: string, message: string) => this.refuse(input.bytes, code, message, refusalSource(input.source));
     if (bundle === null) return refuse('NO_ACTIVE_BUNDLE', 'no policy bundle is active');
@@ -177,14 +196,17 @@ export class CommandPipeline {
     }
 
     let command: VerifiedCommand;
+    let principal: string;
     let replayRecorded: Promise<void>;
+    let verdict: Verdict;
     try {
       // The signature is checked on libuv's thread pool; the bundle and time read at receipt
       // stay the ones this command is decided by.
       command = await verifyCommandAsync(input.bytes, { ...this.verifyOptions(bundle, COMMAND_TOPIC, now), tolerateEarly: clockInDoubt });
-      if (command.early !== undefined && !this.isSafetyAction(bundle, command, input.source, now)) {
-        return refuse(command.early.code, `${command.early.message} (trusted time is in doubt; only @safety actions are let through)`);
-      }
+      const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
+      principal = issuer.principal.key;
+      verdict = decide({ deviceId: this.deps.deviceId, command, issuer, bundle, facts: this.facts(bundle, input.source, now), grants: this.deps.grants, rate: this.deps.rate });
+      if (verdict.decision === 'refused') return refuse(verdict.reasons[0]!, verdict.note!);
       // Each issuer key of the bundle has its own share of the replay store: none can crowd out another.
       replayRecorded = this.deps.replay.reserve({ keyId: command.kid, cti: command.claims.cti, expMs: command.claims.expMs }, now, bundle.issuersByKid.size);
     } catch (err) {
@@ -193,90 +215,86 @@ export class CommandPipeline {
     }
     // Awaited with the decision record below; this only keeps an early throw from leaving it unobserved.
     replayRecorded.catch(() => undefined);
-    // The decision record is queued in this same turn, so it commits together with the replay entry.
-    const recorded = (decisionRecord: Promise<void>) => Promise.all([replayRecorded, decisionRecord]);
-    const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
     const base = { digest: command.digest, ctiHex: toHex(command.claims.cti), issuer: command.issuer };
 
-    const evaluated = this.evaluate(bundle, issuer.principal, command, input.source, now);
-    if ('refused' in evaluated) {
-      await recorded(this.auditDecision(command, issuer, bundle, 'deny', [], [evaluated.refused], evaluated.message));
-      return { ...base, decision: 'deny', policies: [], reasons: [evaluated.refused], outcome: 'not_executed', detail: evaluated.message };
-    }
-    const { decision, obligations, viaGrant } = evaluated;
-    const policies = decision.determining.map((d) => d.id);
-
-    if (decision.decision === 'deny') {
-      await recorded(this.auditDecision(command, issuer, bundle, 'deny', policies, decision.reasonCodes, undefined, decision));
-      return { ...base, decision: 'deny', policies, reasons: decision.reasonCodes, outcome: 'not_executed' };
-    }
-
-    const refusal = this.checkObligations(obligations, issuer.principal.key, command, now);
-    if (refusal !== undefined) {
-      await recorded(this.auditDecision(command, issuer, bundle, 'deny', policies, [refusal], undefined, decision));
-      return { ...base, decision: 'deny', policies, reasons: [refusal], outcome: 'not_executed' };
-    }
-
-    if (obligations.approvals > 0 && !viaGrant) {
-      const held: PendingCommand = {
-        digest: command.digest,
-        envelope: input.bytes,
-        principal: issuer.principal.key,
-        action: command.claims.act,
-        resource: command.claims.res,
-        required: obligations.approvals,
-        approvers: obligations.approvers,
-        expiresMs: command.claims.expMs,
-        createdMs: now,
-        reply: { reply: input.reply ?? null, grantTtlMs: grantTtl(decision), source: input.source },
-      };
+    let decision = verdict.decision;
+    let reasons = verdict.reasons;
+    let note = verdict.note;
+    if (decision === 'pending') {
       try {
-        this.deps.pending.hold(held);
+        this.deps.pending.hold(this.held(command, input, principal, verdict.hold!, now));
       } catch (err) {
         if (!(err instanceof PendingFullError)) throw err;
-        await recorded(this.auditDecision(command, issuer, bundle, 'deny', policies, ['APPROVAL_QUEUE_FULL'], err.message, decision));
-        return { ...base, decision: 'deny', policies, reasons: ['APPROVAL_QUEUE_FULL'], outcome: 'not_executed' };
+        decision = 'deny';
+        reasons = [err.code];
+        note = err.message;
       }
-      await recorded(this.auditDecision(command, issuer, bundle, 'pending', policies, ['APPROVAL_REQUIRED'], undefined, decision));
-      return { ...base, decision: 'pending', policies, reasons: ['APPROVAL_REQUIRED'], outcome: 'pending_approval' };
+    }
+    // Queued before the decision record, so it commits with it or earlier.
+    if (decision !== 'deny') this.deps.rate.record(verdict.count, principal, command.claims.act, now);
+    // The decision record is queued in this same turn, so it commits together with the replay entry.
+    const decisionRecord = this.recordDecision(command, principal, bundle, decision, reasons, verdict, note);
+    if (decision !== 'allow') {
+      await Promise.all([replayRecorded, decisionRecord]);
+      const outcome = decision === 'pending' ? 'pending_approval' : 'not_executed';
+      // A reason the code alone does not say (e.g. RESOURCE_NOT_ON_DEVICE) goes back to the sender.
+      return { ...base, decision, policies: verdict.policies, reasons, outcome, ...(verdict.note === undefined ? {} : { detail: verdict.note }) };
     }
 
-    const reasons = viaGrant ? ['JIT_GRANT'] : ['PERMITTED'];
-    if (command.early !== undefined) reasons.push('CLOCK_IN_DOUBT');
     try {
-      const unsettled = this.deps.unsettled.add({ digest: command.digest, cti: command.claims.cti, action: command.claims.act, policies, reasons, reply: input.reply ?? null, decidedMs: now });
-      await Promise.all([recorded(this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, undefined, decision)), unsettled]);
+      const unsettled = this.deps.unsettled.add({ digest: command.digest, cti: command.claims.cti, action: command.claims.act, policies: verdict.policies, reasons, reply: input.reply ?? null, decidedMs: now });
+      await Promise.all([replayRecorded, decisionRecord, unsettled]);
     } catch {
       // Without a committed record (decision and replay entry) there is no execution, so nothing
       // is left unsettled either (the row is gone with a rolled-back batch, or removed here).
       this.deps.unsettled.settle(command.digest).catch(() => undefined);
-      return { ...base, decision: 'deny', policies, reasons: ['AUDIT_UNAVAILABLE'], outcome: 'not_executed' };
+      return { ...base, decision: 'deny', policies: verdict.policies, reasons: ['AUDIT_UNAVAILABLE'], outcome: 'not_executed' };
     }
     input.onRecorded?.();
-    return this.execute(base, command.claims.act, issuer.principal.key, command.claims.res, command.claims.args, policies, reasons, report);
+    return this.execute(withGrant(base, verdict), command.claims.act, principal, command.claims.res, command.claims.args, verdict.policies, reasons, report);
+  }
+
+  /** The row a command held for approval keeps: its envelope (re-verified at quorum) and where its result goes. */
+  private held(command: VerifiedCommand, input: CommandInput, principal: string, hold: ApprovalHold, now: number): PendingCommand {
+    return {
+      digest: command.digest,
+      envelope: input.bytes,
+      principal,
+      action: command.claims.act,
+      resource: command.claims.res,
+      required: hold.required,
+      approvers: hold.approvers,
+      expiresMs: command.claims.expMs,
+      createdMs: now,
+      reply: { route: input.reply ?? null, source: input.source },
+    };
   }
 
   /**
-   * Verifies an approval envelope and counts it toward its held command's quorum. Never rejects:
-   * a failure (a store, a bug) is recorded and answered as APPROVAL_FAILED.
+   * Verifies an approval envelope and counts it toward its held command's quorum. `onAnswer` is
+   * told once what became of the approval (the approver's answer), as soon as that is recorded:
+   * for the approval that completes a quorum, once the command is decided again and recorded,
+   * before it executes. Never rejects: a failure (a store, a bug) is recorded and answered as
+   * APPROVAL_FAILED.
    */
-  async handleApproval(bytes: Uint8Array): Promise<ApprovalOutcome> {
+  async handleApproval(bytes: Uint8Array, onAnswer?: (answer: ApprovalAnswer) => void): Promise<ApprovalOutcome> {
+    const answer = once(onAnswer);
+    let outcome: ApprovalOutcome;
     try {
-      return await this.decideApproval(bytes);
+      outcome = await this.decideApproval(bytes, sha256(bytes), answer);
     } catch (err) {
       const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
       await this.auditApproval(undefined, 'APPROVAL_FAILED', { message: message.slice(0, 200), digest: sha256(bytes) });
-      return { code: 'APPROVAL_FAILED' };
+      outcome = { code: 'APPROVAL_FAILED', message: 'the agent could not decide this approval (recorded); send it again', approval: sha256(bytes) };
     }
+    answer(outcome);
+    return outcome;
   }
 
-  private async decideApproval(bytes: Uint8Array): Promise<ApprovalOutcome> {
+  private async decideApproval(bytes: Uint8Array, digest: Uint8Array, answer: (answer: ApprovalAnswer) => void): Promise<ApprovalOutcome> {
     const bundle = this.deps.bundle();
     const now = this.deps.clock.now();
-    if (bundle === null) {
-      await this.refusals.refuse('mqtt:approve', 'NO_ACTIVE_BUNDLE', 'decision', { approval: 'NO_ACTIVE_BUNDLE', digest: sha256(bytes) }).recorded;
-      return { code: 'NO_ACTIVE_BUNDLE' };
-    }
+    if (bundle === null) return this.refuseApproval(digest, 'NO_ACTIVE_BUNDLE', 'no policy bundle is active', bytes.length);
     let approval: VerifiedApproval;
     try {
       const options = this.verifyOptions(bundle, APPROVAL_TOPIC, now);
@@ -286,37 +304,67 @@ export class CommandPipeline {
       this.deps.replay.checkAndRecord({ keyId: approval.kid, cti: approval.claims.cti, expMs: approval.claims.expMs }, now, bundle.issuersByKid.size);
     } catch (err) {
       if (!(err instanceof EnvelopeError)) throw err;
-      // Before verification (or a replay): anyone can send these, so they are counted and sampled.
-      const body = { approval: err.code, message: err.message.slice(0, 200), size: bytes.length, digest: sha256(bytes) };
-      await this.refusals.refuse('mqtt:approve', err.code, 'decision', body).recorded;
-      return { code: err.code };
+      return this.refuseApproval(digest, err.code, err.message, bytes.length);
     }
     const approver = bundle.issuersByKid.get(toHex(approval.kid))!.principal;
+    const base = { approval: digest, command: approval.claims.cmd };
+    /** A verified approval's fate: recorded (with the approver and why), then answered. */
+    const decided = async (code: string, message: string, extra: Partial<ApprovalOutcome> = {}, record: Record<string, Encodable> = {}): Promise<ApprovalOutcome> => {
+      await this.auditApproval(approval, code, { approver: approver.key, ...(APPROVAL_ACCEPTED_CODES.has(code) ? {} : { message: message.slice(0, 200) }), ...record });
+      return { ...base, code, message, ...extra };
+    };
     const held = this.deps.pending.get(approval.claims.cmd);
     if (held === undefined) {
-      await this.auditApproval(approval, 'APPROVAL_UNKNOWN_COMMAND', { approver: approver.key });
-      return { code: 'APPROVAL_UNKNOWN_COMMAND' };
+      return decided('APPROVAL_UNKNOWN_COMMAND', `no command ${toHex(approval.claims.cmd)} is held for approval on this device (never held, already settled, or expired)`);
     }
+    const counts = { required: held.required };
     const reopened = this.reopen(bundle, held, now);
     if (reopened instanceof EnvelopeError) {
-      await this.auditApproval(approval, 'APPROVAL_EXPIRED', { approver: approver.key, code: reopened.code });
-      const outcome = await this.settleDenied(held, reopened.code === 'ENVELOPE_EXPIRED' ? 'APPROVAL_EXPIRED' : reopened.code);
-      return { code: 'APPROVAL_EXPIRED', settled: { command: held, outcome } };
+      const outcome = await decided('APPROVAL_EXPIRED', `the held command can no longer run (${reopened.code}: ${reopened.message}); it is denied`, counts, { code: reopened.code });
+      answer(outcome);
+      return { ...outcome, settled: { command: held, outcome: await this.settleDenied(held, reopened.code === 'ENVELOPE_EXPIRED' ? 'APPROVAL_EXPIRED' : reopened.code) } };
     }
     const refusal = this.approverRefusal(bundle, approver, held, reopened, now);
-    if (refusal !== undefined) {
-      await this.auditApproval(approval, refusal, { approver: approver.key });
-      return { code: refusal };
-    }
+    if (refusal !== undefined) return decided(refusal.code, refusal.message, counts);
     if (approval.claims.dec === 'reject') {
-      await this.auditApproval(approval, 'APPROVAL_REJECTED', { approver: approver.key });
-      const outcome = await this.settleDenied(held, 'APPROVAL_REJECTED');
-      return { code: 'APPROVAL_REJECTED', settled: { command: held, outcome } };
+      const outcome = await decided('APPROVAL_REJECTED', `${approver.key} rejected the command: it is denied`, counts);
+      answer(outcome);
+      return { ...outcome, settled: { command: held, outcome: await this.settleDenied(held, 'APPROVAL_REJECTED') } };
     }
     const counted = this.deps.pending.approve(held.digest, approver.key, now);
-    await this.auditApproval(approval, `APPROVAL_${counted.status.toUpperCase().replace('-', '_')}`, { approver: approver.key });
-    if (counted.status !== 'quorum') return { code: `APPROVAL_${counted.status.toUpperCase().replace('-', '_')}` };
-    return { code: 'APPROVAL_QUORUM', settled: { command: held, outcome: await this.settleApproved(bundle, held, now) } };
+    switch (counted.status) {
+      case 'unknown-command':
+        return decided('APPROVAL_UNKNOWN_COMMAND', `no command ${toHex(held.digest)} is held for approval on this device (settled meanwhile)`);
+      case 'expired':
+        return decided('APPROVAL_EXPIRED', 'the held command expired before this approval counted', counts);
+      case 'duplicate':
+        return decided('APPROVAL_DUPLICATE', `${approver.key} has already approved this command (${counted.approvals} of ${counted.required}); an approver counts once`, { approvals: counted.approvals, required: counted.required });
+      case 'counted':
+        return decided('APPROVAL_COUNTED', `approval ${counted.approvals} of ${counted.required} counted; the command waits for ${counted.required - counted.approvals} more`, { approvals: counted.approvals, required: counted.required });
+      case 'quorum': {
+        const quorum = await decided('APPROVAL_QUORUM', `approval ${counted.approvals} of ${counted.required}: quorum reached`, { approvals: counted.approvals, required: counted.required });
+        const settled = await this.settleApproved(bundle, held, now, (result) => {
+          const said = result.decision === 'allow' ? 'the command is allowed and runs' : `the command was decided again and denied (${result.reasons.join(', ')})`;
+          answer({ ...quorum, message: `${quorum.message}; ${said}`, ...(result.grantExpiresMs === undefined ? {} : { grantExpiresMs: result.grantExpiresMs }) });
+        });
+        return { ...quorum, settled: { command: held, outcome: settled } };
+      }
+    }
+  }
+
+  /** An approval refused before it was read (anyone can send these): counted and sampled, answered within the rate. */
+  private async refuseApproval(digest: Uint8Array, code: string, message: string, size: number): Promise<ApprovalOutcome> {
+    const verdict = this.refusals.refuse('mqtt:approve', code, 'decision', { approval: code, message: message.slice(0, 200), size, digest });
+    await verdict.recorded;
+    return { code, message, approval: digest, ...(verdict.answer ? {} : { unanswered: true as const }) };
+  }
+
+  /**
+   * Refuses an approval without reading it, for a reason found outside the envelope (e.g. its
+   * transport properties), recorded like every refusal.
+   */
+  refuseApprovalInput(bytes: Uint8Array, code: string, message: string): Promise<ApprovalOutcome> {
+    return this.refuseApproval(sha256(bytes), code, message, bytes.length);
   }
 
   /** Denies held commands whose expiry passed before their quorum. */
@@ -327,39 +375,48 @@ export class CommandPipeline {
     return settled;
   }
 
-  private async settleApproved(bundle: VerifiedBundle, held: PendingCommand, now: number): Promise<CommandOutcome> {
+  /** A held command reached its quorum: decided again now, recorded once with its approvers, executed if allowed. */
+  private async settleApproved(bundle: VerifiedBundle, held: PendingCommand, now: number, onDecided: (outcome: CommandOutcome) => void): Promise<CommandOutcome> {
     const base = { digest: held.digest, issuer: held.principal };
+    // Read before the row goes: the record names every approver counted.
+    const approvers = this.deps.pending.approversOf(held.digest);
     this.deps.pending.remove(held.digest);
-    // The policy is asked again at quorum time: the bundle or the posture may have changed.
+    // The policy is asked again at quorum time: the bundle, the posture or the mode may have changed.
     const command = this.reopen(bundle, held, now);
     if (command instanceof EnvelopeError) {
-      await this.auditRecord('decision', { cmd: held.digest, decision: 'deny', reasons: [command.code], via: 'approval' });
-      return { ...base, decision: 'deny', policies: [], reasons: [command.code], outcome: 'not_executed' };
+      await this.auditRecord('decision', { cmd: held.digest, decision: 'deny', reasons: [command.code], via: 'approval', approvers });
+      const denied: CommandOutcome = { ...base, decision: 'deny', policies: [], reasons: [command.code], outcome: 'not_executed' };
+      onDecided(denied);
+      return denied;
     }
     const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
-    const source = (held.reply as { source?: CommandSource } | null)?.source ?? 'mqtt';
-    const evaluated = this.evaluate(bundle, issuer.principal, command, source, now);
-    if ('refused' in evaluated || evaluated.decision.decision === 'deny') {
-      const reasons = 'refused' in evaluated ? [evaluated.refused] : evaluated.decision.reasonCodes;
-      await this.auditDecision(command, issuer, bundle, 'deny', [], reasons, 'policy changed before quorum');
-      return { ...base, ctiHex: toHex(command.claims.cti), decision: 'deny', policies: [], reasons, outcome: 'not_executed' };
+    const facts = this.facts(bundle, held.reply.source, now);
+    const verdict = decide({ deviceId: this.deps.deviceId, command, issuer, bundle, facts, grants: this.deps.grants, rate: this.deps.rate, approved: { approvals: approvers.length } });
+    const withCti = { ...base, ctiHex: toHex(command.claims.cti) };
+    if (verdict.decision !== 'allow') {
+      await this.recordDecision(command, held.principal, bundle, 'deny', verdict.reasons, verdict, verdict.note ?? 'denied at quorum: the policy or the device changed since the command was held', approvers);
+      const denied: CommandOutcome = { ...withCti, decision: 'deny', policies: verdict.policies, reasons: verdict.reasons, outcome: 'not_executed' };
+      onDecided(denied);
+      return denied;
     }
-    const policies = evaluated.decision.determining.map((d) => d.id);
-    const ttl = (held.reply as { grantTtlMs?: number } | null)?.grantTtlMs ?? DEFAULT_GRANT_TTL_MS;
-    this.deps.grants.grant({
-      principal: held.principal,
-      action: held.action,
-      resource: held.resource,
-      grantedMs: now,
-      expiresMs: now + ttl,
-      bundleRevision: bundle.manifest.revision,
-      commandDigest: held.digest,
-    });
-    const reasons = ['APPROVED'];
-    const reply = (held.reply as { reply?: unknown } | null)?.reply ?? null;
-    const unsettled = this.deps.unsettled.add({ digest: held.digest, cti: command.claims.cti, action: held.action, policies, reasons, reply, decidedMs: now });
-    await Promise.all([this.auditDecision(command, issuer, bundle, 'allow', policies, reasons, { approvers: this.deps.pending.approversOf(held.digest) }), unsettled]);
-    return this.execute({ ...base, ctiHex: toHex(command.claims.cti) }, held.action, held.principal, held.resource, command.claims.args, policies, reasons, () => {});
+    if (verdict.grant !== undefined) {
+      this.deps.grants.grant({
+        principal: held.principal,
+        action: held.action,
+        resource: held.resource,
+        grantedMs: now,
+        expiresMs: verdict.grant.expiresMs,
+        bundleRevision: bundle.manifest.revision,
+        commandDigest: held.digest,
+        policies: verdict.grant.policies,
+      });
+    }
+    const { reasons, policies } = verdict;
+    const unsettled = this.deps.unsettled.add({ digest: held.digest, cti: command.claims.cti, action: held.action, policies, reasons, reply: held.reply.route, decidedMs: now });
+    await Promise.all([this.recordDecision(command, held.principal, bundle, 'allow', reasons, verdict, undefined, approvers), unsettled]);
+    const allowed = withGrant(withCti, verdict);
+    onDecided({ ...allowed, decision: 'allow', policies, reasons, outcome: 'executing' });
+    return this.execute(allowed, held.action, held.principal, held.resource, command.claims.args, policies, reasons, () => {});
   }
 
   /** Re-verifies a held command's envelope now (its replay entry is already recorded). */
@@ -379,13 +436,13 @@ export class CommandPipeline {
   }
 
   private async execute(
-    base: Pick<CommandOutcome, 'ctiHex' | 'issuer'> & { digest: Uint8Array },
+    base: Pick<CommandOutcome, 'ctiHex' | 'issuer' | 'grantExpiresMs'> & { digest: Uint8Array },
     action: string,
     principal: string,
     resource: string,
     args: VerifiedCommand['claims']['args'],
-    policies: string[],
-    reasons: string[],
+    policies: readonly string[],
+    reasons: readonly string[],
     report: OutcomeReport,
   ): Promise<CommandOutcome> {
     const executor = this.deps.executor(action);
@@ -418,62 +475,9 @@ export class CommandPipeline {
     return settled;
   }
 
-  private evaluate(
-    bundle: VerifiedBundle,
-    principal: EntityUid,
-    command: VerifiedCommand,
-    source: CommandSource,
-    now: number,
-  ): { decision: EnforcedDecision; obligations: Obligations; viaGrant: boolean } | { refused: string; message: string } {
-    let request;
-    try {
-      if (!isHostedOn(bundle.entities, resourceUid(command.claims.res), this.deps.deviceId)) {
-        return {
-          refused: 'RESOURCE_NOT_ON_DEVICE',
-          message: `${command.claims.res.slice(0, 200)} is neither Device::"${this.deps.deviceId}" nor declared in the bundle as hosted on it`,
-        };
-      }
-      request = buildRequest(principal, command.claims.act, command.claims.res, command.claims.args, this.facts(bundle, source, now));
-    } catch (err) {
-      if (err instanceof RequestBuildError) return { refused: err.code, message: err.message };
-      throw err;
-    }
-    const decision = enforce(bundle.policies, bundle.entities, request, { strict: true });
-    let viaGrant = false;
-    if (decision.decision === 'deny') return { decision, obligations: NO_OBLIGATIONS, viaGrant };
-    try {
-      const permits = decision.determining.filter((d) => d.effect === 'permit');
-      const obligations = obligationsOf(permits);
-      // A live grant from an earlier approval of the same (principal, action, resource) waives a
-      // new quorum. It never stands in for a permit: a bundle that drops the permit revokes it.
-      if (obligations.approvals > 0) viaGrant = this.deps.grants.has(principal.key, command.claims.act, command.claims.res, now);
-      return { decision, obligations, viaGrant };
-    } catch (err) {
-      if (err instanceof ObligationError) return { refused: err.code, message: err.message };
-      throw err;
-    }
-  }
-
-  /** Whether the command would be allowed now, by permits that are all `@safety`. */
-  private isSafetyAction(bundle: VerifiedBundle, command: VerifiedCommand, source: CommandSource, now: number): boolean {
-    const issuer = bundle.issuersByKid.get(toHex(command.kid))!;
-    const evaluated = this.evaluate(bundle, issuer.principal, command, source, now);
-    return !('refused' in evaluated) && evaluated.decision.decision === 'allow' && evaluated.obligations.safety;
-  }
-
-  private checkObligations(obligations: Obligations, principal: string, command: VerifiedCommand, now: number): string | undefined {
-    const failClosed = this.deps.failClosed();
-    if (failClosed.active && !obligations.safety) return 'FAIL_CLOSED';
-    if (!obligations.safety && this.deps.auditFull?.() === true) return 'AUDIT_FULL';
-    if (obligations.rates.length > 0) {
-      const check = this.deps.rate.consume(obligations.rates, principal, command.claims.act, now);
-      if (!check.allowed) return 'RATE_LIMITED';
-    }
-    return undefined;
-  }
-
-  private approverRefusal(bundle: VerifiedBundle, approver: EntityUid, held: PendingCommand, command: VerifiedCommand, now: number): string | undefined {
-    if (approver.key === held.principal) return 'APPROVAL_SELF';
+  /** Why `approver` may not approve `held`, in a code and in words; undefined when it may. */
+  private approverRefusal(bundle: VerifiedBundle, approver: EntityUid, held: PendingCommand, command: VerifiedCommand, now: number): { code: string; message: string } | undefined {
+    if (approver.key === held.principal) return { code: 'APPROVAL_SELF', message: `${approver.key} sent this command and cannot approve it` };
     if (held.approvers.length > 0) {
       const inRole = held.approvers.some((uid) => {
         try {
@@ -482,29 +486,33 @@ export class CommandPipeline {
           return false;
         }
       });
-      if (!inRole) return 'APPROVAL_NOT_APPROVER';
+      if (!inRole) return { code: 'APPROVAL_NOT_APPROVER', message: `${approver.key} is not in ${held.approvers.join(' or ')}, whose approval this command needs` };
     }
     // The approver must itself be permitted to approve this action on this resource.
     let request;
     try {
       request = buildApprovalRequest(approver, held, command.claims.args, this.facts(bundle, 'mqtt', now));
     } catch (err) {
-      if (err instanceof RequestBuildError) return err.code;
+      if (err instanceof RequestBuildError) return { code: err.code, message: err.message };
       throw err;
     }
     const decision = enforce(bundle.policies, bundle.entities, request, { strict: true });
-    return decision.decision === 'allow' ? undefined : 'APPROVAL_NOT_PERMITTED';
+    if (decision.decision === 'allow') return undefined;
+    return { code: 'APPROVAL_NOT_PERMITTED', message: `no policy permits ${approver.key} to approve ${held.action} on ${held.resource} (${decision.reasonCodes.join(', ')})` };
   }
 
-  private facts(bundle: VerifiedBundle, source: CommandSource, now: number): ContextFacts {
-    return {
+  private facts(bundle: VerifiedBundle, source: CommandSource, now: number): DecisionFacts {
+    const facts: DecisionFacts = {
       nowMs: now,
       posture: this.deps.posture(),
-      ...(this.deps.attestation === undefined ? {} : { attestation: this.deps.attestation() }),
       online: this.deps.online(),
       bundle: { revision: bundle.manifest.revision, stale: Math.floor(now / 1000) >= bundle.manifest.expires },
       source,
+      failClosed: this.deps.failClosed(),
+      auditFull: this.deps.auditFull?.() === true,
     };
+    if (this.deps.attestation !== undefined) facts.attestation = this.deps.attestation();
+    return facts;
   }
 
   private verifyOptions(bundle: VerifiedBundle, topic: string, now: number): EnvelopeVerifyOptions {
@@ -557,36 +565,40 @@ export class CommandPipeline {
     return { digest, decision: 'deny', policies: [], reasons: [code], outcome: 'rejected', detail: message, ...(verdict.answer ? {} : { unanswered: true as const }) };
   }
 
-  private auditDecision(
+  /** The one decision record of a decided command, in the area its verdict names. */
+  private recordDecision(
     command: VerifiedCommand,
-    issuer: BundleIssuer,
+    principal: string,
     bundle: VerifiedBundle,
     decision: FinalDecision,
-    policies: string[],
-    reasons: string[],
-    note?: unknown,
-    evaluated?: EnforcedDecision,
-  ) {
-    return this.auditRecord(
-      'decision',
-      {
-        cmd: command.digest,
-        cti: command.claims.cti,
-        kid: command.kid,
-        iss: command.issuer,
-        principal: issuer.principal.key,
-        action: command.claims.act,
-        resource: command.claims.res,
-        args: toEncodable(argsToJson(command.claims.args)),
-        bundle: bundle.manifest.revision,
-        decision,
-        policies,
-        reasons,
-        errors: (evaluated?.errors ?? []).map((e) => ({ policy: e.policyId, code: e.code })),
-        ...(note === undefined ? {} : { note: toEncodable(note) }),
-      },
-      decision === 'allow',
-    );
+    reasons: readonly string[],
+    verdict: Verdict,
+    /** Why, in words (the verdict's note unless another is given). */
+    note: string | undefined = verdict.note,
+    /** The approvers counted, for a command decided at its quorum. */
+    approvers?: readonly string[],
+  ): Promise<void> {
+    const body: Record<string, Encodable> = {
+      cmd: command.digest,
+      cti: command.claims.cti,
+      kid: command.kid,
+      iss: command.issuer,
+      principal,
+      action: command.claims.act,
+      resource: command.claims.res,
+      args: toEncodable(argsToJson(command.claims.args)),
+      bundle: bundle.manifest.revision,
+      decision,
+      policies: verdict.policies,
+      reasons,
+      errors: verdict.errors.map((e) => ({ policy: e.policyId, code: e.code })),
+    };
+    if (approvers !== undefined) body.approvers = approvers;
+    // The grant the approval created (APPROVED), or the one that allowed it (JIT_GRANT).
+    if (verdict.grant !== undefined && decision === 'allow') body.grant = { expiresMs: verdict.grant.expiresMs, policies: verdict.grant.policies };
+    if (note !== undefined) body.note = note;
+    // A hold turned into a denial (queue full) goes where the hold would: both are kept out of the safety area.
+    return this.deps.audit.append('decision', encodeCbor(body), { area: verdict.area }).then(() => undefined);
   }
 
   private auditApproval(approval: VerifiedApproval | undefined, code: string, extra: Record<string, Encodable>) {
@@ -607,6 +619,10 @@ export class CommandPipeline {
   }
 }
 
+function withGrant<T extends object>(base: T, verdict: Verdict): T & { grantExpiresMs?: number } {
+  return verdict.grant === undefined ? base : { ...base, grantExpiresMs: verdict.grant.expiresMs };
+}
+
 /** The label refusals of commands are counted under. */
 function refusalSource(source: CommandSource): string {
   return source === 'mqtt' ? 'mqtt:cmd' : source;
@@ -619,17 +635,6 @@ function once<A extends unknown[], R>(fn: ((...args: A) => R) | undefined): (...
     called = true;
     return fn?.(...args);
   };
-}
-
-const NO_OBLIGATIONS: Obligations = { approvals: 0, approvers: [], rates: [], safety: false };
-
-function grantTtl(decision: EnforcedDecision): number {
-  for (const d of decision.determining) {
-    const text = d.annotations.grant_ttl;
-    const m = text === undefined ? null : /^(\d{1,9})(ms|s|m|h)$/.exec(text);
-    if (m) return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
-  }
-  return DEFAULT_GRANT_TTL_MS;
 }
 
 /**

@@ -20,10 +20,11 @@ import { BundleManager, type BundleEvent, bundleEventRecord } from '../bundle/ac
 import { BundleError } from '../bundle/errors.js';
 import { watchBundleFile, type BundleFileWatcher } from '../bundle/file-source.js';
 import { BundleStore } from '../bundle/store.js';
-import { GrantStore } from '../store/grants.js';
+import { type Grant, GrantStore } from '../store/grants.js';
 import { type PendingCommand, PendingApprovals } from '../store/pending-approvals.js';
 import { RateLimiter } from '../store/rate-limiter.js';
 import { UnsettledCommands } from '../store/unsettled-commands.js';
+import type { ReplyRoute } from '../store/reply-route.js';
 import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
@@ -31,11 +32,12 @@ import type { PrivateKey, PublicKey } from '../crypto/keys.js';
 import { encodeCbor } from '../envelope/cbor.js';
 import { ReplayGuard } from '../store/replay-guard.js';
 import { RESULT_TOPIC, signResultAsync } from '../envelope/result.js';
+import { signApprovalAnswerAsync } from '../envelope/approval-answer.js';
 import { TrustedClock } from '../store/trusted-clock.js';
 import { MqttLink, type InboundMessage, type OversizeReport } from '../transport/mqtt-link.js';
 import { Outbox } from '../transport/outbox.js';
 import { deviceTopics, type DeviceTopics } from '../transport/topics.js';
-import { type AttestAnswer, createApi, type DecideResult, type Readiness } from '../api/app.js';
+import { type ApprovalsView, type AttestAnswer, createApi, type DecideResult, type Readiness } from '../api/app.js';
 import { encodeRefusal } from '../attest/challenge.js';
 import { referencesFor } from '../attest/compare.js';
 import { AttestError } from '../attest/errors.js';
@@ -50,7 +52,7 @@ import { MqttAckRouter, MqttExecutor } from './executors/mqtt.js';
 import { type Executor, MAX_EXECUTOR_REPLY_BYTES } from './executors/types.js';
 import { Metrics } from './metrics.js';
 import { type FirstArrival, RecentResults } from './recent-results.js';
-import { type CommandOutcome, CommandPipeline, type FailClosedState } from './pipeline.js';
+import { type ApprovalAnswer, type CommandOutcome, CommandPipeline, type FailClosedState } from './pipeline.js';
 import { GroupCommit } from '../store/group-commit.js';
 import { openStateDb, type Database } from '../store/state-db.js';
 import { StateDirLock } from '../store/state-lock.js';
@@ -92,13 +94,6 @@ export interface AgentOptions {
   logger?: AgentLogger;
   /** Wall clock; tests inject one. */
   now?: () => number;
-}
-
-/** Where a result goes: the MQTT 5 response topic and correlation data, or the default topic. */
-interface ReplyRoute {
-  topic: string;
-  /** Hex of the correlation data, if the sender gave one. */
-  correlation?: string;
 }
 
 export class Agent {
@@ -353,9 +348,40 @@ export class Agent {
     };
   }
 
+  /** Commands held for approval, with the approvals they have, and live just-in-time grants. */
+  approvals(limit = 1000): ApprovalsView {
+    const now = this.clock.now();
+    return {
+      pendingCount: this.pending.size(),
+      pending: this.pending.all(limit).map((held) => ({
+        command: toHex(held.digest),
+        principal: held.principal,
+        action: held.action,
+        resource: held.resource,
+        required: held.required,
+        approvers: held.approvers,
+        approvals: this.pending.approvalsOf(held.digest),
+        createdMs: held.createdMs,
+        expiresMs: held.expiresMs,
+      })),
+      grantCount: this.grants.count(now),
+      grants: this.grants.list(now, limit).map((grant) => ({
+        principal: grant.principal,
+        action: grant.action,
+        resource: grant.resource,
+        policies: grant.policies,
+        command: toHex(grant.commandDigest),
+        bundleRevision: grant.bundleRevision,
+        grantedMs: grant.grantedMs,
+        expiresMs: grant.expiresMs,
+      })),
+    };
+  }
+
   /**
-   * Ready to enforce: a policy bundle is active and the agent is not fail-closed (its audit log
-   * takes records). Every reason it is not is listed.
+   * Ready to enforce: a policy bundle is active, the agent is not fail-closed (its audit log
+   * takes records) and the audit log is not at its cap. Every reason it is not is listed (in
+   * words that do not change while the reason lasts: each change is logged once).
    */
   readiness(): Readiness {
     const reasons: Readiness['reasons'] = [];
@@ -364,6 +390,12 @@ export class Agent {
       const why = this.failClosed.reason ?? 'UNKNOWN';
       const detail = why === 'AUDIT_WRITE_FAILED' ? 'the audit log cannot be written' : why;
       reasons.push({ code: 'FAIL_CLOSED', message: `fail-closed (${why}): ${detail}; only @safety actions pass` });
+    }
+    if (this.audit.capacity().full) {
+      reasons.push({
+        code: 'AUDIT_FULL',
+        message: 'the audit log holds as many records not yet synced upstream as its cap allows (audit.capBytes): every command not marked @safety is denied AUDIT_FULL until the upstream has them',
+      });
     }
     return { ready: reasons.length === 0, reasons };
   }
@@ -521,6 +553,7 @@ export class Agent {
       ready: () => this.readiness(),
       metrics: () => this.metrics.render(),
       audit: (from, limit) => ({ records: this.audit.read(from, limit), headSeq: this.audit.head().seq }),
+      approvals: (limit) => this.approvals(limit),
       ...(this.adminToken === undefined ? {} : { adminToken: this.adminToken }),
       maxBodyBytes: this.config.limits.envelopeMaxBytes,
       ...(this.attestation === null ? {} : { attest: (nonce: Uint8Array) => this.answerChallenge(nonce) }),
@@ -557,7 +590,7 @@ export class Agent {
         'execution',
         encodeCbor({ cmd: command.digest, action: command.action, outcome: 'unknown', code: 'OUTCOME_UNKNOWN', message: 'the agent stopped after the decision and before the execution was recorded' }),
       );
-      this.enqueueResult(result, routeOf({ reply: command.reply }, this.topics));
+      this.enqueueResult(result, routeOf(command.reply, this.topics));
       await Promise.all([recorded, this.unsettled.settle(command.digest)]);
       this.metrics.inc('ztedge_commands_unknown_total', 'Commands settled as outcome unknown after a restart');
     }
@@ -583,15 +616,7 @@ export class Agent {
     if (message.topic === topics.cmd) {
       await this.onCommand(message);
     } else if (message.topic === topics.approve) {
-      // The approval is counted (durably) before handleApproval first yields, so the message may
-      // be acknowledged then; a quorum's execution must not hold up the link.
-      this.track(
-        this.pipeline.handleApproval(message.payload).then((result) => {
-          this.metrics.inc('ztedge_approvals_total', 'Approval envelopes, by result', { code: result.code });
-          if (result.settled) this.settled(result.settled);
-        }),
-        'approval handling failed',
-      );
+      this.onApproval(message);
     } else if (message.topic === topics.bundle) {
       if (message.payload.length === 0) return; // a cleared retained message
       try {
@@ -610,6 +635,48 @@ export class Agent {
       }
     }
     else if (message.topic === topics.attestChallenge) this.onChallenge(message);
+  }
+
+  /**
+   * An approval: counted (durably) before handleApproval first yields, so the message may be
+   * acknowledged then; the quorum's execution must not hold up the link. The approver is answered
+   * on its response topic (MQTT 5, inside the reply namespace) or on `approve/result`.
+   */
+  private onApproval(message: InboundMessage): void {
+    const refusal = this.replyRefusal(message);
+    if (refusal !== undefined) {
+      // Not decided: its approver would never hear the answer. Answered on the default answer topic.
+      const correlation = message.correlationData !== undefined && message.correlationData.length <= MAX_CORRELATION_BYTES ? toHex(message.correlationData) : undefined;
+      const route = { topic: this.topics.approveResult, ...(correlation === undefined ? {} : { correlation }) };
+      this.track(this.pipeline.refuseApprovalInput(message.payload, refusal.code, refusal.message).then((answer) => this.answerApproval(answer, route)), 'refusing an approval failed');
+      return;
+    }
+    const route = routeFor(message, this.topics, this.topics.approveResult);
+    this.track(
+      this.pipeline.handleApproval(message.payload, (answer) => this.answerApproval(answer, route)).then((result) => {
+        this.metrics.inc('ztedge_approvals_total', 'Approval envelopes, by result', { code: result.code });
+        if (result.settled) this.settled(result.settled);
+      }),
+      'approval handling failed',
+    );
+  }
+
+  /** Signs an approval's answer with the device key and queues it on the approver's route. */
+  private answerApproval(answer: ApprovalAnswer, route: ReplyRoute): void {
+    if (answer.unanswered) return;
+    const signed = signApprovalAnswerAsync({
+      key: this.deviceKey,
+      deviceId: this.config.device.id,
+      approval: answer.approval,
+      ...(answer.command === undefined ? {} : { command: answer.command }),
+      code: answer.code,
+      message: answer.message,
+      ...(answer.approvals === undefined ? {} : { approvals: answer.approvals }),
+      ...(answer.required === undefined ? {} : { required: answer.required }),
+      ...(answer.grantExpiresMs === undefined ? {} : { grantExpiresMs: answer.grantExpiresMs }),
+      now: this.clock.now(),
+    });
+    void this.sendWhenSigned(signed, route);
   }
 
   /** Resolves once the decision is recorded; execution and the result follow in the background. */
@@ -689,7 +756,7 @@ export class Agent {
   private settled({ command, outcome }: { command: PendingCommand; outcome: CommandOutcome }): void {
     const signed = this.signOutcome(outcome);
     this.recent.update(toHex(command.digest), signed);
-    void this.sendWhenSigned(signed, routeOf(command.reply, this.topics));
+    void this.sendWhenSigned(signed, routeOf(command.reply.route, this.topics));
   }
 
   /** Queues a result once it is signed; resolves when queued and never rejects (a failure is logged). */
@@ -719,6 +786,7 @@ export class Agent {
       policies: outcome.policies,
       reasons: outcome.reasons,
       outcome: outcome.outcome,
+      ...(outcome.grantExpiresMs === undefined ? {} : { grantExpiresMs: outcome.grantExpiresMs }),
       now: this.clock.now(),
       // The command's cti: MQTT 3.1.1 senders (no correlation data) match results by it.
       ...(outcome.ctiHex === undefined ? {} : { cti: Buffer.from(outcome.ctiHex, 'hex') }),
@@ -758,8 +826,27 @@ export class Agent {
       this.warnUnexecutable();
     }
     this.track(this.audit.append('bundle', encodeCbor(body), { area: 'reserve' }), 'bundle audit record failed');
+    if (event.kind === 'activated' || event.kind === 'loaded' || event.kind === 'rolled-back') this.reconcileGrants();
     this.publishStatus();
     if (this.started) this.noteReadiness();
+  }
+
+  /**
+   * The bundle in force changed (or was loaded, perhaps other than the one the grants were made
+   * under): grants survive only under policies the bundle still carries with a grant. Those
+   * dropped or cut short are logged and recorded.
+   */
+  private reconcileGrants(): void {
+    const bundle = this.bundles.current;
+    if (bundle === null) return;
+    const grantTimes = new Map<string, number>();
+    for (const [id, obligations] of bundle.obligations) if (obligations.grantTtlMs !== undefined) grantTimes.set(id, obligations.grantTtlMs);
+    const { dropped, shortened } = this.grants.reconcile(grantTimes);
+    if (dropped.length === 0 && shortened.length === 0) return;
+    const describe = (g: Grant) => ({ principal: g.principal, action: g.action, resource: g.resource, policies: g.policies, expiresMs: g.expiresMs });
+    this.logger.info('just-in-time grants changed with the bundle', { revision: bundle.manifest.revision, dropped: dropped.map(describe), shortened: shortened.map(describe) });
+    const body = { event: 'grants', bundle: bundle.manifest.revision, dropped: dropped.map(describe), shortened: shortened.map(describe) };
+    this.track(this.audit.append('system', encodeCbor(body), { area: 'reserve' }), 'grant audit record failed');
   }
 
   /** Names the actions the active bundle permits that no configured executor runs. */
@@ -832,7 +919,9 @@ export class Agent {
       syncedSeq: capacity.syncedSeq,
       full: capacity.full,
       capBytes: capacity.capBytes,
+      reserveBytes: capacity.reserveBytes,
       unsyncedBytes: capacity.unsyncedBytes,
+      unsyncedRecords: capacity.unsyncedRecords,
       sync: this.sync === null ? null : this.sync.status(),
     };
   }
@@ -843,6 +932,8 @@ export class Agent {
     this.metrics.set('ztedge_audit_backlog_records', 'Audit records not yet stored upstream', capacity.unsyncedRecords);
     this.metrics.set('ztedge_audit_backlog_bytes', 'Bytes of audit records not yet stored upstream (counted against the cap)', capacity.unsyncedBytes);
     this.metrics.set('ztedge_audit_full', 'Audit cap reached: commands not marked @safety are denied AUDIT_FULL', capacity.full ? 1 : 0);
+    this.metrics.set('ztedge_audit_cap_bytes', 'Unsynced audit bytes at which the agent fails closed (audit.capBytes; 0: no cap)', capacity.capBytes ?? 0);
+    this.metrics.set('ztedge_audit_reserve_bytes', 'Part of the cap kept for AUDIT_FULL denials and lifecycle records', capacity.reserveBytes);
     if (status === undefined) return;
     this.metrics.set('ztedge_audit_backlog_oldest_seconds', 'Age of the oldest audit record not yet stored upstream', (status.backlog.oldestAgeMs ?? 0) / 1000);
     this.metrics.set('ztedge_audit_last_sync_timestamp_seconds', 'When a batch was last stored upstream (0: never)', (status.lastSyncMs ?? 0) / 1000);
@@ -972,18 +1063,17 @@ function readPasswordFile(file: string): string {
   }
 }
 
-/** Where a command's result goes: its response topic (already checked) and correlation data, or the default topic. */
-function routeFor(message: InboundMessage, topics: DeviceTopics): ReplyRoute {
+/** Where a command's result (an approval's answer) goes: its response topic (already checked) and correlation data, or the default topic. */
+function routeFor(message: InboundMessage, topics: DeviceTopics, fallback = topics.cmdResult): ReplyRoute {
   return {
-    topic: message.responseTopic ?? topics.cmdResult,
+    topic: message.responseTopic ?? fallback,
     ...(message.correlationData === undefined ? {} : { correlation: toHex(message.correlationData) }),
   };
 }
 
-/** A held command's stored route; one that is no reply topic (a row from an older agent) falls back to the default. */
-function routeOf(stored: unknown, topics: DeviceTopics): ReplyRoute {
-  const reply = (stored as { reply?: ReplyRoute | null } | null)?.reply;
-  return reply && typeof reply.topic === 'string' && topics.isReplyTopic(reply.topic) ? reply : { topic: topics.cmdResult };
+/** A stored route (held or unsettled command); none, or one that is no reply topic, falls back to the default. */
+function routeOf(route: ReplyRoute | null, topics: DeviceTopics): ReplyRoute {
+  return route !== null && topics.isReplyTopic(route.topic) ? route : { topic: topics.cmdResult };
 }
 
 export { AGENT_VERSION };

@@ -5,6 +5,8 @@
 //                     the signed result (base64); the same pipeline as MQTT, with source "http".
 //   GET  /v1/status   agent, bundle, readiness and posture status
 //   GET  /v1/audit    audit records (admin token): ?from=SEQ&limit=N
+//   GET  /v1/approvals commands held for approval and live just-in-time grants (admin token):
+//                     ?limit=N (each list; the counts say how many there are)
 //   GET  /healthz     liveness
 //   GET  /readyz      ready when a policy bundle is active, the agent is not fail-closed and its
 //                     audit log is writable; otherwise 503 with every reason
@@ -51,13 +53,46 @@ export interface DecideResult {
   decision: 'allow' | 'deny' | 'pending';
   /** executed | failed | timeout | not_executed | pending_approval | rejected */
   outcome: string;
-  policies: string[];
-  reasons: string[];
+  policies: readonly string[];
+  reasons: readonly string[];
   /** SHA-256 of the envelope bytes, when the bytes could be hashed. */
   digest?: Uint8Array;
   detail?: unknown;
+  /** Expiry of the just-in-time grant the command created or was allowed by. */
+  grantExpiresMs?: number;
   /** The signed result (COSE_Sign1) the sender can verify with the device key. */
   result: Uint8Array;
+}
+
+/** What GET /v1/approvals shows: held commands with the approvals they have, and live grants. */
+export interface ApprovalsView {
+  pendingCount: number;
+  pending: Array<{
+    /** The command's digest (hex): what `ztedge approve --command` takes. */
+    command: string;
+    principal: string;
+    action: string;
+    resource: string;
+    required: number;
+    /** Entity uids an approver must be in; empty: any approver the policy permits. */
+    approvers: readonly string[];
+    approvals: Array<{ approver: string; timeMs: number }>;
+    createdMs: number;
+    expiresMs: number;
+  }>;
+  grantCount: number;
+  grants: Array<{
+    principal: string;
+    action: string;
+    resource: string;
+    /** The policies (with @grant_ttl) it was granted under. */
+    policies: readonly string[];
+    /** The approved command that created it (hex digest). */
+    command: string;
+    bundleRevision: number;
+    grantedMs: number;
+    expiresMs: number;
+  }>;
 }
 
 /** Why the agent is not ready to enforce; empty when it is. */
@@ -73,6 +108,8 @@ export interface ApiDeps {
   metrics(): string;
   /** Audit records from `fromSeq`, at most `limit` (an admin endpoint). */
   audit?(fromSeq: number, limit: number): { records: AuditRecord[]; headSeq: number };
+  /** Held commands and live grants, at most `limit` of each (an admin endpoint). */
+  approvals?(limit: number): ApprovalsView;
   /** The admin token's bytes; without one, admin endpoints answer ADMIN_DISABLED. */
   adminToken?: Uint8Array;
   /** Largest accepted request body (the envelope size cap). */
@@ -92,6 +129,7 @@ const ATTEST_STATUS: Record<string, 400 | 409 | 429> = { ATTEST_NONCE_INVALID: 4
 
 const COSE_TYPES = new Set(['application/cose', 'application/cose; cose-type="cose-sign1"', 'application/octet-stream']);
 const MAX_AUDIT_PAGE = 500;
+const MAX_APPROVALS_PAGE = 1000;
 
 export function createApi(deps: ApiDeps): Hono {
   const app = new Hono();
@@ -124,6 +162,11 @@ export function createApi(deps: ApiDeps): Hono {
       headSeq,
       records: records.map((r) => ({ seq: r.seq, timeMs: r.timeMs, kind: r.kind, body: toHex(r.body), prevHash: toHex(r.prevHash), hash: toHex(r.hash) })),
     });
+  });
+
+  app.get('/v1/approvals', adminOnly(deps.adminToken), (c) => {
+    if (deps.approvals === undefined) throw new ApiError('NOT_FOUND', 'this agent holds no approvals');
+    return c.json(deps.approvals(queryInteger(c.req.query('limit'), 'limit', MAX_APPROVALS_PAGE, 1, MAX_APPROVALS_PAGE)));
   });
 
   app.post(
@@ -172,6 +215,7 @@ export function createApi(deps: ApiDeps): Hono {
           reasons: decided.reasons,
           command: decided.digest === undefined ? null : toHex(decided.digest),
           ...(decided.detail === undefined || decided.outcome === 'rejected' ? {} : { detail: decided.detail }),
+          ...(decided.grantExpiresMs === undefined ? {} : { grantExpiresMs: decided.grantExpiresMs }),
           result: Buffer.from(decided.result).toString('base64'),
         },
         status,

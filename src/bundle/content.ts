@@ -24,6 +24,7 @@ import {
 import type { PolicyAst } from '../policy/index.js';
 import { type BundleProblem, BundleError } from './errors.js';
 import { BUNDLE_LIMITS, type BundleTest, type Decision, type IssuerEntry, type PolicyFile } from './format.js';
+import { readObligations } from './obligations.js';
 
 /** An issuer whose key imported and whose principal parsed. */
 export interface BundleIssuer {
@@ -109,7 +110,7 @@ export function compilePolicies(files: readonly PolicyFile[]): PolicySet {
       problems.push(...err.diagnostics.map((d) => ({ code: d.code, message: formatDiagnostic(d) })));
     }
   }
-  problems.push(...unsupportedAnnotations(asts));
+  problems.push(...annotationProblems(asts));
   if (problems.length === 0) {
     const named = idsFromAnnotations(asts);
     problems.push(...named.problems.map((d) => ({ code: d.code, message: formatDiagnostic(d) })));
@@ -128,19 +129,19 @@ export function compilePolicies(files: readonly PolicyFile[]): PolicySet {
 }
 
 /**
- * Annotations the agent does not enforce are refused rather than carried as if they did
- * something: an operator reading the policy must be able to trust every annotation in it.
+ * The agent's annotations (obligations.ts) are checked here, located, so that a bundle whose
+ * policies ask for something the agent cannot enforce exactly as written — a malformed value, an
+ * annotation it does not support — is refused at build and at activation, never enforced as if
+ * it said something else: an operator reading the policy must be able to trust every annotation
+ * in it.
  */
-const UNSUPPORTED_ANNOTATIONS: Readonly<Record<string, string>> = {
-  cache_ttl: 'the agent decides every command anew and keeps no decision cache in the command path; remove the annotation',
-};
-
-function unsupportedAnnotations(asts: readonly PolicyAst[]): BundleProblem[] {
+function annotationProblems(asts: readonly PolicyAst[]): BundleProblem[] {
   const problems: BundleProblem[] = [];
   for (const ast of asts) {
-    for (const { key, loc } of ast.annotations) {
-      const why = UNSUPPORTED_ANNOTATIONS[key];
-      if (why !== undefined) problems.push({ code: 'ANNOTATION_UNSUPPORTED', message: `${loc.source}:${loc.line}:${loc.column}: error: @${key} is not supported: ${why} [ANNOTATION_UNSUPPORTED]` });
+    const annotations = Object.fromEntries(ast.annotations.map((a) => [a.key, a.value]));
+    for (const problem of readObligations({ id: ast.id, annotations }).problems) {
+      const { loc } = ast.annotations.find((a) => a.key === problem.annotation)!;
+      problems.push({ code: problem.code, message: `${loc.source}:${loc.line}:${loc.column}: error: @${problem.annotation} ${problem.message} [${problem.code}]` });
     }
   }
   return problems;

@@ -25,6 +25,7 @@ import { COSE_SIGN_TAG, HEADER, type SignerCheck, verifySign } from '../envelope
 import type { Entities, PolicySet } from '../policy/index.js';
 import { type BundleIssuer, compileEntities, compileIssuers, compilePolicies, requireTestsPass, runBundleTests } from './content.js';
 import { BundleError } from './errors.js';
+import { type ObligationTable, obligationTable } from './obligations.js';
 import {
   type AttestationReference,
   BUNDLE_CONTENT_TYPE,
@@ -89,6 +90,8 @@ export interface VerifiedBundle {
   /** Root keys whose signatures verified (distinct keys, message order). */
   readonly signers: readonly BundleSigner[];
   readonly policies: PolicySet;
+  /** What each policy's annotations oblige the agent to do (approvals, rates, safety, grants), by policy id. */
+  readonly obligations: ObligationTable;
   readonly entities: Entities;
   readonly issuers: readonly BundleIssuer[];
   /** Issuers by kid (lowercase hex). */
@@ -124,6 +127,7 @@ export function verifyBundle(bytes: Uint8Array, options: VerifyOptions): Verifie
       manifest,
       signers,
       policies,
+      obligations: obligationTable(policies.policies.map((p) => p.determining)),
       entities,
       issuers,
       issuersByKid: new Map(issuers.map((issuer) => [issuer.kidHex, issuer])),

@@ -48,7 +48,8 @@ export type CliErrorCode =
   | 'FILE_TOO_LARGE'
   | 'POLICY_NONE'
   | 'PUSH_NO_OUTCOME'
-  | 'PUSH_REFUSED';
+  | 'PUSH_REFUSED'
+  | 'APPROVAL_NO_ANSWER';
 
 /** A command's own failure (no result in time, an unreadable input file): exit code 1. */
 export class CliError extends ZtedgeError<CliErrorCode> {}

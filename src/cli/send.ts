@@ -108,6 +108,8 @@ export interface PrintedResult {
   device: string;
   issuedAt: string;
   cti: string;
+  /** Expiry of the just-in-time grant the command created or was allowed by. */
+  grantExpires?: string;
   verified: boolean;
 }
 
@@ -174,6 +176,7 @@ export class ResultWaiter {
       device: claims.iss,
       issuedAt: new Date(claims.iatMs).toISOString(),
       cti: toHex(claims.cti),
+      ...(claims.grantExpiresMs === undefined ? {} : { grantExpires: new Date(claims.grantExpiresMs).toISOString() }),
       verified,
     });
     this.wake?.();

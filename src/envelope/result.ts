@@ -2,11 +2,12 @@
 // iat and private claims "cmd" (digest of the command envelope), "decision" ("allow",
 // "deny" or "pending"), "policies" (determining policy ids), "reasons" (text) and "outcome" (what
 // happened to the command, e.g. "executed", "not_executed", "failed"), bound to
-// [deviceId, topic]. A result has no exp: it is a record, not an authorization.
+// [deviceId, topic], and "grant" (the expiry of the just-in-time grant the command created or
+// was allowed by) when there is one. A result has no exp: it is a record, not an authorization.
 import type { CoseAlgorithm } from '../crypto/algorithms.js';
 import type { PrivateKey } from '../crypto/keys.js';
 import { type CborMap, type CborMapKey, type Encodable, decodeCbor } from './cbor.js';
-import { CLAIM, DIGEST_LENGTH, checkTimes, invalid, readBytes, readCti, readText, readTextList, readTime, toNumericDate } from './claims.js';
+import { CLAIM, DIGEST_LENGTH, checkTimes, invalid, readBytes, readCti, readOptionalTime, readText, readTextList, readTime, toNumericDate } from './claims.js';
 import { type CoseLimits, decodeLimits, decodeSign1 } from './cose.js';
 import { EnvelopeError } from './errors.js';
 import { DEFAULT_CLOCK_SKEW_MS, type EnvelopeVerifyOptions, openEnvelope, randomCti, readIssuer, sealEnvelope, sealEnvelopeAsync } from './signed-claims.js';
@@ -25,6 +26,8 @@ export interface ResultClaims {
   policies: string[];
   reasons: string[];
   outcome: string;
+  /** Expiry of the just-in-time grant the command created (APPROVED) or was allowed by (JIT_GRANT). */
+  grantExpiresMs?: number;
 }
 
 export interface VerifiedResult {
@@ -65,7 +68,8 @@ function readResultClaims(claims: CborMap): ResultClaims {
   const policies = readTextList(claims, 'policies', 'policies');
   const reasons = readTextList(claims, 'reasons', 'reasons');
   const outcome = readText(claims, 'outcome', 'outcome');
-  return { iss, iatMs, cti, cmd, decision, policies, reasons, outcome };
+  const grantExpiresMs = readOptionalTime(claims, 'grant', 'grant');
+  return { iss, iatMs, cti, cmd, decision, policies, reasons, outcome, ...(grantExpiresMs === undefined ? {} : { grantExpiresMs }) };
 }
 
 export interface SignResultInput {
@@ -81,6 +85,8 @@ export interface SignResultInput {
   policies: readonly string[];
   reasons: readonly string[];
   outcome: string;
+  /** The just-in-time grant's expiry, when the command created or used one. */
+  grantExpiresMs?: number;
   now: number;
   cti?: Uint8Array;
 }
@@ -105,5 +111,6 @@ function resultClaims(input: SignResultInput): Map<CborMapKey, Encodable> {
     ['policies', input.policies],
     ['reasons', input.reasons],
     ['outcome', input.outcome],
+    ...(input.grantExpiresMs === undefined ? [] : [['grant', toNumericDate(input.grantExpiresMs)] as const]),
   ]);
 }

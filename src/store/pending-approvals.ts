@@ -2,6 +2,7 @@
 // have approved it, or until it expires. Held commands and their approvals are kept in the state
 // database, so a restart neither forgets a pending command nor the approvals it has collected.
 import type { Database, Statement } from 'better-sqlite3';
+import { type ReplyRoute, readReplyRoute } from './reply-route.js';
 import { migrate } from './state-db.js';
 import { ZtedgeError } from '../errors.js';
 
@@ -35,11 +36,19 @@ export interface PendingCommand {
   resource: string;
   required: number;
   /** Entity uids an approver must be in; empty = any approver the policy allows. */
-  approvers: string[];
+  approvers: readonly string[];
   expiresMs: number;
   createdMs: number;
-  /** Where the result goes (reply topic, correlation data), as JSON-safe data. */
-  reply: unknown;
+  /** Where the settled result goes, and how the command came. */
+  reply: HeldReply;
+}
+
+/** What a held command keeps of its arrival for when it is settled. */
+export interface HeldReply {
+  /** Where the settled result goes; null: the default result topic. */
+  route: ReplyRoute | null;
+  /** How the command arrived: at quorum the policy is asked again with the same `context.source`. */
+  source: 'mqtt' | 'http';
 }
 
 export type ApprovalOutcome =
@@ -79,7 +88,7 @@ export class PendingApprovals {
     if (this.size() >= this.maxPending) throw new PendingFullError(`approval queue is full (${this.maxPending} commands)`);
     const r = this.insertCommand.run(
       Buffer.from(cmd.digest), Buffer.from(cmd.envelope), cmd.principal, cmd.action, cmd.resource,
-      cmd.required, JSON.stringify(cmd.approvers), cmd.expiresMs, cmd.createdMs, JSON.stringify(cmd.reply ?? null),
+      cmd.required, JSON.stringify(cmd.approvers), cmd.expiresMs, cmd.createdMs, JSON.stringify(cmd.reply),
     );
     return r.changes === 1;
   }
@@ -103,8 +112,13 @@ export class PendingApprovals {
   }
 
   approversOf(digest: Uint8Array): string[] {
-    const rows = this.db.prepare('SELECT approver FROM pending_approvals WHERE digest = ? ORDER BY time_ms, approver').all(Buffer.from(digest)) as Array<{ approver: string }>;
-    return rows.map((r) => r.approver);
+    return this.approvalsOf(digest).map((a) => a.approver);
+  }
+
+  /** The approvals counted for a held command, in the order they came. */
+  approvalsOf(digest: Uint8Array): Array<{ approver: string; timeMs: number }> {
+    const rows = this.db.prepare('SELECT approver, time_ms FROM pending_approvals WHERE digest = ? ORDER BY time_ms, approver').all(Buffer.from(digest)) as Array<{ approver: string; time_ms: number }>;
+    return rows.map((r) => ({ approver: r.approver, timeMs: r.time_ms }));
   }
 
   /** Removes a command (executed, denied or expired) with its approvals. */
@@ -118,9 +132,9 @@ export class PendingApprovals {
     return rows.map(fromRow);
   }
 
-  /** All held commands, oldest first (e.g. to re-arm expiry timers after a restart). */
-  all(): PendingCommand[] {
-    const rows = this.db.prepare('SELECT * FROM pending_commands ORDER BY created_ms').all() as Array<Record<string, unknown>>;
+  /** Held commands, oldest first (at most `limit`). */
+  all(limit = -1): PendingCommand[] {
+    const rows = this.db.prepare('SELECT * FROM pending_commands ORDER BY created_ms, digest LIMIT ?').all(limit) as Array<Record<string, unknown>>;
     return rows.map(fromRow);
   }
 
@@ -140,6 +154,12 @@ function fromRow(r: Record<string, unknown>): PendingCommand {
     approvers: JSON.parse(r.approvers as string) as string[],
     expiresMs: r.expires_ms as number,
     createdMs: r.created_ms as number,
-    reply: JSON.parse(r.reply as string) as unknown,
+    reply: readHeldReply(JSON.parse(r.reply as string)),
   };
+}
+
+/** A stored reply read back (rows of older agents kept the route under `reply`). */
+function readHeldReply(value: unknown): HeldReply {
+  const stored = (typeof value === 'object' && value !== null ? value : {}) as { route?: unknown; reply?: unknown; source?: unknown };
+  return { route: readReplyRoute(stored.route ?? stored.reply), source: stored.source === 'http' ? 'http' : 'mqtt' };
 }

@@ -37,6 +37,8 @@ export interface RateLimiterOptions {
   commits?: GroupCommit;
 }
 
+const ALLOWED: RateCheck = Object.freeze({ allowed: true });
+
 /** Longest period a limit may have; bounds memory and the on-disk window. */
 const MAX_PERIOD_MS = 7 * 86_400_000;
 
@@ -88,28 +90,40 @@ export class RateLimiter {
   }
 
   /**
-   * Checks every limit; if all allow, counts one event under each (all or nothing) and returns
-   * allowed. Nothing is counted for a refused request. The events are written in the next group
-   * commit; if that commit fails they stay counted in memory (erring on the side of refusing).
+   * Whether one more event is allowed under every limit, without counting it (pure: it only
+   * forgets events that have left their period).
    */
-  consume(limits: readonly RateLimit[], principal: string, action: string, nowMs: number): RateCheck {
-    const keys = limits.map((l) => keyOf(l.policyId, principal, action));
-    for (let i = 0; i < limits.length; i++) {
-      const limit = limits[i]!;
-      const window = this.window(keys[i]!);
+  check(limits: readonly RateLimit[], principal: string, action: string, nowMs: number): RateCheck {
+    for (const limit of limits) {
+      const window = this.window(keyOf(limit.policyId, principal, action));
       window.periodMs = Math.min(limit.periodMs, MAX_PERIOD_MS);
       const counted = window.countAfter(nowMs - window.periodMs);
       if (counted >= limit.count) return { allowed: false, limit, retryAtMs: window.newest(limit.count) + limit.periodMs };
     }
+    return ALLOWED;
+  }
+
+  /**
+   * Counts one event under each limit (after check() allowed it, in the same turn). The events
+   * are written in the next group commit; if that commit fails they stay counted in memory
+   * (erring on the side of refusing).
+   */
+  record(limits: readonly RateLimit[], principal: string, action: string, nowMs: number): void {
+    if (limits.length === 0) return;
+    const keys = limits.map((l) => keyOf(l.policyId, principal, action));
     for (const key of keys) this.window(key).add(nowMs);
-    if (keys.length > 0) {
-      this.commits
-        .run(() => {
-          for (const key of keys) this.insert.run(key, nowMs);
-        })
-        .catch(() => undefined); // the same commit carries the decision's audit record, which reports it
-    }
-    return { allowed: true };
+    this.commits
+      .run(() => {
+        for (const key of keys) this.insert.run(key, nowMs);
+      })
+      .catch(() => undefined); // the same commit carries the decision's audit record, which reports it
+  }
+
+  /** check(), and record() when allowed: all or nothing, nothing counted for a refused request. */
+  consume(limits: readonly RateLimit[], principal: string, action: string, nowMs: number): RateCheck {
+    const check = this.check(limits, principal, action, nowMs);
+    if (check.allowed) this.record(limits, principal, action, nowMs);
+    return check;
   }
 
   /** Commits queued writes now (with everything else queued on the same group commit). */

@@ -6,6 +6,7 @@
 // result to its sender), never by running it again.
 import { GroupCommit } from './group-commit.js';
 import type { Database } from './state-db.js';
+import { type ReplyRoute, readReplyRoute } from './reply-route.js';
 import { migrate } from './state-db.js';
 
 const MIGRATIONS = [
@@ -28,8 +29,8 @@ export interface UnsettledCommand {
   /** Determining policy ids and reasons of the allow decision. */
   policies: string[];
   reasons: string[];
-  /** Where its result goes, as JSON-safe data (the transport's reply route); null for the default. */
-  reply: unknown;
+  /** Where its result goes; null for the default result topic. */
+  reply: ReplyRoute | null;
   decidedMs: number;
 }
 
@@ -79,7 +80,7 @@ export class UnsettledCommands {
       action: r.action,
       policies: JSON.parse(r.policies) as string[],
       reasons: JSON.parse(r.reasons) as string[],
-      reply: JSON.parse(r.reply) as unknown,
+      reply: readReplyRoute(JSON.parse(r.reply)),
       decidedMs: r.decided_ms,
     }));
   }

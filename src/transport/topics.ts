@@ -18,6 +18,8 @@ export interface DeviceTopics {
   /** Signed results out, when the command named no response topic. */
   cmdResult: string;
   approve: string;
+  /** Signed answers to approvals out, when the approval named no response topic. */
+  approveResult: string;
   /** Signed policy bundles in (retained). */
   bundle: string;
   /** Signed rollback instructions in (not retained: each is for one state of the device). */
@@ -60,6 +62,7 @@ export function deviceTopics(opts: { site: string; device: string; prefix?: stri
     cmd,
     cmdResult: `${prefix}cmd/result`,
     approve,
+    approveResult: `${approve}/result`,
     bundle,
     rollback,
     attestChallenge,

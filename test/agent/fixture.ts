@@ -166,12 +166,12 @@ export function makeCore(
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-core-')),
   clock = { ms: T0 },
   executor = new RecordingExecutor(),
-  options: { verifier?: SignatureVerifier; audit?: AuditSink; replayMaxEntries?: number } = {},
+  options: { verifier?: SignatureVerifier; audit?: AuditSink; replayMaxEntries?: number; policies?: string } = {},
 ): Core {
   const dbPath = path.join(dir, 'state.db');
   const db = openStateDb(dbPath);
   const commits = new GroupCommit(db);
-  const bundleBytes = cellBundle(keys);
+  const bundleBytes = cellBundle(keys, 1, options.policies);
   const bundle = {
     current: verifyBundle(bundleBytes, {
       roots: [{ publicKey: keys.root.publicKey }],

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { toHex } from '../../src/crypto/bytes.js';
 import { signApproval } from '../../src/envelope/approval.js';
 import { decodeCbor } from '../../src/envelope/cbor.js';
-import { approval, command, makeCore } from './fixture.js';
+import { CELL_POLICIES, approval, command, makeCore } from './fixture.js';
 
 const limits = { maxBytes: 1 << 20, maxDepth: 32 };
 
@@ -93,11 +93,15 @@ describe('command pipeline', () => {
     const done = await core.pipeline.handleApproval(approval(core.keys.bob, now(), digest));
     expect(done.code).toBe('APPROVAL_QUORUM');
     expect(done.settled?.outcome).toMatchObject({ decision: 'allow', outcome: 'executed', reasons: ['APPROVED'] });
-    expect(done.settled?.command.reply).toMatchObject({ reply: { topic: 'r' } });
+    expect(done.settled?.command.reply).toMatchObject({ route: { topic: 'r' } });
     expect(core.executor.calls.map((c) => c.action)).toEqual(['weld']);
-    // The approval created a just-in-time grant: the same weld within 5 minutes needs no new quorum.
+    // The policy says @grant_ttl("5m"): the approval created a just-in-time grant, shown with its
+    // expiry, and the same weld within 5 minutes needs no new quorum.
+    expect(done.settled?.outcome.grantExpiresMs).toBe(now() + 5 * 60_000);
     const again = await core.pipeline.handleCommand({ bytes: command(core.keys.planner, now(), 'weld'), source: 'mqtt' });
-    expect(again).toMatchObject({ decision: 'allow', reasons: ['JIT_GRANT'], outcome: 'executed' });
+    expect(again).toMatchObject({ decision: 'allow', reasons: ['JIT_GRANT'], outcome: 'executed', grantExpiresMs: now() + 5 * 60_000 });
+    core.clock.ms += 5 * 60_000;
+    expect(await core.pipeline.handleCommand({ bytes: command(core.keys.planner, now(), 'weld'), source: 'mqtt' })).toMatchObject({ decision: 'pending' });
     core.close();
   });
 
@@ -123,6 +127,46 @@ describe('command pipeline', () => {
     const expired = await core.pipeline.expirePending();
     expect(expired.map((e) => e.outcome.reasons)).toEqual([['APPROVAL_EXPIRED']]);
     expect(core.executor.calls).toHaveLength(0);
+    core.close();
+  });
+
+  it('approves exactly one command when the policy grants nothing: the same command again is held again', async () => {
+    const core = makeCore(undefined, undefined, undefined, undefined, { policies: CELL_POLICIES.replace('@grant_ttl("5m")\n', '') });
+    const weld = async () => core.pipeline.handleCommand({ bytes: command(core.keys.planner, core.clock.ms, 'weld'), source: 'mqtt' });
+    const held = await weld();
+    expect(held.decision).toBe('pending');
+    await core.pipeline.handleApproval(approval(core.keys.alice, core.clock.ms, held.digest!));
+    const done = await core.pipeline.handleApproval(approval(core.keys.bob, core.clock.ms, held.digest!));
+    expect(done.settled?.outcome).toMatchObject({ decision: 'allow', reasons: ['APPROVED'], outcome: 'executed' });
+    expect(done.settled?.outcome.grantExpiresMs).toBeUndefined();
+    expect(await weld()).toMatchObject({ decision: 'pending', reasons: ['APPROVAL_REQUIRED'] });
+    expect(core.executor.calls.map((c) => c.action)).toEqual(['weld']);
+    core.close();
+  });
+
+  it('answers each approval with its code and reason, the quorum before the command runs, and records every approver', async () => {
+    const core = makeCore();
+    const held = await core.pipeline.handleCommand({ bytes: command(core.keys.planner, core.clock.ms, 'weld'), source: 'mqtt' });
+    const answers: Array<Record<string, unknown>> = [];
+    const approve = (key: typeof core.keys.alice) =>
+      core.pipeline.handleApproval(approval(key, core.clock.ms, held.digest!), (a) => answers.push({ code: a.code, message: a.message, approvals: a.approvals, executed: core.executor.calls.length, grant: a.grantExpiresMs }));
+    await approve(core.keys.mallory);
+    await approve(core.keys.alice);
+    await approve(core.keys.bob);
+    expect(answers).toEqual([
+      { code: 'APPROVAL_NOT_APPROVER', message: 'User::"mallory" is not in Role::"supervisor", whose approval this command needs', approvals: undefined, executed: 0, grant: undefined },
+      { code: 'APPROVAL_COUNTED', message: 'approval 1 of 2 counted; the command waits for 1 more', approvals: 1, executed: 0, grant: undefined },
+      { code: 'APPROVAL_QUORUM', message: 'approval 2 of 2: quorum reached; the command is allowed and runs', approvals: 2, executed: 0, grant: core.clock.ms + 5 * 60_000 },
+    ]);
+    expect(core.executor.calls).toHaveLength(1);
+    // Garbage is answered too (within the refusal answer rate), with the envelope's code.
+    const garbage = await core.pipeline.handleApproval(new Uint8Array([1, 2, 3]));
+    expect(garbage).toMatchObject({ code: 'ENVELOPE_TRAILING_BYTES' });
+    expect(garbage.unanswered).toBeUndefined();
+    const records = core.audit.read(1, 100).map((r) => decodeCbor(r.body, limits) as Map<string, unknown>);
+    const allowed = records.find((b) => b.get('decision') === 'allow')!;
+    expect(allowed.get('approvers')).toEqual(['User::"alice"', 'User::"bob"']);
+    expect(records.find((b) => b.get('approval') === 'APPROVAL_NOT_APPROVER')?.get('message')).toMatch(/is not in Role::"supervisor"/);
     core.close();
   });
 });

@@ -78,4 +78,24 @@ describe('admin endpoints', () => {
     const off = await api({ adminToken: undefined }).request('/v1/audit', { headers: { authorization: `Bearer ${TOKEN}` } });
     expect([off.status, ((await off.json()) as { error: { code: string } }).error.code]).toEqual([403, 'ADMIN_DISABLED']);
   });
+
+  it('GET /v1/approvals: held commands and live grants behind the admin token, the limit checked', async () => {
+    const limits: number[] = [];
+    const app = api({
+      approvals: (limit) => {
+        limits.push(limit);
+        return { pendingCount: 0, pending: [], grantCount: 1, grants: [{ principal: 'Agent::"p"', action: 'weld', resource: 'Arm::"a"', policies: ['weld'], command: 'ab'.repeat(32), bundleRevision: 2, grantedMs: 1000, expiresMs: 601_000 }] };
+      },
+    });
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    expect((await app.request('/v1/approvals')).status).toBe(401);
+    const res = await app.request('/v1/approvals?limit=10', { headers: auth });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ grantCount: 1, grants: [{ policies: ['weld'], expiresMs: 601_000 }] });
+    expect((await app.request('/v1/approvals?limit=0', { headers: auth })).status).toBe(400);
+    await app.request('/v1/approvals', { headers: auth });
+    expect(limits).toEqual([10, 1000]);
+    const off = await api({ adminToken: undefined }).request('/v1/approvals', { headers: auth });
+    expect(off.status).toBe(403);
+  });
 });

@@ -168,4 +168,39 @@ describe('annotations the agent does not enforce', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('refuses a malformed or meaningless @grant_ttl (and every other malformed obligation) at build, each located', async () => {
+    const { main } = await import('../../src/cli/main.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-grant-ttl-'));
+    try {
+      fs.writeFileSync(
+        path.join(dir, 'main.cedar'),
+        [
+          '@id("weld")',
+          '@approval("1")',
+          '@grant_ttl("soon")',
+          'permit (principal, action == Action::"weld", resource);',
+          '',
+          '@id("grip")',
+          '@grant_ttl("10m")',
+          'permit (principal, action == Action::"grip", resource);',
+          '',
+          '@id("move")',
+          '@rate("fast")',
+          'permit (principal, action == Action::"move", resource);',
+          '',
+        ].join('\n'),
+      );
+      let stderr = '';
+      const out = path.join(dir, 'b.cbor');
+      const code = await main(['bundle', 'build', dir, '--revision', '1', '--out', out], { stdout: () => {}, stderr: (t) => void (stderr += `${t}\n`), readStdin: async () => Buffer.alloc(0) });
+      expect(code).toBe(1);
+      expect(stderr).toMatch(/^BUNDLE_POLICY_INVALID: main\.cedar:3:1: error: @grant_ttl must be a duration from 1s to 24h, like "10m" \[OBLIGATION_INVALID\] \(and 2 more\)/m);
+      expect(stderr).toMatch(/main\.cedar:7:1: error: @grant_ttl needs @approval on the same policy/);
+      expect(stderr).toMatch(/main\.cedar:11:1: error: @rate must look like "20\/60s"/);
+      expect(fs.existsSync(out)).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -38,5 +38,10 @@ describe('commands over MQTT 3.1.1 (aedes)', () => {
     expect(notPermitted.code).toBe(3);
     expect(JSON.parse(notPermitted.stdout[0]!)).toMatchObject({ decision: 'deny', reasons: ['NO_PERMIT'], verified: true });
     expect(arm.executed).toHaveLength(1);
+
+    // An approval is answered on cmd/result too, matched by its digest.
+    const approval = await cli(['approve', ...brokerArgs(broker), '--key', site.keyFile('alice'), '--command', '00'.repeat(32), '--device-key', site.pubFile('device')]);
+    expect([approval.code, approval.stderr[0]]).toEqual([1, expect.stringMatching(/^APPROVAL_UNKNOWN_COMMAND: /)]);
+    expect(JSON.parse(approval.stdout[0]!)).toMatchObject({ code: 'APPROVAL_UNKNOWN_COMMAND', verified: true });
   });
 });

@@ -8,7 +8,7 @@ import { CLAIM } from '../../src/envelope/claims.js';
 import { sealEnvelope } from '../../src/envelope/signed-claims.js';
 import { type TestBroker, startBroker } from '../support/broker.js';
 import { runCleanups, waitUntil } from '../support/wait.js';
-import { ARM, DEVICE, GRIP_POLICY, Operator, type RunningAgent, type Site, auditTrail, brokerArgs, cli, command, makeSite, startAgent, startArm } from './support.js';
+import { ARM, DEVICE, GRIP_POLICY, Operator, PREFIX, type RunningAgent, type Site, auditTrail, brokerArgs, cli, command, makeSite, startAgent, startArm } from './support.js';
 import { CELL_POLICIES } from '../agent/fixture.js';
 
 const cleanups: Array<() => unknown> = [];
@@ -152,7 +152,7 @@ describe('commands over MQTT, end to end', () => {
     expect(arm.executed.map((r) => r.action)).toEqual(['move', 'move', 'move', 'grip', 'move']);
   });
 
-  it('holds a command for two approvers; an unauthorized approval does not count', async () => {
+  it('holds a command for two approvers; each refused approval is recorded and answered with its reason', async () => {
     const { broker, site, arm, agent } = await setup();
     const pending: string[] = [];
     const weld = cli(
@@ -162,25 +162,48 @@ describe('commands over MQTT, end to end', () => {
     await waitUntil(() => pending.length > 0, 'the pending result');
     const held = JSON.parse(pending[0]!);
     expect(held).toMatchObject({ decision: 'pending', outcome: 'pending_approval', reasons: ['APPROVAL_REQUIRED'], verified: true });
-    const approve = (who: 'alice' | 'bob' | 'mallory' | 'planner') =>
-      cli(['approve', ...brokerArgs(broker), '--key', site.keyFile(who), '--command', held.command]);
+    const approve = (who: 'alice' | 'bob' | 'mallory' | 'planner', command: string = held.command) =>
+      cli(['approve', ...brokerArgs(broker), '--key', site.keyFile(who), '--command', command, '--device-key', site.pubFile('device')]);
     const approvalCodes = () =>
       auditTrail(agent)
         .filter(({ body }) => body.has('approval'))
-        .map(({ body }) => body.get('approval'));
+        .map(({ body }) => [body.get('approval'), body.get('approver')]);
 
-    expect((await approve('mallory')).code).toBe(0);
-    expect((await approve('planner')).code).toBe(0);
-    expect((await approve('alice')).code).toBe(0);
-    await waitUntil(() => approvalCodes().length === 3, 'three approvals recorded');
-    expect(approvalCodes()).toEqual(['APPROVAL_NOT_APPROVER', 'APPROVAL_SELF', 'APPROVAL_COUNTED']);
+    // Each refusal: exit 1, the device's code and reason on stderr, its signed answer on stdout.
+    const mallory = await approve('mallory');
+    expect([mallory.code, mallory.stderr]).toEqual([1, ['APPROVAL_NOT_APPROVER: User::"mallory" is not in Role::"supervisor", whose approval this command needs']]);
+    expect(JSON.parse(mallory.stdout[0]!)).toMatchObject({ command: held.command, decision: 'approve', code: 'APPROVAL_NOT_APPROVER', required: 2, device: DEVICE, verified: true });
+    const planner = await approve('planner');
+    expect([planner.code, planner.stderr]).toEqual([1, ['APPROVAL_SELF: Agent::"planner" sent this command and cannot approve it']]);
+    const alice = await approve('alice');
+    expect([alice.code, alice.stderr]).toEqual([0, []]);
+    expect(JSON.parse(alice.stdout[0]!)).toMatchObject({ code: 'APPROVAL_COUNTED', message: 'approval 1 of 2 counted; the command waits for 1 more', approvals: 1, required: 2, verified: true });
+    const again = await approve('alice');
+    expect([again.code, again.stderr]).toEqual([1, ['APPROVAL_DUPLICATE: User::"alice" has already approved this command (1 of 2); an approver counts once']]);
+    const unknown = await approve('bob', '00'.repeat(32));
+    expect([unknown.code, unknown.stderr[0]]).toEqual([1, expect.stringMatching(/^APPROVAL_UNKNOWN_COMMAND: no command 0{64} is held for approval on this device/)]);
+    expect(approvalCodes()).toEqual([
+      ['APPROVAL_NOT_APPROVER', 'User::"mallory"'],
+      ['APPROVAL_SELF', 'Agent::"planner"'],
+      ['APPROVAL_COUNTED', 'User::"alice"'],
+      ['APPROVAL_DUPLICATE', 'User::"alice"'],
+      ['APPROVAL_UNKNOWN_COMMAND', 'User::"bob"'],
+    ]);
     expect(arm.executed).toEqual([]);
 
-    expect((await approve('bob')).code).toBe(0);
+    const bob = await approve('bob');
+    expect([bob.code, JSON.parse(bob.stdout[0]!)]).toEqual([0, expect.objectContaining({ code: 'APPROVAL_QUORUM', message: 'approval 2 of 2: quorum reached; the command is allowed and runs', approvals: 2, required: 2 })]);
     const done = await weld;
     expect(done.code).toBe(0);
     expect(JSON.parse(done.stdout[1]!)).toMatchObject({ command: held.command, decision: 'allow', outcome: 'executed', reasons: ['APPROVED'], verified: true });
     expect(arm.executed.map((r) => [r.action, r.args])).toEqual([['weld', { seam: 's-7' }]]);
+    // The record of the approved command names every approver counted.
+    const allowed = auditTrail(agent).find(({ record, body }) => record.kind === 'decision' && body.get('decision') === 'allow' && toHex(body.get('cmd') as Uint8Array) === held.command)!;
+    expect(allowed.body.get('approvers')).toEqual(['User::"alice"', 'User::"bob"']);
+
+    // --no-wait: done once the broker has it (here: a command no longer held).
+    const noWait = await cli(['approve', ...brokerArgs(broker), '--key', site.keyFile('alice'), '--command', held.command, '--no-wait']);
+    expect([noWait.code, JSON.parse(noWait.stdout[0]!)]).toEqual([0, expect.objectContaining({ command: held.command, decision: 'approve', topic: `${PREFIX}approve` })]);
   });
 
   it('denies a held command whose expiry comes before its quorum', async () => {
@@ -194,5 +217,8 @@ describe('commands over MQTT, end to end', () => {
     const [, settled] = await operator.waitResults(fromHex(held.command)!, 2);
     expect(settled!.claims).toMatchObject({ decision: 'deny', reasons: ['APPROVAL_EXPIRED'], outcome: 'not_executed' });
     expect(arm.executed).toEqual([]);
+    // An approval that comes after the command expired is refused, and says so.
+    const late = await cli(['approve', ...brokerArgs(broker), '--key', site.keyFile('bob'), '--command', held.command]);
+    expect([late.code, late.stderr[0]]).toEqual([1, expect.stringMatching(/^APPROVAL_UNKNOWN_COMMAND: no command [0-9a-f]{64} is held for approval on this device \(never held, already settled, or expired\)$/)]);
   });
 });

@@ -15,7 +15,7 @@ const cmd = (n: number, over: Partial<PendingCommand> = {}): PendingCommand => (
   approvers: ['Role::"supervisor"'],
   expiresMs: 10_000,
   createdMs: 1000,
-  reply: { topic: 'reply/here', correlation: 'abc' },
+  reply: { route: { topic: 'reply/here', correlation: 'abcd' }, source: 'mqtt' },
   ...over,
 });
 
