@@ -113,7 +113,7 @@ export async function openLink(target: BrokerTarget, opts: OpenLinkOptions): Pro
       });
       link.on('problem', (problem) => {
         lastProblem = problem;
-        if (problem.code === 'LINK_CONNECT_REFUSED' || problem.code === 'LINK_SUBSCRIBE_REFUSED' || problem.code === 'LINK_TLS_FILES_UNREADABLE') {
+        if (problem.code === 'LINK_CONNECT_REFUSED' || problem.code === 'LINK_SUBSCRIBE_REFUSED' || problem.code === 'LINK_TLS_FILES_UNREADABLE' || problem.code === 'LINK_TLS_FILES_UNUSABLE') {
           clearTimeout(timer);
           reject(problem);
         }

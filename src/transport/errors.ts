@@ -14,6 +14,7 @@ export type TransportErrorCode =
   // link configuration and connection
   | 'LINK_OPTIONS_INVALID'
   | 'LINK_TLS_FILES_UNREADABLE'
+  | 'LINK_TLS_FILES_UNUSABLE'
   | 'LINK_CONNECT_REFUSED'
   | 'LINK_CONNECTION_ERROR'
   | 'LINK_SUBSCRIBE_REFUSED'

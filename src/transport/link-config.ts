@@ -1,6 +1,7 @@
 // Connection settings of the MQTT link: the options, their defaults, and their validation,
 // all checked before anything connects; plus reading the TLS files at each attempt.
 import fs from 'node:fs';
+import tls from 'node:tls';
 import { checkBackoffPolicy, type BackoffPolicy } from './backoff.js';
 import { TransportError } from './errors.js';
 import type { InboundMessage } from './message.js';
@@ -142,7 +143,10 @@ export function checkLinkOptions(options: MqttLinkOptions, backoff: BackoffPolic
   if (problems.length > 0) throw new TransportError('LINK_OPTIONS_INVALID', `invalid MQTT link options: ${problems.join('; ')}`);
 }
 
-/** Reads the TLS files now (called per connection attempt); LINK_TLS_FILES_UNREADABLE otherwise. */
+/**
+ * Reads the TLS files now (called per connection attempt): LINK_TLS_FILES_UNREADABLE when one
+ * cannot be read, LINK_TLS_FILES_UNUSABLE when they do not go together (a key not the certificate's).
+ */
 export function readTlsFiles(files: LinkTlsFiles | undefined): TlsMaterial {
   if (!files) return {};
   const read = (file: string | undefined) => {
@@ -160,5 +164,13 @@ export function readTlsFiles(files: LinkTlsFiles | undefined): TlsMaterial {
   if (ca) material.ca = ca;
   if (cert) material.cert = cert;
   if (key) material.key = key;
+  // Checked here, where a failure is reported and retried: inside the connect it would throw out
+  // of the reconnect timer (a certificate renewed before its key is the usual way to get here).
+  try {
+    tls.createSecureContext(material);
+  } catch (err) {
+    const names = [files.caFile, files.certFile, files.keyFile].filter((f) => f !== undefined).join(', ');
+    throw new TransportError('LINK_TLS_FILES_UNUSABLE', `the broker TLS files (${names}) cannot be used together: ${(err as Error).message}`);
+  }
   return material;
 }

@@ -1,5 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { TransportError } from '../../src/transport/errors.js';
 import { MqttLink, type InboundMessage, type MqttLinkOptions, type OversizeReport } from '../../src/transport/mqtt-link.js';
@@ -381,6 +384,16 @@ describe('MqttLink: session loss, credentials, ACL and TLS', () => {
     await waitUntil(() => broken.problems.length >= 2, 'two failed attempts');
     expect(broken.problems[0].code).toBe('LINK_TLS_FILES_UNREADABLE');
     expect(broken.link.online).toBe(false);
+
+    // A key that is not the certificate's: refused as such on every attempt, never a crash.
+    const otherKey = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-tls-')), 'other.key');
+    fs.writeFileSync(otherKey, generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    const mismatched = makeLink(secure, { subscriptions: [], tls: { caFile: secure.tlsFiles!.ca, certFile: secure.tlsFiles!.clientCert, keyFile: otherKey } });
+    mismatched.link.start();
+    await waitUntil(() => mismatched.problems.length >= 2, 'two refused attempts');
+    expect(mismatched.problems[0].code).toBe('LINK_TLS_FILES_UNUSABLE');
+    expect(mismatched.problems[0].message).toContain(otherKey);
+    expect(mismatched.link.online).toBe(false);
 
     const untrusting = makeLink(secure, { subscriptions: [], tls: {} });
     untrusting.link.start();
