@@ -81,7 +81,7 @@ export const CONFIG_OPTIONS: readonly OptionDescription[] = [
   { path: 'limits.bundleMaxBytes', type: { kind: 'integer', min: 1024, max: 256 * 1024 * 1024 }, default: 16 * 1024 * 1024, doc: 'Largest policy bundle accepted (bytes)' },
   { path: 'limits.clockSkew', type: { kind: 'duration', maxMs: 3_600_000 }, default: '30s', doc: 'Clock difference tolerated on command times (iat, nbf, exp)' },
   { path: 'limits.maxLifetime', type: { kind: 'duration', maxMs: 7 * 86_400_000 }, default: '1h', doc: 'Longest command lifetime (exp - iat) accepted' },
-  { path: 'limits.maxPendingApprovals', type: { kind: 'integer', min: 1, max: 1_000_000 }, default: 1000, doc: 'Commands held for approval at once; more are denied' },
+  { path: 'limits.maxPendingApprovals', type: { kind: 'integer', min: 1, max: 1_000_000 }, default: 1000, doc: 'Commands held for approval at once; more are denied (APPROVAL_QUEUE_FULL). Each requester may hold this divided by the active bundle\'s issuer keys (APPROVAL_QUEUE_SHARE_FULL)' },
   { path: 'limits.outboxMaxMessages', type: { kind: 'integer', min: 100, max: 10_000_000 }, default: 100_000, doc: 'Messages queued for the broker while offline' },
   { path: 'audit.capBytes', type: { kind: 'integer', min: 64 * 1024, max: Number.MAX_SAFE_INTEGER }, default: 1024 * 1024 * 1024, doc: 'Unsynced audit bytes the log may hold: from capBytes − reserveBytes on, every command not marked @safety is denied AUDIT_FULL until the upstream has them' },
   { path: 'audit.reserveBytes', type: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER }, defaultText: '1% of capBytes, at least 256 KiB', doc: 'Part of the cap kept for AUDIT_FULL denials and the agent\'s own lifecycle records; less than capBytes' },

@@ -222,7 +222,7 @@ export class CommandPipeline {
     let note = verdict.note;
     if (decision === 'pending') {
       try {
-        this.deps.pending.hold(this.held(command, input, principal, verdict.hold!, now));
+        this.deps.pending.hold(this.held(command, input, principal, verdict.hold!, now), bundle.issuersByKid.size);
       } catch (err) {
         if (!(err instanceof PendingFullError)) throw err;
         decision = 'deny';

@@ -58,17 +58,15 @@ export type ApprovalOutcome =
   | { status: 'unknown-command' }
   | { status: 'expired' };
 
-export class PendingFullError extends ZtedgeError<'APPROVAL_QUEUE_FULL'> {
-  constructor(message: string) {
-    super('APPROVAL_QUEUE_FULL', message);
-  }
-}
+/** The queue is full, or the requester holds its whole share of it. */
+export class PendingFullError extends ZtedgeError<'APPROVAL_QUEUE_FULL' | 'APPROVAL_QUEUE_SHARE_FULL'> {}
 
 export class PendingApprovals {
   private readonly insertCommand: Statement;
   private readonly insertApproval: Statement;
   private readonly countApprovals: Statement;
   private readonly selectCommand: Statement;
+  private readonly countByPrincipal: Statement;
 
   constructor(
     private readonly db: Database,
@@ -81,11 +79,24 @@ export class PendingApprovals {
     this.insertApproval = db.prepare('INSERT OR IGNORE INTO pending_approvals (digest, approver, time_ms) VALUES (?, ?, ?)');
     this.countApprovals = db.prepare('SELECT count(*) AS n FROM pending_approvals WHERE digest = ?');
     this.selectCommand = db.prepare('SELECT * FROM pending_commands WHERE digest = ?');
+    this.countByPrincipal = db.prepare('SELECT count(*) AS n FROM pending_commands WHERE principal = ?');
   }
 
-  /** Holds a command; returns false if it is already held. Refuses when the queue is full. */
-  hold(cmd: PendingCommand): boolean {
-    if (this.size() >= this.maxPending) throw new PendingFullError(`approval queue is full (${this.maxPending} commands)`);
+  /**
+   * Holds a command; returns false if it is already held. Refuses when the queue is full and, with
+   * `sharedBy` keys sharing the queue (the active bundle's issuers), when the requesting principal
+   * already holds maxPending / sharedBy commands: one key holder permitted to ask for approvals
+   * cannot fill the queue and lock everyone else's approval-gated commands out.
+   */
+  hold(cmd: PendingCommand, sharedBy?: number): boolean {
+    if (this.size() >= this.maxPending) throw new PendingFullError('APPROVAL_QUEUE_FULL', `approval queue is full (${this.maxPending} commands)`);
+    if (sharedBy !== undefined) {
+      const share = Math.max(1, Math.floor(this.maxPending / Math.max(1, Math.floor(sharedBy))));
+      const held = (this.countByPrincipal.get(cmd.principal) as { n: number }).n;
+      if (held >= share && this.selectCommand.get(Buffer.from(cmd.digest)) === undefined) {
+        throw new PendingFullError('APPROVAL_QUEUE_SHARE_FULL', `${cmd.principal} already holds its share of the approval queue (${share} of ${this.maxPending} commands)`);
+      }
+    }
     const r = this.insertCommand.run(
       Buffer.from(cmd.digest), Buffer.from(cmd.envelope), cmd.principal, cmd.action, cmd.resource,
       cmd.required, JSON.stringify(cmd.approvers), cmd.expiresMs, cmd.createdMs, JSON.stringify(cmd.reply),

@@ -609,6 +609,12 @@ const EFFECTS: Record<string, () => Promise<void>> = {
     running.agent.bundles.activate(site.bundle(1));
     expect((await decide(running, weld())).body.decision).toBe('pending');
     expect((await decide(running, weld())).body).toMatchObject({ decision: 'deny', reasons: ['APPROVAL_QUEUE_FULL'] });
+    // Four issuer keys share a queue of 8: the planner may hold 2 of them.
+    const shared = await start({ limits: { maxPendingApprovals: 8 } });
+    shared.agent.bundles.activate(site.bundle(1));
+    expect((await decide(shared, weld())).body.decision).toBe('pending');
+    expect((await decide(shared, weld())).body.decision).toBe('pending');
+    expect((await decide(shared, weld())).body).toMatchObject({ decision: 'deny', reasons: ['APPROVAL_QUEUE_SHARE_FULL'] });
   },
   'limits.outboxMaxMessages': async () => {
     // 80 messages wait in the outbox of a device that cannot reach its broker.

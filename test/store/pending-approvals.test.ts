@@ -57,4 +57,21 @@ describe('PendingApprovals', () => {
     expect(() => pending.hold(cmd(3))).toThrow(PendingFullError);
     expect(pending.size()).toBe(2);
   });
+
+  it("keeps each requester to its share of the queue, so one cannot lock the others' commands out", () => {
+    const pending = new PendingApprovals(openStateDb(':memory:'), 5); // two keys: a share of 2
+    const planner = (n: number) => cmd(n);
+    const operator = (n: number) => cmd(n, { principal: 'User::"olga"' });
+    expect(pending.hold(planner(1), 2)).toBe(true);
+    expect(pending.hold(planner(2), 2)).toBe(true);
+    expect(() => pending.hold(planner(3), 2)).toThrow(expect.objectContaining({ code: 'APPROVAL_QUEUE_SHARE_FULL' }));
+    expect(pending.hold(planner(2), 2)).toBe(false); // the same command again is not a new one
+    expect(pending.hold(operator(4), 2)).toBe(true);
+    expect(pending.hold(operator(5), 2)).toBe(true);
+    expect(() => pending.hold(operator(6), 2)).toThrow(expect.objectContaining({ code: 'APPROVAL_QUEUE_SHARE_FULL' }));
+    pending.remove(planner(1).digest);
+    expect(pending.hold(planner(3), 2)).toBe(true);
+    expect(pending.hold(operator(7))).toBe(true); // no share given: only the whole queue's bound
+    expect(() => pending.hold(cmd(8, { principal: 'User::"nina"' }), 2)).toThrow(expect.objectContaining({ code: 'APPROVAL_QUEUE_FULL' }));
+  });
 });
