@@ -5,19 +5,17 @@
 // private response topic and correlation data; on 3.1.1 the answer comes on `cmd/result`. Either
 // way an answer is matched to the approval by its `approval` claim (the SHA-256 of the envelope).
 import { randomBytes } from 'node:crypto';
-import { bytesEqual, fromHex, toHex } from '../crypto/bytes.js';
+import { fromHex, toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
-import type { PublicKey } from '../crypto/keys.js';
 import { APPROVAL_TOPIC, signApproval } from '../envelope/approval.js';
 import { APPROVAL_ACCEPTED_CODES, type ApprovalAnswerClaims, readUnverifiedApprovalAnswer, verifyApprovalAnswer } from '../envelope/approval-answer.js';
 import { DIGEST_LENGTH } from '../envelope/claims.js';
-import { EnvelopeError } from '../envelope/errors.js';
 import { ZtedgeError } from '../errors.js';
-import type { InboundMessage } from '../transport/mqtt-link.js';
 import { BROKER_OPTIONS, BROKER_USAGE, brokerTarget, openLink, publishWithin } from './broker-client.js';
 import { CliError, UsageError, defineCommand, flag, hasFlag, requireFlag } from './command.js';
 import { durationFlag } from './command-args.js';
+import { type ReplyKind, ReplyWaiter } from './reply-waiter.js';
 
 const USAGE = `Usage: ztedge approve --mqtt URL --site S --device D --key KEY --command DIGEST_HEX
                       [--reject] [--iss NAME] [--lifetime 60s] [--timeout 10s]
@@ -72,7 +70,7 @@ export const approveCommand = defineCommand({
     const key = readPrivateKeyFile(requireFlag(parsed, 'key'));
     const deviceKeyFile = flag(parsed, 'device-key');
     const deviceKey = deviceKeyFile === undefined ? undefined : readPublicKeyFile(deviceKeyFile);
-    const answers = new AnswerWaiter(target.deviceId, deviceKey, (warning) => io.stderr(warning));
+    const answers = new ReplyWaiter(ANSWER_REPLY, target.deviceId, deviceKey, (warning) => io.stderr(warning));
     // MQTT 5: a private response topic below cmd/result; 3.1.1: the device's approve/result.
     const link = await openLink(target, { ...(wait ? { subscriptions: [`${target.topics.cmdResult}/#`, target.topics.approveResult] } : {}), onMessage: (m) => answers.offer(m), timeoutMs });
     try {
@@ -118,65 +116,12 @@ export const approveCommand = defineCommand({
   },
 });
 
-/** Picks this approval's answer out of everything arriving on the result topics. */
-class AnswerWaiter {
-  private approval: Uint8Array | undefined;
-  private correlation: Uint8Array | undefined;
-  private answer: { claims: ApprovalAnswerClaims; verified: boolean } | null = null;
-  private wake: (() => void) | null = null;
-
-  constructor(
-    private readonly deviceId: string,
-    private readonly deviceKey: PublicKey | undefined,
-    private readonly warn: (text: string) => void,
-  ) {}
-
-  expect(approval: Uint8Array, correlation?: Uint8Array): void {
-    this.approval = approval;
-    this.correlation = correlation;
-  }
-
-  offer(message: InboundMessage): void {
-    if (this.approval === undefined || this.answer !== null) return;
-    // With correlation data, MQTT 5 says whose answer this is; a different one is someone else's.
-    if (this.correlation !== undefined && message.correlationData !== undefined && !bytesEqual(message.correlationData, this.correlation)) return;
-    let claims: ApprovalAnswerClaims;
-    try {
-      claims = readUnverifiedApprovalAnswer(message.payload);
-    } catch {
-      return; // not an approval's answer (command results share the topic)
-    }
-    if (!bytesEqual(claims.approval, this.approval)) return;
-    // A redelivered approval is answered as a replay; the answer to its first delivery is the one.
-    if (claims.code === 'ENVELOPE_REPLAY') return;
-    let verified = false;
-    if (this.deviceKey !== undefined) {
-      const deviceKey = this.deviceKey;
-      try {
-        verifyApprovalAnswer(message.payload, { keyResolver: (kid) => (bytesEqual(kid, deviceKey.kid) ? deviceKey : undefined), deviceId: this.deviceId, now: Date.now() });
-        verified = true;
-      } catch (err) {
-        if (!(err instanceof EnvelopeError)) throw err;
-        this.warn(`ignored an answer to this approval that does not verify with the device key: ${err.code}`);
-        return;
-      }
-    }
-    this.answer = { claims, verified };
-    this.wake?.();
-  }
-
-  /** The answer, or null after `timeoutMs` without one. */
-  async next(timeoutMs: number): Promise<{ claims: ApprovalAnswerClaims; verified: boolean } | null> {
-    if (this.answer === null) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeoutMs);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wake = null;
-    }
-    return this.answer;
-  }
-}
+/** An approval's answer, as the device signs it. */
+const ANSWER_REPLY: ReplyKind<ApprovalAnswerClaims> = {
+  read: readUnverifiedApprovalAnswer,
+  answers: (claims) => claims.approval,
+  verify: verifyApprovalAnswer,
+  // A redelivered approval is answered as a replay; the answer to its first delivery is the one.
+  ignore: (claims) => claims.code === 'ENVELOPE_REPLAY',
+  noun: 'an answer to this approval',
+};

@@ -3,16 +3,14 @@
 // 3.1.1 the result comes on `cmd/result`. Either way a result is matched to the command by its
 // `cmd` claim (the SHA-256 of the envelope sent), so results for other commands are ignored.
 import { randomBytes } from 'node:crypto';
-import { bytesEqual, toHex } from '../crypto/bytes.js';
+import { toHex } from '../crypto/bytes.js';
 import { sha256 } from '../crypto/hash.js';
 import { readPrivateKeyFile, readPublicKeyFile } from '../crypto/key-files.js';
-import type { PublicKey } from '../crypto/keys.js';
 import { COMMAND_TOPIC, signCommand } from '../envelope/command.js';
-import { EnvelopeError } from '../envelope/errors.js';
 import { RESULT_TOPIC, type ResultClaims, readUnverifiedResult, verifyResult } from '../envelope/result.js';
-import type { InboundMessage } from '../transport/mqtt-link.js';
 import { BROKER_OPTIONS, BROKER_USAGE, brokerTarget, openLink, publishWithin } from './broker-client.js';
 import { durationFlag, parseCommandArgs } from './command-args.js';
+import { type Reply, type ReplyKind, ReplyWaiter } from './reply-waiter.js';
 import { CliError, type CliIo, type CommandSpec, type ParsedArgs, flag, hasFlag, requireFlag } from './command.js';
 
 export const SEND_USAGE = `Usage: ztedge cmd send --mqtt URL --site S --device D --key KEY --act ACTION --res 'Type::"id"'
@@ -64,7 +62,7 @@ async function sendCommand(parsed: ParsedArgs, io: CliIo): Promise<number> {
   const key = readPrivateKeyFile(keyFile);
   const deviceKey = deviceKeyFile === undefined ? undefined : readPublicKeyFile(deviceKeyFile);
   const issuer = flag(parsed, 'iss');
-  const results = new ResultWaiter(target.deviceId, deviceKey, (warning) => io.stderr(warning));
+  const results = new ReplyWaiter(RESULT_REPLY, target.deviceId, deviceKey, (warning) => io.stderr(warning));
   // `cmd/result/#` also matches `cmd/result` itself: one filter for both protocol versions.
   const link = await openLink(target, { subscriptions: [`${target.topics.cmdResult}/#`], onMessage: (m) => results.offer(m), timeoutMs });
   try {
@@ -84,13 +82,14 @@ async function sendCommand(parsed: ParsedArgs, io: CliIo): Promise<number> {
     results.expect(sha256(envelope), correlation);
     const reply = correlation === undefined ? {} : { responseTopic: `${target.topics.cmdResult}/${toHex(correlation.subarray(0, 8))}`, correlationData: correlation };
     await publishWithin(link, target.topics.cmd, envelope, { qos: 1, ...reply }, timeoutMs);
-    let result = await results.next(timeoutMs);
+    let answer = await results.next(timeoutMs);
     // A held command settles when approved, rejected or expired: wait until its exp, plus the timeout.
     const settleBy = now + lifetimeMs + timeoutMs;
-    while (result !== null) {
+    while (answer !== null) {
+      const result = printed(answer);
       io.stdout(JSON.stringify(result));
       if (result.decision !== 'pending' || hasFlag(parsed, 'no-wait')) return EXIT_BY_DECISION[result.decision];
-      result = await results.next(Math.max(0, settleBy - Date.now()));
+      answer = await results.next(Math.max(0, settleBy - Date.now()));
     }
     throw new CliError('RESULT_TIMEOUT', `no ${results.seen > 0 ? 'settled ' : ''}result for command ${toHex(results.digest!)} in time`);
   } finally {
@@ -113,87 +112,25 @@ export interface PrintedResult {
   verified: boolean;
 }
 
-/** Picks this command's results out of everything arriving on the result topics, in order. */
-export class ResultWaiter {
-  digest: Uint8Array | undefined;
-  /** Results accepted so far. */
-  seen = 0;
-  private correlation: Uint8Array | undefined;
-  private readonly queue: PrintedResult[] = [];
-  private readonly delivered = new Set<string>();
-  private wake: (() => void) | null = null;
+/** A command's results, as the device signs them. */
+const RESULT_REPLY: ReplyKind<ResultClaims> = {
+  read: readUnverifiedResult,
+  answers: (claims) => claims.cmd,
+  verify: (payload, opts) => verifyResult(payload, { ...opts, topic: RESULT_TOPIC }),
+  noun: 'a result for this command',
+};
 
-  constructor(
-    private readonly deviceId: string,
-    private readonly deviceKey: PublicKey | undefined,
-    private readonly warn: (text: string) => void,
-  ) {}
-
-  expect(digest: Uint8Array, correlation?: Uint8Array): void {
-    this.digest = digest;
-    this.correlation = correlation;
-  }
-
-  offer(message: InboundMessage): void {
-    if (this.digest === undefined) return;
-    // With correlation data, MQTT 5 says whose answer this is; a different one is someone else's.
-    if (this.correlation !== undefined && message.correlationData !== undefined && !bytesEqual(message.correlationData, this.correlation)) return;
-    let claims: ResultClaims;
-    try {
-      claims = readUnverifiedResult(message.payload);
-    } catch {
-      return; // not a result
-    }
-    if (!bytesEqual(claims.cmd, this.digest)) return;
-    // Results are delivered at least once: the same signed result again is not news.
-    const id = toHex(sha256(message.payload));
-    if (this.delivered.has(id)) return;
-    let verified = false;
-    if (this.deviceKey !== undefined) {
-      const deviceKey = this.deviceKey;
-      try {
-        verifyResult(message.payload, {
-          keyResolver: (kid) => (bytesEqual(kid, deviceKey.kid) ? deviceKey : undefined),
-          deviceId: this.deviceId,
-          topic: RESULT_TOPIC,
-          now: Date.now(),
-        });
-        verified = true;
-      } catch (err) {
-        if (!(err instanceof EnvelopeError)) throw err;
-        this.warn(`ignored a result for this command that does not verify with the device key: ${err.code}`);
-        return;
-      }
-    }
-    this.delivered.add(id);
-    this.seen++;
-    this.queue.push({
-      command: toHex(claims.cmd),
-      decision: claims.decision,
-      outcome: claims.outcome,
-      reasons: claims.reasons,
-      policies: claims.policies,
-      device: claims.iss,
-      issuedAt: new Date(claims.iatMs).toISOString(),
-      cti: toHex(claims.cti),
-      ...(claims.grantExpiresMs === undefined ? {} : { grantExpires: new Date(claims.grantExpiresMs).toISOString() }),
-      verified,
-    });
-    this.wake?.();
-  }
-
-  /** The next result, or null after `timeoutMs` without one. */
-  async next(timeoutMs: number): Promise<PrintedResult | null> {
-    if (this.queue.length === 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeoutMs);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wake = null;
-    }
-    return this.queue.shift() ?? null;
-  }
+function printed({ claims, verified }: Reply<ResultClaims>): PrintedResult {
+  return {
+    command: toHex(claims.cmd),
+    decision: claims.decision,
+    outcome: claims.outcome,
+    reasons: claims.reasons,
+    policies: claims.policies,
+    device: claims.iss,
+    issuedAt: new Date(claims.iatMs).toISOString(),
+    cti: toHex(claims.cti),
+    ...(claims.grantExpiresMs === undefined ? {} : { grantExpires: new Date(claims.grantExpiresMs).toISOString() }),
+    verified,
+  };
 }
