@@ -1,24 +1,37 @@
-// The heap bounds the built program starts with: the defaults the operator's NODE_OPTIONS does
-// not set, then the operator's NODE_OPTIONS (later flags win in V8); nothing to add, no relaunch.
+// The heap bounds a long-running command gets: a worker thread's resource limits standing for the
+// defaults the operator's NODE_OPTIONS does not set, the operator's value for those it sets
+// (later flags win in V8); nothing to add, no worker, when NODE_OPTIONS sets both.
 import { describe, expect, it } from 'vitest';
-import { HEAP_DEFAULTS, boundedNodeOptions } from '../../src/cli/heap.js';
+import { HEAP_DEFAULTS, describeBounds, needsHeapBounds, workerHeapBounds } from '../../src/cli/heap.js';
 
 describe('heap bounds', () => {
-  it('adds both defaults when NODE_OPTIONS is unset or blank', () => {
+  it('bounds a worker with both defaults when NODE_OPTIONS is unset or blank', () => {
     expect(HEAP_DEFAULTS).toEqual(['--max-old-space-size=256', '--max-semi-space-size=2']);
-    expect(boundedNodeOptions(undefined)).toBe('--max-old-space-size=256 --max-semi-space-size=2');
-    expect(boundedNodeOptions('  ')).toBe('--max-old-space-size=256 --max-semi-space-size=2');
+    // The young generation is three semi-spaces.
+    expect(workerHeapBounds(undefined)).toEqual({ maxOldGenerationSizeMb: 256, maxYoungGenerationSizeMb: 6 });
+    expect(workerHeapBounds('  ')).toEqual({ maxOldGenerationSizeMb: 256, maxYoungGenerationSizeMb: 6 });
+    expect(describeBounds(workerHeapBounds(undefined)!)).toBe(HEAP_DEFAULTS.join(' '));
   });
 
-  it("keeps the operator's options after the defaults and adds only the bounds it does not set", () => {
-    expect(boundedNodeOptions('--enable-source-maps')).toBe('--max-old-space-size=256 --max-semi-space-size=2 --enable-source-maps');
-    expect(boundedNodeOptions('--max-old-space-size=512')).toBe('--max-semi-space-size=2 --max-old-space-size=512');
+  it("takes the operator's value for a bound NODE_OPTIONS sets, the last one when repeated", () => {
+    expect(workerHeapBounds('--enable-source-maps')).toEqual({ maxOldGenerationSizeMb: 256, maxYoungGenerationSizeMb: 6 });
+    expect(workerHeapBounds('--max-old-space-size=512')).toEqual({ maxOldGenerationSizeMb: 512, maxYoungGenerationSizeMb: 6 });
     // V8 reads `_` and `-` alike.
-    expect(boundedNodeOptions('--max_semi_space_size=8 --trace-gc')).toBe('--max-old-space-size=256 --max_semi_space_size=8 --trace-gc');
+    expect(workerHeapBounds('--max_semi_space_size=8 --trace-gc')).toEqual({ maxOldGenerationSizeMb: 256, maxYoungGenerationSizeMb: 24 });
+    expect(workerHeapBounds('--max-old-space-size=300 --max-old-space-size=400')).toEqual({ maxOldGenerationSizeMb: 400, maxYoungGenerationSizeMb: 6 });
   });
 
-  it('asks for no relaunch when the operator sets both bounds', () => {
-    expect(boundedNodeOptions('--max-old-space-size=1024 --max-semi-space-size=16')).toBeNull();
-    expect(boundedNodeOptions('--max_old_space_size=1024 --trace-gc --max-semi-space-size=16')).toBeNull();
+  it('asks for no worker when the operator sets both bounds', () => {
+    expect(workerHeapBounds('--max-old-space-size=1024 --max-semi-space-size=16')).toBeNull();
+    expect(workerHeapBounds('--max_old_space_size=1024 --trace-gc --max-semi-space-size=16')).toBeNull();
+  });
+
+  it('bounds the long-running commands, and the version report that shows the bounds', () => {
+    expect(needsHeapBounds(['run', '--config', 'agent.yaml'])).toBe(true);
+    expect(needsHeapBounds(['collector', '--key', 'k'])).toBe(true);
+    expect(needsHeapBounds(['--version', '--verbose'])).toBe(true);
+    expect(needsHeapBounds(['--version'])).toBe(false);
+    expect(needsHeapBounds(['bundle', 'build', 'cell'])).toBe(false);
+    expect(needsHeapBounds([])).toBe(false);
   });
 });
