@@ -145,24 +145,15 @@ async function buildExecutable(work: string): Promise<void> {
 }
 
 /**
- * V8's code cache for the program, made by the Node the executable carries, with the same (default)
- * V8 flags: V8 refuses a cache from any other. Made after `ztedge --help` has run, which loads
- * every command's modules, so the cache holds those modules' code compiled (V8 keeps what ran), not
- * only the program's outer level: a start then neither parses nor compiles them.
+ * V8's code cache for the program, made by the Node the executable carries with no V8 flags (V8
+ * refuses a cache from any other V8 or other flags), after the program has done what a start does
+ * (scripts/warm-code-cache.cjs): the cache then holds that code compiled, not only the outer level.
  */
 function makeCodeCache(work: string, wrapped: string, out: string): void {
   const wrappedFile = path.join(work, 'program.wrapped.js');
   fs.writeFileSync(wrappedFile, wrapped);
-  const warm = `
-const fs = require('node:fs'); const vm = require('node:vm'); const { createRequire } = require('node:module');
-const [wrappedFile, programFile, out] = process.argv.slice(1);
-const script = new vm.Script(fs.readFileSync(wrappedFile, 'utf8'), { filename: programFile });
-process.argv = [process.execPath, programFile, '--help'];
-process.stdout.write = () => true;
-const module = { exports: {} };
-script.runInThisContext()(module.exports, createRequire(programFile), module, programFile, require('node:path').dirname(programFile), 'used');
-process.once('beforeExit', () => fs.writeFileSync(out, script.createCachedData()));`;
-  execFileSync(process.execPath, ['-e', warm, wrappedFile, SCRIPT, out], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, NODE_OPTIONS: '' } });
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ZTEDGE_') && k !== 'NODE_OPTIONS'));
+  execFileSync(process.execPath, [path.join(ROOT, 'scripts/warm-code-cache.cjs'), wrappedFile, SCRIPT, work, out], { cwd: work, stdio: ['ignore', 'ignore', 'inherit'], env });
   if (!fs.existsSync(out)) throw new Error('no code cache was made for the program');
 }
 
