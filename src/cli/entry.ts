@@ -1,17 +1,17 @@
 // Entry of the built program (scripts/build.ts): `dist/ztedge.cjs` run by Node, and the program
 // the single executable `dist/ztedge` compiles from its assets (sea-main.ts). A long-running
-// command runs in a worker thread with bounded heap (heap.ts). Every SQLite database gets the
+// command runs in a worker thread with bounded heap (heap.ts; in the executable sea-main.ts
+// starts that worker, before it loads the program). Every SQLite database gets the
 // right addon — inside the executable the embedded one, checked against the digest built in
 // (native-addon.ts); under Node the one installed with better-sqlite3 — and the CLI runs.
 // Inside the executable `require` loads only Node's built-in modules: everything else is bundled.
 import { createRequire } from 'node:module';
 import os from 'node:os';
-import { getAsset, getRawAsset, isSea } from 'node:sea';
+import { getRawAsset, isSea } from 'node:sea';
 import { Worker, isMainThread, workerData } from 'node:worker_threads';
-import { type HeapBounds, describeBounds, needsHeapBounds, receiveSignals, superviseWorker, workerHeapBounds } from './heap.js';
+import { type BoundedWorkerData, type HeapBounds, boundedWorkerOptions, describeBounds, needsHeapBounds, receiveSignals, superviseWorker, workerHeapBounds } from './heap.js';
 import type { EmbeddedAddon } from './native-addon.js';
-import { SEA_MAIN_ASSET } from './program-asset.js';
-import { type ProcessStart, mainThreadStart, setProcessStart } from './start-timing.js';
+import { setProcessStart } from './start-timing.js';
 
 /** SHA-256 of better-sqlite3's addon, put in by the build. */
 declare const ZTEDGE_SQLITE_ADDON_SHA256: string;
@@ -20,16 +20,9 @@ const SQLITE_ADDON_ASSET = 'better_sqlite3.node';
 /** Set by sea-main.ts: whether V8 took the code cache built for this program. */
 declare const __ztedgeCodeCache: 'used' | 'rejected' | undefined;
 
-/** What a bounded worker is told by the thread that started it. */
-interface BoundedWorkerData {
-  ztedgeHeapBounds: HeapBounds;
-  ztedgeProcessStart: ProcessStart;
-}
-
-function startBoundedWorker(args: string[], bounds: HeapBounds, inExecutable: boolean): void {
-  const options = { argv: args, resourceLimits: bounds, workerData: { ztedgeHeapBounds: bounds, ztedgeProcessStart: mainThreadStart(true) } satisfies BoundedWorkerData };
-  const worker = inExecutable ? new Worker(getAsset(SEA_MAIN_ASSET, 'utf8'), { ...options, eval: true }) : new Worker(__filename, options);
-  superviseWorker(worker, (err) => process.stderr.write(`ztedge: ${err.stack ?? String(err)}\n`));
+/** The command in a worker with bounded heap (heap.ts); in the executable sea-main.ts does this. */
+function startBoundedWorker(args: string[], bounds: HeapBounds): void {
+  superviseWorker(new Worker(__filename, boundedWorkerOptions(args, bounds)), (err) => process.stderr.write(`ztedge: ${err.stack ?? String(err)}\n`));
 }
 
 async function start(): Promise<void> {
@@ -38,7 +31,7 @@ async function start(): Promise<void> {
   const args = process.argv.slice(2);
   if (isMainThread && needsHeapBounds(args)) {
     const bounds = workerHeapBounds(process.env.NODE_OPTIONS);
-    if (bounds !== null) return startBoundedWorker(args, bounds, inExecutable);
+    if (bounds !== null) return startBoundedWorker(args, bounds);
   }
   const data = isMainThread ? null : (workerData as Partial<BoundedWorkerData> | null);
   const bounds = data?.ztedgeHeapBounds ?? null;

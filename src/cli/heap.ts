@@ -8,7 +8,8 @@
 // (a whole Node start and a second compile of the program). The operator's NODE_OPTIONS wins
 // for the bound it sets; when it sets both, the process's own heap is already bounded and the
 // command runs on the main thread.
-import { type Worker, parentPort } from 'node:worker_threads';
+import { type Worker, type WorkerOptions, parentPort } from 'node:worker_threads';
+import { type ProcessStart, mainThreadStart } from './start-timing.js';
 
 /** The bounds the command path was measured with (bench:pipeline, soak). */
 export const HEAP_DEFAULTS: readonly string[] = ['--max-old-space-size=256', '--max-semi-space-size=2'];
@@ -66,6 +67,17 @@ export function needsHeapBounds(args: readonly string[]): boolean {
   const [name, ...rest] = args;
   // `--version --verbose` reports the heap limit the agent runs with.
   return name === 'run' || name === 'collector' || (name === '--version' && rest.includes('--verbose'));
+}
+
+/** What a bounded worker is told by the thread that starts it (its workerData). */
+export interface BoundedWorkerData {
+  ztedgeHeapBounds: HeapBounds;
+  ztedgeProcessStart: ProcessStart;
+}
+
+/** Options for a worker that runs the command `args` with heap `bounds`. */
+export function boundedWorkerOptions(args: string[], bounds: HeapBounds): WorkerOptions {
+  return { argv: args, resourceLimits: bounds, workerData: { ztedgeHeapBounds: bounds, ztedgeProcessStart: mainThreadStart(true) } satisfies BoundedWorkerData };
 }
 
 /** A message from the main thread to the worker: a signal the process received. */
