@@ -4,14 +4,17 @@
 // port, no broker, no bundle) that starts, answers GET /readyz and stops on SIGTERM, then `--help`,
 // which loads every command's modules. A start with the cache then compiles none of that code.
 // Run by the Node the executable carries, with no V8 flags (V8 takes a cache only from the same
-// V8 with the same flags):  node scripts/warm-code-cache.cjs WRAPPED PROGRAM WORKDIR OUT
+// V8 with the same flags):  node scripts/warm-code-cache.cjs WRAPPED WORKDIR OUT
+// The program runs as the file dist/ztedge.cjs of this checkout would (it finds the installed
+// better-sqlite3 from there), wherever the build writes it.
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
 const vm = require('node:vm');
 const { createRequire } = require('node:module');
 
-const [wrappedFile, programFile, work, out] = process.argv.slice(2);
+const [wrappedFile, work, out] = process.argv.slice(2);
+const programFile = path.join(__dirname, '..', 'dist', 'ztedge.cjs');
 const script = new vm.Script(fs.readFileSync(wrappedFile, 'utf8'), { filename: programFile });
 const program = script.runInThisContext();
 
