@@ -3,8 +3,8 @@
 // (a signed bundle active, the state database open, the audit log written), on a private broker,
 // in rounds that alternate which goes first:
 //   binary       dist/ztedge, as shipped (the agent in a worker thread with its heap bounds)
-//   binary, bounds in NODE_OPTIONS   the agent on the main thread; V8 then refuses the code cache
-//                made without those flags, so the program is compiled from source
+//   binary, NODE_OPTIONS   dist/ztedge with both bounds in NODE_OPTIONS: the agent on the main
+//                thread; V8 then refuses the code cache made without those flags (compiled from source)
 //   node         node dist/ztedge.cjs (the built JavaScript, the bounds through NODE_OPTIONS)
 // "first" starts on an empty state directory (database created, bundle activated, the binary's
 // SQLite addon written out); "restart" starts again on that state, as after a reboot. The agent's
