@@ -153,7 +153,7 @@ function makeCodeCache(work: string, wrapped: string, out: string): void {
   const wrappedFile = path.join(work, 'program.wrapped.js');
   fs.writeFileSync(wrappedFile, wrapped);
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ZTEDGE_') && k !== 'NODE_OPTIONS'));
-  execFileSync(process.execPath, [path.join(ROOT, 'scripts/warm-code-cache.cjs'), wrappedFile, work, out], { cwd: work, stdio: ['ignore', 'ignore', 'inherit'], env });
+  execFileSync(process.execPath, [path.join(ROOT, 'scripts/warm-code-cache.cjs'), wrappedFile, work, out], { cwd: work, stdio: ['ignore', 'ignore', 'pipe'], env });
   if (!fs.existsSync(out)) throw new Error('no code cache was made for the program');
 }
 

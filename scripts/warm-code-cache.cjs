@@ -1,8 +1,9 @@
 // Makes the V8 code cache the single executable compiles its program with (scripts/build.ts,
 // src/cli/sea-main.ts). V8 puts in a cache the code of every function compiled so far, so the
-// program first does here what a start does: `keygen`, then an agent (`run`, local API on a free
-// port, no broker, no bundle) that starts, answers GET /readyz and stops on SIGTERM, then `--help`,
-// which loads every command's modules. A start with the cache then compiles none of that code.
+// program first does here what a start does: `keygen`, `bundle build` and `bundle sign` of a
+// one-policy bundle, then an agent (`run`, local API on a free port, no broker) that activates that
+// bundle from its bundleFile, answers GET /readyz and stops on SIGTERM, then `--help`, which loads
+// every command's modules. A start with the cache then compiles none of that code.
 // Run by the Node the executable carries, with no V8 flags (V8 takes a cache only from the same
 // V8 with the same flags):  node scripts/warm-code-cache.cjs WRAPPED WORKDIR OUT
 // The program runs as the file dist/ztedge.cjs of this checkout would (it finds the installed
@@ -38,8 +39,13 @@ function runProgram(args) {
 const site = path.join(work, 'warm-up');
 fs.mkdirSync(site, { recursive: true });
 const config = path.join(site, 'agent.json');
+fs.mkdirSync(path.join(site, 'policies'), { recursive: true });
+fs.writeFileSync(path.join(site, 'policies', 'warm-up.cedar'), 'permit(principal, action, resource);\n');
 const steps = [
   () => runProgram(['keygen', '--alg', 'ed25519', '--out', path.join(site, 'device')]),
+  () => runProgram(['keygen', '--alg', 'ed25519', '--out', path.join(site, 'root')]),
+  () => runProgram(['bundle', 'build', path.join(site, 'policies'), '--revision', '1', '--expires', '1d', '--out', path.join(site, 'bundle.cbor')]),
+  () => runProgram(['bundle', 'sign', path.join(site, 'bundle.cbor'), '--key', path.join(site, 'root.key')]),
   () => {
     fs.writeFileSync(
       config,
@@ -47,8 +53,9 @@ const steps = [
         device: { id: 'warm-up', site: 'build' },
         stateDir: 'state',
         deviceKey: 'device.key',
-        roots: { keys: ['device.pub'], threshold: 1 },
+        roots: { keys: ['root.pub'], threshold: 1 },
         http: { host: '127.0.0.1', port: 0 },
+        bundleFile: 'bundle.cbor',
       }),
     );
     // Both heap bounds given: the agent runs on this thread, not in a bounded worker (heap.ts).
@@ -66,7 +73,7 @@ const steps = [
     runProgram(['run', '--config', config]);
   },
   () => {
-    if (!printed.includes('"agent stopped"')) throw new Error(`the warm-up agent did not run:\n${printed}`);
+    if (!printed.includes('"agent stopped"') || !printed.includes('"agent ready"')) throw new Error(`the warm-up agent did not get ready:\n${printed}`);
     delete process.env.NODE_OPTIONS;
     runProgram(['--help']);
   },
