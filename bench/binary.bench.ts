@@ -1,16 +1,22 @@
 // bench:binary — the single executable against the same agent under Node, in the same run.
 // Builds dist/ (npm run build), then times `ztedge run` from spawn to GET /readyz answering 200
-// (a signed bundle active), on a private broker, in rounds that alternate which goes first:
-//   binary       dist/ztedge, as shipped (it relaunches itself once with its heap bounds)
-//   binary, no relaunch   dist/ztedge with both bounds already in NODE_OPTIONS
-//   node         node dist/ztedge.cjs (the built JavaScript, same bounds through NODE_OPTIONS)
+// (a signed bundle active, the state database open, the audit log written), on a private broker,
+// in rounds that alternate which goes first:
+//   binary       dist/ztedge, as shipped (the agent in a worker thread with its heap bounds)
+//   binary, NODE_OPTIONS   dist/ztedge with both bounds in NODE_OPTIONS: the agent on the main
+//                thread; V8 then refuses the code cache made without those flags (compiled from source)
+//   node         node dist/ztedge.cjs (the built JavaScript, the bounds through NODE_OPTIONS)
 // "first" starts on an empty state directory (database created, bundle activated, the binary's
-// SQLite addon written out); "restart" starts again on that state, as after a reboot. Beside the
-// wall-clock times, the CPU time the processes used until ready (launcher included), which a busy
-// machine inflates less, and Node's own start (`node -e 0`) as this machine's yardstick.
+// SQLite addon written out); "restart" starts again on that state, as after a reboot. The port is
+// tried every 5 ms, then /readyz asked every millisecond (startToReady says why). Beside the
+// wall-clock times,
+// the CPU time the process used until ready, which a busy machine inflates less, Node's own start
+// (`node -e 0`) as this machine's yardstick, and where the binary's restart went (its
+// NODE_DEBUG=ztedge-start milestones, medians). Every agent started is killed before the bench ends.
 //   npm run bench:binary -- --rounds 7 [--no-build: measure the dist/ already built]
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,8 +43,8 @@ interface Variant {
 const bounds = HEAP_DEFAULTS.join(' ');
 const baseEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ZTEDGE_') && k !== 'NODE_OPTIONS')) as Record<string, string>;
 const VARIANTS: Variant[] = [
-  { name: 'binary', command: BINARY, args: [], env: baseEnv },
-  { name: 'binary, no relaunch', command: BINARY, args: [], env: { ...baseEnv, NODE_OPTIONS: bounds } },
+  { name: 'binary', command: BINARY, args: [], env: { ...baseEnv, NODE_DEBUG: 'ztedge-start' } },
+  { name: 'binary, NODE_OPTIONS', command: BINARY, args: [], env: { ...baseEnv, NODE_OPTIONS: bounds } },
   { name: 'node dist/ztedge.cjs', command: process.execPath, args: [SCRIPT], env: { ...baseEnv, NODE_OPTIONS: bounds } },
 ];
 
@@ -59,7 +65,8 @@ async function main(): Promise<void> {
   const site = makeBenchSite(broker.url, 1);
   const config = JSON.parse(fs.readFileSync(site.configFile, 'utf8')) as Record<string, unknown>;
   const times = new Map<string, { first: number[]; restart: number[]; cpu: number[] }>(VARIANTS.map((v) => [v.name, { first: [], restart: [], cpu: [] }]));
-  const memory = new Map<string, { launcherKiB: number; agentKiB: number }>();
+  const memory = new Map<string, number>();
+  const milestones = new Map<string, number[]>();
   const bareNode: number[] = [];
   try {
     for (let round = 0; round < rounds; round++) {
@@ -76,6 +83,7 @@ async function main(): Promise<void> {
         const restart = await startToReady(variant, file, port);
         if (round === 0) memory.set(variant.name, residentKiB(restart.child.pid!));
         await stop(restart.child);
+        for (const { name, ms } of restart.milestones) milestones.set(name, [...(milestones.get(name) ?? []), ms]);
         times.get(variant.name)!.first.push(first.ms);
         times.get(variant.name)!.restart.push(restart.ms);
         times.get(variant.name)!.cpu.push(restart.cpuMs);
@@ -93,72 +101,145 @@ async function main(): Promise<void> {
   console.log(`start to /readyz 200, median of ${rounds} (min–max):`);
   for (const variant of VARIANTS) {
     const t = times.get(variant.name)!;
-    const m = memory.get(variant.name)!;
-    const rss = `, agent RSS ${mib(m.agentKiB)} MiB${m.launcherKiB > 0 ? ` + launcher ${mib(m.launcherKiB)} MiB private` : ''}`;
+    const rss = `, RSS ${mib(memory.get(variant.name)!)} MiB`;
     console.log(
       `  ${variant.name.padEnd(22)} first ${String(Math.round(median(t.first))).padStart(4)} ms (${range(t.first)})   restart ${String(Math.round(median(t.restart))).padStart(4)} ms (${range(t.restart)}), CPU ${Math.round(median(t.cpu))} ms${rss}`,
     );
   }
   const binary = median(times.get('binary')!.restart);
   const node = median(times.get('node dist/ztedge.cjs')!.restart);
-  const direct = median(times.get('binary, no relaunch')!.restart);
   const cpu = (name: string) => median(times.get(name)!.cpu);
-  console.log(`binary / node (restart): ${(binary / node).toFixed(2)}× wall, ${(cpu('binary') / cpu('node dist/ztedge.cjs')).toFixed(2)}× CPU; the relaunch costs ${Math.round(binary - direct)} ms, ${Math.round(cpu('binary') - cpu('binary, no relaunch'))} ms CPU`);
+  console.log(`binary / node (restart): ${(binary / node).toFixed(2)}× wall, ${(cpu('binary') / cpu('node dist/ztedge.cjs')).toFixed(2)}× CPU`);
   console.log(`binary ready in ${(binary / median(bareNode)).toFixed(1)}× Node's own start (node -e 0), node dist/ztedge.cjs in ${(node / median(bareNode)).toFixed(1)}×`);
+  // Medians of each milestone, ms since the process started (src/cli/start-timing.ts).
+  const steps = [...milestones].map(([name, ms]) => ({ name, ms: median(ms) })).sort((a, b) => a.ms - b.ms);
+  console.log(`binary restart, ms since the process started (medians; +ms since the milestone before):`);
+  console.log(`  ${steps.map((step, i) => `${step.name} ${Math.round(step.ms)} (+${Math.round(step.ms - (steps[i - 1]?.ms ?? 0))})`).join(', ')}, /readyz 200 ${Math.round(binary)}`);
   console.log(`load average during the run: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} on ${os.availableParallelism()} cores`);
   console.log(`binary size: ${mb(size)} MB`);
   console.log(`ready: ${Math.round(binary)} ms`);
 }
 
-/** Spawns the agent and polls /readyz until it answers 200; ms from spawn. */
-async function startToReady(variant: Variant, configFile: string, port: number): Promise<{ ms: number; cpuMs: number; child: ChildProcess }> {
+/** Every process this bench started and has not seen exit: killed however the bench ends. */
+const running = new Set<ChildProcess>();
+
+function track(child: ChildProcess): ChildProcess {
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  return child;
+}
+
+function killAll(): void {
+  for (const child of running) {
+    // Each agent leads its own process group: anything it started goes with it.
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      child.kill('SIGKILL');
+    }
+  }
+  running.clear();
+}
+process.once('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    killAll();
+    process.exit(130);
+  });
+}
+
+/**
+ * Spawns the agent, tries its port every 5 ms until it accepts a connection, then asks GET /readyz
+ * every millisecond until it answers 200; ms from spawn, the CPU the process used until then, its
+ * start-up milestones. A refused connect costs the bench ~0.25 ms of CPU (fetch or an HTTP request
+ * about twice that), which on two cores comes out of the start measured: hence 5 ms, not 2.
+ */
+async function startToReady(
+  variant: Variant,
+  configFile: string,
+  port: number,
+): Promise<{ ms: number; cpuMs: number; child: ChildProcess; milestones: Array<{ name: string; ms: number }> }> {
   const started = performance.now();
-  const child = spawn(variant.command, [...variant.args, 'run', '--config', configFile], { cwd: path.dirname(configFile), env: variant.env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = track(
+    spawn(variant.command, [...variant.args, 'run', '--config', configFile], { cwd: path.dirname(configFile), env: variant.env, stdio: ['ignore', 'ignore', 'pipe'], detached: true }),
+  );
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`${variant.name} exited ${child.exitCode}: ${stderr}`);
+  const check = () => {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${variant.name} exited ${child.exitCode ?? child.signalCode}: ${stderr}`);
     if (performance.now() - started > 30_000) throw new Error(`${variant.name} not ready within 30 s: ${stderr}`);
-    try {
-      const response = await fetch(`http://127.0.0.1:${port}/readyz`);
-      await response.arrayBuffer();
-      if (response.status === 200) {
+  };
+  try {
+    for (check(); !(await accepts(port)); check()) await new Promise((resolve) => setTimeout(resolve, 5));
+    for (;;) {
+      check();
+      if ((await readyzStatus(port)) === 200) {
         const ms = performance.now() - started;
-        const pids = [child.pid!, ...fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)];
-        return { ms, cpuMs: pids.reduce((sum, pid) => sum + cpuSeconds(pid) * 1000, 0), child };
+        return { ms, cpuMs: cpuSeconds(child.pid!) * 1000, child, milestones: await startMilestones(variant, () => stderr) };
       }
-    } catch {
-      // Not listening yet.
+      await new Promise((resolve) => setTimeout(resolve, 1));
     }
-    await new Promise((resolve) => setTimeout(resolve, 2));
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
   }
+}
+
+/** Whether something listens on the port. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+/** The status GET /readyz answers with, or 0 when nothing answers. */
+function readyzStatus(port: number): Promise<number> {
+  return new Promise((resolve) => {
+    const request = http.get({ host: '127.0.0.1', port, path: '/readyz', agent: false }, (response) => {
+      response.resume();
+      response.once('end', () => resolve(response.statusCode ?? 0));
+    });
+    request.once('error', () => resolve(0));
+  });
+}
+
+/** The NODE_DEBUG=ztedge-start line (printed right after "agent started"), when the variant has it. */
+async function startMilestones(variant: Variant, stderr: () => string): Promise<Array<{ name: string; ms: number }>> {
+  if (variant.env.NODE_DEBUG !== 'ztedge-start') return [];
+  // The line may still be on its way through the pipe.
+  for (let i = 0; i < 100 && !stderr().includes('ZTEDGE-START'); i++) await new Promise((resolve) => setTimeout(resolve, 2));
+  const line = /ZTEDGE-START \d+: ms since the process started: (.*)/.exec(stderr())?.[1];
+  if (line === undefined) return [];
+  return line.split(', ').map((part) => {
+    const [, name, ms] = /^(\S+) ([\d.]+)/.exec(part)!;
+    return { name: name!, ms: Number(ms) };
+  });
 }
 
 async function timeExit(command: string, args: string[]): Promise<number> {
   const started = performance.now();
-  const child = spawn(command, args, { stdio: 'ignore' });
+  const child = track(spawn(command, args, { stdio: 'ignore' }));
   await new Promise((resolve) => child.once('exit', resolve));
   return performance.now() - started;
 }
 
 async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
+  if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
   await exited;
+  clearTimeout(timer);
 }
 
-/**
- * Resident memory (KiB) of the agent and, when it relaunched itself, the launcher's private memory
- * (what the launcher adds: the pages of the binary it maps are shared with the agent).
- */
-function residentKiB(pid: number): { launcherKiB: number; agentKiB: number } {
-  const children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
-  const rollup = (p: number) => fs.readFileSync(`/proc/${p}/smaps_rollup`, 'utf8');
-  const rss = (p: number) => Number(/^Rss:\s+(\d+) kB/m.exec(rollup(p))![1]);
-  const own = (p: number) => [...rollup(p).matchAll(/^Private_(?:Clean|Dirty):\s+(\d+) kB/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
-  if (children === '') return { launcherKiB: 0, agentKiB: rss(pid) };
-  return { launcherKiB: own(pid), agentKiB: rss(Number(children.split(/\s+/)[0])) };
+/** Resident memory (KiB) of the agent's process. */
+function residentKiB(pid: number): number {
+  return Number(/^Rss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))![1]);
 }
 
 function freePort(): Promise<number> {

@@ -1,9 +1,10 @@
 // `npm run build`: the `ztedge` program in dist/ (which stays out of git).
 //   dist/ztedge.cjs  every command of the CLI bundled into one CommonJS file (src/cli/entry.ts),
 //                    run by plain Node: package.json's `bin`, needing only production dependencies
-//   dist/ztedge      a Node single executable application: Node itself, that file as its main
-//                    script, and as assets better-sqlite3's addon and cedar-wasm's WebAssembly
-//                    (brotli-compressed); the firmware profiles are inside the JavaScript
+//   dist/ztedge      a Node single executable application: Node itself, a small main script
+//                    (src/cli/sea-main.ts) and as assets that file with a V8 code cache for it,
+//                    better-sqlite3's addon and cedar-wasm's WebAssembly (brotli-compressed);
+//                    the firmware profiles are inside the JavaScript
 //                    (nothing else to install, no file read from beside the program)
 // `--js-only` stops after dist/ztedge.cjs; `--out-dir DIR` writes to DIR instead of dist/ (tests).
 // The executable carries the Node that runs this script.
@@ -20,6 +21,7 @@ import { AGENT_VERSION } from '../src/agent/runtime.js';
 import { loadShippedProfile, shippedProfileNames } from '../src/attest/profile.js';
 import { shippedProfileTexts } from '../src/attest/shipped-profiles.js';
 import { CEDAR_WASM_ASSET } from '../src/cli/cedar-wasm.js';
+import { PROGRAM_ASSET, PROGRAM_CODE_CACHE_ASSET, SEA_MAIN_ASSET, wrapProgram } from '../src/cli/program-asset.js';
 import { VERSION } from '../src/cli/main.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -88,17 +90,25 @@ console.log(`${path.relative(ROOT, SCRIPT)}: ${mb(fs.statSync(SCRIPT).size)} MB,
 if (!options['js-only']) {
   const work = fs.mkdtempSync(path.join(DIST, '.sea-'));
   try {
-    buildExecutable(work);
+    await buildExecutable(work);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
 }
 console.log(`built in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 
-function buildExecutable(work: string): void {
+async function buildExecutable(work: string): Promise<void> {
   const [major, minor] = process.versions.node.split('.').map(Number) as [number, number];
   if (major < 20 || (major === 20 && minor < 12)) throw new Error(`Node ${process.version} cannot build a single executable with assets (20.12 or later)`);
   const blob = path.join(work, 'sea.blob');
+  // The main script compiles the program from an asset with a V8 code cache made here (sea-main.ts).
+  const seaMain = path.join(work, SEA_MAIN_ASSET);
+  await build({ entryPoints: [path.join(ROOT, 'src/cli/sea-main.ts')], outfile: seaMain, bundle: true, platform: 'node', target: 'node20', format: 'cjs', minify: true, logLevel: 'warning' });
+  const programText = fs.readFileSync(SCRIPT, 'utf8').replace(/^#!.*\n/, '');
+  const program = path.join(work, PROGRAM_ASSET);
+  fs.writeFileSync(program, programText);
+  const codeCache = path.join(work, PROGRAM_CODE_CACHE_ASSET);
+  makeCodeCache(work, wrapProgram(programText), codeCache);
   // Quality 9: 1.1 MB in ~0.6 s; 11 saves 0.15 MB more and takes ~15 s. Unpacking takes ~20 ms.
   const compressedWasm = path.join(work, CEDAR_WASM_ASSET);
   fs.writeFileSync(compressedWasm, brotliCompressSync(cedarWasm, { params: { [zlib.BROTLI_PARAM_QUALITY]: 9, [zlib.BROTLI_PARAM_SIZE_HINT]: cedarWasm.length } }));
@@ -106,12 +116,12 @@ function buildExecutable(work: string): void {
   fs.writeFileSync(
     config,
     JSON.stringify({
-      main: SCRIPT,
+      main: seaMain,
       output: blob,
       disableExperimentalSEAWarning: true,
-      // Measured: V8's code cache made start-up no faster for this script (see README).
+      // The main script is small; the program's code cache is an asset of its own (sea-main.ts).
       useCodeCache: false,
-      assets: { [SQLITE_ADDON_ASSET]: addonFile, [CEDAR_WASM_ASSET]: compressedWasm },
+      assets: { [SQLITE_ADDON_ASSET]: addonFile, [CEDAR_WASM_ASSET]: compressedWasm, [PROGRAM_ASSET]: program, [PROGRAM_CODE_CACHE_ASSET]: codeCache, [SEA_MAIN_ASSET]: seaMain },
     }),
   );
   run(process.execPath, ['--experimental-sea-config', config]);
@@ -130,7 +140,21 @@ function buildExecutable(work: string): void {
   console.log(`${path.relative(ROOT, EXECUTABLE)}: ${mb(fs.statSync(EXECUTABLE).size)} MB, Node ${process.version}`);
   console.log(`  sha256 ${sha256(fs.readFileSync(EXECUTABLE))}`);
   console.log(`  better_sqlite3.node sha256 ${addonSha256}`);
+  console.log(`  program ${mb(programText.length)} MB, its V8 code cache ${mb(fs.statSync(codeCache).size)} MB`);
   console.log(`  cedar_wasm_bg.wasm ${mb(cedarWasm.length)} MB, ${mb(fs.statSync(compressedWasm).size)} MB compressed, sha256 ${sha256(cedarWasm)}`);
+}
+
+/**
+ * V8's code cache for the program, made by the Node the executable carries with no V8 flags (V8
+ * refuses a cache from any other V8 or other flags), after the program has done what a start does
+ * (scripts/warm-code-cache.cjs): the cache then holds that code compiled, not only the outer level.
+ */
+function makeCodeCache(work: string, wrapped: string, out: string): void {
+  const wrappedFile = path.join(work, 'program.wrapped.js');
+  fs.writeFileSync(wrappedFile, wrapped);
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ZTEDGE_') && k !== 'NODE_OPTIONS'));
+  execFileSync(process.execPath, [path.join(ROOT, 'scripts/warm-code-cache.cjs'), wrappedFile, work, out], { cwd: work, stdio: ['ignore', 'ignore', 'pipe'], env });
+  if (!fs.existsSync(out)) throw new Error('no code cache was made for the program');
 }
 
 /**

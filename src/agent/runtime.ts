@@ -154,6 +154,7 @@ export class Agent {
     this.collectorKey = config.audit.sync === undefined ? null : readPublicKeyFile(config.audit.sync.collectorKey);
 
     // The state directory is locked before anything in it is opened: a second agent on it stops here.
+    performance.mark('ztedge:keys-read');
     fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
     this.lock = StateDirLock.acquire(config.stateDir, 'ztedge run');
     try {
@@ -162,6 +163,7 @@ export class Agent {
       this.lock.release();
       throw err;
     }
+    performance.mark('ztedge:state-opened');
     this.clock = new TrustedClock(this.db, now);
     this.commits = new GroupCommit(this.db);
     this.replay = new ReplayGuard(this.db, { clockSkewMs: config.limits.clockSkewMs, commits: this.commits });
@@ -264,7 +266,9 @@ export class Agent {
     const { config } = this;
     await this.auditSystem({ event: 'start', version: AGENT_VERSION, device: config.device.id });
     await this.audit.checkpoint(); // signs what a crash may have left unsigned, and the start
+    performance.mark('ztedge:audit-started');
     this.bundles.start();
+    performance.mark('ztedge:bundle-activated');
 
     if (config.broker.url !== null) this.createMqtt(config.broker.url);
     if (config.audit.sync !== undefined) this.createSync(config.audit.sync);
@@ -284,10 +288,13 @@ export class Agent {
       // Looked at once now, so a bundle placed there before the start is enforced from the start.
       await this.watcher.check().catch(onError);
     }
+    performance.mark('ztedge:bundle-file-checked');
     // Measured before the first command is taken, against the active bundle's references.
     await this.attestation?.start();
+    performance.mark('ztedge:attestation-measured');
     // The API first: a port already in use stops the start before the agent appears on the broker.
     if (config.http.enabled) await this.startHttp();
+    performance.mark('ztedge:http-listening');
     this.outbox?.start();
     this.link?.start();
     this.sync?.start();
@@ -302,6 +309,8 @@ export class Agent {
     for (const t of this.timers) t.unref();
     this.publishStatus();
     this.noteReadiness();
+    // Start-up milestones (performance marks cost next to nothing): NODE_DEBUG=ztedge-start prints them.
+    performance.mark('ztedge:started');
     this.logger.info('agent started', {
       device: config.device.id,
       site: config.device.site,

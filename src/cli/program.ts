@@ -11,7 +11,9 @@ export interface ProgramInfo {
   file: string;
   /** SHA-256 of the SQLite addon the program carries or loads, when known. */
   sqliteAddonSha256?: string;
-  /** The node options the process runs with (the heap bounds among them). */
+  /** The single executable: whether V8 took the code cache built for the program (sea-main.ts). */
+  codeCache?: 'used' | 'rejected';
+  /** The node options the command runs with (the heap bounds among them). */
   nodeOptions: string;
 }
 
@@ -37,6 +39,7 @@ export async function versionReport(version: string): Promise<string> {
   } else {
     lines.push(`program: ${program.file} (${program.kind})`, `sha256: ${await fileSha256(program.file)}`);
     if (program.sqliteAddonSha256 !== undefined) lines.push(`sqlite addon sha256: ${program.sqliteAddonSha256}`);
+    if (program.codeCache !== undefined) lines.push(`code cache: ${program.codeCache === 'used' ? 'used' : 'rejected by V8 (other V8 flags than at build time, e.g. from NODE_OPTIONS): the program was compiled from source'}`);
   }
   lines.push(`node: ${process.version} (v8 ${process.versions.v8}, ${process.platform}-${process.arch})`);
   const options = program?.nodeOptions ?? [...process.execArgv, process.env.NODE_OPTIONS ?? ''].join(' ').trim();

@@ -6,6 +6,7 @@ import { type AgentLogger, Agent, jsonLogger } from '../agent/runtime.js';
 import { ZtedgeError } from '../errors.js';
 import { type CliIo, defineCommand, flag } from './command.js';
 import { preferStateDirForAddons } from './native-addon.js';
+import { reportStartTiming } from './start-timing.js';
 
 const USAGE = `Usage: ztedge run [--config FILE]
 
@@ -26,11 +27,14 @@ export const runCommand = defineCommand({
   // A key file the configuration names is part of the configuration.
   exitCodes: { KEY_FILE_PERMISSIONS: 2, KEY_FILE_UNREADABLE: 2, KEY_INVALID: 2, KEY_TYPE_UNSUPPORTED: 2 },
   run: async (parsed, io) => {
+    performance.mark('ztedge:command-loaded');
     const config = readAgentConfig(flag(parsed, 'config') ?? process.env.ZTEDGE_CONFIG, process.env);
+    performance.mark('ztedge:config-read');
     // The single executable writes its SQLite addon under the agent's own state directory.
     preferStateDirForAddons(config.stateDir);
     const logger = jsonLogger(io.stdout);
     const agent = new Agent({ config, logger });
+    performance.mark('ztedge:agent-constructed');
     const signals = untilSignal(io, logger);
     try {
       await agent.start();
@@ -38,6 +42,7 @@ export const runCommand = defineCommand({
       signals.dispose();
       throw asAgentError(err, 'AGENT_START_FAILED', 'agent failed to start');
     }
+    reportStartTiming();
     const signal = await signals.first;
     try {
       await agent.stop();
