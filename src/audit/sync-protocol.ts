@@ -40,6 +40,7 @@ import { decodeSign1, signSign1Async, verifySign1 } from '../envelope/cose.js';
 import { EnvelopeError } from '../envelope/errors.js';
 import { ZtedgeError } from '../errors.js';
 import { type AuditKind, AUDIT_KINDS } from './chain.js';
+import { type BatchRecord, encodeBatchRecords, readBatchRecords } from './batch-records.js';
 import { HASH_BYTES } from './merkle.js';
 
 export const BATCH_AAD = new TextEncoder().encode('ztedge audit batch v1');
@@ -62,14 +63,7 @@ export type SyncProtocolErrorCode = 'SYNC_MALFORMED' | 'SYNC_BAD_SIGNATURE' | 'S
 
 export class SyncProtocolError extends ZtedgeError<SyncProtocolErrorCode> {}
 
-/** A record as a batch carries it. */
-export interface BatchRecord {
-  seq: number;
-  timeMs: number;
-  kind: AuditKind;
-  body: Uint8Array;
-  hash: Uint8Array;
-}
+export type { BatchRecord } from './batch-records.js';
 
 export interface BatchCover {
   /** Seq of the checkpoint record (after the batch's last record). */
@@ -129,10 +123,7 @@ export async function encodeBatch(input: EncodeBatchInput): Promise<{ bytes: Uin
   if (records.length === 0) throw new RangeError('a batch holds at least one record');
   const first = input.first ?? records[0]!.seq;
   const last = records[records.length - 1]!.seq;
-  const raw = encodeCbor(
-    records.map((r) => [r.seq, r.timeMs, r.kind, r.body, r.hash]),
-    records.reduce((n, r) => n + r.body.length + 64, 16),
-  );
+  const raw = encodeBatchRecords(records);
   const data = new Uint8Array(await gzipAsync(raw, { level: input.level ?? 1 }));
   const payload: Record<string, CborValue> = {
     v: 1,
@@ -235,6 +226,9 @@ export async function decodeBatchRecords(batch: DecodedBatch): Promise<BatchReco
     throw malformed(`batch data does not inflate within ${batch.head.size} bytes: ${(err as Error).message}`);
   }
   if (raw.length !== batch.head.size) throw malformed(`batch data inflates to ${raw.length} bytes, not ${batch.head.size}`);
+  // The records as agents write them, read in one pass; anything else through the generic decoder below.
+  const fast = readBatchRecords(raw, { maxRecords: MAX_BATCH_RECORDS, maxBodyBytes: MAX_RECORD_BODY_BYTES });
+  if (fast !== undefined) return fast;
   let list: CborValue;
   try {
     list = decodeCbor(raw, { maxBytes: MAX_BATCH_INFLATED_BYTES, maxDepth: 2 });
