@@ -14,7 +14,6 @@
 //
 // Sizes and indices are JS numbers: exact up to 2^53, so no bitwise operators (32-bit) here.
 import { sha256 } from '../crypto/hash.js';
-import { sha256Js } from '../crypto/sha256-js.js';
 import { ZtedgeError } from '../errors.js';
 
 export const HASH_BYTES = 32;
@@ -31,8 +30,7 @@ export type MerkleErrorCode =
   | 'MERKLE_CORRUPT_RANGE';
 
 // Preimages are built in these buffers (the hash is a fresh array): a tree of thousands of
-// leaves allocates only its hashes. Leaf and node preimages (33 and 65 bytes) are hashed in
-// JavaScript (sha256-js.ts), at a fraction of the cost of a call into OpenSSL.
+// leaves allocates only its hashes.
 const leafScratch = Uint8Array.of(0x00, ...new Uint8Array(HASH_BYTES));
 const nodeScratch = Uint8Array.of(0x01, ...new Uint8Array(2 * HASH_BYTES));
 
@@ -43,7 +41,7 @@ export function leafHash(data: Uint8Array): Uint8Array {
     return sha256(buf);
   }
   leafScratch.set(data, 1);
-  return sha256Js(leafScratch);
+  return sha256(leafScratch);
 }
 
 export function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
@@ -56,7 +54,7 @@ export function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
   }
   nodeScratch.set(left, 1);
   nodeScratch.set(right, 1 + HASH_BYTES);
-  return sha256Js(nodeScratch);
+  return sha256(nodeScratch);
 }
 
 /** Produces perfect subtree hashes: node(level, index) covers leaves [index·2^level, (index+1)·2^level). */
