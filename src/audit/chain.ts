@@ -27,24 +27,37 @@ export interface AuditRecord {
 }
 
 const utf8 = new TextEncoder();
+/**
+ * The preimage is built in this buffer when it fits (records are at most 64 KiB by default):
+ * hashing thousands of records (a sync batch) then allocates nothing but the hashes.
+ */
+let scratch = new Uint8Array(49 + 255 + 64 * 1024);
 
 export function recordHash(prevHash: Uint8Array, seq: number, timeMs: number, kind: AuditKind, body: Uint8Array): Uint8Array {
   if (prevHash.length !== 32) throw new RangeError('prevHash must be 32 bytes');
   if (!Number.isSafeInteger(seq) || seq < 1) throw new RangeError('seq must be a positive integer');
   if (!Number.isSafeInteger(timeMs) || timeMs < 0) throw new RangeError('timeMs must be a non-negative integer');
-  const kindBytes = utf8.encode(kind);
-  const pre = new Uint8Array(32 + 8 + 8 + 1 + kindBytes.length + body.length);
-  const view = new DataView(pre.buffer);
+  const kindBytes = KIND_BYTES.get(kind) ?? utf8.encode(kind);
+  const length = 32 + 8 + 8 + 1 + kindBytes.length + body.length;
+  if (length > scratch.length) scratch = new Uint8Array(length);
+  const pre = scratch;
   pre.set(prevHash, 0);
   // u64 big-endian as two u32 halves (both values are safe integers, below 2^53).
-  view.setUint32(32, Math.floor(seq / 2 ** 32));
-  view.setUint32(36, seq >>> 0);
-  view.setUint32(40, Math.floor(timeMs / 2 ** 32));
-  view.setUint32(44, timeMs >>> 0);
+  writeU32(pre, 32, Math.floor(seq / 2 ** 32));
+  writeU32(pre, 36, seq >>> 0);
+  writeU32(pre, 40, Math.floor(timeMs / 2 ** 32));
+  writeU32(pre, 44, timeMs >>> 0);
   pre[48] = kindBytes.length;
   pre.set(kindBytes, 49);
   pre.set(body, 49 + kindBytes.length);
-  return sha256(pre);
+  return sha256(pre.subarray(0, length));
+}
+
+function writeU32(out: Uint8Array, at: number, n: number): void {
+  out[at] = n >>> 24;
+  out[at + 1] = (n >>> 16) & 0xff;
+  out[at + 2] = (n >>> 8) & 0xff;
+  out[at + 3] = n & 0xff;
 }
 
 export type ChainBreak =

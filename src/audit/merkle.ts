@@ -29,19 +29,32 @@ export type MerkleErrorCode =
   | 'MERKLE_ROOT_MISMATCH'
   | 'MERKLE_CORRUPT_RANGE';
 
+// Preimages are built in these buffers (the hash is a fresh array): a tree of thousands of
+// leaves allocates only its hashes.
+const leafScratch = Uint8Array.of(0x00, ...new Uint8Array(HASH_BYTES));
+const nodeScratch = Uint8Array.of(0x01, ...new Uint8Array(2 * HASH_BYTES));
+
 export function leafHash(data: Uint8Array): Uint8Array {
-  const buf = new Uint8Array(1 + data.length);
-  buf[0] = 0x00;
-  buf.set(data, 1);
-  return sha256(buf);
+  if (data.length !== HASH_BYTES) {
+    const buf = new Uint8Array(1 + data.length);
+    buf.set(data, 1);
+    return sha256(buf);
+  }
+  leafScratch.set(data, 1);
+  return sha256(leafScratch);
 }
 
 export function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
-  const buf = new Uint8Array(1 + 2 * HASH_BYTES);
-  buf[0] = 0x01;
-  buf.set(left, 1);
-  buf.set(right, 1 + HASH_BYTES);
-  return sha256(buf);
+  if (left.length !== HASH_BYTES || right.length !== HASH_BYTES) {
+    const buf = new Uint8Array(1 + 2 * HASH_BYTES);
+    buf[0] = 0x01;
+    buf.set(left, 1);
+    buf.set(right, 1 + HASH_BYTES);
+    return sha256(buf);
+  }
+  nodeScratch.set(left, 1);
+  nodeScratch.set(right, 1 + HASH_BYTES);
+  return sha256(nodeScratch);
 }
 
 /** Produces perfect subtree hashes: node(level, index) covers leaves [index·2^level, (index+1)·2^level). */
@@ -127,6 +140,53 @@ export class CompactRange {
     let root = this.nodes[this.nodes.length - 1]!;
     for (let i = this.nodes.length - 2; i >= 0; i--) root = nodeHash(this.nodes[i]!, root);
     return root;
+  }
+}
+
+/**
+ * A compact range that one owner grows leaf by leaf, in place: no copy of the range per append,
+ * for verifiers that append thousands of leaves and need the root only now and then.
+ */
+export class GrowingRange {
+  private readonly nodes: Uint8Array[];
+  private count: number;
+
+  constructor(from: CompactRange) {
+    this.nodes = from.nodes.slice();
+    this.count = from.size;
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** Appends one leaf hash; the perfect subtrees it completes (level ≥ 1) go to `completed` when given. */
+  append(leaf: Uint8Array, completed?: CompletedNode[]): void {
+    if (leaf.length !== HASH_BYTES) throw new MerkleError('MERKLE_BAD_HASH', `leaf hash must be ${HASH_BYTES} bytes`);
+    let hash = leaf;
+    let level = 0;
+    let index = this.count;
+    for (let n = this.count; n % 2 === 1; n = (n - 1) / 2) {
+      hash = nodeHash(this.nodes.pop()!, hash);
+      level++;
+      index = Math.floor(index / 2);
+      completed?.push({ level, index, hash });
+    }
+    this.nodes.push(hash);
+    this.count++;
+  }
+
+  /** MTH(D[0:size]). */
+  root(): Uint8Array {
+    if (this.nodes.length === 0) return EMPTY_ROOT;
+    let root = this.nodes[this.nodes.length - 1]!;
+    for (let i = this.nodes.length - 2; i >= 0; i--) root = nodeHash(this.nodes[i]!, root);
+    return root;
+  }
+
+  /** The range as it is now (an immutable copy). */
+  range(): CompactRange {
+    return CompactRange.of(this.count, this.nodes);
   }
 }
 

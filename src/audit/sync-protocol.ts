@@ -40,6 +40,7 @@ import { decodeSign1, signSign1Async, verifySign1 } from '../envelope/cose.js';
 import { EnvelopeError } from '../envelope/errors.js';
 import { ZtedgeError } from '../errors.js';
 import { type AuditKind, AUDIT_KINDS } from './chain.js';
+import { type BatchRecord, encodeBatchRecords, readBatchRecords } from './batch-records.js';
 import { HASH_BYTES } from './merkle.js';
 
 export const BATCH_AAD = new TextEncoder().encode('ztedge audit batch v1');
@@ -62,14 +63,7 @@ export type SyncProtocolErrorCode = 'SYNC_MALFORMED' | 'SYNC_BAD_SIGNATURE' | 'S
 
 export class SyncProtocolError extends ZtedgeError<SyncProtocolErrorCode> {}
 
-/** A record as a batch carries it. */
-export interface BatchRecord {
-  seq: number;
-  timeMs: number;
-  kind: AuditKind;
-  body: Uint8Array;
-  hash: Uint8Array;
-}
+export type { BatchRecord } from './batch-records.js';
 
 export interface BatchCover {
   /** Seq of the checkpoint record (after the batch's last record). */
@@ -122,6 +116,7 @@ export interface EncodeBatchInput {
 
 const gzipAsync = promisify(gzip);
 const gunzipAsync = promisify(gunzip);
+const MIN_CHUNK = 64;
 
 /** Compresses and signs a batch; compression and signing run on libuv's thread pool. */
 export async function encodeBatch(input: EncodeBatchInput): Promise<{ bytes: Uint8Array; headBytes: Uint8Array; first: number; last: number }> {
@@ -129,10 +124,7 @@ export async function encodeBatch(input: EncodeBatchInput): Promise<{ bytes: Uin
   if (records.length === 0) throw new RangeError('a batch holds at least one record');
   const first = input.first ?? records[0]!.seq;
   const last = records[records.length - 1]!.seq;
-  const raw = encodeCbor(
-    records.map((r) => [r.seq, r.timeMs, r.kind, r.body, r.hash]),
-    records.reduce((n, r) => n + r.body.length + 64, 16),
-  );
+  const raw = encodeBatchRecords(records);
   const data = new Uint8Array(await gzipAsync(raw, { level: input.level ?? 1 }));
   const payload: Record<string, CborValue> = {
     v: 1,
@@ -230,11 +222,15 @@ export function verifyBatchHead(batch: DecodedBatch, keys: readonly PublicKey[])
 export async function decodeBatchRecords(batch: DecodedBatch): Promise<BatchRecord[]> {
   let raw: Buffer;
   try {
-    raw = await gunzipAsync(batch.data, { maxOutputLength: batch.head.size });
+    // One output chunk of the signed size: zlib's default 16 KiB chunks would cost a callback and a copy each.
+    raw = await gunzipAsync(batch.data, { maxOutputLength: batch.head.size, chunkSize: Math.max(batch.head.size, MIN_CHUNK) });
   } catch (err) {
     throw malformed(`batch data does not inflate within ${batch.head.size} bytes: ${(err as Error).message}`);
   }
   if (raw.length !== batch.head.size) throw malformed(`batch data inflates to ${raw.length} bytes, not ${batch.head.size}`);
+  // The records as agents write them, read in one pass; anything else through the generic decoder below.
+  const fast = readBatchRecords(raw, { maxRecords: MAX_BATCH_RECORDS, maxBodyBytes: MAX_RECORD_BODY_BYTES });
+  if (fast !== undefined) return fast;
   let list: CborValue;
   try {
     list = decodeCbor(raw, { maxBytes: MAX_BATCH_INFLATED_BYTES, maxDepth: 2 });

@@ -11,7 +11,7 @@
 import type { PublicKey } from '../crypto/keys.js';
 import { type AuditRecord, GENESIS_HASH, recordHash } from './chain.js';
 import { type Checkpoint, CheckpointError, verifyCheckpointBody } from './checkpoint.js';
-import { CompactRange, EMPTY_ROOT, type CompletedNode, hashesEqual, leafHash } from './merkle.js';
+import { CompactRange, EMPTY_ROOT, type CompletedNode, GrowingRange, hashesEqual, leafHash } from './merkle.js';
 import type { AuditReader } from './reader.js';
 import { storedNodes } from './tree-store.js';
 
@@ -91,12 +91,15 @@ export interface LogVerifierOptions {
    * and, to keep checking links, the newest checkpoint before it.
    */
   start?: { seq: number; prevHash: Uint8Array; tree: CompactRange; checkpoint?: { seq: number; size: number; root: Uint8Array } };
+  /** Keep, after each push, the stored-level tree nodes it completed (`completed`, for the database check). */
+  storedNodes?: boolean;
 }
 
 export class LogVerifier {
   private nextSeq: number;
   private prevHash: Uint8Array;
-  private tree: CompactRange;
+  private readonly tree: GrowingRange;
+  private readonly storedNodes: boolean;
   private readonly keys: readonly PublicKey[];
   private device: string | undefined;
   private origin: string | undefined;
@@ -107,7 +110,7 @@ export class LogVerifier {
   records = 0;
   checkpoints = 0;
   lastCheckpoint: CheckpointSummary | undefined;
-  /** Stored-level tree nodes completed by the last push (for the database check). */
+  /** Stored-level tree nodes completed by the last push (with `storedNodes`, for the database check). */
   completed: CompletedNode[] = [];
 
   constructor(opts: LogVerifierOptions) {
@@ -115,7 +118,8 @@ export class LogVerifier {
     this.firstSeq = start.seq;
     this.nextSeq = start.seq;
     this.prevHash = start.prevHash;
-    this.tree = start.tree;
+    this.tree = new GrowingRange(start.tree);
+    this.storedNodes = opts.storedNodes === true;
     this.startSize = start.tree.size;
     this.startRoot = start.tree.root();
     this.keys = opts.keys;
@@ -132,7 +136,7 @@ export class LogVerifier {
 
   /** Where a later verifier resumes after the records pushed so far (see `start`). */
   resumePoint(): NonNullable<LogVerifierOptions['start']> {
-    return { seq: this.nextSeq, prevHash: this.prevHash, tree: this.tree, ...(this.previous === undefined ? {} : { checkpoint: this.previous }) };
+    return { seq: this.nextSeq, prevHash: this.prevHash, tree: this.tree.range(), ...(this.previous === undefined ? {} : { checkpoint: this.previous }) };
   }
 
   root(): Uint8Array {
@@ -141,7 +145,7 @@ export class LogVerifier {
 
   /** The tree of every record pushed so far (and of the start). */
   range(): CompactRange {
-    return this.tree;
+    return this.tree.range();
   }
 
   /** The newest checkpoint record seen (pushed or given at the start). */
@@ -155,10 +159,18 @@ export class LogVerifier {
   }
 
   push(r: AuditRecord): VerifyFailure | undefined {
+    if (r.seq === this.nextSeq && !hashesEqual(r.prevHash, this.prevHash)) return fail('AUDIT_PREV_MISMATCH', r.seq, `record ${r.seq} does not link to record ${r.seq - 1}`);
+    return this.pushLinked(r);
+  }
+
+  /**
+   * A record that carries no previous hash (a sync batch's): it is linked to the record before
+   * it by its hash, recomputed here from that record's.
+   */
+  pushLinked(r: Omit<AuditRecord, 'prevHash'>): VerifyFailure | undefined {
     if (r.seq !== this.nextSeq) {
       return fail('AUDIT_SEQ_GAP', this.nextSeq, r.seq > this.nextSeq ? `record ${this.nextSeq} is missing (the next is ${r.seq})` : `record ${r.seq} appears again after ${this.nextSeq - 1}`);
     }
-    if (!hashesEqual(r.prevHash, this.prevHash)) return fail('AUDIT_PREV_MISMATCH', r.seq, `record ${r.seq} does not link to record ${r.seq - 1}`);
     if (!hashesEqual(recordHash(this.prevHash, r.seq, r.timeMs, r.kind, r.body), r.hash)) {
       return fail('AUDIT_HASH_MISMATCH', r.seq, `record ${r.seq} does not match its hash: its content was changed`);
     }
@@ -166,16 +178,20 @@ export class LogVerifier {
       const failure = this.checkpoint(r);
       if (failure !== undefined) return failure;
     }
-    const { range, completed } = this.tree.append(leafHash(r.hash));
-    this.tree = range;
-    this.completed = storedNodes(completed);
+    if (this.storedNodes) {
+      const completed: CompletedNode[] = [];
+      this.tree.append(leafHash(r.hash), completed);
+      this.completed = storedNodes(completed);
+    } else {
+      this.tree.append(leafHash(r.hash));
+    }
     this.prevHash = r.hash;
     this.nextSeq++;
     this.records++;
     return undefined;
   }
 
-  private checkpoint(r: AuditRecord): VerifyFailure | undefined {
+  private checkpoint(r: Omit<AuditRecord, 'prevHash'>): VerifyFailure | undefined {
     let cp: Checkpoint;
     try {
       cp = verifyCheckpointBody(r.body, this.keys).checkpoint;
@@ -234,7 +250,7 @@ export function verifyStoredLog(reader: AuditReader, opts: StoredLogVerifyOption
   return reader.snapshot(() => {
     const meta = reader.meta();
     const start = { seq: meta.prunedSeq + 1, prevHash: meta.prunedHash, tree: meta.prunedSeq === 0 ? CompactRange.EMPTY : CompactRange.fromSource(meta.prunedSeq, reader.tree()) };
-    const verifier = new LogVerifier({ keys: opts.keys, device: opts.device, start });
+    const verifier = new LogVerifier({ keys: opts.keys, device: opts.device, start, storedNodes: true });
     const trusted = [...(opts.trusted ?? [])].sort((a, b) => a.size - b.size);
     const storedNode = reader.db.prepare<[number, number], { hash: Buffer }>('SELECT hash FROM audit_tree WHERE level = ? AND idx = ?');
     const checkTrusted = (): VerifyFailure | undefined => {

@@ -18,7 +18,7 @@
 // A refused batch stores nothing; the refusal (device, seq, code, why) is answered, logged and
 // kept as a report. Only then is the batch committed (one durable transaction) and answered
 // "stored" with the newest seq held.
-import { type AuditRecord, GENESIS_HASH } from '../audit/chain.js';
+import { GENESIS_HASH } from '../audit/chain.js';
 import { CheckpointError, type VerifiedCheckpoint, readUnverifiedCheckpoint, verifyCheckpointBody } from '../audit/checkpoint.js';
 import { CompactRange, EMPTY_ROOT, MerkleError, hashesEqual, leafHash, verifyConsistency } from '../audit/merkle.js';
 import { type Ack, type BatchRecord, type DecodedBatch, SyncProtocolError, batchId, decodeBatch, decodeBatchRecords, verifyBatchHead } from '../audit/sync-protocol.js';
@@ -175,9 +175,10 @@ export class Ingestor {
       firstSeenMs: now,
       lastSeenMs: now,
     };
-    records.forEach((r, i) => {
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i]!;
       if (r.seq !== head.first + i) throw new Refusal('AUDIT_SEQ_GAP', head.first + i, `record ${head.first + i} is missing (the batch goes on with ${r.seq})`);
-    });
+    }
     if (records[records.length - 1]!.seq !== head.last) throw new Refusal('SYNC_MALFORMED', head.first, `the batch's records end at ${records[records.length - 1]!.seq}, its head says ${head.last}`);
 
     // Where the batch starts: the end of the stored log, or (a resend) a point inside it.
@@ -191,15 +192,15 @@ export class Ingestor {
     const overlap = head.first <= state.lastSeq ? await this.store.records(device, head.first, Math.min(head.last, state.lastSeq), head.last - head.first + 1) : [];
     let divergence: number | undefined;
     let newest: CheckpointRef | null = state.checkpoint;
-    let prev = start.prevHash;
     for (const r of records) {
-      const record: AuditRecord = { ...r, prevHash: prev };
-      const failure = verifier.push(record);
+      // Each record links to the one before it through its hash, recomputed from that one's.
+      const failure = verifier.pushLinked(r);
       if (failure !== undefined) throw this.chainRefusal(failure, divergence);
-      const held = overlap[r.seq - head.first];
-      if (held !== undefined && divergence === undefined && !hashesEqual(held.hash, r.hash)) divergence = r.seq;
+      if (overlap.length > 0) {
+        const held = overlap[r.seq - head.first];
+        if (held !== undefined && divergence === undefined && !hashesEqual(held.hash, r.hash)) divergence = r.seq;
+      }
       if (r.kind === 'checkpoint' && r.seq > state.lastSeq) newest = { ...verifier.lastCheckpoint! };
-      prev = r.hash;
     }
     const last = records[records.length - 1]!;
     if (last.kind !== 'checkpoint') this.checkCover(batch, verifier, keys, divergence);
@@ -214,7 +215,7 @@ export class Ingestor {
           `; the new history's checkpoints verify with the device key: two inconsistent signed checkpoints`,
       );
     }
-    const fresh = records.filter((r) => r.seq > state.lastSeq);
+    const fresh = head.first > state.lastSeq ? records : records.filter((r) => r.seq > state.lastSeq);
     const grows = fresh.length > 0;
     return {
       fresh,
