@@ -413,21 +413,55 @@ function writeValue(writer: Writer, value: Encodable, depth: number): void {
 }
 
 function writeMap(writer: Writer, entries: [CborMapKey, Encodable][], depth: number): void {
-  const encoded = entries.map(([key, item]) => {
-    if (typeof key !== 'number' && typeof key !== 'bigint' && typeof key !== 'string') {
+  for (const [key] of entries) {
+    if (typeof key === 'number') {
+      if (!Number.isSafeInteger(key)) throw unencodable(`${key} is not a safe integer (signed data carries integers only)`);
+    } else if (typeof key !== 'bigint' && typeof key !== 'string') {
       throw unencodable('map keys must be integers or text strings');
     }
-    return { key: encodeCbor(key), item };
-  });
-  encoded.sort((a, b) => compareBytes(a.key, b.key));
-  for (let i = 1; i < encoded.length; i++) {
-    if (compareBytes(encoded[i - 1]!.key, encoded[i]!.key) === 0) throw unencodable('duplicate map key');
   }
-  writer.head(MAJOR_MAP, encoded.length);
-  for (const { key, item } of encoded) {
-    writer.bytes(key);
+  // Sorted in the order of the keys' encodings without encoding them first (no scratch copy per key).
+  if (entries.length > 1) entries.sort((a, b) => compareKeys(a[0], b[0]));
+  for (let i = 1; i < entries.length; i++) {
+    if (compareKeys(entries[i - 1]![0], entries[i]![0]) === 0) throw unencodable('duplicate map key');
+  }
+  writer.head(MAJOR_MAP, entries.length);
+  for (const [key, item] of entries) {
+    writeValue(writer, key, 0);
     writeValue(writer, item, depth + 1);
   }
+}
+
+/**
+ * The bytewise order of two keys' deterministic encodings (RFC 8949 §4.2.1), computed from the
+ * keys: the major type first (unsigned 0, negative 1, text 3); within one type a smaller head
+ * argument encodes to smaller bytes (shortest heads are monotonic), so unsigned integers go by
+ * value, negative ones by -1 - value, and text by its UTF-8 length, then its bytes.
+ */
+function compareKeys(a: CborMapKey, b: CborMapKey): number {
+  const ma = keyMajor(a);
+  const mb = keyMajor(b);
+  if (ma !== mb) return ma - mb;
+  if (ma === MAJOR_TEXT) return compareText(a as string, b as string);
+  // Integers (numbers and bigints compare across types); negative ones in reverse.
+  const order = a < b ? -1 : a > b ? 1 : 0;
+  return ma === MAJOR_UNSIGNED ? order : -order;
+}
+
+function keyMajor(key: CborMapKey): number {
+  if (typeof key === 'string') return MAJOR_TEXT;
+  return key >= 0 ? MAJOR_UNSIGNED : MAJOR_NEGATIVE;
+}
+
+function compareText(a: string, b: string): number {
+  if (isAscii(a) && isAscii(b)) {
+    if (a.length !== b.length) return a.length - b.length;
+    return a < b ? -1 : a > b ? 1 : 0;
+  }
+  const ea = textEncoder.encode(a);
+  const eb = textEncoder.encode(b);
+  if (ea.length !== eb.length) return ea.length - eb.length;
+  return compareBytes(ea, eb);
 }
 
 function isAscii(value: string): boolean {
