@@ -98,6 +98,8 @@ const MAX_HEADER_BYTES = 64 * 1024;
 const CLOSE_GRACE_MS = 2_000;
 /** CONNACK codes meaning "I do not speak this protocol version" (3.1.1 and MQTT 5). */
 const UNSUPPORTED_PROTOCOL = new Set([1, 0x84]);
+const noLog = (): void => {};
+
 /** Passed to mqtt.js's handleMessage callback: read on, and leave the PUBACK to the link. */
 const ACK_DEFERRED = new Error('acknowledged by the link once handled');
 
@@ -273,6 +275,12 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       resubscribe: false,
       manualConnect: true,
       queueQoSZero: false,
+      // mqtt.js logs through `debug` a dozen times per packet, each call checking whether it is
+      // on; unless DEBUG asks for its lines, it gets a logger that does nothing.
+      ...(/mqttjs/.test(process.env.DEBUG ?? '') ? {} : { log: noLog }),
+      // Otherwise mqtt-packet builds a table of 65,536 two-byte Buffers for packet ids on its first
+      // write: ~6 MB of objects that every full garbage collection then marks again (measured).
+      writeCache: false,
       ...(this.options.username !== undefined ? { username: this.options.username } : {}),
       ...(this.options.password !== undefined ? { password: this.options.password } : {}),
       ...(will ? { will: { topic: will.topic, payload: Buffer.from(will.payload), qos: 1, retain: will.retain ?? true } } : {}),
