@@ -299,26 +299,35 @@ export function encodeCbor(value: Encodable, sizeHint = 128): Uint8Array {
   return writer.result();
 }
 
+/** Scratch space every encode starts in (encoding is synchronous and never nested). */
+let scratch = Buffer.allocUnsafeSlow(4096);
+/** A scratch buffer grown past this for one large value is not kept. */
+const SCRATCH_KEPT_BYTES = 64 * 1024;
+
 /**
- * A growable output buffer. Scratch space comes from Buffer.allocUnsafe (Node's pool for small
- * sizes: no zero-fill, no fresh ArrayBuffer per encode); only the written bytes are copied out,
- * into a plain Uint8Array that owns its memory.
+ * A growable output buffer over the shared scratch space: no buffer of its own per encode; only
+ * the written bytes are copied out, into a plain Uint8Array that owns its memory.
  */
 class Writer {
   private buffer: Buffer;
   private length = 0;
 
   constructor(initialSize: number) {
-    this.buffer = Buffer.allocUnsafe(Math.max(16, initialSize));
+    if (initialSize > SCRATCH_KEPT_BYTES) this.buffer = Buffer.allocUnsafeSlow(initialSize);
+    else {
+      if (scratch.length < initialSize) scratch = Buffer.allocUnsafeSlow(initialSize);
+      this.buffer = scratch;
+    }
   }
 
   ensure(extra: number): void {
     if (this.length + extra <= this.buffer.length) return;
     let size = this.buffer.length * 2;
     while (size < this.length + extra) size *= 2;
-    const grown = Buffer.allocUnsafe(size);
+    const grown = Buffer.allocUnsafeSlow(size);
     this.buffer.copy(grown, 0, 0, this.length);
     this.buffer = grown;
+    if (size <= SCRATCH_KEPT_BYTES) scratch = grown;
   }
 
   head(major: number, argument: number | bigint): void {
@@ -404,31 +413,42 @@ function writeValue(writer: Writer, value: Encodable, depth: number): void {
     writer.head(MAJOR_TAG, value.tag);
     writeValue(writer, value.value, depth + 1);
   } else if (value instanceof Map) {
-    writeMap(writer, [...(value as ReadonlyMap<CborMapKey, Encodable>)], depth);
+    const map = value as ReadonlyMap<CborMapKey, Encodable>;
+    writeMap(writer, Array.from(map.keys()), (key) => map.get(key)!, depth);
   } else if (typeof value === 'object' && isPlainObject(value)) {
-    writeMap(writer, Object.entries(value as { readonly [key: string]: Encodable }), depth);
+    const record = value as { readonly [key: string]: Encodable };
+    writeMap(writer, Object.keys(record), (key) => record[key as string]!, depth);
   } else {
     throw unencodable(`cannot encode a value of type ${typeof value}`);
   }
 }
 
-function writeMap(writer: Writer, entries: [CborMapKey, Encodable][], depth: number): void {
-  for (const [key] of entries) {
+/** A map's entries in the order of their keys' encodings: one array of keys per map, sorted in place. */
+function writeMap(writer: Writer, keys: CborMapKey[], valueOf: (key: CborMapKey) => Encodable, depth: number): void {
+  for (const key of keys) {
     if (typeof key === 'number') {
       if (!Number.isSafeInteger(key)) throw unencodable(`${key} is not a safe integer (signed data carries integers only)`);
     } else if (typeof key !== 'bigint' && typeof key !== 'string') {
       throw unencodable('map keys must be integers or text strings');
     }
   }
-  // Sorted in the order of the keys' encodings without encoding them first (no scratch copy per key).
-  if (entries.length > 1) entries.sort((a, b) => compareKeys(a[0], b[0]));
-  for (let i = 1; i < entries.length; i++) {
-    if (compareKeys(entries[i - 1]![0], entries[i]![0]) === 0) throw unencodable('duplicate map key');
+  // Sorted without encoding the keys first; small maps (nearly all) by insertion, which allocates nothing.
+  if (keys.length > 16) keys.sort(compareKeys);
+  else {
+    for (let i = 1; i < keys.length; i++) {
+      const key = keys[i]!;
+      let j = i - 1;
+      for (; j >= 0 && compareKeys(keys[j]!, key) > 0; j--) keys[j + 1] = keys[j]!;
+      keys[j + 1] = key;
+    }
   }
-  writer.head(MAJOR_MAP, entries.length);
-  for (const [key, item] of entries) {
+  for (let i = 1; i < keys.length; i++) {
+    if (compareKeys(keys[i - 1]!, keys[i]!) === 0) throw unencodable('duplicate map key');
+  }
+  writer.head(MAJOR_MAP, keys.length);
+  for (const key of keys) {
     writeValue(writer, key, 0);
-    writeValue(writer, item, depth + 1);
+    writeValue(writer, valueOf(key), depth + 1);
   }
 }
 
