@@ -149,9 +149,12 @@ export function signBenchCommand(issuer: Issuer, i: number, nowMs: number, lifet
   return signCommand({ key: issuer.key, issuer: `Agent::"${issuer.name}"`, deviceId: device, topic: 'cmd', ...benchCommand(i), now: nowMs, lifetimeMs });
 }
 
-/** CPU time (user + system) a process has used, in seconds, from /proc (Linux, 100 ticks/s). */
-export function cpuSeconds(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+/**
+ * CPU time (user + system) a process has used, in seconds, from /proc (Linux, 100 ticks/s); with
+ * `thread`, that thread's alone (a process's main thread has the process's id).
+ */
+export function cpuSeconds(pid: number, thread?: number): number {
+  const stat = fs.readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, 'utf8');
   // Fields after the command name (which may hold spaces) start after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
@@ -263,6 +266,11 @@ export class AgentProcess {
     return cpuSeconds(this.pid);
   }
 
+  /** CPU time of its main thread (the event loop and the GC pauses on it), in seconds. */
+  mainThreadSeconds(): number {
+    return cpuSeconds(this.pid, this.pid);
+  }
+
   async stop(): Promise<void> {
     if (this.child.exitCode !== null) return;
     const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
@@ -368,6 +376,11 @@ export class RelayProcess {
 
   cpuSeconds(): number {
     return cpuSeconds(this.pid);
+  }
+
+  /** CPU time of its main thread (the event loop and the GC pauses on it), in seconds. */
+  mainThreadSeconds(): number {
+    return cpuSeconds(this.pid, this.pid);
   }
 
   /** Stops it; returns what it counted (commands, refused, results, in flight). */

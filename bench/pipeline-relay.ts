@@ -8,7 +8,8 @@
 // With `crypto: "ed25519"` it checks each command's Ed25519 signature over its COSE
 // Sig_structure (node:crypto verify, key found by the kid in the protected header) and signs each
 // result (node:crypto sign): the two public-key operations ztedge does per command. With
-// `crypto: "none"` (the bare relay) it does neither: the same choreography alone. It keeps no
+// `crypto: "none"` (the bare relay) it does neither: the same choreography alone. Both name each
+// command to the executor by its envelope's SHA-256, as the agent does (the arm takes no other id). It keeps no
 // state beyond the commands in flight: no replay guard, policy, audit log, outbox or fsync.
 //
 // Results are the agent's own result envelopes, built once by the bench (bench/pipeline-load.ts,
@@ -53,7 +54,7 @@ interface Template {
 interface InFlight {
   replyTopic: string;
   correlation: Buffer | undefined;
-  digest: Buffer | null;
+  digest: Buffer;
   cti: Buffer;
   action: string;
 }
@@ -145,8 +146,10 @@ export async function startRelay(config: RelayConfig): Promise<{ stop(): Promise
       const claims = decoder.decode(payload) as Record<string, unknown>;
       const action = claims.act as string;
       const cti = Buffer.from(claims['7'] as Uint8Array);
-      const commandId = cti.toString('hex');
-      inFlight.set(commandId, { replyTopic, correlation, digest: withCrypto ? createHash('sha256').update(bytes).digest() : null, cti, action });
+      // The executor's command id is the envelope's SHA-256 (unique per command), as the agent's.
+      const digest = createHash('sha256').update(bytes).digest();
+      const commandId = digest.toString('hex');
+      inFlight.set(commandId, { replyTopic, correlation, digest, cti, action });
       // The agent's ExecutionRequest, same fields in the same order.
       const request = JSON.stringify({ commandId, action, principal: issuer.principal, resource: claims.res, args: claims.args });
       client.publish(`${execPrefix}${action}`, request, { qos: 1 }, () => {});
@@ -166,10 +169,8 @@ export async function startRelay(config: RelayConfig): Promise<{ stop(): Promise
     inFlight.delete(ack.id as string);
     const message = Buffer.from(t.message);
     const toBeSigned = Buffer.from(t.toBeSigned);
-    if (command.digest !== null) {
-      command.digest.copy(message, t.digestAt[0]);
-      command.digest.copy(toBeSigned, t.digestAt[1]);
-    }
+    command.digest.copy(message, t.digestAt[0]);
+    command.digest.copy(toBeSigned, t.digestAt[1]);
     command.cti.copy(message, t.ctiAt[0]);
     command.cti.copy(toBeSigned, t.ctiAt[1]);
     signed(toBeSigned, (signature) => {

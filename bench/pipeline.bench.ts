@@ -27,11 +27,12 @@
 //    so the relay is measured before and after ztedge. Then paced at half the crypto relay's
 //    measured rate, over all senders, ztedge and the crypto relay alternating the same way.
 //    Rates count results that arrive in the measurement window; CPU time of the agent or relay
-//    process, the broker and this process (senders and arms) is read at the window's opening and
-//    closing, so CPU per command is over the same window as the rate; latencies are those of the
-//    commands sent in the window, pooled over rounds. A paced run whose achieved rate falls
-//    short of the offered rate (or leaves commands unanswered) is saturated: it is said so
-//    loudly, and its latency is queueing, not a latency figure.
+//    process (and of its main thread apart, the rest being its helper threads: V8's garbage
+//    collector and compiler, libuv's pool), the broker and this process (senders and arms) is read
+//    at the window's opening and closing, so CPU per command is over the same window as the rate;
+//    latencies are those of the commands sent in the window, pooled over rounds. A paced run whose
+//    achieved rate falls short of the offered rate (or leaves commands unanswered) is saturated:
+//    it is said so loudly, and its latency is queueing, not a latency figure.
 //    The agent and the relays run with AGENT_NODE_FLAGS (bench/pipeline-load.ts) unless
 //    --agent-node-args / --relay-node-args give others (e.g. to add --cpu-prof).
 // Ends with exactly:
@@ -243,6 +244,7 @@ interface MeasuredProcess {
   readonly pid: number;
   rss(): number;
   cpuSeconds(): number;
+  mainThreadSeconds(): number;
 }
 
 interface System {
@@ -270,7 +272,7 @@ class Pooled {
   resultBytes = 0;
   readonly other = new Map<string, number>();
   readonly latencies: number[] = [];
-  readonly cpu = { process: 0, broker: 0, load: 0 };
+  readonly cpu = { process: 0, main: 0, broker: 0, load: 0 };
   rssPeak = 0;
 
   add(r: PhaseResult, cpu: Cpu, rssPeak: number): void {
@@ -285,6 +287,7 @@ class Pooled {
     for (const [k, n] of r.other) this.other.set(k, (this.other.get(k) ?? 0) + n);
     this.latencies.push(...r.latenciesMs);
     this.cpu.process += cpu.process;
+    this.cpu.main += cpu.main;
     this.cpu.broker += cpu.broker;
     this.cpu.load += cpu.load;
     this.rssPeak = Math.max(this.rssPeak, rssPeak);
@@ -336,6 +339,8 @@ class Pooled {
 
 interface Cpu {
   process: number;
+  /** The process's main thread; the rest is its helper threads (V8's GC and compiler, libuv's pool). */
+  main: number;
   broker: number;
   load: number;
 }
@@ -453,6 +458,10 @@ try {
       `(+${int(agentCpu - c.perCommand(c.cpu.process))} µs); broker ${int(z.perCommand(z.cpu.broker))} vs ${int(c.perCommand(c.cpu.broker))} µs; ` +
       `load side ${int(z.perCommand(z.cpu.load))} vs ${int(c.perCommand(c.cpu.load))} µs; total ${(z.totalPerCommand / c.totalPerCommand).toFixed(2)}x`,
   );
+  console.log(
+    `main thread / helper threads (V8's GC and compiler, libuv's pool) per command: agent ${int(z.perCommand(z.cpu.main))} / ${int(z.perCommand(z.cpu.process - z.cpu.main))} µs, ` +
+      `crypto relay ${int(c.perCommand(c.cpu.main))} / ${int(c.perCommand(c.cpu.process - c.cpu.main))} µs`,
+  );
   console.log(`crypto relay vs bare relay: ${((c.rate / b.rate) * 100).toFixed(0)}% of its commands/s; the two signature operations cost the relay ${int(c.perCommand(c.cpu.process) - b.perCommand(b.cpu.process))} µs per command`);
 
   // Paced at half the crypto relay's rate, alternating.
@@ -513,13 +522,14 @@ process.exitCode = failed ? 1 : 0;
 
 /** Runs a phase, reading CPU at its window's edges and sampling the system's RSS every 250 ms. */
 async function measure(s: Pick<System, 'process'>, phase: (probe: WindowProbe) => Promise<PhaseResult>): Promise<[PhaseResult, Cpu, number]> {
-  const cpu: Cpu = { process: 0, broker: 0, load: 0 };
-  let start = { process: 0, broker: 0, load: process.cpuUsage() };
+  const cpu: Cpu = { process: 0, main: 0, broker: 0, load: 0 };
+  let start = { process: 0, main: 0, broker: 0, load: process.cpuUsage() };
   const probe: WindowProbe = {
-    open: () => (start = { process: s.process.cpuSeconds(), broker: brokerSeconds(), load: process.cpuUsage() }),
+    open: () => (start = { process: s.process.cpuSeconds(), main: s.process.mainThreadSeconds(), broker: brokerSeconds(), load: process.cpuUsage() }),
     close: () => {
       const load = process.cpuUsage(start.load);
       cpu.process = s.process.cpuSeconds() - start.process;
+      cpu.main = s.process.mainThreadSeconds() - start.main;
       cpu.broker = brokerSeconds() - start.broker;
       cpu.load = (load.user + load.system) / 1e6;
     },

@@ -6,7 +6,17 @@ type Labels = Record<string, string>;
 interface Series {
   help: string;
   type: 'counter' | 'gauge' | 'histogram';
+  /** Counters and gauges, by rendered label set. */
   values: Map<string, number>;
+  /** Histograms, by rendered label set (without `le`). */
+  histograms: Map<string, Histogram>;
+}
+
+/** One label set's observations: a count per bucket (not cumulative), their count and sum. */
+interface Histogram {
+  buckets: number[];
+  count: number;
+  sum: number;
 }
 
 /** Latency buckets in seconds, from 50 µs to 5 s. */
@@ -26,18 +36,17 @@ export class Metrics {
     this.get(name, help, 'gauge').values.set(labelKey(labels), value);
   }
 
+  /** Counted into its one bucket (cumulated when rendered): no label strings are built per observation. */
   observe(name: string, help: string, seconds: number, labels: Labels = {}): void {
     const s = this.get(name, help, 'histogram');
-    for (const le of BUCKETS) {
-      if (seconds <= le) {
-        const key = labelKey({ ...labels, le: String(le) });
-        s.values.set(key, (s.values.get(key) ?? 0) + 1);
-      }
-    }
-    const inf = labelKey({ ...labels, le: '+Inf' });
-    s.values.set(inf, (s.values.get(inf) ?? 0) + 1);
-    const sum = '_sum' + labelKey(labels);
-    s.values.set(sum, (s.values.get(sum) ?? 0) + seconds);
+    const key = labelKey(labels);
+    let h = s.histograms.get(key);
+    if (h === undefined) s.histograms.set(key, (h = { buckets: new Array<number>(BUCKETS.length).fill(0), count: 0, sum: 0 }));
+    let i = 0;
+    while (i < BUCKETS.length && seconds > BUCKETS[i]!) i++;
+    if (i < BUCKETS.length) h.buckets[i]!++;
+    h.count++;
+    h.sum += seconds;
   }
 
   /** Registers a callback that refreshes gauges just before each render. */
@@ -50,14 +59,14 @@ export class Metrics {
     const lines: string[] = [];
     for (const [name, s] of [...this.series].sort(([a], [b]) => a.localeCompare(b))) {
       lines.push(`# HELP ${name} ${s.help}`, `# TYPE ${name} ${s.type}`);
-      for (const [key, value] of s.values) {
-        if (s.type !== 'histogram') lines.push(`${name}${key} ${value}`);
-        else if (key.startsWith('_sum')) {
-          const labels = key.slice(4);
-          lines.push(`${name}_sum${labels} ${value}`);
-          const count = s.values.get(labels === '' ? labelKey({ le: '+Inf' }) : labels.replace(/}$/, ',le="+Inf"}')) ?? 0;
-          lines.push(`${name}_count${labels} ${count}`);
-        } else lines.push(`${name}_bucket${key} ${value}`);
+      for (const [key, value] of s.values) lines.push(`${name}${key} ${value}`);
+      for (const [key, h] of s.histograms) {
+        let cumulative = 0;
+        BUCKETS.forEach((le, i) => {
+          cumulative += h.buckets[i]!;
+          lines.push(`${name}_bucket${withLe(key, String(le))} ${cumulative}`);
+        });
+        lines.push(`${name}_bucket${withLe(key, '+Inf')} ${h.count}`, `${name}_sum${key} ${h.sum}`, `${name}_count${key} ${h.count}`);
       }
     }
     return lines.join('\n') + '\n';
@@ -67,14 +76,23 @@ export class Metrics {
     let s = this.series.get(name);
     if (s === undefined) {
       if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(name)) throw new RangeError(`bad metric name ${name}`);
-      this.series.set(name, (s = { help, type, values: new Map() }));
+      this.series.set(name, (s = { help, type, values: new Map(), histograms: new Map() }));
     } else if (s.type !== type) throw new TypeError(`metric ${name} is a ${s.type}`);
     return s;
   }
 }
 
 function labelKey(labels: Labels): string {
-  const entries = Object.entries(labels);
-  if (entries.length === 0) return '';
-  return '{' + entries.map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',') + '}';
+  let key = '';
+  for (const k in labels) key += `${key === '' ? '{' : ','}${k}="${escapeLabel(labels[k]!)}"`;
+  return key === '' ? '' : `${key}}`;
+}
+
+/** A rendered label set with `le` added last. */
+function withLe(key: string, le: string): string {
+  return key === '' ? `{le="${le}"}` : `${key.slice(0, -1)},le="${le}"}`;
+}
+
+function escapeLabel(value: string): string {
+  return /[\\"\n]/.test(value) ? value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : value;
 }

@@ -299,26 +299,35 @@ export function encodeCbor(value: Encodable, sizeHint = 128): Uint8Array {
   return writer.result();
 }
 
+/** Scratch space every encode starts in (encoding is synchronous and never nested). */
+let scratch = Buffer.allocUnsafeSlow(4096);
+/** A scratch buffer grown past this for one large value is not kept. */
+const SCRATCH_KEPT_BYTES = 64 * 1024;
+
 /**
- * A growable output buffer. Scratch space comes from Buffer.allocUnsafe (Node's pool for small
- * sizes: no zero-fill, no fresh ArrayBuffer per encode); only the written bytes are copied out,
- * into a plain Uint8Array that owns its memory.
+ * A growable output buffer over the shared scratch space: no buffer of its own per encode; only
+ * the written bytes are copied out, into a plain Uint8Array that owns its memory.
  */
 class Writer {
   private buffer: Buffer;
   private length = 0;
 
   constructor(initialSize: number) {
-    this.buffer = Buffer.allocUnsafe(Math.max(16, initialSize));
+    if (initialSize > SCRATCH_KEPT_BYTES) this.buffer = Buffer.allocUnsafeSlow(initialSize);
+    else {
+      if (scratch.length < initialSize) scratch = Buffer.allocUnsafeSlow(initialSize);
+      this.buffer = scratch;
+    }
   }
 
   ensure(extra: number): void {
     if (this.length + extra <= this.buffer.length) return;
     let size = this.buffer.length * 2;
     while (size < this.length + extra) size *= 2;
-    const grown = Buffer.allocUnsafe(size);
+    const grown = Buffer.allocUnsafeSlow(size);
     this.buffer.copy(grown, 0, 0, this.length);
     this.buffer = grown;
+    if (size <= SCRATCH_KEPT_BYTES) scratch = grown;
   }
 
   head(major: number, argument: number | bigint): void {
@@ -404,30 +413,75 @@ function writeValue(writer: Writer, value: Encodable, depth: number): void {
     writer.head(MAJOR_TAG, value.tag);
     writeValue(writer, value.value, depth + 1);
   } else if (value instanceof Map) {
-    writeMap(writer, [...(value as ReadonlyMap<CborMapKey, Encodable>)], depth);
+    const map = value as ReadonlyMap<CborMapKey, Encodable>;
+    writeMap(writer, Array.from(map.keys()), (key) => map.get(key)!, depth);
   } else if (typeof value === 'object' && isPlainObject(value)) {
-    writeMap(writer, Object.entries(value as { readonly [key: string]: Encodable }), depth);
+    const record = value as { readonly [key: string]: Encodable };
+    writeMap(writer, Object.keys(record), (key) => record[key as string]!, depth);
   } else {
     throw unencodable(`cannot encode a value of type ${typeof value}`);
   }
 }
 
-function writeMap(writer: Writer, entries: [CborMapKey, Encodable][], depth: number): void {
-  const encoded = entries.map(([key, item]) => {
-    if (typeof key !== 'number' && typeof key !== 'bigint' && typeof key !== 'string') {
+/** A map's entries in the order of their keys' encodings: one array of keys per map, sorted in place. */
+function writeMap(writer: Writer, keys: CborMapKey[], valueOf: (key: CborMapKey) => Encodable, depth: number): void {
+  for (const key of keys) {
+    if (typeof key === 'number') {
+      if (!Number.isSafeInteger(key)) throw unencodable(`${key} is not a safe integer (signed data carries integers only)`);
+    } else if (typeof key !== 'bigint' && typeof key !== 'string') {
       throw unencodable('map keys must be integers or text strings');
     }
-    return { key: encodeCbor(key), item };
-  });
-  encoded.sort((a, b) => compareBytes(a.key, b.key));
-  for (let i = 1; i < encoded.length; i++) {
-    if (compareBytes(encoded[i - 1]!.key, encoded[i]!.key) === 0) throw unencodable('duplicate map key');
   }
-  writer.head(MAJOR_MAP, encoded.length);
-  for (const { key, item } of encoded) {
-    writer.bytes(key);
-    writeValue(writer, item, depth + 1);
+  // Sorted without encoding the keys first; small maps (nearly all) by insertion, which allocates nothing.
+  if (keys.length > 16) keys.sort(compareKeys);
+  else {
+    for (let i = 1; i < keys.length; i++) {
+      const key = keys[i]!;
+      let j = i - 1;
+      for (; j >= 0 && compareKeys(keys[j]!, key) > 0; j--) keys[j + 1] = keys[j]!;
+      keys[j + 1] = key;
+    }
   }
+  for (let i = 1; i < keys.length; i++) {
+    if (compareKeys(keys[i - 1]!, keys[i]!) === 0) throw unencodable('duplicate map key');
+  }
+  writer.head(MAJOR_MAP, keys.length);
+  for (const key of keys) {
+    writeValue(writer, key, 0);
+    writeValue(writer, valueOf(key), depth + 1);
+  }
+}
+
+/**
+ * The bytewise order of two keys' deterministic encodings (RFC 8949 §4.2.1), computed from the
+ * keys: the major type first (unsigned 0, negative 1, text 3); within one type a smaller head
+ * argument encodes to smaller bytes (shortest heads are monotonic), so unsigned integers go by
+ * value, negative ones by -1 - value, and text by its UTF-8 length, then its bytes.
+ */
+function compareKeys(a: CborMapKey, b: CborMapKey): number {
+  const ma = keyMajor(a);
+  const mb = keyMajor(b);
+  if (ma !== mb) return ma - mb;
+  if (ma === MAJOR_TEXT) return compareText(a as string, b as string);
+  // Integers (numbers and bigints compare across types); negative ones in reverse.
+  const order = a < b ? -1 : a > b ? 1 : 0;
+  return ma === MAJOR_UNSIGNED ? order : -order;
+}
+
+function keyMajor(key: CborMapKey): number {
+  if (typeof key === 'string') return MAJOR_TEXT;
+  return key >= 0 ? MAJOR_UNSIGNED : MAJOR_NEGATIVE;
+}
+
+function compareText(a: string, b: string): number {
+  if (isAscii(a) && isAscii(b)) {
+    if (a.length !== b.length) return a.length - b.length;
+    return a < b ? -1 : a > b ? 1 : 0;
+  }
+  const ea = textEncoder.encode(a);
+  const eb = textEncoder.encode(b);
+  if (ea.length !== eb.length) return ea.length - eb.length;
+  return compareBytes(ea, eb);
 }
 
 function isAscii(value: string): boolean {

@@ -21,8 +21,23 @@ export const DIGEST_LENGTH = 32;
  * envelope still cannot be replayed to another device or on another topic.
  */
 export function contextAad(deviceId: string, topic: string): Uint8Array {
-  return encodeCbor([deviceId, topic]);
+  // One device, a handful of topics: encoded once each (every command and result needs one).
+  let byTopic = aads.get(deviceId);
+  if (byTopic === undefined) {
+    if (aads.size >= MAX_CACHED_AADS) aads.clear();
+    aads.set(deviceId, (byTopic = new Map()));
+  }
+  let aad = byTopic.get(topic);
+  if (aad === undefined) {
+    if (byTopic.size >= MAX_CACHED_AADS) byTopic.clear();
+    byTopic.set(topic, (aad = encodeCbor([deviceId, topic])));
+  }
+  return aad;
 }
+
+/** Encoded external_aad by device and topic; read-only (callers copy it into a Sig_structure). */
+const aads = new Map<string, Map<string, Uint8Array>>();
+const MAX_CACHED_AADS = 64;
 
 export function missing(name: string): EnvelopeError {
   return new EnvelopeError('ENVELOPE_CLAIM_MISSING', `claim ${name} is missing`);

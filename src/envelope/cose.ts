@@ -252,17 +252,25 @@ function assembleSign1(options: Sign1Options, protectedBytes: Uint8Array, signat
   return encodeCbor(options.tagged === false ? message : new CborTagged(COSE_SIGN1_TAG, message));
 }
 
+/** Protected headers with the key's own algorithm and kid, the common case, encoded once per key. */
+const defaultProtected = new WeakMap<PrivateKey, Uint8Array>();
+
 function encodeProtected(key: PrivateKey, alg: CoseAlgorithm | undefined, kid: Uint8Array | undefined): Uint8Array {
+  const common = alg === undefined && kid === undefined;
+  const cached = common ? defaultProtected.get(key) : undefined;
+  if (cached !== undefined) return cached;
   const id = alg ?? defaultAlgorithm(key.keyType);
   const info = algorithmInfo(id);
   if (info === undefined) throw new EnvelopeError('ENVELOPE_ALG_UNSUPPORTED', `algorithm ${id} is not supported`);
   requireKeyFits(info, key.publicKey);
-  return encodeCbor(
+  const encoded = encodeCbor(
     new Map<CborMapKey, CborValue>([
       [HEADER.alg, id],
       [HEADER.kid, kid ?? key.publicKey.kid],
     ]),
   );
+  if (common) defaultProtected.set(key, encoded);
+  return encoded;
 }
 
 /** Room for the array head, the context string and up to five byte-string heads. */
