@@ -50,7 +50,7 @@ export const CONFIG_OPTIONS: readonly OptionDescription[] = [
   { path: 'broker.ca', type: { kind: 'path' }, doc: 'CA certificate (PEM) for mqtts://' },
   { path: 'broker.cert', type: { kind: 'path' }, doc: 'Client certificate (PEM) for mqtts://; with broker.key' },
   { path: 'broker.key', type: { kind: 'path' }, doc: 'Client private key (PEM) for mqtts://; with broker.cert' },
-  { path: 'broker.clientId', type: { kind: 'string' }, defaultText: 'ztedge-<site>-<device>', doc: 'MQTT client id' },
+  { path: 'broker.clientId', type: { kind: 'string' }, defaultText: 'ztedge-<site>-<device>', doc: 'MQTT client id. With an executor of kind mqtt the agent opens a second connection, <clientId>-exec, for exec/<action> and its acks' },
   { path: 'broker.topicPrefix', type: { kind: 'string' }, defaultText: 'ztedge/<site>/<device>/', doc: 'Prefix of the device topics; ends with /, no wildcards' },
   {
     path: 'broker.replyTopicPrefix',

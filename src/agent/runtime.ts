@@ -126,6 +126,13 @@ export class Agent {
   private readonly failClosed: FailClosedState = { active: false };
   private posture: Posture;
   private link: MqttLink | null = null;
+  /**
+   * The controller's side (exec/<action> out, exec/+/ack in) on a connection of its own: on the
+   * command connection an ack would queue at the broker behind every command not yet read, so
+   * under a backlog (or once the broker drops queued messages at its limit) executions that ran
+   * would time out. Only when an executor is of kind mqtt.
+   */
+  private execLink: MqttLink | null = null;
   private outbox: Outbox | null = null;
   /** Upstream sync of the audit log (audit.sync), its transport, and the collector key it trusts. */
   private sync: AuditSync | null = null;
@@ -270,14 +277,15 @@ export class Agent {
     this.bundles.start();
     performance.mark('ztedge:bundle-activated');
 
-    if (config.broker.url !== null) this.createMqtt(config.broker.url);
-    if (config.audit.sync !== undefined) this.createSync(config.audit.sync);
     // The firmware profile's executors are defaults for actions the configuration does not name.
-    for (const [action, spec] of Object.entries({ ...this.attestation?.profile.executors, ...config.executors })) {
+    const executorSpecs = Object.entries({ ...this.attestation?.profile.executors, ...config.executors });
+    if (config.broker.url !== null) this.createMqtt(config.broker.url, executorSpecs.some(([, spec]) => spec.kind === 'mqtt'));
+    if (config.audit.sync !== undefined) this.createSync(config.audit.sync);
+    for (const [action, spec] of executorSpecs) {
       if (spec.kind === 'exec') this.executors.set(action, new ExecExecutor(spec.command, spec.timeoutMs));
       else if (spec.kind === 'http') this.executors.set(action, new HttpExecutor(spec.url, spec.timeoutMs));
-      else if (spec.kind === 'mqtt' && this.link !== null) {
-        this.executors.set(action, new MqttExecutor(this.link, this.ackRouter, this.topics.exec(action), spec.timeoutMs));
+      else if (spec.kind === 'mqtt' && this.execLink !== null) {
+        this.executors.set(action, new MqttExecutor(this.execLink, this.ackRouter, this.topics.exec(action), spec.timeoutMs));
       }
     }
     // Before anything new arrives: commands a crash left between decision and execution record.
@@ -296,6 +304,7 @@ export class Agent {
     if (config.http.enabled) await this.startHttp();
     performance.mark('ztedge:http-listening');
     this.outbox?.start();
+    this.execLink?.start();
     this.link?.start();
     this.sync?.start();
     this.timers.push(
@@ -446,6 +455,7 @@ export class Agent {
     await this.audit.close().catch(() => undefined); // the shutdown checkpoint
     await this.outbox?.close();
     await this.link?.close();
+    await this.execLink?.close();
     this.commits.flush(); // writes still queued (e.g. deletes of messages acknowledged just now)
     this.clock.persist();
     this.db.close();
@@ -469,21 +479,38 @@ export class Agent {
     }
   }
 
-  private createMqtt(url: string): void {
+  private createMqtt(url: string, withExecutors: boolean): void {
     const { broker } = this.config;
     const password = broker.passwordFile === undefined ? undefined : readPasswordFile(broker.passwordFile);
     const offline = Buffer.from(JSON.stringify({ state: 'offline', device: this.config.device.id }));
-    this.link = new MqttLink({
+    const clientId = broker.clientId ?? `ztedge-${this.config.device.site}-${this.config.device.id}`;
+    const connection = {
       url,
-      clientId: broker.clientId ?? `ztedge-${this.config.device.site}-${this.config.device.id}`,
       username: broker.username,
       password,
       // TLS files only for mqtts://; the link refuses them on a plain connection.
       ...(broker.ca === undefined && broker.cert === undefined ? {} : { tls: { caFile: broker.ca, certFile: broker.cert, keyFile: broker.key } }),
+    };
+    if (withExecutors) {
+      this.execLink = new MqttLink({
+        ...connection,
+        clientId: `${clientId}-exec`,
+        subscriptions: [`${this.topics.prefix}exec/+/ack`],
+        maxPayloadBytes: this.config.limits.envelopeMaxBytes,
+        payloadLimit: (topic) => this.payloadLimit(topic),
+        onMessage: async (message) => this.onExecutorAck(message),
+      });
+      this.execLink.on('online', () => this.logger.info('executor connection to the broker up'));
+      this.execLink.on('offline', () => this.logger.warn('executor connection to the broker lost; reconnecting'));
+      this.execLink.on('problem', (err) => this.logger.warn('transport problem (executor connection)', { code: err.code, error: err.message }));
+      this.execLink.on('oversize', (r) => this.onOversize(r));
+    }
+    this.link = new MqttLink({
+      ...connection,
+      clientId,
       will: { topic: this.topics.status, payload: offline, retain: true },
       subscriptions: [
         ...this.topics.inbound,
-        `${this.topics.prefix}exec/+/ack`,
         ...(this.config.audit.sync?.transport === 'mqtt' ? [auditAckTopic(this.topics.prefix)] : []),
       ],
       maxPayloadBytes: this.config.limits.envelopeMaxBytes,
@@ -608,15 +635,9 @@ export class Agent {
   /** Handles one inbound MQTT message; resolves when it is safe to acknowledge it. */
   private async onMessage(message: InboundMessage): Promise<void> {
     const { topics } = this;
-    if (message.topic.startsWith(`${topics.prefix}exec/`) && message.topic.endsWith('/ack')) {
-      const action = message.topic.slice(`${topics.prefix}exec/`.length, -'/ack'.length);
-      const { verdict, id } = this.ackRouter.deliver(action, message.payload);
-      if (verdict !== 'ACCEPTED') {
-        // Anyone who can publish there can send these: counted and sampled like other refusals.
-        this.track(this.pipeline.refusals.refuse('mqtt:exec-ack', verdict, 'execution', { ack: verdict, action: action.slice(0, 128), ...(id === undefined ? {} : { id }) }).recorded);
-      }
-      return;
-    }
+    // Executor acks are read on the executor connection; a session kept from an agent of before
+    // may still deliver them here, where they are not news.
+    if (message.topic.startsWith(`${topics.prefix}exec/`) && message.topic.endsWith('/ack')) return;
     if (message.topic === auditAckTopic(topics.prefix)) {
       if (this.syncTransport instanceof MqttSyncTransport) this.syncTransport.deliver(message.payload);
       return;
@@ -644,6 +665,18 @@ export class Agent {
       }
     }
     else if (message.topic === topics.attestChallenge) this.onChallenge(message);
+  }
+
+  /** An executor's ack, on the executor connection: to the execution waiting for it. */
+  private onExecutorAck(message: InboundMessage): void {
+    const { topics } = this;
+    if (!message.topic.startsWith(`${topics.prefix}exec/`) || !message.topic.endsWith('/ack')) return;
+    const action = message.topic.slice(`${topics.prefix}exec/`.length, -'/ack'.length);
+    const { verdict, id } = this.ackRouter.deliver(action, message.payload);
+    if (verdict !== 'ACCEPTED') {
+      // Anyone who can publish there can send these: counted and sampled like other refusals.
+      this.track(this.pipeline.refusals.refuse('mqtt:exec-ack', verdict, 'execution', { ack: verdict, action: action.slice(0, 128), ...(id === undefined ? {} : { id }) }).recorded);
+    }
   }
 
   /**

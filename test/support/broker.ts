@@ -41,6 +41,11 @@ export interface StartBrokerOptions {
    * it costs the broker about as much CPU as routing, so benchmarks must never use it.
    */
   log?: 'quiet' | 'all';
+  /**
+   * Mosquitto's max_queued_messages: messages queued per client beyond those in flight; more are
+   * dropped, QoS 1 included (Mosquitto's default is 1000). Not applied by aedes.
+   */
+  maxQueuedMessages?: number;
 }
 
 /** Files a TLS client needs to talk to a `tls: true` broker. */
@@ -172,6 +177,7 @@ async function startMosquitto(install: MosquittoInstall, opts: StartBrokerOption
   } else {
     lines.push('persistence false');
   }
+  if (opts.maxQueuedMessages !== undefined) lines.push(`max_queued_messages ${opts.maxQueuedMessages}`);
   if (tlsFiles) {
     lines.push(
       `cafile ${tlsFiles.ca}`,
