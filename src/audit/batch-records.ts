@@ -14,7 +14,7 @@
 // or refuses exactly as before and says why. What the fast path accepts, the generic decoder
 // accepts with the same values: a record that would be refused can never be let through by the
 // fast path.
-import { type AuditKind, AUDIT_KINDS } from './chain.js';
+import { type AuditKind, KIND_BYTES, writeU32 } from './chain.js';
 
 /** A record as a batch carries it. */
 export interface BatchRecord {
@@ -35,8 +35,6 @@ const TWO_32 = 2 ** 32;
 const MAX_SAFE_HIGH = Math.floor(Number.MAX_SAFE_INTEGER / TWO_32);
 
 const utf8 = new TextEncoder();
-const KIND_BYTES: ReadonlyArray<readonly [AuditKind, Uint8Array]> = AUDIT_KINDS.map((k) => [k, utf8.encode(k)] as const);
-const KIND_BY_NAME = new Map<string, Uint8Array>(KIND_BYTES);
 
 /** Bytes of a CBOR head carrying `n` (a safe non-negative integer), shortest form. */
 function headSize(n: number): number {
@@ -71,13 +69,6 @@ function writeHead(out: Uint8Array, at: number, major: number, n: number): numbe
   return at + 9;
 }
 
-function writeU32(out: Uint8Array, at: number, n: number): void {
-  out[at] = n >>> 24;
-  out[at + 1] = (n >>> 16) & 0xff;
-  out[at + 2] = (n >>> 8) & 0xff;
-  out[at + 3] = n & 0xff;
-}
-
 function checkCount(n: number, what: string): void {
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${what} must be a non-negative safe integer, got ${n}`);
 }
@@ -93,7 +84,7 @@ export function encodeBatchRecords(records: readonly BatchRecord[]): Uint8Array 
     const r = records[i]!;
     checkCount(r.seq, 'seq');
     checkCount(r.timeMs, 'timeMs');
-    const kind = KIND_BY_NAME.get(r.kind) ?? utf8.encode(r.kind);
+    const kind = KIND_BYTES.get(r.kind) ?? utf8.encode(r.kind);
     kinds[i] = kind;
     size += 1 + headSize(r.seq) + headSize(r.timeMs) + headSize(kind.length) + kind.length + headSize(r.body.length) + r.body.length + headSize(r.hash.length) + r.hash.length;
   }

@@ -11,7 +11,8 @@ import { sha256 } from '../crypto/hash.js';
 export const AUDIT_KINDS = ['command', 'decision', 'execution', 'bundle', 'attestation', 'key', 'sync', 'system', 'checkpoint'] as const;
 export type AuditKind = (typeof AUDIT_KINDS)[number];
 
-const KIND_BYTES = new Map<string, Uint8Array>(AUDIT_KINDS.map((k) => [k, new TextEncoder().encode(k)]));
+/** Each kind's UTF-8 bytes, as the hash preimage and a sync batch carry them. */
+export const KIND_BYTES: ReadonlyMap<AuditKind, Uint8Array> = new Map(AUDIT_KINDS.map((k) => [k, new TextEncoder().encode(k)]));
 
 /** The chain starts from 32 zero bytes. */
 export const GENESIS_HASH = new Uint8Array(32);
@@ -53,7 +54,8 @@ export function recordHash(prevHash: Uint8Array, seq: number, timeMs: number, ki
   return sha256(pre.subarray(0, length));
 }
 
-function writeU32(out: Uint8Array, at: number, n: number): void {
+/** Writes `n` (below 2^32) big-endian at `at`. */
+export function writeU32(out: Uint8Array, at: number, n: number): void {
   out[at] = n >>> 24;
   out[at + 1] = (n >>> 16) & 0xff;
   out[at + 2] = (n >>> 8) & 0xff;
