@@ -159,27 +159,7 @@ export class RateLimiter {
   }
 }
 
-/** Keys built so far, by policy, principal and action (a command's check and record reuse them). */
-const cachedKeys = new Map<string, Map<string, Map<string, string>>>();
-/** Beyond this many entries at a level the cache starts over there (policies and issuers come and go with bundles). */
-const MAX_CACHED_KEYS = 4096;
-
 function keyOf(policyId: string, principal: string, action: string): string {
-  let byPrincipal = cachedKeys.get(policyId);
-  if (byPrincipal === undefined) {
-    if (cachedKeys.size >= MAX_CACHED_KEYS) cachedKeys.clear();
-    cachedKeys.set(policyId, (byPrincipal = new Map()));
-  }
-  let byAction = byPrincipal.get(principal);
-  if (byAction === undefined) {
-    if (byPrincipal.size >= MAX_CACHED_KEYS) byPrincipal.clear();
-    byPrincipal.set(principal, (byAction = new Map()));
-  }
-  let key = byAction.get(action);
-  if (key === undefined) {
-    if (byAction.size >= MAX_CACHED_KEYS) byAction.clear();
-    // JSON keeps the three parts unambiguous whatever characters the uids contain.
-    byAction.set(action, (key = JSON.stringify([policyId, principal, action])));
-  }
-  return key;
+  // JSON keeps the three parts unambiguous whatever characters the uids contain.
+  return JSON.stringify([policyId, principal, action]);
 }
