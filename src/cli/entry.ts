@@ -8,8 +8,8 @@
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { getRawAsset, isSea } from 'node:sea';
-import { Worker, isMainThread, workerData } from 'node:worker_threads';
-import { type BoundedWorkerData, type HeapBounds, boundedWorkerOptions, describeBounds, needsHeapBounds, receiveSignals, superviseWorker, workerHeapBounds } from './heap.js';
+import { isMainThread, workerData } from 'node:worker_threads';
+import { type BoundedWorkerData, describeBounds, heapBoundsFor, receiveSignals, startBoundedWorker } from './heap.js';
 import type { EmbeddedAddon } from './native-addon.js';
 import { setProcessStart } from './start-timing.js';
 
@@ -20,19 +20,14 @@ const SQLITE_ADDON_ASSET = 'better_sqlite3.node';
 /** Set by sea-main.ts: whether V8 took the code cache built for this program. */
 declare const __ztedgeCodeCache: 'used' | 'rejected' | undefined;
 
-/** The command in a worker with bounded heap (heap.ts); in the executable sea-main.ts does this. */
-function startBoundedWorker(args: string[], bounds: HeapBounds): void {
-  superviseWorker(new Worker(__filename, boundedWorkerOptions(args, bounds)), (err) => process.stderr.write(`ztedge: ${err.stack ?? String(err)}\n`));
-}
-
 async function start(): Promise<void> {
   performance.mark('ztedge:program-started');
   const inExecutable = isSea();
   const args = process.argv.slice(2);
-  if (isMainThread && needsHeapBounds(args)) {
-    const bounds = workerHeapBounds(process.env.NODE_OPTIONS);
-    if (bounds !== null) return startBoundedWorker(args, bounds);
-  }
+  // A long-running command goes to a worker with bounded heap (heap.ts); in the executable
+  // sea-main.ts has done this before loading the program.
+  const workerBounds = heapBoundsFor(args);
+  if (workerBounds !== null) return startBoundedWorker(__filename, args, workerBounds);
   const data = isMainThread ? null : (workerData as Partial<BoundedWorkerData> | null);
   const bounds = data?.ztedgeHeapBounds ?? null;
   if (data?.ztedgeProcessStart !== undefined) setProcessStart(data.ztedgeProcessStart);

@@ -8,7 +8,7 @@
 // (a whole Node start and a second compile of the program). The operator's NODE_OPTIONS wins
 // for the bound it sets; when it sets both, the process's own heap is already bounded and the
 // command runs on the main thread.
-import { type Worker, type WorkerOptions, parentPort } from 'node:worker_threads';
+import { Worker, type WorkerOptions, isMainThread, parentPort } from 'node:worker_threads';
 import { type ProcessStart, mainThreadStart } from './start-timing.js';
 
 /** The bounds the command path was measured with (bench:pipeline, soak). */
@@ -67,6 +67,23 @@ export function needsHeapBounds(args: readonly string[]): boolean {
   const [name, ...rest] = args;
   // `--version --verbose` reports the heap limit the agent runs with.
   return name === 'run' || name === 'collector' || (name === '--version' && rest.includes('--verbose'));
+}
+
+/**
+ * The bounds to start a worker with for the command `args`, or null to run it on this thread (a
+ * short command, a worker already, or NODE_OPTIONS bounding the process's own heap).
+ */
+export function heapBoundsFor(args: readonly string[]): HeapBounds | null {
+  return isMainThread && needsHeapBounds(args) ? workerHeapBounds(process.env.NODE_OPTIONS) : null;
+}
+
+/**
+ * Runs the command `args` in a worker with heap `bounds`, supervised from this thread: `code` is
+ * the program's file, or (with `eval`) its source.
+ */
+export function startBoundedWorker(code: string, args: string[], bounds: HeapBounds, opts: { eval?: boolean } = {}): void {
+  superviseWorker(new Worker(code, { ...boundedWorkerOptions(args, bounds), ...opts }), (err) => process.stderr.write(`ztedge: ${err.stack ?? String(err)}
+`));
 }
 
 /** What a bounded worker is told by the thread that starts it (its workerData). */

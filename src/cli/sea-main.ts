@@ -9,8 +9,7 @@
 import path from 'node:path';
 import { getAsset, getRawAsset } from 'node:sea';
 import vm from 'node:vm';
-import { Worker, isMainThread } from 'node:worker_threads';
-import { boundedWorkerOptions, needsHeapBounds, superviseWorker, workerHeapBounds } from './heap.js';
+import { heapBoundsFor, startBoundedWorker } from './heap.js';
 import { PROGRAM_ASSET, PROGRAM_CODE_CACHE_ASSET, SEA_MAIN_ASSET, wrapProgram } from './program-asset.js';
 
 function runProgram(): void {
@@ -26,6 +25,6 @@ function runProgram(): void {
 // A long-running command goes to a worker with bounded heap (heap.ts) before the program is
 // loaded here: the main thread then only passes signals on and waits.
 const args = process.argv.slice(2);
-const bounds = isMainThread && needsHeapBounds(args) ? workerHeapBounds(process.env.NODE_OPTIONS) : null;
+const bounds = heapBoundsFor(args);
 if (bounds === null) runProgram();
-else superviseWorker(new Worker(getAsset(SEA_MAIN_ASSET, 'utf8'), { ...boundedWorkerOptions(args, bounds), eval: true }), (err) => process.stderr.write(`ztedge: ${err.stack ?? String(err)}\n`));
+else startBoundedWorker(getAsset(SEA_MAIN_ASSET, 'utf8'), args, bounds, { eval: true });
