@@ -14,7 +14,7 @@
 import { type DecisionFacts, decide } from '../src/agent/decide.js';
 import { buildRequest, isHostedOn, resourceUid } from '../src/agent/request-context.js';
 import { obligationsOf } from '../src/bundle/obligations.js';
-import { verifyBundle } from '../src/bundle/verify.js';
+import { issuerKey, verifyBundle } from '../src/bundle/verify.js';
 import { toHex } from '../src/crypto/bytes.js';
 import { verifyCommand } from '../src/envelope/command.js';
 import { enforce } from '../src/policy/index.js';
@@ -26,10 +26,7 @@ const ROUNDS = 5;
 const keys = makeKeys();
 const bundle = verifyBundle(cellBundle(keys, 1, CELL_POLICIES), { roots: [{ publicKey: keys.root.publicKey }], threshold: 1, device: DEVICE, agentVersion: '0.1.0', now: T0 });
 const verified = verifyCommand(command(keys.planner, T0, 'move', { speed: 50 }), {
-  keyResolver: (kid) => {
-    const issuer = bundle.issuersByKid.get(toHex(kid));
-    return issuer === undefined ? undefined : { key: issuer.key, issuer: issuer.principal.key };
-  },
+  keyResolver: (kid) => issuerKey(bundle, kid, T0),
   deviceId: DEVICE,
   topic: 'cmd',
   now: T0,

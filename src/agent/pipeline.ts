@@ -18,7 +18,7 @@ import { sha256 } from '../crypto/hash.js';
 import type { SignatureVerifier } from '../crypto/verifier.js';
 import type { AuditKind } from '../audit/chain.js';
 import { type AppendArea, AuditError, type AuditSink } from '../audit/log.js';
-import type { VerifiedBundle } from '../bundle/verify.js';
+import { type VerifiedBundle, issuerKey } from '../bundle/verify.js';
 import type { GrantStore } from '../store/grants.js';
 import { type PendingApprovals, type PendingCommand, PendingFullError } from '../store/pending-approvals.js';
 import type { RateLimiter } from '../store/rate-limiter.js';
@@ -31,7 +31,7 @@ import { EnvelopeError } from '../envelope/errors.js';
 import type { ReplayReserver } from '../store/replay-guard.js';
 import type { TimeSource } from '../store/trusted-clock.js';
 import type { UnsettledCommands } from '../store/unsettled-commands.js';
-import type { EnvelopeVerifyOptions, ResolvedKey } from '../envelope/signed-claims.js';
+import type { EnvelopeVerifyOptions } from '../envelope/signed-claims.js';
 import { type EntityUid, enforce } from '../policy/index.js';
 import type { Posture } from './config.js';
 import { type ApprovalHold, type DecisionFacts, type FailClosedState, type Verdict, decide } from './decide.js';
@@ -635,18 +635,6 @@ function once<A extends unknown[], R>(fn: ((...args: A) => R) | undefined): (...
     called = true;
     return fn?.(...args);
   };
-}
-
-/**
- * A key is trusted only while its issuer entry is inside its validity window, and only for its
- * principal: an envelope's iss must be that principal (or absent).
- */
-function issuerKey(bundle: VerifiedBundle, kid: Uint8Array, now: number): ResolvedKey | undefined {
-  const issuer = bundle.issuersByKid.get(toHex(kid));
-  if (issuer === undefined) return undefined;
-  if (issuer.notBeforeMs !== undefined && now < issuer.notBeforeMs) return undefined;
-  if (issuer.notAfterMs !== undefined && now >= issuer.notAfterMs) return undefined;
-  return { key: issuer.key, issuer: issuer.principal.key };
 }
 
 /** JSON-safe data → CBOR-encodable (drops undefined, which CBOR would need a special value for). */

@@ -22,6 +22,7 @@ import type { PublicKey } from '../crypto/keys.js';
 import type { SignatureVerifier } from '../crypto/verifier.js';
 import { type CborValue, CborTagged, decodeCbor } from '../envelope/cbor.js';
 import { COSE_SIGN_TAG, HEADER, type SignerCheck, verifySign } from '../envelope/cose.js';
+import type { ResolvedKey } from '../envelope/signed-claims.js';
 import type { Entities, PolicySet } from '../policy/index.js';
 import { type BundleIssuer, compileEntities, compileIssuers, compilePolicies, requireTestsPass, runBundleTests } from './content.js';
 import { BundleError } from './errors.js';
@@ -311,4 +312,16 @@ function iso(seconds: number): string {
 
 function configError(message: string): BundleError {
   return new BundleError('BUNDLE_VERIFIER_CONFIG', message);
+}
+
+/**
+ * A key is trusted only while its issuer entry is inside its validity window, and only for its
+ * principal: an envelope's iss must be that principal (or absent).
+ */
+export function issuerKey(bundle: VerifiedBundle, kid: Uint8Array, now: number): ResolvedKey | undefined {
+  const issuer = bundle.issuersByKid.get(toHex(kid));
+  if (issuer === undefined) return undefined;
+  if (issuer.notBeforeMs !== undefined && now < issuer.notBeforeMs) return undefined;
+  if (issuer.notAfterMs !== undefined && now >= issuer.notAfterMs) return undefined;
+  return { key: issuer.key, issuer: issuer.principal.key };
 }

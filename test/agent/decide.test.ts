@@ -3,7 +3,7 @@
 // verified in memory, grants and rate counts as plain values).
 import { describe, expect, it } from 'vitest';
 import { type DecideInput, type DecisionFacts, type GrantTerms, decide } from '../../src/agent/decide.js';
-import { verifyBundle } from '../../src/bundle/verify.js';
+import { issuerKey, verifyBundle } from '../../src/bundle/verify.js';
 import { toHex } from '../../src/crypto/bytes.js';
 import { verifyCommand } from '../../src/envelope/command.js';
 import type { RateLimit } from '../../src/store/rate-limiter.js';
@@ -57,10 +57,7 @@ function input(
 ): DecideInput {
   const bytes = command(keys.planner, over.iatMs ?? T0, action, args, over.resource === undefined ? {} : { resource: over.resource });
   const verified = verifyCommand(bytes, {
-    keyResolver: (kid) => {
-      const issuer = bundle.issuersByKid.get(toHex(kid));
-      return issuer === undefined ? undefined : { key: issuer.key, issuer: issuer.principal.key };
-    },
+    keyResolver: (kid) => issuerKey(bundle, kid, T0),
     deviceId: DEVICE,
     topic: 'cmd',
     now: T0,
