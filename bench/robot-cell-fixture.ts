@@ -3,18 +3,7 @@
 // AI agents in roles; a few hundred policies mixing per-cell, per-principal and global rules with
 // conditions on arguments, time and posture; and requests drawn from a seeded PRNG.
 import type { Context, EntityJson, OracleRequest } from '../test/policy/support/cedar-wasm.js';
-
-/** mulberry32: a small, fast, seedable PRNG (uniform in [0, 1)). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../test/support/seeded-random.js';
 
 interface Uid {
   type: string;

@@ -14,6 +14,7 @@ import { openCollectorStore } from '../../src/collector/open-store.js';
 import { writePrivateKeyFile, writePublicKeyFile } from '../../src/crypto/key-files.js';
 import { generatePrivateKey } from '../../src/crypto/keys.js';
 import { REPO_ROOT } from '../e2e/support.js';
+import { seededRandom } from '../support/seeded-random.js';
 import { sleep } from '../support/wait.js';
 import { freePort } from '../support/free-port.js';
 
@@ -57,19 +58,6 @@ async function kill(proc: Proc): Promise<void> {
   await proc.exited;
 }
 
-
-/** A small seeded generator (mulberry32), so a failing run can be repeated. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function agentProgress(dbPath: string): { head: number; synced: number } {
   const db = openReadOnly(dbPath);
   try {
@@ -82,7 +70,7 @@ function agentProgress(dbPath: string): { head: number; synced: number } {
 
 export async function runOutage(opts: OutageOptions): Promise<OutageResult> {
   const seed = Number(process.env.SYNC_OUTAGE_SEED ?? Date.now() % 1_000_000);
-  const random = rng(seed);
+  const random = seededRandom(seed);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ztedge-outage-'));
   const procs = new Set<Proc>();
   try {
