@@ -12,7 +12,7 @@ import { sealEnvelope } from '../../src/envelope/signed-claims.js';
 import { type TestBroker, startBroker } from '../support/broker.js';
 import { runCleanups, waitUntil } from '../support/wait.js';
 import { CELL_POLICIES } from '../agent/fixture.js';
-import { ARM, DEVICE, GRIP_POLICY, Operator, PREFIX, type RunningAgent, type Site, auditTrail, command, makeSite, startAgent, startArm } from './support.js';
+import { ARM, auditTrail, command, DEVICE, GRIP_POLICY, makeSite, Operator, PREFIX, type RunningAgent, type Site, startAgent, startArm, untilOnlineWithBundle } from './support.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(() => runCleanups(cleanups));
@@ -34,7 +34,7 @@ async function setup(opts: { raw?: Record<string, unknown>; policies?: string } 
 async function launch(site: Site, broker: TestBroker, bundleFile: string, raw: Record<string, unknown> = {}) {
   const running: RunningAgent = await startAgent(site.config(broker.url, { bundleFile, ...raw }));
   cleanups.push(() => running.stop());
-  await waitUntil(() => running.agent.status().online && running.agent.status().bundle?.revision === 1, 'agent online with bundle 1');
+  await untilOnlineWithBundle(running.agent);
   return running;
 }
 

@@ -24,7 +24,7 @@ import { type TestBroker, startBroker } from '../support/broker.js';
 import { MqttPeer } from '../support/mqtt-peer.js';
 import { startSwtpm, tpmToolsAvailable } from '../support/swtpm.js';
 import { runCleanups, waitUntil } from '../support/wait.js';
-import { DEVICE, Operator, PREFIX, SITE, type Site, auditTrail, brokerArgs, cli, command, makeSite, startAgent, startArm } from './support.js';
+import { auditTrail, brokerArgs, cli, command, DEVICE, makeSite, Operator, PREFIX, type Site, SITE, startAgent, startArm, untilOnlineWithBundle } from './support.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(() => runCleanups(cleanups));
@@ -100,7 +100,7 @@ async function setup(attestation: Record<string, unknown> = {}) {
   const running = await startAgent(config);
   cleanups.push(() => running.stop());
   const { agent } = running;
-  await waitUntil(() => agent.status().online && agent.status().bundle?.revision === 1, 'agent online with bundle 1');
+  await untilOnlineWithBundle(agent);
   const arm = await startArm(broker);
   cleanups.push(() => arm.stop());
   const operator = await Operator.connect(broker, site);

@@ -8,7 +8,7 @@ import { CLAIM } from '../../src/envelope/claims.js';
 import { sealEnvelope } from '../../src/envelope/signed-claims.js';
 import { type TestBroker, startBroker } from '../support/broker.js';
 import { runCleanups, waitUntil } from '../support/wait.js';
-import { ARM, DEVICE, GRIP_POLICY, Operator, PREFIX, type RunningAgent, type Site, auditTrail, brokerArgs, cli, command, makeSite, startAgent, startArm } from './support.js';
+import { ARM, auditTrail, brokerArgs, cli, command, DEVICE, GRIP_POLICY, makeSite, Operator, PREFIX, type RunningAgent, type Site, startAgent, startArm, untilOnlineWithBundle } from './support.js';
 import { CELL_POLICIES } from '../agent/fixture.js';
 
 const cleanups: Array<() => unknown> = [];
@@ -32,7 +32,7 @@ async function setup(opts: { now?: () => number; raw?: Record<string, unknown> }
 async function launch(site: Site, broker: TestBroker, bundleFile: string, opts: { now?: () => number; raw?: Record<string, unknown> } = {}) {
   const running: RunningAgent = await startAgent(site.config(broker.url, { bundleFile, ...opts.raw }), opts.now);
   cleanups.push(() => running.stop());
-  await waitUntil(() => running.agent.status().online && running.agent.status().bundle?.revision === 1, 'agent online with bundle 1');
+  await untilOnlineWithBundle(running.agent);
   return { running, agent: running.agent };
 }
 

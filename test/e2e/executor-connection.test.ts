@@ -9,9 +9,9 @@ import { toHex } from '../../src/crypto/bytes.js';
 import { sha256 } from '../../src/crypto/hash.js';
 import { readUnverifiedResult } from '../../src/envelope/result.js';
 import { startBroker } from '../support/broker.js';
-import { runCleanups, sleep, waitUntil } from '../support/wait.js';
+import { runCleanups, sleep } from '../support/wait.js';
 import { CELL_POLICIES } from '../agent/fixture.js';
-import { GRIP_POLICY, PREFIX, command, makeSite, startAgent, startArm } from './support.js';
+import { command, GRIP_POLICY, makeSite, PREFIX, startAgent, startArm, untilOnlineWithBundle } from './support.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(() => runCleanups(cleanups));
@@ -33,7 +33,7 @@ describe('executor acks on their own connection', () => {
       site.config(broker.url, { bundleFile: site.bundleFile(1, CELL_POLICIES + GRIP_POLICY), executors: { grip: { kind: 'mqtt', timeout: '3s' } } }),
     );
     cleanups.push(() => running.stop());
-    await waitUntil(() => running.agent.status().online && running.agent.status().bundle?.revision === 1, 'agent online with bundle 1');
+    await untilOnlineWithBundle(running.agent);
     const arm = await startArm(broker);
     cleanups.push(() => arm.stop());
 

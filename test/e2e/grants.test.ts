@@ -13,7 +13,7 @@ import type { ApprovalsView } from '../../src/api/app.js';
 import { CELL_POLICIES, type Keys } from '../agent/fixture.js';
 import { type TestBroker, startBroker } from '../support/broker.js';
 import { runCleanups, waitUntil } from '../support/wait.js';
-import { ARM, DEVICE, GRIP_POLICY, Operator, PREFIX, SITE, type Site, auditTrail, brokerArgs, cli, command, makeSite, startAgent, startArm } from './support.js';
+import { ARM, auditTrail, brokerArgs, cli, command, DEVICE, GRIP_POLICY, makeSite, Operator, PREFIX, type Site, SITE, startAgent, startArm, untilOnlineWithBundle } from './support.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(() => runCleanups(cleanups));
@@ -33,7 +33,7 @@ async function setup(firstPolicies: string) {
   const running = await startAgent(site.config(broker.url, { bundleFile: site.bundleFile(1, firstPolicies), http: { port: 0, adminTokenFile: tokenFile } }));
   cleanups.push(() => running.stop());
   const { agent } = running;
-  await waitUntil(() => agent.status().online && agent.status().bundle?.revision === 1, 'agent online with bundle 1');
+  await untilOnlineWithBundle(agent);
   const arm = await startArm(broker);
   cleanups.push(() => arm.stop());
   const operator = await Operator.connect(broker, site);

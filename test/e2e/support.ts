@@ -115,6 +115,11 @@ export async function startAgent(config: AgentConfig, now?: () => number): Promi
   };
 }
 
+/** Waits until the agent is on the broker with bundle `revision` active. */
+export function untilOnlineWithBundle(agent: Agent, revision = 1): Promise<void> {
+  return waitUntil(() => agent.status().online && agent.status().bundle?.revision === revision, `agent online with bundle ${revision}`);
+}
+
 export async function startArm(broker: TestBroker, clientId?: string): Promise<SimArm> {
   return startSimArm({ url: broker.url, prefix: PREFIX, resources: [ARM, `Device::"${DEVICE}"`], ...(clientId === undefined ? {} : { clientId }) });
 }
